@@ -1,0 +1,45 @@
+"""Entry point: ``streamlit run dashboard/app.py``.
+
+Routing with ``st.navigation``; page files live in ``dashboard/app_pages/`` and
+hold UI only. The shared sidebar is drawn here before the page runs.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT.parent) not in sys.path:  # so `import vizcore` and `import dashboard` work from a clone
+    sys.path.insert(0, str(ROOT.parent))
+
+st.set_page_config(page_title="vizcore: what CNN layers learn", page_icon="🔬", layout="wide")
+
+PAGES = {
+    "Single network": [
+        st.Page(str(ROOT / "app_pages" / "activations.py"), title="Activations", icon="🖼️",
+                url_path="activations", default=True),
+        st.Page(str(ROOT / "app_pages" / "compare.py"), title="Compare", icon="⚖️", url_path="compare"),
+        st.Page(str(ROOT / "app_pages" / "architectures.py"), title="Architectures", icon="🏗️",
+                url_path="architectures"),
+    ],
+    "What units want": [
+        st.Page(str(ROOT / "app_pages" / "dataset_examples.py"), title="Dataset examples", icon="🧩",
+                url_path="dataset_examples"),
+        st.Page(str(ROOT / "app_pages" / "feature_viz.py"), title="Feature visualisation", icon="🎨",
+                url_path="feature_viz"),
+    ],
+    "What depth buys": [
+        st.Page(str(ROOT / "app_pages" / "probes.py"), title="Linear probes", icon="📈", url_path="probes"),
+        st.Page(str(ROOT / "app_pages" / "embeddings.py"), title="Embeddings", icon="🗺️",
+                url_path="embeddings"),
+        st.Page(str(ROOT / "app_pages" / "shape_bias.py"), title="Texture vs shape", icon="🐘",
+                url_path="shape_bias"),
+    ],
+}
+
+page = st.navigation(PAGES)
+with st.sidebar:
+    st.caption("vizcore: look inside convolutional networks. Models load once and are shared.")
+page.run()

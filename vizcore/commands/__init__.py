@@ -1,0 +1,1 @@
+"""CLI subcommands, discovered by :mod:`vizcore.cli` (one module each, ``register(subparsers)``)."""

@@ -1,0 +1,22 @@
+"""Image I/O, built-in samples and datasets."""
+from vizcore.data.images import ImageLoadError, load_image, to_rgb
+from vizcore.data.samples import SAMPLES, load_sample, sample_names, sample_path
+
+__all__ = ["ImageLoadError", "SAMPLES", "load_image", "load_sample", "sample_names", "sample_path", "to_rgb"]
+from vizcore.data.datasets import (  # noqa: E402
+    BatchReport,
+    ImageDataset,
+    ImageItem,
+    cue_conflict_dataset,
+    file_list,
+    image_folder,
+    iter_batches,
+    open_dataset,
+    samples_dataset,
+    torchvision_dataset,
+)
+
+__all__ += [
+    "BatchReport", "ImageDataset", "ImageItem", "cue_conflict_dataset", "file_list", "image_folder",
+    "iter_batches", "open_dataset", "samples_dataset", "torchvision_dataset",
+]
