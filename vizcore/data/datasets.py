@@ -241,7 +241,7 @@ def open_dataset(spec: str | os.PathLike) -> ImageDataset:
     p = Path(s).expanduser()
     if p.is_dir():
         # A stimuli root is recognised by its layout.
-        if (p / "style-transfer-preprocessed-512").is_dir():
+        if (p / "style-transfer-preprocessed-512").is_dir() or p.name == "style-transfer-preprocessed-512":
             return cue_conflict_dataset(p, "cue-conflict")
         return image_folder(p)
     if p.is_file():
