@@ -3,6 +3,13 @@
 Models come from ``st.cache_resource`` (one object for all sessions; never
 mutated: hooks are attached per call by :func:`vizcore.tap.tap`).
 Session-state keys are prefixed with the calling page's ``key``.
+
+Engine results are cached with ``st.cache_data`` keyed by an image digest computed here
+(:func:`image_payload`), the model name and the weights choice: :func:`cached_extract`
+(one forward pass, all taps), :func:`activation_overview` (predictions, per-layer stats),
+:func:`cached_grids` (channel-grid PNGs) and :func:`cached_gradcam` (one layer, on demand).
+:func:`channel_links` implements the cross-page contract: it sets
+``st.session_state["channel_target"] = {"model", "layer", "channel"}`` and switches page.
 """
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import io
 import warnings
 from typing import Sequence
 
+import numpy as np
 import streamlit as st
 from PIL import Image
 
@@ -72,14 +80,208 @@ def image_input(key: str) -> tuple[Image.Image | None, str]:
         up = st.file_uploader("Upload an image", key=f"{key}_upload",
                               type=None, help="Any format Pillow reads; large images are resized.")
     if up is not None:
+        data = up.getvalue()
         try:
-            return load_image(up.getvalue()), up.name
+            return _decode_upload(_bytes_digest(data), data), up.name
         except ImageLoadError as e:
-            st.error(f"Could not use {up.name}: {e}")
-    return load_sample(sample), sample
+            st.error(f"Could not use {up.name}: {e} Showing the built-in image instead.")
+    return _cached_sample(sample), sample
+
+
+def _bytes_digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _decode_upload(digest: str, _data: bytes) -> Image.Image:
+    """Decode an upload once (errors are raised, not cached)."""
+    return load_image(_data)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _cached_sample(name: str) -> Image.Image:
+    return load_sample(name)
 
 
 def png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Activations: image identity, cached engine calls, figures and the cross-page channel link.
+# Cached functions take the image as raw RGB bytes plus a digest computed here (``_raw`` is not
+# hashed by Streamlit; ``digest`` is the key), never as a PIL object.
+
+GRID_ORDERS = ("mean", "max", "index")
+PAGE_DATASET_EXAMPLES = "app_pages/dataset_examples.py"
+PAGE_FEATURE_VIZ = "app_pages/feature_viz.py"
+
+
+def image_digest(img: Image.Image) -> str:
+    """A content hash of an RGB image (size and pixels), used as the cache key."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{img.mode}:{img.size[0]}x{img.size[1]}:".encode())
+    h.update(img.tobytes())
+    return h.hexdigest()
+
+
+def image_payload(img: Image.Image) -> tuple[str, bytes, tuple[int, int]]:
+    """``(digest, raw RGB bytes, (width, height))`` to hand to the cached functions below."""
+    img = img if img.mode == "RGB" else img.convert("RGB")
+    return image_digest(img), img.tobytes(), img.size
+
+
+def _from_raw(raw: bytes, size: tuple[int, int]) -> Image.Image:
+    return Image.frombytes("RGB", tuple(size), raw)
+
+
+def weights_picker(key: str, *, default: str = "auto") -> str:
+    """Weight source: ``auto`` (bundled, hub cache, download, else random) or ``random``."""
+    opts = ["auto", "random"]
+    labels = {"auto": "best available (auto)", "random": "random init"}
+    return st.radio("Weights", opts, index=opts.index(default), key=f"{key}_weights",
+                    format_func=labels.__getitem__, horizontal=True,
+                    help="auto: bundled package, local hub cache, download, and random "
+                         "initialisation as the last resort; the badge says which was used.")
+
+
+@st.cache_data(max_entries=3, show_spinner=False)
+def cached_extract(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int]):
+    """All taps of ``model`` for one image (one forward pass); a few results kept in memory."""
+    from vizcore.activations import extract
+
+    lm = get_model(model, weights)
+    return extract(lm, _from_raw(_raw, size))
+
+
+def _is_spatial(shape: Sequence[int]) -> bool:
+    return len(shape) == 3 and (shape[1] > 1 or shape[2] > 1)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def activation_overview(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int]) -> dict:
+    """Small, page-ready facts of one extraction: predictions, crop, and per-layer shape/stats."""
+    res = cached_extract(model, weights, digest, _raw, size)
+    layers = []
+    for name, la in res.layers.items():
+        shape = tuple(int(s) for s in la.output.shape)
+        st_ = la.stats
+        layers.append({
+            "name": name, "module": la.module, "kind": la.kind, "shape": shape,
+            "spatial": _is_spatial(shape),
+            "mean": np.asarray(st_.mean, dtype=np.float32), "max": np.asarray(st_.max, dtype=np.float32),
+            "std": np.asarray(st_.std, dtype=np.float32),
+            "frac_active": np.asarray(st_.frac_active, dtype=np.float32),
+        })
+    return {
+        "model": res.model,
+        "weights": res.weights,
+        "predictions": [(p.index, p.label, float(p.prob)) for p in res.predictions],
+        "crop_png": png_bytes(res.image),
+        "layers": layers,
+    }
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def cached_grids(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], *,
+                 top: int = 16, order: str = "mean", shared_scale: bool = False, cell: int = 64,
+                 layers: tuple[str, ...] | None = None) -> dict[str, dict]:
+    """Per layer: ``{"png": grid PNG, "channels": [...]}`` for maps, or the top values for vectors."""
+    from vizcore.activations import channel_grid
+
+    res = cached_extract(model, weights, digest, _raw, size)
+    out: dict[str, dict] = {}
+    for name, la in res.layers.items():
+        if layers is not None and name not in layers:
+            continue
+        act = la.output.detach().float().cpu()
+        if act.dim() == 3 and _is_spatial(act.shape):
+            img, chans = channel_grid(act, top=min(top, act.shape[0]), order=order,
+                                      shared_scale=shared_scale, cell=cell)
+            out[name] = {"png": png_bytes(img), "channels": [int(c) for c in chans]}
+        else:
+            vec = act.reshape(act.shape[0], -1).mean(dim=1).numpy()
+            k = min(top, vec.shape[0])
+            idx = np.argsort(-vec, kind="stable")[:k] if order != "index" else np.arange(k)
+            out[name] = {"png": None, "channels": [int(i) for i in idx],
+                         "values": [float(vec[i]) for i in idx]}
+    return out
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def cached_gradcam(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int],
+                   layer: str, target: int | None = None, alpha: float = 0.5) -> bytes:
+    """PNG of the Grad-CAM heatmap of ``layer`` over the preprocessed crop (one backward pass)."""
+    from vizcore.activations import gradcam, overlay
+
+    lm = get_model(model, weights)
+    image = _from_raw(_raw, size)
+    heat = gradcam(lm, image, [layer], target=target)[layer]
+    crop = cached_extract(model, weights, digest, _raw, size).image
+    return png_bytes(overlay(crop, heat, alpha=alpha))
+
+
+def predictions_figure(preds: Sequence[tuple[int, str, float]], *, height: int = 220):
+    """A horizontal plotly bar chart of top-k ``(index, label, prob)``, best on top."""
+    import plotly.graph_objects as go
+
+    preds = list(preds)[::-1]
+    fig = go.Figure(go.Bar(
+        x=[p[2] for p in preds], y=[f"{p[1]} ({p[0]})" for p in preds], orientation="h",
+        text=[f"{p[2]:.1%}" for p in preds], textposition="auto",
+        hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
+    fig.update_layout(height=height, margin=dict(l=0, r=0, t=10, b=0),
+                      xaxis=dict(title="probability", range=[0, max([p[2] for p in preds] + [0.05]) * 1.05],
+                                 tickformat=".0%"),
+                      yaxis=dict(automargin=True))
+    return fig
+
+
+def vector_figure(channels: Sequence[int], values: Sequence[float], *, height: int = 200):
+    """Top units of a non-spatial layer (pooled features, fc, logits) as a bar chart."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Bar(x=[str(c) for c in channels], y=list(values),
+                           hovertemplate="unit %{x}: %{y:.3f}<extra></extra>"))
+    fig.update_layout(height=height, margin=dict(l=0, r=0, t=10, b=0),
+                      xaxis=dict(title="unit", type="category"), yaxis=dict(title="activation"))
+    return fig
+
+
+def nearest_tap(names: Sequence[str], depth: float) -> tuple[int, float]:
+    """Index of the tap whose relative depth (position / (n - 1), 0 = first, 1 = last) is
+    nearest ``depth``, and that relative depth. Ties go to the shallower tap."""
+    n = len(names)
+    if n == 0:
+        raise ValueError("no taps to choose from")
+    if n == 1:
+        return 0, 0.0
+    rel = [i / (n - 1) for i in range(n)]
+    i = min(range(n), key=lambda j: (abs(rel[j] - depth), j))
+    return i, rel[i]
+
+
+def set_channel_target(model: str, layer: str, channel: int) -> dict:
+    """Record the channel the other pages should open on (the cross-page contract)."""
+    target = {"model": model, "layer": layer, "channel": int(channel)}
+    st.session_state["channel_target"] = target
+    return target
+
+
+def channel_links(model: str, layer: str, channel: int, key: str) -> None:
+    """Two buttons that open the Dataset examples / Feature visualisation pages on a channel."""
+    c1, c2 = st.columns(2)
+    if c1.button("Dataset examples", key=f"{key}_dsx", icon=":material/grid_view:",
+                 help="Image patches that excite this channel most"):
+        set_channel_target(model, layer, channel)
+        st.switch_page(PAGE_DATASET_EXAMPLES)
+    if c2.button("Feature visualisation", key=f"{key}_fv", icon=":material/palette:",
+                 help="An image optimised to excite this channel"):
+        set_channel_target(model, layer, channel)
+        st.switch_page(PAGE_FEATURE_VIZ)

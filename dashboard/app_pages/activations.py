@@ -1,4 +1,118 @@
+"""Activations: every tap of one network for one image, with predictions and Grad-CAM.
+
+UI only: the engine call is :func:`vizcore.activations.extract` (through the cached
+wrappers in :mod:`dashboard.widgets`); Grad-CAM runs per layer on demand.
+"""
+from __future__ import annotations
+
+import pandas as pd
 import streamlit as st
 
-st.title("activations")
-st.info("This page is being built.")
+from dashboard import widgets as w
+
+KEY = "activations"
+
+st.title("Activations")
+st.caption("What every layer of a network does with one image: the most active channels of each "
+           "layer as a grid, the network's predictions, and where each layer finds evidence for a "
+           "class (Grad-CAM).")
+
+with st.sidebar:
+    st.subheader("Network")
+    model = w.model_picker(KEY)
+    weights = w.weights_picker(KEY)
+    st.subheader("Channel grids")
+    top = st.slider("Channels per grid", 4, 64, 16, step=4, key=f"{KEY}_top")
+    order = st.radio("Rank channels by", w.GRID_ORDERS, key=f"{KEY}_order", horizontal=True,
+                     format_func={"mean": "mean", "max": "max", "index": "index (no ranking)"}.get,
+                     help="Show the channels with the highest mean or peak activation, or the first ones.")
+    cell = st.select_slider("Cell size (px)", [32, 48, 64, 96, 128], value=64, key=f"{KEY}_cell")
+    shared = st.toggle("Shared colour scale", key=f"{KEY}_shared",
+                       help="Off: each channel stretched to its own range. On: one range for the "
+                            "whole grid, so weak channels look weak.")
+
+image, caption = w.image_input(KEY)
+digest, raw, size = w.image_payload(image)
+
+try:
+    lm = w.get_model(model, weights)
+except Exception as e:  # noqa: BLE001 - unknown timm name, unreadable weights, ...
+    st.error(f"Cannot load model {model!r}: {e}")
+    st.stop()
+
+with st.spinner(f"Running {model} on {caption}…"):
+    ov = w.activation_overview(model, weights, digest, raw, size)
+    grids = w.cached_grids(model, weights, digest, raw, size, top=top, order=order, shared_scale=shared,
+                            cell=cell)
+
+left, right = st.columns([1, 2])
+with left:
+    st.image(ov["crop_png"], caption=f"{caption}: the {lm.spec.input_size}px crop the network sees")
+with right:
+    w.weights_badge(lm)
+    preds = ov["predictions"]
+    if preds:
+        st.markdown("**Top-5 predictions**")
+        st.plotly_chart(w.predictions_figure(preds), key=f"{KEY}_pred_chart")
+    else:
+        st.info(f"{model} has no ImageNet classification head: no predictions, no Grad-CAM.")
+    cam_target = None if not preds else st.selectbox(
+        "Grad-CAM explains the class", [p[0] for p in preds], key=f"{KEY}_cam_target_{model}",
+        format_func={p[0]: f"{p[1]} ({p[2]:.1%})" for p in preds}.get,
+        help="Grad-CAM (Selvaraju et al., 2017, arxiv.org/abs/1610.02391): the layer's feature "
+             "maps weighted by the pooled gradient of this class score.")
+
+layers = ov["layers"]
+first_spatial = next((i for i, la in enumerate(layers) if la["spatial"]), 0)
+st.subheader(f"{len(layers)} layers of {model}")
+st.caption("Expand a layer to see its channels. Pick a channel number to open it on the Dataset "
+           "examples or Feature visualisation page.")
+
+
+def _shape_str(shape: tuple[int, ...]) -> str:
+    return "×".join(str(s) for s in shape)
+
+
+for i, la in enumerate(layers):
+    name, shape, g = la["name"], la["shape"], grids[la["name"]]
+    label = f"**{name}** · {la['kind']} · {_shape_str(shape)}"
+    with st.expander(label, expanded=(i == first_spatial)):
+        st.caption(
+            f"module `{la['module']}` · output {_shape_str(shape)} · mean {la['mean'].mean():.3g} · "
+            f"max {la['max'].max():.3g} · active units {la['frac_active'].mean():.1%}")
+        if la["spatial"]:
+            show_cam = st.toggle("Grad-CAM overlay", key=f"{KEY}_cam_{model}_{name}", disabled=not preds,
+                                 help="One backward pass for this layer; computed when switched on.")
+            show_cam = show_cam and cam_target is not None
+            cols = st.columns([3, 2]) if show_cam else [st.container()]
+            with cols[0]:
+                st.image(g["png"], output_format="PNG", caption=f"top {len(g['channels'])} channels by {order}: "
+                         + ", ".join(map(str, g["channels"])))
+            if show_cam:
+                with cols[1], st.spinner("Grad-CAM…"):
+                    try:
+                        cam = w.cached_gradcam(model, weights, digest, raw, size, name, int(cam_target))
+                        st.image(cam, output_format="PNG", caption=f"Grad-CAM at {name} for {dict((p[0], p[1]) for p in preds)[cam_target]}")
+                    except Exception as e:  # noqa: BLE001 - show, keep the page alive
+                        st.error(f"Grad-CAM failed for {name}: {e}")
+            st.download_button("Download grid PNG", g["png"], file_name=f"{model.replace('/', '_')}_{name}.png",
+                               mime="image/png", key=f"{KEY}_dl_{model}_{name}", on_click="ignore",
+                               icon=":material/download:")
+        else:
+            st.plotly_chart(w.vector_figure(g["channels"], g["values"]), key=f"{KEY}_vec_{model}_{name}")
+        chans = g["channels"]
+        stats = pd.DataFrame({
+            "channel": chans,
+            "mean": [float(la["mean"][c]) for c in chans],
+            "max": [float(la["max"][c]) for c in chans],
+            "std": [float(la["std"][c]) for c in chans],
+            "active": [float(la["frac_active"][c]) for c in chans],
+        })
+        with st.popover("Channel statistics", icon=":material/table:"):
+            st.dataframe(stats, hide_index=True, column_config={
+                "active": st.column_config.NumberColumn("active", format="percent")})
+        if la["spatial"]:
+            c0, _ = st.columns([1, 2])
+            ch = c0.number_input(f"Channel of {name} (0-{shape[0] - 1})", 0, shape[0] - 1,
+                                 value=chans[0] if chans else 0, step=1, key=f"{KEY}_ch_{model}_{name}")
+            w.channel_links(model, name, int(ch), key=f"{KEY}_link_{model}_{name}")

@@ -1,4 +1,139 @@
+"""Architectures: per-layer parameters, MACs, receptive field and jump, several networks at once.
+
+UI only: the engine call is :func:`vizcore.summary.summarize` (models traced on the meta
+device, no weights), cached with ``st.cache_data``.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
 import streamlit as st
 
-st.title("architectures")
-st.info("This page is being built.")
+from vizcore.models import list_models
+
+KEY = "architectures"
+DEFAULT = ["vgg16", "googlenet", "resnet50"]
+
+st.title("Architectures")
+st.caption("How big each layer is, what it costs and how much of the image its units see: output "
+           "shape, parameters, multiply-accumulates (MACs), receptive field and jump (effective "
+           "stride) per layer, computed from the architecture alone (no weights are loaded).")
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def summary_json(name: str, size: int | None, layers: str) -> dict:
+    from vizcore.summary import summarize
+
+    return summarize(name, size, layers=layers).to_json()
+
+
+@st.cache_data(show_spinner=False)
+def inception_json(size: int) -> list[dict]:
+    from vizcore.summary import inception_table
+
+    tv = inception_table(size, variant="torchvision")
+    paper = inception_table(size, variant="paper")
+    return [{"block": t.block, "output shape": "x".join(map(str, t.output_shape)),
+             "params (torchvision)": t.params, "MACs (torchvision)": t.macs,
+             "conv weights (paper layout)": p.conv_weights, "MACs (paper layout)": p.macs,
+             "params (Table 1)": p.paper_params, "ops (Table 1)": p.paper_ops}
+            for t, p in zip(tv, paper)]
+
+
+def frame(js: dict) -> pd.DataFrame:
+    df = pd.DataFrame(js["layers"])
+    if df.empty:
+        return df
+    df["output_shape"] = df["output_shape"].map(lambda s: "x".join(map(str, s)))
+    n = len(df)
+    df.insert(0, "depth", [i / (n - 1) if n > 1 else 0.0 for i in range(n)])
+    df.insert(0, "model", js["model"])
+    return df
+
+
+with st.sidebar:
+    st.subheader("Architectures")
+    names = list_models()
+    chosen = st.multiselect("Networks", names, default=[n for n in DEFAULT if n in names],
+                            key=f"{KEY}_models", help="Compare several at once in the charts below.")
+    extra = st.text_input("…and timm models (comma separated)", value="", key=f"{KEY}_timm",
+                          placeholder="timm/convnext_tiny, timm/resnet26")
+    chosen += [e if e.startswith("timm/") else f"timm/{e}" for e in (x.strip() for x in extra.split(",")) if e]
+    own = st.toggle("Each network's own input size", value=True, key=f"{KEY}_own_size",
+                    help="Off: trace every network at the size below.")
+    size = st.number_input("Input size (pixels)", min_value=32, max_value=1024, value=224, step=16,
+                           key=f"{KEY}_size", disabled=own)
+    rows_mode = st.radio("Rows", ["taps", "all"], key=f"{KEY}_rows", horizontal=True,
+                         format_func={"taps": "curated taps", "all": "every leaf module"}.get,
+                         help="Taps: params and MACs of the network since the previous tap, so rows add "
+                              "up to the total. All: each leaf module's own.")
+
+if not chosen:
+    st.info("Choose one or more networks in the sidebar.")
+    st.stop()
+
+summaries: dict[str, dict] = {}
+with st.spinner("Tracing architectures…"):
+    for name in dict.fromkeys(chosen):
+        try:
+            summaries[name] = summary_json(name, None if own else int(size), rows_mode)
+        except Exception as e:  # noqa: BLE001 - unknown timm name, input too small, ...
+            st.error(f"{name}: {e}")
+if not summaries:
+    st.stop()
+
+st.subheader("Totals")
+totals = pd.DataFrame([{"model": n, "input size": js["input_size"], "layers": len(js["layers"]),
+                        "parameters (M)": js["total_params"] / 1e6, "MACs (G)": js["total_macs"] / 1e9}
+                       for n, js in summaries.items()])
+st.dataframe(totals, hide_index=True,
+             column_config={"parameters (M)": st.column_config.NumberColumn(format="%.2f"),
+                            "MACs (G)": st.column_config.NumberColumn(format="%.3f")})
+
+st.subheader("Per layer")
+table_model = st.selectbox("Network", list(summaries), key=f"{KEY}_table_model")
+js = summaries[table_model]
+c1, c2, c3 = st.columns(3)
+c1.metric("Parameters", f"{js['total_params'] / 1e6:.2f} M")
+c2.metric("MACs per image", f"{js['total_macs'] / 1e9:.3f} G")
+c3.metric("Input", f"{js['input_size']} x {js['input_size']}")
+df = frame(js)
+st.dataframe(
+    df.drop(columns=["model"]), hide_index=True,
+    column_config={
+        "depth": st.column_config.NumberColumn("relative depth", format="%.2f"),
+        "output_shape": "output (C x H x W)",
+        "params": st.column_config.NumberColumn("params", format="%d"),
+        "macs": st.column_config.NumberColumn("MACs", format="%d"),
+        "rf": st.column_config.NumberColumn("receptive field (px)", help="theoretical, in input pixels"),
+        "jump": st.column_config.NumberColumn("jump (px)", help="input pixels between neighbouring units"),
+        "start": st.column_config.NumberColumn("start", help="input coordinate of the centre of unit (0, 0)'s field",
+                                               format="%.1f"),
+    })
+st.caption("Click a column header to sort. Receptive fields can exceed the input: they include the "
+           "padding. Layers after global pooling (or a squeeze-and-excitation gate) see the whole image.")
+
+st.subheader("Against depth")
+all_df = pd.concat([frame(j) for j in summaries.values()], ignore_index=True)
+log_y = st.toggle("Logarithmic y axes", value=True, key=f"{KEY}_log")
+cumulative = st.toggle("Cumulative parameters and MACs", value=False, key=f"{KEY}_cum")
+if cumulative:
+    all_df["params"] = all_df.groupby("model")["params"].cumsum()
+    all_df["macs"] = all_df.groupby("model")["macs"].cumsum()
+hover = ["name", "kind", "output_shape", "jump"]
+for col, title in (("params", "Parameters"), ("macs", "Multiply-accumulates"), ("rf", "Receptive field (pixels)")):
+    # on a log axis, layers without parameters or MACs (pools, activations) are left out
+    data = all_df[all_df[col] > 0] if log_y else all_df
+    fig = px.line(data, x="depth", y=col, color="model", markers=True, hover_data=hover, log_y=log_y, title=title,
+                  labels={"depth": "relative depth (first tap 0, last 1)", col: title})
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend_title_text="")
+    st.plotly_chart(fig, key=f"{KEY}_chart_{col}")
+
+if "googlenet" in summaries:
+    with st.expander("GoogLeNet's inception blocks beside the paper's Table 1", expanded=False):
+        st.markdown(
+            "Szegedy et al. 2015 ([arXiv:1409.4842](https://arxiv.org/abs/1409.4842)), Table 1. "
+            "torchvision's GoogLeNet uses a **3x3** convolution in the \"5x5\" branch (pytorch/vision#906), "
+            "BatchNorm after every convolution and no LRN, so it has fewer weights and MACs; the "
+            "*paper layout* columns put the 5x5 convolutions back and match the paper's ops column.")
+        st.dataframe(pd.DataFrame(inception_json(summaries["googlenet"]["input_size"])), hide_index=True)

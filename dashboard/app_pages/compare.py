@@ -1,4 +1,93 @@
+"""Compare: one image through 2 to 4 architectures side by side, aligned by relative depth.
+
+Relative depth of a tap is its position among the model's taps scaled to 0..1 (first tap 0,
+last tap 1). The slider picks, in each model, the tap nearest that depth. Each model's full
+extraction is cached, so moving the slider only re-draws.
+"""
+from __future__ import annotations
+
+import plotly.graph_objects as go
 import streamlit as st
 
-st.title("compare")
-st.info("This page is being built.")
+from dashboard import widgets as w
+from vizcore.models import list_models
+
+KEY = "compare"
+DEFAULT_MODELS = ["efficientnet_lite0", "resnet18", "alexnet"]
+
+st.title("Compare architectures")
+st.caption("The same image through several networks. Slide through relative depth to see what "
+           "each network has made of the image at the same fraction of its depth.")
+
+names = list_models()
+with st.sidebar:
+    st.subheader("Networks")
+    models = st.multiselect("Models (2 to 4)", names, default=[m for m in DEFAULT_MODELS if m in names],
+                            max_selections=4, key=f"{KEY}_models")
+    weights = w.weights_picker(KEY)
+    st.subheader("Channel grids")
+    top = st.slider("Channels per grid", 4, 36, 16, step=4, key=f"{KEY}_top")
+    order = st.radio("Rank channels by", w.GRID_ORDERS, key=f"{KEY}_order", horizontal=True)
+    shared = st.toggle("Shared colour scale", key=f"{KEY}_shared")
+    maps_only = st.toggle("Feature maps only", value=True, key=f"{KEY}_maps_only",
+                          help="Align over layers with spatial maps only (skip pooled, fc and logits).")
+
+image, caption = w.image_input(KEY)
+if len(models) < 2:
+    st.warning("Choose at least two models in the sidebar to compare them.")
+    st.stop()
+
+depth = st.slider("Relative depth (0 = first layer, 1 = last)", 0.0, 1.0, 0.5, step=0.05,
+                  key=f"{KEY}_depth")
+digest, raw, size = w.image_payload(image)
+
+curves = []
+cols = st.columns(len(models))
+for col, model in zip(cols, models):
+    with col:
+        st.subheader(model)
+        try:
+            lm = w.get_model(model, weights)
+        except Exception as e:  # noqa: BLE001 - show, keep the other columns alive
+            st.error(f"Cannot load {model}: {e}")
+            continue
+        w.weights_badge(lm)
+        with st.spinner(f"Running {model}…"):
+            ov = w.activation_overview(model, weights, digest, raw, size)
+            grids = w.cached_grids(model, weights, digest, raw, size, top=top, order=order,
+                                   shared_scale=shared, cell=48)
+        layers = [la for la in ov["layers"] if la["spatial"] or not maps_only]
+        if not layers:
+            st.info("This model has no taps with spatial maps.")
+            continue
+        idx, rel = w.nearest_tap([la["name"] for la in layers], depth)
+        la = layers[idx]
+        g = grids[la["name"]]
+        shape = "×".join(map(str, la["shape"]))
+        st.markdown(f"**{la['name']}** · {shape}  \ndepth {rel:.2f} (tap {idx + 1} of {len(layers)})")
+        if g["png"] is not None:
+            st.image(g["png"], output_format="PNG", caption=f"top {len(g['channels'])} channels by {order}: "
+                     + ", ".join(map(str, g["channels"])))
+        else:
+            st.plotly_chart(w.vector_figure(g["channels"], g["values"], height=160),
+                            key=f"{KEY}_vec_{model}")
+        st.caption(f"active units {la['frac_active'].mean():.1%} · mean {la['mean'].mean():.3g}")
+        if ov["predictions"]:
+            st.plotly_chart(w.predictions_figure(ov["predictions"], height=180), key=f"{KEY}_pred_{model}")
+        else:
+            st.caption("no ImageNet classification head: no predictions")
+        n = len(layers)
+        curves.append((model, [i / (n - 1) if n > 1 else 0.0 for i in range(n)],
+                       [float(x["frac_active"].mean()) for x in layers], [x["name"] for x in layers]))
+
+if curves:
+    fig = go.Figure()
+    for model, xs, ys, labels in curves:
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=model, text=labels,
+                                 hovertemplate="%{text}: %{y:.1%}<extra>" + model + "</extra>"))
+    fig.add_vline(x=depth, line_dash="dot")
+    fig.update_layout(height=280, margin=dict(l=0, r=0, t=30, b=0),
+                      title="Fraction of active units against relative depth",
+                      xaxis=dict(title="relative depth", range=[-0.02, 1.02]),
+                      yaxis=dict(title="active units", tickformat=".0%"))
+    st.plotly_chart(fig, key=f"{KEY}_depth_chart")

@@ -1,4 +1,250 @@
+"""Dataset examples: the image patches that excite each channel of a layer most.
+
+UI only: mining is :class:`vizcore.patches.MiningJob` (one streaming pass, cached
+on disk per layer), run a few batches per script run so the page shows progress
+and can be stopped; crops, montages and heatmaps come from :mod:`vizcore.patches`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
 import streamlit as st
 
-st.title("dataset_examples")
-st.info("This page is being built.")
+from dashboard import widgets as w
+from vizcore.models import list_models
+
+KEY = "dataset_examples"
+SHARED = Path(os.environ.get("VIZCORE_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+SOURCES = {
+    "samples": "Built-in sample photographs",
+    "folder": "Image folder",
+    "cue-conflict": "Cue-conflict stimuli (Geirhos et al.)",
+    "cifar10": "CIFAR-10 test set (download)",
+    "stl10": "STL-10 test set (download)",
+}
+
+st.title("Dataset examples")
+st.caption("For every channel of a layer, the dataset images that excite it most, cropped to the "
+           "unit's receptive field around the maximum (Zeiler & Fergus 2014). One pass over the "
+           "dataset mines every channel at once; results are cached on disk, so a second visit is instant.")
+
+
+# ------------------------------------------------------- cross-page target (Activations page)
+def _apply_channel_target() -> dict | None:
+    """Preselect model, layer and channel once per new ``channel_target``."""
+    target = st.session_state.get("channel_target")
+    if not target or st.session_state.get(f"{KEY}_applied_target") == target:
+        return None
+    st.session_state[f"{KEY}_applied_target"] = dict(target)
+    if target["model"] in list_models():
+        st.session_state[f"{KEY}_model"] = target["model"]
+        st.session_state[f"{KEY}_timm"] = ""
+    else:
+        st.session_state[f"{KEY}_timm"] = target["model"]
+    st.session_state[f"{KEY}_layer"] = target["layer"]
+    st.session_state[f"{KEY}_channel"] = int(target["channel"])
+    return target
+
+
+target = _apply_channel_target()
+
+with st.sidebar:
+    st.subheader("Network")
+    model = w.model_picker(KEY)
+    weights = w.weights_picker(KEY)
+
+try:
+    lm = w.get_model(model, weights)
+except Exception as e:  # noqa: BLE001 - unknown timm name, unreadable weights, ...
+    st.error(f"Cannot load model {model!r}: {e}")
+    st.stop()
+
+with st.sidebar:
+    layer = w.layer_picker(lm, KEY)
+    st.subheader("Dataset")
+    source = st.radio("Images", list(SOURCES), format_func=SOURCES.__getitem__, key=f"{KEY}_source")
+    if source == "folder":
+        path = st.text_input("Folder (class subfolders or flat), or a .txt list of files", key=f"{KEY}_folder",
+                             value=str(SHARED / "imagenet-samples") if (SHARED / "imagenet-samples").is_dir() else "")
+        spec = path.strip()
+    elif source == "cue-conflict":
+        path = st.text_input("Stimuli root (holds style-transfer-preprocessed-512/)", key=f"{KEY}_cc",
+                             value=str(SHARED / "cue-conflict") if (SHARED / "cue-conflict").is_dir() else "")
+        spec = f"cue-conflict:{path.strip()}" if path.strip() else ""
+    elif source in ("cifar10", "stl10"):
+        st.caption("Downloaded by torchvision on first use (needs a network), then exported once as PNGs.")
+        spec = source if st.checkbox("Download / use it", key=f"{KEY}_dl_{source}") else ""
+    else:
+        spec = "samples"
+    st.subheader("Mining")
+    k = st.slider("Patches per channel (k)", 1, 16, 9, key=f"{KEY}_k")
+    batch = st.select_slider("Batch size", [4, 8, 16, 32, 64], value=16, key=f"{KEY}_batch")
+    earlier = st.toggle("Also mine every earlier layer", value=True, key=f"{KEY}_earlier",
+                        help="The forward pass runs through them anyway, so mining them in the same pass "
+                             "costs little and makes them instant later.")
+
+w.weights_badge(lm)
+if not spec:
+    st.info("Choose a dataset in the sidebar.")
+    st.stop()
+
+
+@st.cache_resource(show_spinner="Listing images…", max_entries=8, ttl=600)
+def _dataset(spec: str):
+    from vizcore.data import open_dataset
+
+    return open_dataset(spec)
+
+
+try:
+    ds = _dataset(spec)
+except Exception as e:  # noqa: BLE001 - missing folder, no network for a download, ...
+    st.error(f"Cannot open dataset {spec!r}: {e}")
+    st.stop()
+
+taps = [t.name for t in lm.taps()]
+layers = taps[: taps.index(layer) + 1] if earlier and layer in taps else [layer]
+job_id = (model, weights, spec, ds.fingerprint(), tuple(layers), k, batch)
+
+
+# ------------------------------------------------------------------------------ mining
+def _job():
+    from vizcore.patches import MiningJob
+
+    state = st.session_state.get(f"{KEY}_job")
+    if state is None or state["id"] != job_id:
+        state = {"id": job_id, "job": MiningJob(lm, ds, layers, k=k, batch_size=batch, workers=0),
+                 "stopped": False}
+        st.session_state[f"{KEY}_job"] = state
+    return state
+
+
+state = _job()
+job = state["job"]
+status = st.container()
+if not job.done:
+    with status:
+        c1, c2 = st.columns([4, 1])
+        if state["stopped"]:
+            c1.warning(f"Stopped after {job.pos} of {job.total} images: partial results, not cached.")
+            if c2.button("Resume", key=f"{KEY}_resume", icon=":material/play_arrow:"):
+                state["stopped"] = False
+                st.rerun()
+        else:
+            if c2.button("Stop", key=f"{KEY}_stop", icon=":material/stop:"):
+                state["stopped"] = True
+                st.rerun()
+            bar = c1.progress(job.pos / max(job.total, 1),
+                              text=f"Mining {len(job.todo)} layer(s) of {model} over {ds.name}: "
+                                   f"{job.pos}/{job.total} images")
+
+            def _progress(done: int, total: int) -> None:
+                bar.progress(done / max(total, 1), text=f"Mining {ds.name}: {done}/{total} images")
+
+            # A few batches per script run: the Stop button is read between runs.
+            job.step(max(1, 64 // batch), progress=_progress)
+            st.rerun()
+
+result = job.result()
+if layer not in result.layers:
+    st.info("Nothing mined yet.")
+    st.stop()
+with status:
+    src = "from the cache" if result.cached else ("mined now" if result.complete else "partial")
+    msg = (f"{result.n_images} images of **{ds.name}** · layer **{layer}** · "
+           f"{result.n_channels(layer)} channels · top {k} ({src})")
+    st.success(msg) if result.complete else st.caption(msg)
+    if result.skipped:
+        with st.expander(f"{len(result.skipped)} unreadable file(s) skipped"):
+            st.dataframe(result.skipped, hide_index=True)
+
+result_key = f"{model}|{weights}|{ds.fingerprint()}|{k}|{batch}|{result.n_images}|{result.complete}"
+
+
+@st.cache_data(max_entries=4000, show_spinner=False)
+def _montage(key: str, layer: str, channel: int, cell: int, cols: int, _result) -> bytes:
+    from vizcore.patches import channel_montage
+
+    return w.png_bytes(channel_montage(_result, layer, channel, cell=cell, cols=cols))
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _heatmap(key: str, layer: str, channel: int, rank: int, _lm, _result) -> bytes:
+    from vizcore.patches import heatmap_overlay
+
+    return w.png_bytes(heatmap_overlay(_lm, _result, layer, channel, rank))
+
+
+# ------------------------------------------------------------------------ channel grid
+n_ch = result.n_channels(layer)
+st.subheader(f"Channels of {layer}")
+g1, g2, g3 = st.columns(3)
+order = g1.radio("Order", ["index", "strongest"], horizontal=True, key=f"{KEY}_order",
+                 help="strongest: channels whose best image activates them most come first")
+per_page = g2.select_slider("Channels per page", [12, 24, 48, 96], value=24, key=f"{KEY}_per_page")
+pages = max(1, -(-n_ch // per_page))
+page = g3.number_input(f"Page (1-{pages})", 1, pages, 1, key=f"{KEY}_page_{layer}_{per_page}")
+chans = list(range(n_ch))
+if order == "strongest":
+    chans.sort(key=lambda c: -(result.layers[layer][c][0].value if result.layers[layer][c] else float("-inf")))
+shown = chans[(page - 1) * per_page: page * per_page]
+cols_k = max(1, int(round(k ** 0.5)))
+grid = st.container(height=620)
+with grid:
+    cols = st.columns(4)
+    for n, c in enumerate(shown):
+        hits = result.layers[layer][c]
+        with cols[n % 4]:
+            if hits:
+                st.image(_montage(result_key, layer, c, 56, cols_k, result),
+                         caption=f"channel {c} · max {hits[0].value:.3g}")
+            else:
+                st.caption(f"channel {c}: no images")
+
+# ----------------------------------------------------------------------- channel detail
+st.subheader("Channel detail")
+d1, d2 = st.columns([1, 3])
+channel = d1.number_input(f"Channel (0-{n_ch - 1})", 0, n_ch - 1, 0, step=1, key=f"{KEY}_channel")
+if target and target.get("layer") == layer:
+    d2.info(f"Opened from the Activations page: {target['model']} · {target['layer']} · channel {target['channel']}.")
+hits = result.layers[layer][int(channel)]
+show_heat = d1.toggle("Activation heatmaps", value=True, key=f"{KEY}_heat",
+                      help="The channel's map over each whole image (one forward per image), "
+                           "with the receptive-field box outlined.")
+per_row = min(len(hits), 5) or 1
+for start in range(0, len(hits), per_row):
+    row = st.columns(per_row)
+    for r in range(start, min(start + per_row, len(hits))):
+        h = hits[r]
+        with row[r - start]:
+            from vizcore.patches import patch_image
+
+            crop = patch_image(result, layer, int(channel), r)
+            st.image(w.png_bytes(crop.resize((160, round(160 * crop.size[1] / max(crop.size[0], 1))))),
+                     caption=f"#{r + 1} · {h.value:.3g} · {Path(h.file).name}")
+            if show_heat:
+                st.image(_heatmap(result_key, layer, int(channel), r, lm, result),
+                         caption=f"map at ({h.y}, {h.x}); box {h.box[2] - h.box[0]}×{h.box[3] - h.box[1]} px")
+
+try:
+    import vizcore.featureviz as fv
+except ImportError:  # the feature-visualisation engine is optional here
+    fv = None
+if fv is not None:
+    with st.expander("Feature visualisation of this channel", expanded=False):
+        f1, f2, f3 = st.columns(3)
+        steps = f1.slider("Steps", 16, 512, 128, step=16, key=f"{KEY}_fv_steps")
+        size = f2.select_slider("Size", [96, 128, 160, 224], value=128, key=f"{KEY}_fv_size")
+        fv_key = (model, weights, layer, int(channel), steps, size)
+        if f3.button("Render", key=f"{KEY}_fv_go", icon=":material/palette:"):
+            bar = st.progress(0.0, text="Optimising…")
+            out = fv.render(lm, layer, [int(channel)], steps=steps, size=size,
+                            progress=lambda s, n, _v: bar.progress(s / max(n, 1), text=f"step {s}/{n}"))
+            st.session_state[f"{KEY}_fv"] = {"key": fv_key, "result": out[0]}
+        done = st.session_state.get(f"{KEY}_fv")
+        if done and done["key"] == fv_key:
+            res = done["result"]
+            st.image(w.png_bytes(res.image), width=256,
+                     caption=f"objective {res.objective_start:.3g} → {res.objective_final:.3g} "
+                             f"(best dataset image: {hits[0].value:.3g})" if hits else None)

@@ -1,0 +1,81 @@
+"""Cost of extracting every tap's activations, relative to a bare forward pass.
+
+For each model, the same images go through (a) preprocessing + a plain forward
+pass without gradients and (b) :func:`vizcore.activations.extract` with every
+curated tap (hooks, per-channel statistics, predictions). The two are
+interleaved, repeated, and the medians compared. Target: ratio <= 1.3 on CPU.
+
+Run: ``python bench/activations.py [--repeats N] [--models a b]``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+
+os.environ.setdefault("VIZCORE_OFFLINE", "1")
+
+
+def bench_model(name: str, weights: str, images, repeats: int) -> dict:
+    import torch
+
+    from vizcore.activations import extract, preprocess
+    from vizcore.models import load_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lm = load_model(name, weights)
+
+    def bare() -> None:
+        for im in images:
+            with lm.lock, torch.no_grad():
+                lm.model(preprocess(lm, im))
+
+    def taps() -> None:
+        for im in images:
+            extract(lm, im, None, topk=5)
+
+    bare(), taps()  # warm-up (allocator, lazy imports)
+    tb, te = [], []
+    for _ in range(repeats):
+        for fn, acc in ((bare, tb), (taps, te)):
+            t0 = time.perf_counter()
+            fn()
+            acc.append((time.perf_counter() - t0) / len(images))
+    b, e = statistics.median(tb), statistics.median(te)
+    return {"model": name, "weights": lm.weights.source, "taps": len(lm.taps()),
+            "bare_ms": b * 1e3, "extract_ms": e * 1e3, "ratio": e / b}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--models", nargs="+", default=["resnet50", "efficientnet_lite0"])
+    ap.add_argument("--target", type=float, default=1.3)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from vizcore.data import load_sample, sample_names
+
+    names = [n for n in ("cat", "coffee", "astronaut", "rocket") if n in sample_names()]
+    images = [load_sample(n) for n in names]
+    print(f"images: {', '.join(names)}; torch threads: {torch.get_num_threads()}; "
+          f"repeats: {args.repeats} (median)")
+    rows = [bench_model(m, "random" if m != "efficientnet_lite0" else "auto", images, args.repeats)
+            for m in args.models]
+    print(f"{'model':<20} {'weights':<8} {'taps':>4} {'forward ms':>11} {'all taps ms':>12} {'ratio':>6}")
+    for r in rows:
+        print(f"{r['model']:<20} {r['weights']:<8} {r['taps']:>4} {r['bare_ms']:>11.1f} "
+              f"{r['extract_ms']:>12.1f} {r['ratio']:>6.2f}")
+    worst = max(r["ratio"] for r in rows)
+    ok = worst <= args.target
+    print(f"worst ratio {worst:.2f} (target <= {args.target}): {'ok' if ok else 'ABOVE TARGET'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""AppTest of the Activations page on the bundled EfficientNet-Lite0 with real photographs:
+what the page shows must equal what the engine computes for the same image."""
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from streamlit.testing.v1 import AppTest
+
+from vizcore.activations import channel_grid, extract
+from vizcore.data import load_image, load_sample
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+KEY = "activations"
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _predictions(at: AppTest) -> list[str]:
+    """Bar labels of the first plotly chart (the predictions), best first."""
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    return list(reversed(spec["data"][0]["y"]))
+
+
+def _expected(preds) -> list[str]:
+    return [f"{p.label} ({p.index})" for p in preds]
+
+
+def _grid_channels(caption: str) -> list[int]:
+    return [int(c) for c in caption.split(": ", 1)[1].split(", ")]
+
+
+def _png(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=kw.pop("format", "PNG"), **kw)
+    return buf.getvalue()
+
+
+def _upload(at: AppTest, name: str, data: bytes, mime: str = "image/png") -> AppTest:
+    at.file_uploader(key=f"{KEY}_upload").set_value((name, data, mime)).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _badges(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown if "-badge[" in m.value]
+
+
+def _crop_caption(at: AppTest) -> str:
+    return at.image[0].captions[0]
+
+
+def test_default_sample_renders_every_tap_grids_and_predictions(lite0):
+    at = _app()
+    assert [t.value for t in at.title] == ["Activations"]
+    assert not at.error
+    cat = load_sample("cat")
+    res = extract(lite0, cat)
+    taps = [t.name for t in lite0.taps()]
+    # One expander per tap, in network order, labelled with the output shape.
+    labels = [e.label for e in at.expander]
+    assert len(labels) == len(taps)
+    for label, (name, la) in zip(labels, res.layers.items()):
+        assert label.startswith(f"**{name}**")
+        assert "×".join(map(str, la.shape)) in label
+    # Predictions chart equals the engine's top-5 on the same photo.
+    assert _predictions(at) == _expected(res.predictions)
+    assert _crop_caption(at).startswith("cat: the 224px crop")
+    # Every spatial tap has a grid image whose channels are the engine's top-16 by mean.
+    spatial = [n for n, la in res.layers.items() if la.spatial]
+    assert len(at.get("download_button")) == len(spatial)
+    for exp, (name, la) in zip(at.expander, res.layers.items()):
+        if not la.spatial:
+            assert not exp.image
+            continue
+        assert len(exp.image) == 1
+        _, chans = channel_grid(la.output, top=16, order="mean")
+        assert _grid_channels(exp.image[0].captions[0]) == chans
+        assert exp.image[0].value[0].endswith(".png")
+    # The weight-source badge says the weights came from the bundled package.
+    assert _badges(at) == [":green-badge[:material/verified: weights: package]"]
+
+
+def test_upload_real_png_and_other_formats(lite0):
+    at = _app()
+    coffee = load_sample("coffee")
+    coffee.thumbnail((200, 200))
+    data = _png(coffee)
+    _upload(at, "my_coffee.png", data)
+    assert not at.error
+    assert _crop_caption(at).startswith("my_coffee.png: the 224px crop")
+    preds = extract(lite0, load_image(data), layers=["stem"]).predictions
+    assert _predictions(at) == _expected(preds)
+    assert preds[0].label in ("espresso", "cup", "coffee mug")
+    assert len(at.expander) == len(lite0.taps())
+
+    # Modes a user may upload: CMYK JPEG, 16-bit greyscale, palette with transparency, EXIF-rotated JPEG.
+    grey16 = Image.fromarray(np.asarray(coffee.convert("L"), dtype=np.uint16) * 257)
+    assert grey16.mode == "I;16"
+    rgba = coffee.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(coffee.size))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    variants = {
+        "cmyk.jpg": (_png(coffee.convert("CMYK"), format="JPEG"), "image/jpeg"),
+        "grey16.png": (_png(grey16), "image/png"),
+        "palette.png": (_png(rgba.convert("P", palette=Image.Palette.ADAPTIVE)), "image/png"),
+        "rgba.webp": (_png(rgba, format="WEBP"), "image/webp"),
+        "rotated.jpg": (_png(coffee, format="JPEG", exif=exif.tobytes()), "image/jpeg"),
+        "huge.jpg": (_png(load_sample("coffee").resize((4800, 3200)), format="JPEG", quality=70),
+                     "image/jpeg"),
+    }
+    for name, (blob, mime) in variants.items():
+        _upload(at, name, blob, mime)
+        assert not at.error, (name, [e.value for e in at.error])
+        assert _crop_caption(at).startswith(f"{name}: the 224px crop"), name
+        expected = extract(lite0, load_image(blob), layers=["stem"]).predictions
+        assert _predictions(at) == _expected(expected), name
+    # EXIF orientation was honoured: the decoded upload is portrait although the pixels are landscape.
+    assert load_image(variants["rotated.jpg"][0]).size == coffee.size[::-1]
+
+
+def _bomb_png() -> bytes:
+    """A valid PNG whose header claims 20000 x 20000 pixels (400 M: a decompression bomb)."""
+    raw = _png(Image.new("L", (1, 1)))
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    patched = struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk) & 0xFFFFFFFF)
+    start = raw.index(b"IHDR") - 4
+    return raw[:start] + patched + raw[start + 25:]
+
+
+@pytest.mark.parametrize("name,blob,words", [
+    ("notes.txt", b"this is not an image at all\n" * 20, "not an image"),
+    ("truncated.png", None, "truncated"),
+    ("bomb.png", None, "bomb"),
+    ("empty.jpg", b"", "not an image"),
+])
+def test_bad_upload_shows_error_and_page_keeps_working(lite0, name, blob, words):
+    if name == "truncated.png":
+        full = _png(load_sample("coffee"))
+        blob = full[: len(full) // 2]
+    elif name == "bomb.png":
+        blob = _bomb_png()
+    at = _app()
+    _upload(at, name, blob)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and name in errors[0] and words in errors[0].lower(), errors
+    # The built-in sample is shown instead, with all its layers.
+    assert _crop_caption(at).startswith("cat: the 224px crop")
+    assert len(at.expander) == len(lite0.taps())
+    assert _predictions(at) == _expected(extract(lite0, load_sample("cat"), layers=["stem"]).predictions)
+    # ...and a good upload afterwards works again.
+    good = load_sample("astronaut")
+    good.thumbnail((160, 160))
+    _upload(at, "astronaut.png", _png(good))
+    assert not at.error
+    assert _crop_caption(at).startswith("astronaut.png: the 224px crop")
+
+
+def test_choose_another_sample_and_grid_options(lite0):
+    at = _app()
+    at.selectbox(key=f"{KEY}_sample").set_value("coffee").run()
+    assert not at.exception and not at.error
+    assert _crop_caption(at).startswith("coffee: the 224px crop")
+    res = extract(lite0, load_sample("coffee"))
+    assert _predictions(at) == _expected(res.predictions)
+    # Fewer channels ranked by max, on a shared scale.
+    at.slider(key=f"{KEY}_top").set_value(8)
+    at.radio(key=f"{KEY}_order").set_value("max")
+    at.toggle(key=f"{KEY}_shared").set_value(True)
+    at.run()
+    assert not at.exception
+    la = res.layers["blocks.2.0"]
+    exp = next(e for e in at.expander if e.label.startswith("**blocks.2.0**"))
+    _, chans = channel_grid(la.output, top=8, order="max", shared_scale=True)
+    assert _grid_channels(exp.image[0].captions[0]) == chans and len(chans) == 8
+
+
+def test_gradcam_overlay_on_demand(lite0):
+    at = _app()
+    exp = next(e for e in at.expander if e.label.startswith("**blocks.3.0**"))
+    assert len(exp.image) == 1  # grid only: Grad-CAM is not computed until asked for
+    at.toggle(key=f"{KEY}_cam_efficientnet_lite0_blocks.3.0").set_value(True).run()
+    assert not at.exception and not at.error
+    exp = next(e for e in at.expander if e.label.startswith("**blocks.3.0**"))
+    assert len(exp.image) == 2
+    top1 = extract(lite0, load_sample("cat"), layers=["stem"]).predictions[0]
+    assert exp.image[1].captions[0] == f"Grad-CAM at blocks.3.0 for {top1.label}"
+    # The other layers stay without an overlay.
+    other = next(e for e in at.expander if e.label.startswith("**blocks.4.0**"))
+    assert len(other.image) == 1
+
+
+def test_other_model_random_weights():
+    at = _app()
+    at.selectbox(key=f"{KEY}_model").set_value("resnet18")
+    at.radio(key=f"{KEY}_weights").set_value("random")
+    at.run()
+    assert not at.exception and not at.error
+    labels = [e.label for e in at.expander]
+    assert labels[0].startswith("**conv1**") and len(labels) == 12
+    assert _badges(at) == [":orange-badge[:material/warning: weights: random init]"]
+
+
+@pytest.mark.parametrize("button,page_title", [("dsx", "dataset"), ("fv", "feature")])
+def test_channel_buttons_switch_page_with_target(lite0, button, page_title):
+    at = _app()
+    at.number_input(key=f"{KEY}_ch_efficientnet_lite0_blocks.2.0").set_value(7).run()
+    at.button(key=f"{KEY}_link_efficientnet_lite0_blocks.2.0_{button}").click().run()
+    assert at.session_state["channel_target"] == {"model": "efficientnet_lite0", "layer": "blocks.2.0",
+                                                  "channel": 7}
+    titles = [t.value for t in at.title]
+    assert "Activations" not in titles
+    assert any(page_title in t.lower() for t in titles), titles
+
+
+def test_unknown_timm_model_shows_error():
+    at = _app()
+    at.text_input(key=f"{KEY}_timm").set_value("timm/not_a_real_model_xyz").run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "not_a_real_model_xyz" in errors[0], errors
+    assert not at.expander
+    # Clearing the name brings the default model back.
+    at.text_input(key=f"{KEY}_timm").set_value("").run()
+    assert not at.error and len(at.expander) > 0

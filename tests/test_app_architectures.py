@@ -1,0 +1,104 @@
+"""AppTest of the Architectures page: the per-layer table and the charts show what
+:func:`vizcore.summary.summarize` computes for the chosen networks."""
+from __future__ import annotations
+
+import base64
+import json
+
+from pathlib import Path
+
+import numpy as np
+
+from streamlit.testing.v1 import AppTest
+
+from vizcore.summary import summarize
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+KEY = "architectures"
+
+
+def _app() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.switch_page("app_pages/architectures.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _frame(at: AppTest, column: str):
+    """The dataframe that has ``column`` (per-layer table: "rf"; totals: "MACs (G)"; GoogLeNet: "block")."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def _values(v) -> list:
+    """A plotly JSON array: a list, or {"dtype", "bdata"} (base64) as plotly >= 6 writes numbers."""
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"]).tolist()
+    return list(v)
+
+
+def _table(at: AppTest):
+    return _frame(at, "rf")
+
+
+
+def test_page_renders_table_and_charts_for_two_models():
+    at = _app()
+    at.multiselect(key=f"{KEY}_models").set_value(["vgg16", "resnet18"]).run()
+    assert not at.exception, at.exception
+    assert not at.error
+
+    at.selectbox(key=f"{KEY}_table_model").set_value("vgg16").run()
+    df = _table(at)
+    ref = summarize("vgg16")
+    assert list(df["name"]) == [r.name for r in ref.rows]
+    pool5 = df[df["name"] == "pool5"].iloc[0]
+    assert (pool5["rf"], pool5["jump"], pool5["output_shape"]) == (212, 32, "512x7x7")
+    assert df["params"].sum() == ref.total_params == 138_357_544
+
+    at.selectbox(key=f"{KEY}_table_model").set_value("resnet18").run()
+    df = _table(at)
+    assert list(df["name"]) == [r.name for r in summarize("resnet18").rows]
+
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(charts) == 3  # parameters, MACs, receptive field against depth
+    for fig in charts:
+        assert {t["name"] for t in fig["data"]} == {"vgg16", "resnet18"}
+    params_chart, macs_chart, rf_chart = charts
+    vgg = next(t for t in rf_chart["data"] if t["name"] == "vgg16")
+    assert _values(vgg["y"]) == [r.rf for r in ref.rows]
+    x = _values(vgg["x"])
+    assert x[0] == 0 and x[-1] == 1  # relative depth
+    res = next(t for t in macs_chart["data"] if t["name"] == "resnet18")
+    # log axes (the default) leave out layers without MACs (pools)
+    assert _values(res["y"]) == [r.macs for r in summarize("resnet18").rows if r.macs > 0]
+    at.toggle(key=f"{KEY}_log").set_value(False).run()
+    macs_chart = json.loads(at.get("plotly_chart")[1].proto.spec)
+    res = next(t for t in macs_chart["data"] if t["name"] == "resnet18")
+    assert _values(res["y"]) == [r.macs for r in summarize("resnet18").rows]
+
+    totals = _frame(at, "MACs (G)")
+    assert list(totals["model"]) == ["vgg16", "resnet18"]
+
+
+def test_input_size_all_rows_googlenet_table_and_bad_timm_name():
+    at = _app()
+    at.multiselect(key=f"{KEY}_models").set_value(["googlenet"]).run()
+    # GoogLeNet's inception table beside the paper
+    inc = _frame(at, "block")
+    assert list(inc["block"])[:2] == ["inception3a", "inception3b"]
+    assert inc.iloc[0]["ops (Table 1)"] == 128_000_000
+    assert round(inc.iloc[0]["MACs (paper layout)"] / 1e6) == 128
+
+    at.toggle(key=f"{KEY}_own_size").set_value(False).run()
+    at.number_input(key=f"{KEY}_size").set_value(160).run()
+    at.radio(key=f"{KEY}_rows").set_value("all").run()
+    assert not at.exception, at.exception
+    df = _table(at)
+    ref = summarize("googlenet", 160, layers="all")
+    assert list(df["name"]) == [r.name for r in ref.rows]
+    assert df.iloc[0]["output_shape"] == "64x80x80"
+
+    at.text_input(key=f"{KEY}_timm").set_value("timm/not_a_real_model_xyz").run()
+    assert not at.exception, at.exception
+    assert any("not_a_real_model_xyz" in e.value for e in at.error)
+    assert len(at.get("plotly_chart")) == 3  # the page keeps working for the valid choice

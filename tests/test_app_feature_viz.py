@@ -1,0 +1,86 @@
+"""AppTest for the Feature visualisation page: settings, run, results grid, downloads, cross-page target."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+PAGE = "app_pages/feature_viz.py"
+APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+
+
+def _open(**state) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=300)
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.switch_page(PAGE)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _small_settings(at: AppTest, steps: int = 6, size: int = 64) -> None:
+    at.number_input(key="feature_viz_steps").set_value(steps)
+    at.select_slider(key="feature_viz_size").set_value(size)
+    at.toggle(key="feature_viz_compare").set_value(True)
+    at.run()
+    assert not at.exception, at.exception
+
+
+def test_page_renders_runs_and_offers_downloads():
+    at = _open()
+    assert at.title[0].value == "Feature visualisation"
+    at.selectbox(key="feature_viz_layer").set_value("blocks.3.0")
+    at.run()
+    at.multiselect(key="feature_viz_channels").set_value([1, 4])
+    _small_settings(at)
+    at.button(key="feature_viz_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    shown = at.session_state["feature_viz_shown"]
+    assert [r["channel"] for r in shown["results"]] == [1, 4]
+    assert all(r["steps"] == 6 and r["size"] == 64 for r in shown["results"])
+    assert all(r["objective_final"] > r["objective_start"] for r in shown["results"])
+    imgs = at.get("imgs")
+    captions = [c for el in imgs for c in [getattr(el.proto.imgs[0], "caption", "")]]
+    assert any("channel 1:" in c and "photos best" in c for c in captions), captions
+    assert any("channel 4:" in c for c in captions), captions
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels.count("PNG") == 2 and "Settings (JSON)" in labels
+    # second run with the same settings comes from the disk cache (same images)
+    before = shown["png"]
+    at.button(key="feature_viz_run").click()
+    at.run()
+    assert at.session_state["feature_viz_shown"]["png"] == before
+
+
+def test_channel_target_preselects_model_layer_channel():
+    target = {"model": "efficientnet_lite0", "layer": "blocks.2.1", "channel": 7}
+    at = _open(channel_target=target)
+    assert at.selectbox(key="feature_viz_model").value == "efficientnet_lite0"
+    assert at.selectbox(key="feature_viz_layer").value == "blocks.2.1"
+    assert at.multiselect(key="feature_viz_channels").value == [7]
+    # the user's later choices are not overridden on the next rerun
+    at.multiselect(key="feature_viz_channels").set_value([7, 8])
+    at.run()
+    assert at.multiselect(key="feature_viz_channels").value == [7, 8]
+
+
+@pytest.mark.slow
+def test_range_mode_and_pixel_param():
+    at = _open()
+    at.selectbox(key="feature_viz_layer").set_value("blocks.1.0")
+    at.radio(key="feature_viz_pick").set_value("range")
+    at.run()
+    at.text_input(key="feature_viz_range").set_value("2-3")
+    at.radio(key="feature_viz_param").set_value("pixel")
+    _small_settings(at, steps=4)
+    at.button(key="feature_viz_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    shown = at.session_state["feature_viz_shown"]
+    assert [r["channel"] for r in shown["results"]] == [2, 3]
+    assert shown["results"][0]["param"] == "pixel"
+    json.dumps(shown["results"])

@@ -1,0 +1,150 @@
+"""A real browser against a real server: ``streamlit run dashboard/app.py`` driven by
+headless Chromium (Debian's ``chromium``, through Playwright's Python package).
+
+It opens the Activations page, uploads a photograph through the file input, and
+waits for that image's channel grid and predictions to appear. With
+``VIZCORE_SCREENSHOT=1`` it also saves ``assets/screenshot.png`` for the README.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import need
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOT = ROOT / "assets" / "screenshot.png"
+MAX_SCREENSHOT_BYTES = 500_000
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200 and r.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"streamlit not healthy after {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def server(tmp_path):
+    """The dashboard served on a free port by the venv's Python; killed in ``finally``."""
+    port = _free_port()
+    log = tmp_path / "streamlit.log"
+    env = dict(os.environ, VIZCORE_OFFLINE="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
+           "--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+def _small_png(path: Path) -> Path:
+    """The coffee photograph, shrunk, as the file a user uploads."""
+    from vizcore.data import load_sample
+
+    img = load_sample("coffee")
+    img.thumbnail((320, 320))
+    img.save(path, format="PNG")
+    return path
+
+
+def _save_screenshot(page) -> None:
+    """Viewport screenshot, palette-quantised so the PNG stays under 500 KB."""
+    import io
+
+    from PIL import Image
+
+    page.set_viewport_size({"width": 1400, "height": 1500})  # tall enough for the first grid
+    page.wait_for_timeout(1500)
+    raw = page.screenshot(full_page=False)
+    img = Image.open(io.BytesIO(raw)).convert("RGB")
+    for colours in (256, 128, 64):
+        buf = io.BytesIO()
+        img.quantize(colors=colours, method=Image.Quantize.MEDIANCUT).save(buf, format="PNG", optimize=True)
+        if buf.tell() < MAX_SCREENSHOT_BYTES:
+            break
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    SCREENSHOT.write_bytes(buf.getvalue())
+    assert SCREENSHOT.stat().st_size < MAX_SCREENSHOT_BYTES
+
+
+def test_upload_shows_grid_and_predictions(server, chromium_path, tmp_path, lite0):
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - requirements include it
+        need(False, "the playwright Python package is not installed")
+    from vizcore.activations import extract
+    from vizcore.data import load_image
+
+    upload = _small_png(tmp_path / "my_coffee.png")
+    # What the page must show: the engine's own top-1 for this very file.
+    expected = extract(lite0, load_image(upload), layers=["stem"]).predictions[0]
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(120_000)
+            page.goto(server)
+            # The default sample renders first.
+            page.get_by_text("the 224px crop the network sees").first.wait_for()
+            page.locator('input[type="file"]').first.set_input_files(str(upload))
+            page.get_by_text("my_coffee.png: the 224px crop the network sees").wait_for()
+
+            # The first layer's expander is open and shows a decoded channel grid.
+            grid = page.locator('[data-testid="stExpander"] img').first
+            grid.wait_for(state="visible")
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=grid.element_handle())
+            width = grid.evaluate("img => img.naturalWidth")
+            assert width >= 4 * 64, f"grid image is only {width} px wide"
+            assert page.get_by_text("channels by mean").first.is_visible()
+
+            # The predictions chart names the engine's top-1 class for the uploaded file.
+            chart = page.locator('[data-testid="stPlotlyChart"]').first
+            chart.wait_for(state="visible")
+            page.wait_for_function(
+                "([el, label]) => el.textContent.includes(label)",
+                arg=[chart.element_handle(), f"{expected.label} ({expected.index})"])
+            assert page.locator('[data-testid="stException"]').count() == 0
+            assert page.locator('[data-testid="stAlert"]').filter(has_text="Could not use").count() == 0
+
+            if os.environ.get("VIZCORE_SCREENSHOT"):
+                _save_screenshot(page)
+        finally:
+            browser.close()

@@ -1,0 +1,466 @@
+"""What every layer does with one image: activations, channel grids, predictions, Grad-CAM.
+
+All forward passes through a shared :class:`~vizcore.models.LoadedModel` hold
+its ``lock``; hooks are attached only through :func:`vizcore.tap.tap` (or, for
+Grad-CAM, by captum while the lock is held), so concurrent dashboard sessions
+never see each other's captures.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vizcore.models import LoadedModel, WeightsInfo
+from vizcore.tap import forward_until, tap
+
+ORDERS = ("mean", "max", "index")
+
+
+# ------------------------------------------------------------------ result types
+@dataclass(frozen=True)
+class Prediction:
+    """One class of a top-k prediction: ImageNet ``index``, class ``label``, softmax ``prob``."""
+
+    index: int
+    label: str
+    prob: float
+
+    def to_json(self) -> dict:
+        return {"index": self.index, "label": self.label, "prob": round(self.prob, 6)}
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelStats:
+    """Per-channel statistics of one layer output, each a float32 array of shape ``(C,)``.
+
+    ``frac_active`` is the fraction of positions whose value is above zero.
+    """
+
+    mean: np.ndarray
+    max: np.ndarray
+    std: np.ndarray
+    frac_active: np.ndarray
+
+    @property
+    def channels(self) -> int:
+        return int(self.mean.shape[0])
+
+    def order(self, by: str = "mean") -> np.ndarray:
+        """Channel indices sorted by ``by`` (``mean``/``max`` descending, or ``index``)."""
+        if by == "index":
+            return np.arange(self.channels)
+        if by not in ("mean", "max"):
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {by!r}")
+        key = self.mean if by == "mean" else self.max
+        return np.argsort(-key, kind="stable")
+
+    def to_json(self, digits: int = 5) -> dict:
+        def r(a: np.ndarray) -> list[float]:
+            return [round(float(v), digits) for v in a]
+
+        return {"mean": r(self.mean), "max": r(self.max), "std": r(self.std),
+                "frac_active": r(self.frac_active)}
+
+    def summary(self) -> dict:
+        """Layer-level figures: mean of channel means, overall max, mean fraction active."""
+        if self.channels == 0:
+            return {"mean": 0.0, "max": 0.0, "frac_active": 0.0}
+        return {"mean": float(self.mean.mean()), "max": float(self.max.max()),
+                "frac_active": float(self.frac_active.mean())}
+
+
+@dataclass(frozen=True, eq=False)
+class LayerActivation:
+    """The output of one layer for one image.
+
+    Attributes:
+        name: the tap name (or module path) it was asked for by.
+        module: the dotted module path.
+        kind: the tap kind (``conv``, ``block``, ``fc``, ``logits``...) or ``module``.
+        output: ``(C, H, W)`` for spatial layers, ``(C,)`` for vectors.
+        stats: per-channel statistics.
+    """
+
+    name: str
+    module: str
+    kind: str
+    output: torch.Tensor
+    stats: ChannelStats
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.output.shape)
+
+    @property
+    def spatial(self) -> bool:
+        return self.output.dim() == 3 and self.output.shape[1] * self.output.shape[2] > 1
+
+    def to_json(self, *, stats: bool = True) -> dict:
+        out = {"name": self.name, "module": self.module, "kind": self.kind,
+               "output_shape": list(self.shape), "summary": self.stats.summary()}
+        if stats:
+            out["stats"] = self.stats.to_json()
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class ActivationResult:
+    """Everything :func:`extract` computed for one image.
+
+    Attributes:
+        model: registry name.
+        weights: where the weights came from.
+        input: the normalised network input, ``(3, H, W)``.
+        image: the preprocessed crop as an RGB image (what the network saw).
+        layers: name -> activation, in the order the layers fired (network order).
+        predictions: top-k classes (empty for models without a classification head).
+    """
+
+    model: str
+    weights: WeightsInfo
+    input: torch.Tensor
+    image: Image.Image
+    layers: dict[str, LayerActivation] = field(default_factory=dict)
+    predictions: list[Prediction] = field(default_factory=list)
+
+    def to_json(self, *, stats: bool = True) -> dict:
+        return {"model": self.model, "weights": self.weights.to_json(),
+                "input_size": list(self.input.shape[1:]),
+                "layers": [a.to_json(stats=stats) for a in self.layers.values()],
+                "predictions": [p.to_json() for p in self.predictions]}
+
+
+# --------------------------------------------------------------- preprocessing
+def _rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    from vizcore.data import to_rgb
+
+    return to_rgb(image)
+
+
+def preprocess(lm: LoadedModel, image: Image.Image) -> torch.Tensor:
+    """The model's resize / crop / normalisation: ``(1, 3, H, W)`` on ``lm.device``."""
+    return lm.transform()(_rgb(image)).unsqueeze(0).to(lm.device)
+
+
+def denormalize(lm: LoadedModel, x: torch.Tensor) -> Image.Image:
+    """Undo the model's normalisation of ``x`` ``(3, H, W)`` and return an RGB image."""
+    pp = lm.spec.preprocess
+    x = x.detach().float().cpu()
+    if x.dim() == 4:
+        x = x[0]
+    mean = torch.tensor(pp.mean).view(3, 1, 1)
+    std = torch.tensor(pp.std).view(3, 1, 1)
+    arr = ((x * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    return Image.fromarray(np.ascontiguousarray(arr), "RGB")
+
+
+# ------------------------------------------------------------------ predictions
+def _logits(out) -> torch.Tensor | None:
+    if out is None:
+        return None
+    if not torch.is_tensor(out):
+        out = getattr(out, "logits", out[0] if isinstance(out, (tuple, list)) and out else None)
+    if not torch.is_tensor(out) or out.dim() != 2:
+        return None
+    return out
+
+
+def _top(lm: LoadedModel, logits: torch.Tensor | None, topk: int) -> list[list[Prediction]]:
+    cats = lm.categories
+    if logits is None or topk <= 0 or cats is None or logits.shape[1] != len(cats):
+        n = 0 if logits is None else logits.shape[0]
+        return [[] for _ in range(n)]
+    probs = torch.softmax(logits.float(), dim=1)
+    p, idx = probs.topk(min(topk, probs.shape[1]), dim=1)
+    return [[Prediction(int(i), str(cats[int(i)]), float(v)) for v, i in zip(pr.tolist(), ix.tolist())]
+            for pr, ix in zip(p, idx)]
+
+
+def predict(lm: LoadedModel, images: Sequence[Image.Image], topk: int = 5,
+            batch_size: int = 16) -> list[list[Prediction]]:
+    """Top-``topk`` classes for each image (empty lists for models without a class head)."""
+    out: list[list[Prediction]] = []
+    tf = lm.transform()
+    for i in range(0, len(images), batch_size):
+        x = torch.stack([tf(_rgb(im)) for im in images[i:i + batch_size]]).to(lm.device)
+        with lm.lock, torch.no_grad():
+            logits = _logits(lm.model(x))
+        preds = _top(lm, logits, topk)
+        out += preds if preds else [[] for _ in range(x.shape[0])]
+    return out
+
+
+# ------------------------------------------------------------------- extraction
+def _stat_tensors(act: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(mean, max, std, frac_active) per channel of ``(C, ...)``, in three passes, no copies.
+
+    Called inside the forward hook, while the output is still hot in the CPU cache.
+    """
+    flat = act.detach().reshape(act.shape[0], -1)
+    if flat.dtype != torch.float32:
+        flat = flat.float()
+    n = flat.shape[1]
+    if n <= 1:
+        v = flat[:, 0] if n else flat.new_zeros(flat.shape[0])
+        return v, v, torch.zeros_like(v), (v > 0).float()
+    var, mean = torch.var_mean(flat, dim=1, correction=0)
+    lo, hi = torch.aminmax(flat, dim=1)
+    if bool((lo >= 0).all()):  # after a ReLU: non-zero means active, no temporary mask
+        active = torch.count_nonzero(flat, dim=1)
+    else:
+        active = (flat > 0).sum(dim=1)
+    return mean, hi, var.sqrt(), active.float() / n
+
+
+def _to_stats(parts: tuple[torch.Tensor, ...]) -> ChannelStats:
+    arrs = [p.cpu().numpy().astype(np.float32, copy=False) for p in parts]
+    return ChannelStats(*arrs)
+
+
+def channel_stats(act: torch.Tensor) -> ChannelStats:
+    """Per-channel mean, max, std and fraction above zero of ``(C, ...)``."""
+    if act.dim() == 0:
+        act = act.reshape(1)
+    return _to_stats(_stat_tensors(act))
+
+
+def _requested(lm: LoadedModel, layers: Sequence[str] | None) -> list[tuple[str, str, str]]:
+    """(name, module path, kind) for each requested layer; all taps when ``layers`` is None."""
+    taps = lm.taps()
+    if layers is None:
+        return [(t.name, t.module, t.kind) for t in taps]
+    kinds = {t.module: t.kind for t in taps}
+    out, seen = [], set()
+    for n in layers:
+        if n in seen:
+            continue
+        seen.add(n)
+        path = lm.resolve(n)
+        out.append((n, path, kinds.get(path, "module")))
+    return out
+
+
+def extract(lm: LoadedModel, image: Image.Image, layers: Sequence[str] | None = None,
+            topk: int = 5) -> ActivationResult:
+    """Run ``image`` through the model once (no gradients) and keep the requested layers.
+
+    Args:
+        lm: a loaded model (shared; not modified).
+        image: any PIL image; it is preprocessed as the model expects.
+        layers: tap names or module paths; ``None`` means every curated tap.
+            Only these outputs are kept, so memory grows with what is asked for.
+        topk: number of predictions; with ``0`` the pass stops at the last layer.
+
+    Returns:
+        An :class:`ActivationResult` whose ``layers`` follow network order.
+    """
+    req = _requested(lm, layers)
+    x = preprocess(lm, image)
+    taps_modules = {t.module for t in lm.taps()}
+    paths = [p for _, p, _ in req]
+    need_logits = topk > 0
+
+    def keep(path: str, t: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        t = t[0]
+        if t.dim() == 0:
+            t = t.reshape(1)
+        # Curated taps are never overwritten later in the pass; an arbitrary module's
+        # output might be (e.g. ``out += identity``), so that one is copied.
+        if path not in taps_modules:
+            t = t.clone()
+        return t, _stat_tensors(t)
+
+    with torch.no_grad(), tap(lm.model, paths, reduce=keep, stop=not need_logits, lock=lm.lock) as store:
+        out = forward_until(lm.model, x)
+        captured = dict(store)
+    missing = [n for n, p, _ in req if p not in captured]
+    if missing:
+        raise RuntimeError(f"layers did not fire during the forward pass: {', '.join(missing)}")
+    order = {p: i for i, p in enumerate(captured)}
+    result_layers: dict[str, LayerActivation] = {}
+    for name, path, kind in sorted(req, key=lambda r: order[r[1]]):
+        act, parts = captured[path]
+        result_layers[name] = LayerActivation(name, path, kind, act, _to_stats(parts))
+    preds = _top(lm, _logits(out), topk)[0] if need_logits and _logits(out) is not None else []
+    return ActivationResult(model=lm.name, weights=lm.weights, input=x[0].detach(),
+                            image=denormalize(lm, x[0]), layers=result_layers, predictions=preds)
+
+
+# ------------------------------------------------------------------------ grids
+def _lut(name: str) -> np.ndarray:
+    try:
+        import matplotlib
+
+        cmap = matplotlib.colormaps[name]
+        return (cmap(np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+    except Exception:  # noqa: BLE001 - matplotlib missing: greyscale
+        g = np.arange(256, dtype=np.uint8)
+        return np.stack([g, g, g], axis=1)
+
+
+def colorize(values: np.ndarray, cmap: str = "viridis") -> np.ndarray:
+    """Map values in ``[0, 1]`` to RGB uint8 through a matplotlib colormap (``(..., 3)``)."""
+    idx = np.clip(np.nan_to_num(values) * 255, 0, 255).round().astype(np.uint8)
+    return _lut(cmap)[idx]
+
+
+def channel_grid(act: torch.Tensor | np.ndarray, *, top: int | None = 16, order: str = "mean",
+                 shared_scale: bool = False, cell: int = 64, cols: int | None = None,
+                 cmap: str = "viridis", pad: int = 2) -> tuple[Image.Image, list[int]]:
+    """A grid image of the ``top`` channels of one layer output.
+
+    Args:
+        act: ``(C, H, W)`` feature maps, or ``(C,)`` for a vector (each channel a flat cell).
+        top: how many channels to show (``None`` or ``0``: all).
+        order: pick and order channels by ``mean`` or ``max`` activation, or by ``index``.
+        shared_scale: one colour scale for all shown channels (compare strengths) instead
+            of one per channel (see each channel's pattern). Vectors and 1x1 maps always
+            use the shared scale, since one value per channel has no pattern of its own.
+        cell: side of one cell in pixels; maps are upscaled with nearest neighbour so
+            the true resolution stays visible.
+        cols: number of columns (default: about square).
+
+    Returns:
+        ``(image, channels)``: the RGB grid and the channel indices in reading order.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
+    t = torch.as_tensor(act).detach().float().cpu()
+    if t.dim() == 1:
+        t = t[:, None, None]
+    if t.dim() != 3:
+        raise ValueError(f"expected (C, H, W) or (C,), got shape {tuple(t.shape)}")
+    c = t.shape[0]
+    n = c if not top else min(int(top), c)
+    if order == "index":
+        chans = list(range(n))
+    else:
+        flat = t.reshape(c, -1)
+        key = flat.mean(1) if order == "mean" else flat.amax(1)
+        chans = torch.argsort(-key, stable=True)[:n].tolist()
+    maps = t[chans]  # (n, H, W)
+    flat = maps.reshape(max(n, 1), -1) if n else maps.reshape(0, 1)
+    if shared_scale or maps.shape[1] * maps.shape[2] == 1:
+        lo = flat.min() if n else torch.tensor(0.0)
+        hi = flat.max() if n else torch.tensor(1.0)
+        lo, hi = lo.expand(n)[:, None, None], hi.expand(n)[:, None, None]
+    else:
+        lo = flat.amin(1)[:, None, None]
+        hi = flat.amax(1)[:, None, None]
+    span = (hi - lo).clamp_min(1e-12)
+    norm = ((maps - lo) / span).clamp(0, 1)
+    norm = torch.where(hi - lo > 1e-12, norm, torch.zeros_like(norm))
+    rgb = colorize(norm.numpy(), cmap)  # (n, H, W, 3)
+    cols = max(1, int(cols) if cols else math.ceil(math.sqrt(max(n, 1))))
+    rows = max(1, math.ceil(n / cols))
+    grid = Image.new("RGB", (cols * cell + (cols + 1) * pad, rows * cell + (rows + 1) * pad), (255, 255, 255))
+    h, w = maps.shape[1], maps.shape[2]
+    resample = Image.Resampling.NEAREST if h <= cell and w <= cell else Image.Resampling.BOX
+    for k in range(n):
+        r, q = divmod(k, cols)
+        tile = Image.fromarray(np.ascontiguousarray(rgb[k]), "RGB").resize((cell, cell), resample)
+        grid.paste(tile, (pad + q * (cell + pad), pad + r * (cell + pad)))
+    return grid, [int(ch) for ch in chans]
+
+
+# --------------------------------------------------------------------- Grad-CAM
+def gradcam(lm: LoadedModel, image: Image.Image, layers: Sequence[str],
+            target: int | None = None) -> dict[str, np.ndarray]:
+    """Grad-CAM heat maps of ``layers`` for class ``target`` (default: the top prediction).
+
+    Uses captum's :class:`~captum.attr.LayerGradCam` once per layer: the layer's
+    output channels are weighted by their spatially averaged gradient of the
+    class score, summed and passed through a ReLU (Selvaraju et al., 2017,
+    https://arxiv.org/abs/1610.02391). Each map is upsampled bilinearly to the
+    network input and scaled to ``[0, 1]`` by its own maximum (all zeros where
+    the layer holds no positive evidence). Layers without spatial extent
+    (fully connected, pooled to 1x1) are skipped.
+
+    Returns:
+        name -> ``(H, W)`` float32 array in ``[0, 1]`` at the input size.
+    """
+    from captum.attr import LayerGradCam
+
+    req = _requested(lm, list(layers))
+    x = preprocess(lm, image)
+    size = tuple(x.shape[-2:])
+    modules = dict(lm.model.named_modules())
+    out: dict[str, np.ndarray] = {}
+    # captum attaches its own hooks to the shared model: hold the lock throughout,
+    # so no other thread runs a forward pass through the model meanwhile.
+    with lm.lock, torch.enable_grad():
+        if target is None:
+            with torch.no_grad():
+                logits = _logits(lm.model(x))
+            if logits is None:
+                raise ValueError(f"{lm.name} has no classification head; give a target index")
+            target = int(logits[0].argmax())
+        for name, path, _kind in req:
+            inp = x.detach().clone().requires_grad_(True)
+            attr = LayerGradCam(lm.model, modules[path]).attribute(inp, target=int(target),
+                                                                   relu_attributions=True)
+            if attr.dim() != 4 or attr.shape[-1] * attr.shape[-2] <= 1:
+                continue
+            heat = torch.nn.functional.interpolate(attr.detach().float(), size=size, mode="bilinear",
+                                                   align_corners=False)[0, 0].clamp_min(0)
+            m = float(heat.max())
+            heat = heat / m if m > 0 else torch.zeros_like(heat)
+            out[name] = heat.cpu().numpy().astype(np.float32)
+    return out
+
+
+def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
+    """Blend a ``[0, 1]`` heat map (resized to the image if needed) over ``image``."""
+    img = _rgb(image)
+    h = np.asarray(heat, dtype=np.float32)
+    if h.shape != (img.height, img.width):
+        h = np.asarray(Image.fromarray(h, "F").resize(img.size, Image.Resampling.BILINEAR))
+    col = colorize(np.clip(h, 0, 1), cmap).astype(np.float32)
+    base = np.asarray(img, dtype=np.float32)
+    mixed = base * (1 - alpha) + col * alpha
+    return Image.fromarray(mixed.clip(0, 255).round().astype(np.uint8), "RGB")
+
+
+# ----------------------------------------------------------------------- shapes
+def tap_shapes(model, input_size: int | None = None) -> list[tuple]:
+    """``(tap, output shape without batch)`` for every tap, in network order.
+
+    Builds the architecture on PyTorch's ``meta`` device where it can (no memory,
+    no weights, no arithmetic) and runs one zero image at ``input_size`` (default:
+    the model's own). Taps that do not fire get shape ``None`` and come last.
+
+    Args:
+        model: a registry name, a :class:`~vizcore.models.ModelSpec` or a
+            :class:`~vizcore.models.LoadedModel`.
+    """
+    from vizcore.models import ModelSpec, build, get_spec, taps_for
+
+    spec = model if isinstance(model, ModelSpec) else (
+        model.spec if isinstance(model, LoadedModel) else get_spec(str(model)))
+    size = int(input_size or spec.input_size)
+
+    def run(net: torch.nn.Module, device: torch.device) -> tuple[list, dict]:
+        taps = taps_for(spec, net)
+        x = torch.zeros(1, 3, size, size, device=device)
+        with torch.no_grad(), tap(net, [t.module for t in taps], reduce=lambda p, t: tuple(t.shape[1:]),
+                                  stop=True) as store:
+            forward_until(net, x)
+            return taps, dict(store)
+
+    try:
+        with torch.device("meta"):
+            net = build(spec)
+        taps, shapes = run(net, torch.device("meta"))
+    except Exception:  # noqa: BLE001 - some ops have no meta kernel: compute for real
+        net = build(spec)
+        taps, shapes = run(net, torch.device("cpu"))
+    order = {p: i for i, p in enumerate(shapes)}
+    taps = sorted(taps, key=lambda t: order.get(t.module, len(order)))
+    return [(t, shapes.get(t.module)) for t in taps]

@@ -1,0 +1,79 @@
+"""``vizcore mine``: top-activating dataset patches of every channel of some layers."""
+from __future__ import annotations
+
+import re
+
+ORDER = 60
+
+
+def register(sub) -> None:
+    from vizcore.commands._util import add_model_args
+
+    p = sub.add_parser(
+        "mine", help="mine the top-k dataset patches of every channel of some layers",
+        description="One pass over DATA finds, for every channel of each layer, the k images that "
+                    "activate it most and the receptive-field patch at the maximum. Writes "
+                    "OUT/index.json and one montage PNG per layer (a row of k patches per channel).")
+    p.add_argument("data", metavar="DATA",
+                   help="image folder, .txt list of files, samples, cifar10, stl10 or cue-conflict:ROOT")
+    add_model_args(p)
+    p.add_argument("--layers", nargs="+", required=True, metavar="LAYER",
+                   help="tap names or module paths (see `vizcore layers --model NAME`)")
+    p.add_argument("--k", type=int, default=9, help="patches kept per channel (default 9)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: cores - 1, max 4)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the results cache")
+    p.add_argument("--no-montage", action="store_true", help="write index.json only")
+    p.add_argument("--cell", type=int, default=None,
+                   help="montage patch size in pixels (default 64, smaller for wide layers)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.set_defaults(func=run)
+
+
+def montage_name(layer: str) -> str:
+    """File name of a layer's montage: ``montage_<layer>.png`` with unsafe characters as ``_``."""
+    return "montage_" + re.sub(r"[^A-Za-z0-9._-]+", "_", layer) + ".png"
+
+
+def run(args) -> int:
+    import sys
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from vizcore.commands._util import load_model_cli, write_json
+    from vizcore.data import open_dataset
+    from vizcore.patches import layer_montage, mine_top_patches
+
+    if args.k < 1:
+        raise ValueError("--k must be at least 1")
+    ds = open_dataset(args.data)
+    lm = load_model_cli(args)
+    for name in args.layers:
+        lm.resolve(name)  # a bad layer name fails before any work, with close matches
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(ds), unit="img", desc=f"mining {lm.name}", file=sys.stderr) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        res = mine_top_patches(lm, ds, args.layers, k=args.k, batch_size=args.batch_size,
+                               workers=args.workers, progress=progress, cache=not args.no_cache)
+        bar.update(len(ds) - bar.n)
+    if res.cached:
+        print("results from cache", file=sys.stderr)
+    if res.skipped:
+        print(f"skipped {len(res.skipped)} unreadable file(s):", file=sys.stderr)
+        for s in res.skipped:
+            print(f"  {s['file']}: {s['error']}", file=sys.stderr)
+    if not args.no_montage:
+        for layer in tqdm(list(res.layers), desc="montages", unit="layer", file=sys.stderr):
+            from vizcore.cache import atomic_write_bytes
+            from io import BytesIO
+
+            buf = BytesIO()
+            layer_montage(res, layer, cell=args.cell).save(buf, format="PNG")
+            atomic_write_bytes(out / montage_name(layer), buf.getvalue())
+    write_json(res.to_json(), out / "index.json")
+    print(f"wrote {out / 'index.json'} ({res.n_images} images, {len(res.layers)} layer(s))", file=sys.stderr)
+    return 0

@@ -1,0 +1,48 @@
+"""``vizcore shape-bias``: texture vs shape on the Geirhos cue-conflict stimuli."""
+from __future__ import annotations
+
+ORDER = 100
+
+
+def register(sub) -> None:
+    from vizcore.commands._util import add_model_args
+
+    p = sub.add_parser(
+        "shape-bias", help="texture vs shape: shape bias on the cue-conflict stimuli (Geirhos et al. 2019)",
+        description="Score an ImageNet classifier on the 1,200 cue-conflict images (and the silhouettes "
+                    "and edge drawings when present): decisions mapped to 16 categories by averaging the "
+                    "softmax over each category's ImageNet classes; shape bias = shape hits / "
+                    "(shape hits + texture hits).")
+    add_model_args(p, default=None)
+    p.add_argument("--stimuli", default=None, metavar="DIR",
+                   help="stimuli root (with style-transfer-preprocessed-512/, filled-silhouettes/, edges/) "
+                        "or the cue-conflict folder alone; default: $VIZCORE_STIMULI, then the download "
+                        "cache, then a download from rgeirhos/texture-vs-shape")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    p.add_argument("--workers", type=int, default=None, help="decoding worker processes")
+    p.add_argument("--no-cache", action="store_true", help="recompute even if a cached result exists")
+    p.add_argument("--decisions", action="store_true", help="with --json: include every image's decision")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write JSON (to stdout, or to FILE)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import sys
+
+    from vizcore.commands._util import load_model_cli, write_json
+    from vizcore.cueconflict import check_imagenet_head, locate_stimuli, shape_bias, summary_lines
+    from vizcore.models import get_spec
+
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    check_imagenet_head(get_spec(args.model))  # fail before building the model
+    root = locate_stimuli(args.stimuli)
+    lm = load_model_cli(args)
+    result = shape_bias(lm, root, batch_size=args.batch_size, workers=args.workers,
+                        progress=True, use_cache=not args.no_cache)
+    if args.json is not None:
+        write_json(result.to_json(decisions=args.decisions), None if args.json == "-" else args.json)
+    else:
+        sys.stdout.write("\n".join(summary_lines(result)) + "\n")
+    return 0

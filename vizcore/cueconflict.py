@@ -1,0 +1,676 @@
+"""Texture vs shape: the cue-conflict test of Geirhos et al. (ICLR 2019).
+
+Paper: "ImageNet-trained CNNs are biased towards texture; increasing shape bias
+improves accuracy and robustness", https://openreview.net/forum?id=Bygh9j09KX
+
+A 1000-way ImageNet classifier sees 1,280 style-transfer images whose shape
+comes from one of 16 entry-level categories and whose texture from another.
+Its decision is mapped to the 16 categories by averaging the softmax
+probabilities over each category's ImageNet classes and taking the largest
+average (the aggregation the authors recommend). The 80 images whose shape and
+texture class coincide are dropped, leaving 1,200; then
+
+    shape bias = shape hits / (shape hits + texture hits)
+
+where a *shape hit* is an image decided as its shape category and a *texture
+hit* one decided as its texture category. Decisions for any other category
+count in neither. The same mapping scores the filled silhouettes and edge
+drawings (plain accuracy).
+
+Differences from the authors' scripts: decisions are computed for a batch as one
+matrix product (probabilities ``(N, 1000)`` times a ``(1000, 16)`` averaging
+matrix) instead of a loop per image (the averages agree to float rounding; an
+exact tie goes to the alphabetically first category, as with a strict ``>`` over
+the sorted categories).
+
+Stimuli come from a local folder laid out like the ``stimuli/`` folder of the
+public repository rgeirhos/texture-vs-shape (see :func:`locate_stimuli`), or are
+downloaded from it once (:func:`download_stimuli`).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import socket
+import tempfile
+import time
+import urllib.error
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+
+if TYPE_CHECKING:  # heavy imports stay lazy
+    import torch
+
+    from vizcore.models import LoadedModel, ModelSpec
+
+PAPER = "https://openreview.net/forum?id=Bygh9j09KX"
+REPO = "https://github.com/rgeirhos/texture-vs-shape"
+
+# --------------------------------------------------------------------------------------------
+# The 16 entry-level categories and their ImageNet-1k classes.
+#
+# Indices are standard ImageNet-1k class indices (WordNet ids sorted). The lists follow the
+# published mapping of Geirhos et al. (the WordNet hyponyms of each category that are
+# ImageNet-1k classes, as curated by the authors in texture-vs-shape ``code/helper`` and
+# model-vs-human ``helper/human_categories.py``); they were written out here from the
+# (index, WordNet id, label) table of ImageNet-1k and checked class by class against the
+# published per-category counts (PUBLISHED_COUNTS below; 207 classes in all). Labels and
+# WordNet ids are given for every class outside the two large ranges.
+
+
+def _span(first: int, last: int, *, without: Iterable[int] = ()) -> tuple[int, ...]:
+    """Indices ``first..last`` inclusive, leaving out ``without``."""
+    skip = set(without)
+    return tuple(i for i in range(first, last + 1) if i not in skip)
+
+
+CATEGORY_CLASSES: dict[str, tuple[int, ...]] = {
+    # 404 n02690373 airliner
+    "airplane": (404,),
+    # 294 n02132136 brown bear, 295 n02133161 American black bear, 296 n02134084 ice bear,
+    # 297 n02134418 sloth bear
+    "bear": _span(294, 297),
+    # 444 n02835271 bicycle-built-for-two, 671 n03792782 mountain bike
+    "bicycle": (444, 671),
+    # Birds in three ImageNet ranges: 8-24 (cock ... great grey owl), 80-100 (black grouse ...
+    # black swan), 127-145 (white stork ... king penguin). The published mapping leaves out
+    # 9 ostrich, 17 jay, 21 kite, 84 peacock, 85 quail, 86 partridge, 97 drake, 134 crane.
+    "bird": (_span(8, 24, without=(9, 17, 21)) + _span(80, 100, without=(84, 85, 86, 97))
+             + _span(127, 145, without=(134,))),
+    # 472 n02951358 canoe, 554 n03344393 fireboat, 625 n03662601 lifeboat,
+    # 814 n04273569 speedboat, 914 n04612504 yawl
+    "boat": (472, 554, 625, 814, 914),
+    # 440 n02823428 beer bottle, 720 n03937543 pill bottle, 737 n03983396 pop bottle,
+    # 898 n04557648 water bottle, 899 n04560804 water jug, 901 n04579145 whiskey jug,
+    # 907 n04591713 wine bottle
+    "bottle": (440, 720, 737, 898, 899, 901, 907),
+    # 436 n02814533 beach wagon, 511 n03100240 convertible, 817 n04285008 sports car
+    "car": (436, 511, 817),
+    # 281 n02123045 tabby, 282 n02123159 tiger cat, 283 n02123394 Persian cat,
+    # 284 n02123597 Siamese cat, 285 n02124075 Egyptian cat, 286 n02125311 cougar
+    "cat": _span(281, 286),
+    # 423 n02791124 barber chair, 559 n03376595 folding chair, 765 n04099969 rocking chair,
+    # 857 n04429376 throne
+    "chair": (423, 559, 765, 857),
+    # 409 n02708093 analog clock, 530 n03196217 digital clock, 892 n04548280 wall clock
+    "clock": (409, 530, 892),
+    # Dog breeds 152 (Japanese spaniel) to 268 (Mexican hairless); the published mapping
+    # leaves out 192 cairn, 204 Lhasa, 227 kelpie, 242 boxer, 251 dalmatian, 258 Samoyed,
+    # 260 chow, 264 Cardigan (and starts after 151 Chihuahua).
+    "dog": _span(152, 268, without=(192, 204, 227, 242, 251, 258, 260, 264)),
+    # 385 n02504013 Indian elephant, 386 n02504458 African elephant
+    "elephant": (385, 386),
+    # 508 n03085013 computer keyboard, 878 n04505470 typewriter keyboard
+    "keyboard": (508, 878),
+    # 499 n03041632 cleaver
+    "knife": (499,),
+    # 766 n04111531 rotisserie
+    "oven": (766,),
+    # 555 n03345487 fire engine, 569 n03417042 garbage truck, 656 n03770679 minivan,
+    # 675 n03796401 moving van, 717 n03930630 pickup, 734 n03977966 police van,
+    # 864 n04461696 tow truck, 867 n04467665 trailer truck
+    "truck": (555, 569, 656, 675, 717, 734, 864, 867),
+}
+
+#: The 16 categories in alphabetical order (the order of decision indices).
+CATEGORIES: tuple[str, ...] = tuple(sorted(CATEGORY_CLASSES))
+
+#: Classes per category in the published mapping (texture-vs-shape / model-vs-human).
+PUBLISHED_COUNTS: dict[str, int] = {
+    "airplane": 1, "bear": 4, "bicycle": 2, "bird": 49, "boat": 5, "bottle": 7, "car": 3, "cat": 6,
+    "chair": 4, "clock": 3, "dog": 109, "elephant": 2, "keyboard": 2, "knife": 1, "oven": 1, "truck": 8,
+}
+
+#: Bumped whenever the mapping or the scoring changes (part of every cache key).
+MAPPING_VERSION = 1
+
+
+def category_matrix(n_classes: int = 1000, *, device=None, dtype=None) -> "torch.Tensor":
+    """The ``(n_classes, 16)`` averaging matrix: column ``c`` holds ``1/|c|`` on the classes of ``c``.
+
+    ``probs @ category_matrix()`` gives each category's mean probability.
+    """
+    import torch
+
+    m = torch.zeros(n_classes, len(CATEGORIES), device=device, dtype=dtype or torch.float32)
+    for j, cat in enumerate(CATEGORIES):
+        idx = torch.tensor(CATEGORY_CLASSES[cat], device=device)
+        m[idx, j] = 1.0 / len(idx)
+    return m
+
+
+def category_probabilities(logits: "torch.Tensor") -> "torch.Tensor":
+    """``(N, 1000)`` logits -> ``(N, 16)`` mean softmax probability per category."""
+    import torch
+
+    probs = torch.softmax(logits.float(), dim=-1)
+    return probs @ category_matrix(probs.shape[-1], device=probs.device)
+
+
+def decide(logits: "torch.Tensor") -> list[str]:
+    """The entry-level decision for each row of ``(N, 1000)`` logits."""
+    idx = category_probabilities(logits).argmax(dim=-1).tolist()
+    return [CATEGORIES[i] for i in idx]
+
+
+# --------------------------------------------------------------------------------------------
+# Published reference points (data with their sources; never mixed with measured values).
+@dataclass(frozen=True)
+class Reference:
+    """A shape bias reported elsewhere; ``low``/``high`` span the values given by different sources."""
+
+    name: str
+    shape_bias: float
+    source: str
+    url: str
+    kind: str = "model"  # "human" or "model"
+    model: str | None = None  # the vizcore registry name of the same architecture, if any
+    low: float | None = None
+    high: float | None = None
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape_bias": self.shape_bias, "low": self.low, "high": self.high,
+                "source": self.source, "url": self.url, "kind": self.kind, "model": self.model}
+
+
+REFERENCES: tuple[Reference, ...] = (
+    Reference("human observers", 0.96, "Geirhos et al., ICLR 2019 (Fig. 4; about 0.96)", PAPER,
+              kind="human"),
+    Reference("AlexNet (torchvision)", 0.253, "rgeirhos/texture-vs-shape README and issue #7 (25.3%)",
+              f"{REPO}/issues/7", model="alexnet"),
+    Reference("VGG-16 (torchvision)", 0.092, "rgeirhos/texture-vs-shape README and issue #7 (9.2%)",
+              f"{REPO}/issues/7", model="vgg16"),
+    Reference("ResNet-50 (torchvision)", 0.2175,
+              "rgeirhos/texture-vs-shape README (21.39%) and issue #7 (22.1%)",
+              f"{REPO}/issues/7", model="resnet50", low=0.2139, high=0.221),
+    Reference("BagNet-33", 0.05, "bethgelab/model-vs-human (Geirhos et al., NeurIPS 2021; about 0.05)",
+              "https://github.com/bethgelab/model-vs-human", model="bagnet33"),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Stimuli: find them, or download them once.
+SUBSET_FOLDERS = {"cue-conflict": "style-transfer-preprocessed-512", "silhouettes": "filled-silhouettes",
+                  "edges": "edges"}
+#: Files per subset in the published stimuli folder.
+STIMULI_COUNTS = {"cue-conflict": 1280, "silhouettes": 160, "edges": 160}
+#: :func:`stimuli_digest` of the published stimuli (all three subsets).
+STIMULI_DIGEST = "d7b9df40907d16558cbbdb897200601b9ed7483beb1f69bb533c2232a4037105"
+STIMULI_URL = f"{REPO}/archive/refs/heads/master.zip"
+
+
+class StimuliError(RuntimeError):
+    """Stimuli that cannot be found, downloaded or verified; the message says what to do."""
+
+
+class NoImageNetHeadError(ValueError):
+    """The model does not output the 1000 ImageNet classes the decision rule needs."""
+
+
+class Stopped(RuntimeError):
+    """Raised when ``should_stop()`` returned true; nothing is cached."""
+
+
+def _looks_like_cue_conflict(p: Path) -> bool:
+    """A folder of class subfolders holding ``<shape><i>-<texture><j>.png`` files."""
+    if not p.is_dir():
+        return False
+    for sub in p.iterdir():
+        if sub.is_dir() and any("-" in f.stem for f in sub.glob("*.png")):
+            return True
+    return False
+
+
+def _root_of(p: Path) -> Path | None:
+    """``p`` if it is a stimuli root or the cue-conflict folder itself, else ``None``."""
+    if (p / SUBSET_FOLDERS["cue-conflict"]).is_dir():
+        return p
+    if _looks_like_cue_conflict(p):
+        return p
+    return None
+
+
+def default_stimuli_dir() -> Path:
+    """Where downloaded stimuli live: ``<vizcore cache>/stimuli/texture-vs-shape``."""
+    from vizcore.cache import cache_root
+
+    return cache_root() / "stimuli" / "texture-vs-shape"
+
+
+def locate_stimuli(path: str | os.PathLike | None = None, *, download: bool = True,
+                   progress: bool = True) -> Path:
+    """The stimuli root to use.
+
+    Order: ``path`` (a stimuli root, or the cue-conflict folder alone; a missing or empty
+    folder is downloaded into), then ``$VIZCORE_STIMULI``, then the download cache
+    (:func:`default_stimuli_dir`), then a download into that cache. Raises
+    :class:`StimuliError` with a clear message when none works (e.g. offline).
+    """
+    if path is not None and str(path).strip():
+        p = Path(path).expanduser()
+        if p.exists() and not p.is_dir():
+            raise StimuliError(f"{p} is not a folder")
+        if p.is_dir() and (root := _root_of(p)) is not None:
+            return root
+        if p.is_dir() and any(p.iterdir()):
+            raise StimuliError(
+                f"{p} holds no cue-conflict stimuli: expected {SUBSET_FOLDERS['cue-conflict']}/ "
+                "(with filled-silhouettes/ and edges/) or class folders of <shape><i>-<texture><j>.png")
+        if not download:
+            raise StimuliError(f"no stimuli at {p}")
+        return download_stimuli(p, progress=progress)
+    env = os.environ.get("VIZCORE_STIMULI", "").strip()
+    if env:
+        p = Path(env).expanduser()
+        root = _root_of(p) if p.is_dir() else None
+        if root is None:
+            raise StimuliError(f"$VIZCORE_STIMULI={env} holds no cue-conflict stimuli")
+        return root
+    cached = default_stimuli_dir()
+    if cached.is_dir() and (root := _root_of(cached)) is not None:
+        return root
+    if not download:
+        raise StimuliError("no stimuli found: pass --stimuli DIR or set VIZCORE_STIMULI")
+    return download_stimuli(cached, progress=progress)
+
+
+def stimuli_digest(root: str | os.PathLike, subsets: Sequence[str] = tuple(SUBSET_FOLDERS)) -> str:
+    """SHA-256 over the sorted lines ``<relative path>\\t<sha256 of file>`` of the subsets' files.
+
+    Independent of how the files were packed, so the same stimuli always give the same digest.
+    """
+    root = Path(root)
+    lines = []
+    for sub in subsets:
+        base = root / SUBSET_FOLDERS[sub]
+        if not base.is_dir():
+            continue
+        for p in base.rglob("*"):
+            if p.is_file():
+                lines.append(f"{p.relative_to(root).as_posix()}\t{hashlib.sha256(p.read_bytes()).hexdigest()}\n")
+    return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
+
+
+def _stimuli_members(zf: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, str]]:
+    """Archive members under ``.../stimuli/<subset folder>/``, with their safe relative paths."""
+    wanted = set(SUBSET_FOLDERS.values())
+    out = []
+    for info in zf.infolist():
+        if info.is_dir():
+            continue
+        parts = info.filename.replace("\\", "/").split("/")
+        if "stimuli" not in parts:
+            continue
+        rel = parts[parts.index("stimuli") + 1:]
+        if len(rel) < 2 or rel[0] not in wanted:
+            continue
+        if any(part in ("", ".", "..") for part in rel) or info.filename.startswith("/"):
+            raise StimuliError(f"unsafe path in archive: {info.filename!r}")
+        out.append((info, "/".join(rel)))
+    return out
+
+
+def download_stimuli(dest: str | os.PathLike | None = None, *, url: str | None = None,
+                     progress: bool = True, counts: dict[str, int] | None = None,
+                     digest: str | None = "published", timeout: float | None = None) -> Path:
+    """Download the texture-vs-shape repository archive and extract its ``stimuli/`` into ``dest``.
+
+    ``url`` defaults to :data:`STIMULI_URL` (a GitHub archive of the repository).
+    A tqdm bar shows the download. The extracted files must match ``counts``
+    (files per subset; default :data:`STIMULI_COUNTS` with the published digest)
+    and ``digest`` (:func:`stimuli_digest`; ``"published"`` is
+    :data:`STIMULI_DIGEST`, ``None`` skips the check).
+    Extraction goes to a temporary folder renamed into place, so ``dest``
+    either holds complete, verified stimuli or is left as it was. Fails within
+    seconds without network (``VIZCORE_OFFLINE=1`` fails at once).
+    """
+    from vizcore.models.loading import CONNECT_TIMEOUT_S, download, offline
+
+    dest = Path(dest).expanduser() if dest is not None else default_stimuli_dir()
+    url = url or STIMULI_URL
+    if digest == "published":
+        digest = STIMULI_DIGEST
+        counts = STIMULI_COUNTS if counts is None else counts
+    how = (f"download {url} and pass the folder holding its stimuli/ contents with --stimuli DIR "
+           "(or set VIZCORE_STIMULI)")
+    if offline():
+        raise StimuliError(f"cue-conflict stimuli not found and downloads are off (VIZCORE_OFFLINE=1); {how}")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise StimuliError(f"cannot download into {dest}: it exists and is not empty")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))
+    try:
+        archive = work / "texture-vs-shape.zip"
+        try:
+            download(url, archive, progress=progress, timeout=CONNECT_TIMEOUT_S if timeout is None else timeout)
+        except (urllib.error.URLError, socket.timeout, TimeoutError, OSError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise StimuliError(f"cannot download the cue-conflict stimuli ({reason}); {how}") from None
+        out = work / "stimuli"
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                members = _stimuli_members(zf)
+                if not members:
+                    raise StimuliError(f"{url} holds no stimuli/ folder")
+                for info, rel in members:
+                    target = out / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+        except zipfile.BadZipFile as e:
+            raise StimuliError(f"the download from {url} is not a valid zip archive ({e})") from None
+        archive.unlink()
+        found = {sub: sum(1 for p in (out / folder).rglob("*") if p.is_file())
+                 for sub, folder in SUBSET_FOLDERS.items()}
+        if counts is not None:
+            bad = {k: (found.get(k, 0), v) for k, v in counts.items() if found.get(k, 0) != v}
+            if bad:
+                detail = ", ".join(f"{k}: {got} files, expected {want}" for k, (got, want) in bad.items())
+                raise StimuliError(f"incomplete stimuli in {url}: {detail}")
+        if digest is not None and (got := stimuli_digest(out)) != digest:
+            raise StimuliError(f"checksum mismatch for the stimuli from {url}: {got[:16]}… != {digest[:16]}…")
+        if dest.is_dir():
+            dest.rmdir()  # empty (checked above)
+        os.replace(out, dest)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dest
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+@dataclass(frozen=True)
+class Decision:
+    """One cue-conflict image and the model's entry-level decision."""
+
+    file: str
+    shape: str
+    texture: str
+    decision: str
+
+    @property
+    def outcome(self) -> str:
+        """``shape``, ``texture`` or ``other``."""
+        return "shape" if self.decision == self.shape else "texture" if self.decision == self.texture else "other"
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "shape": self.shape, "texture": self.texture, "decision": self.decision}
+
+
+@dataclass(frozen=True)
+class SubsetAccuracy:
+    """Plain 16-way accuracy on the silhouettes or the edge drawings."""
+
+    n: int
+    correct: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else float("nan")
+
+    def to_json(self) -> dict:
+        return {"n": self.n, "correct": self.correct, "accuracy": self.accuracy}
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+@dataclass(frozen=True)
+class ShapeBiasResult:
+    """Everything measured for one model on one set of stimuli.
+
+    ``per_category[c]`` is the fraction of shape decisions among the shape or
+    texture hits of the images whose *shape* is ``c`` (the rows of the Geirhos
+    plot; ``None`` where there was no hit). ``decisions`` keeps every image.
+    """
+
+    model: str
+    weights: dict
+    stimuli: str
+    fingerprint: str
+    decisions: tuple[Decision, ...]
+    silhouettes: SubsetAccuracy | None = None
+    edges: SubsetAccuracy | None = None
+    skipped: tuple[dict, ...] = ()
+    seconds: float = 0.0
+    cached: bool = field(default=False, compare=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.decisions)
+
+    @property
+    def shape_hits(self) -> int:
+        return sum(d.outcome == "shape" for d in self.decisions)
+
+    @property
+    def texture_hits(self) -> int:
+        return sum(d.outcome == "texture" for d in self.decisions)
+
+    @property
+    def shape_bias(self) -> float | None:
+        return _ratio(self.shape_hits, self.shape_hits + self.texture_hits)
+
+    @property
+    def shape_accuracy(self) -> float:
+        return self.shape_hits / self.n if self.n else float("nan")
+
+    @property
+    def texture_accuracy(self) -> float:
+        return self.texture_hits / self.n if self.n else float("nan")
+
+    @property
+    def per_category_counts(self) -> dict[str, dict[str, int]]:
+        out = {c: {"n": 0, "shape": 0, "texture": 0} for c in CATEGORIES}
+        for d in self.decisions:
+            row = out[d.shape]
+            row["n"] += 1
+            if d.outcome in ("shape", "texture"):
+                row[d.outcome] += 1
+        return out
+
+    @property
+    def per_category(self) -> dict[str, float | None]:
+        return {c: _ratio(r["shape"], r["shape"] + r["texture"]) for c, r in self.per_category_counts.items()}
+
+    def to_json(self, *, decisions: bool = False) -> dict:
+        out = {
+            "model": self.model, "weights": self.weights, "stimuli": self.stimuli,
+            "fingerprint": self.fingerprint, "n": self.n, "shape_hits": self.shape_hits,
+            "texture_hits": self.texture_hits, "shape_bias": self.shape_bias,
+            "shape_accuracy": self.shape_accuracy, "texture_accuracy": self.texture_accuracy,
+            "per_category": self.per_category, "per_category_counts": self.per_category_counts,
+        }
+        for name in ("silhouettes", "edges"):
+            sub = getattr(self, name)
+            if sub is not None:
+                out[name] = sub.accuracy
+                out[f"{name}_n"] = sub.n
+        out["skipped"] = list(self.skipped)
+        out["seconds"] = self.seconds
+        if decisions:
+            out["decisions"] = [d.to_json() for d in self.decisions]
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict, *, cached: bool = False) -> "ShapeBiasResult":
+        subs = {}
+        for name in ("silhouettes", "edges"):
+            if obj.get(f"{name}_n") is not None:
+                n = int(obj[f"{name}_n"])
+                subs[name] = SubsetAccuracy(n, int(round(obj[name] * n)))
+        return cls(model=obj["model"], weights=dict(obj["weights"]), stimuli=obj["stimuli"],
+                   fingerprint=obj["fingerprint"],
+                   decisions=tuple(Decision(**d) for d in obj.get("decisions", [])),
+                   skipped=tuple(obj.get("skipped", [])), seconds=float(obj.get("seconds", 0.0)),
+                   cached=cached, **subs)
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+def check_imagenet_head(spec: "ModelSpec") -> None:
+    """Raise :class:`NoImageNetHeadError` for a model that is not a 1000-way ImageNet classifier."""
+    if not spec.imagenet_head:
+        raise NoImageNetHeadError(
+            f"{spec.name} has no 1000-class ImageNet head, and the cue-conflict decision rule maps "
+            "ImageNet classes to the 16 categories; choose an ImageNet classifier "
+            "(`python -m vizcore models`)")
+
+
+def _weights_key(lm: "LoadedModel") -> dict:
+    """What identifies the weights: their source, and for random or local ones a content hash."""
+    info = lm.weights
+    key = {"source": info.source, "detail": info.detail}
+    if info.source in ("file", "hub-cache") and Path(info.detail).is_file():
+        st = Path(info.detail).stat()
+        key["file"] = [st.st_size, st.st_mtime_ns]
+    if info.source == "random":  # each process draws its own weights: hash them
+        h = hashlib.sha256()
+        for name, t in lm.model.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        key["params"] = h.hexdigest()[:20]
+    return key
+
+
+def _subset(root: Path, subset: str):
+    from vizcore.data import cue_conflict_dataset
+
+    try:
+        return cue_conflict_dataset(root, subset)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def shape_bias(lm: "LoadedModel", stimuli_root: str | os.PathLike | None = None, *, batch_size: int = 16,
+               workers: int | None = None, progress: bool | Callable[[int, int], None] = False,
+               should_stop: Callable[[], bool] | None = None, use_cache: bool = True) -> ShapeBiasResult:
+    """Score ``lm`` on the cue-conflict stimuli (and silhouettes and edges, when present).
+
+    Args:
+        lm: a loaded 1000-way ImageNet classifier (``lm.spec.imagenet_head``).
+        stimuli_root: a stimuli root or the cue-conflict folder; ``None`` uses
+            :func:`locate_stimuli` (``$VIZCORE_STIMULI``, the download cache, a download).
+        batch_size: images per forward pass.
+        workers: DataLoader worker processes decoding images (default: the dataset layer's).
+        progress: ``True`` for a tqdm bar on stderr, or ``fn(done, total)`` called per batch.
+        should_stop: polled between batches; when it returns true :class:`Stopped` is raised.
+        use_cache: read and write the result on disk (key: model, weights, preprocessing,
+            stimuli fingerprint, mapping version).
+
+    Returns:
+        A :class:`ShapeBiasResult` with every image's decision.
+    """
+    import torch
+
+    from vizcore.cache import cache_key, load_torch, save_torch
+    from vizcore.data import BatchReport, iter_batches
+
+    check_imagenet_head(lm.spec)
+    root = locate_stimuli(stimuli_root, progress=progress is True)
+    sets = {"cue-conflict": _subset(root, "cue-conflict")}
+    if sets["cue-conflict"] is None:
+        raise StimuliError(f"no cue-conflict stimuli under {root}")
+    for name in ("silhouettes", "edges"):
+        if (ds := _subset(root, name)) is not None:
+            sets[name] = ds
+    fingerprint = hashlib.sha256("".join(f"{k}:{ds.fingerprint()}" for k, ds in sets.items()).encode()
+                                 ).hexdigest()[:20]
+    key = cache_key(kind="shape_bias", version=MAPPING_VERSION, model=lm.spec.name, weights=_weights_key(lm),
+                    preprocess=lm.spec.preprocess.to_json(), stimuli=fingerprint)
+    if use_cache and (hit := load_torch("shape_bias", key)) is not None:
+        try:
+            return ShapeBiasResult.from_json(hit, cached=True)
+        except (KeyError, TypeError, ValueError):
+            pass  # an entry from an incompatible version: recompute
+
+    total = sum(len(ds) for ds in sets.values())
+    bar = None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="img", desc=f"shape bias {lm.spec.name}")
+    done = 0
+    transform = lm.transform()
+    device = lm.device
+    t0 = time.perf_counter()
+    decided: dict[str, list[str | None]] = {}
+    skipped: list[dict] = []
+    try:
+        for name, ds in sets.items():
+            out: list[str | None] = [None] * len(ds)
+            report = BatchReport()
+            for xs, idx in iter_batches(ds, transform, batch_size=batch_size, workers=workers, report=report):
+                if should_stop is not None and should_stop():
+                    raise Stopped(f"stopped after {done} of {total} images")
+                with torch.inference_mode(), lm.lock:
+                    logits = lm.model(xs.to(device))
+                if not torch.is_tensor(logits) or logits.ndim != 2 or logits.shape[-1] != 1000:
+                    shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
+                    raise NoImageNetHeadError(
+                        f"{lm.spec.name} outputs {shape}, not 1000 ImageNet class scores; "
+                        "the cue-conflict decision rule needs a 1000-way ImageNet classifier")
+                for i, d in zip(idx, decide(logits)):
+                    out[i] = d
+                done += len(idx)
+                if bar is not None:
+                    bar.update(len(idx))
+                elif callable(progress):
+                    progress(done, total)
+            skipped += [dict(s, subset=name) for s in report.skipped]
+            decided[name] = out
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - t0
+
+    cc = sets["cue-conflict"]
+    decisions = tuple(Decision(it.path, it.labels["shape"], it.labels["texture"], d)
+                      for it, d in zip(cc.items, decided["cue-conflict"]) if d is not None)
+    subs = {}
+    for name in ("silhouettes", "edges"):
+        if name in sets:
+            pairs = [(it.label, d) for it, d in zip(sets[name].items, decided[name]) if d is not None]
+            subs[name] = SubsetAccuracy(len(pairs), sum(lab == d for lab, d in pairs))
+    result = ShapeBiasResult(model=lm.spec.name, weights=lm.weights.to_json(), stimuli=str(root),
+                             fingerprint=fingerprint, decisions=decisions, skipped=tuple(skipped),
+                             seconds=seconds, **subs)
+    if use_cache:
+        save_torch("shape_bias", key, result.to_json(decisions=True))
+    return result
+
+
+def summary_lines(result: ShapeBiasResult) -> list[str]:
+    """Human-readable lines for the CLI."""
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+    w = result.weights
+    lines = [
+        f"{result.model} (weights: {w.get('source')}{': ' + w['detail'] if w.get('detail') else ''})",
+        f"stimuli: {result.stimuli}  ({result.n} cue-conflict images{', cached' if result.cached else ''})",
+        f"shape bias           {pct(result.shape_bias)}   ({result.shape_hits} shape hits, "
+        f"{result.texture_hits} texture hits)",
+        f"shape accuracy       {pct(result.shape_accuracy)}",
+        f"texture accuracy     {pct(result.texture_accuracy)}",
+    ]
+    for name in ("silhouettes", "edges"):
+        sub = getattr(result, name)
+        if sub is not None:
+            lines.append(f"{name + ' accuracy':<21}{pct(sub.accuracy)}   ({sub.correct}/{sub.n})")
+    lines.append("fraction of shape decisions per shape category:")
+    counts = result.per_category_counts
+    for c, v in result.per_category.items():
+        r = counts[c]
+        lines.append(f"  {c:<9} {pct(v):>5}   ({r['shape']} shape, {r['texture']} texture of {r['n']})")
+    if result.skipped:
+        lines.append(f"skipped {len(result.skipped)} unreadable files")
+    lines.append("published reference points (not measured here):")
+    for ref in REFERENCES:
+        lines.append(f"  {ref.name:<24} {ref.shape_bias:.2f}   {ref.source}")
+    return lines

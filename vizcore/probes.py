@@ -1,0 +1,409 @@
+"""Layer-wise linear probes: how linearly decodable a label is at each depth.
+
+For a labelled dataset, the pooled features of every tap (see
+:mod:`vizcore.features`, about 9,600 per layer) are standardised and fed to one
+multinomial logistic regression per layer, on a fixed seeded stratified
+train/test split or with stratified k-fold cross-validation. The accuracy of
+each layer comes with a 95% Wilson score interval over the test predictions
+(over all out-of-fold predictions for k-fold).
+
+This is the protocol of the "ImageNet supervised vs Random" rows in Zhang,
+Isola & Efros, "Split-Brain Autoencoders" (CVPR 2017, https://arxiv.org/abs/1611.09842),
+with logistic regression in place of their SGD-trained linear layers. With
+``compare_random=True`` the same architecture with seeded random weights is
+probed in the same call, on the same split.
+
+The fit runs in scikit-learn (``StandardScaler`` + ``LogisticRegression``), or,
+with ``fit_device="cuda"`` (or ``"auto"`` when CUDA is present), as an equivalent
+L2-regularised linear layer trained with full-batch L-BFGS in PyTorch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from vizcore.data.datasets import ImageDataset
+from vizcore.features import Features, Pooling, Stopped, extract_features, random_twin
+from vizcore.models import LoadedModel, WeightsInfo
+
+__all__ = ["LayerProbe", "ProbeResult", "fit_probes", "probe_features", "wilson_interval", "Stopped"]
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval for a binomial proportion (95% by default)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class LayerProbe:
+    """The probe of one layer: test accuracy with its 95% interval."""
+
+    name: str
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    n_features: int
+    fold_accuracies: tuple[float, ...] = ()
+
+    def to_json(self) -> dict:
+        d = {"name": self.name, "accuracy": self.accuracy, "ci_low": self.ci_low,
+             "ci_high": self.ci_high, "n_features": self.n_features}
+        if self.fold_accuracies:
+            d["fold_accuracies"] = list(self.fold_accuracies)
+        return d
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Probes of every requested layer of one model (and, optionally, its random twin).
+
+    ``layers`` are in network order. ``random`` holds the random-init twin's result
+    when it was asked for. ``n_test`` counts the predictions the accuracy is based on
+    (the whole labelled set for k-fold, where ``n_train`` is the mean fold's training size).
+    """
+
+    model: str
+    weights: WeightsInfo
+    label: str
+    dataset: str
+    n_train: int
+    n_test: int
+    classes: tuple[str, ...]
+    layers: tuple[LayerProbe, ...]
+    split: str
+    seed: int
+    skipped: tuple[dict, ...] = ()
+    random: "ProbeResult | None" = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def layer(self, name: str) -> LayerProbe:
+        for lp in self.layers:
+            if lp.name == name:
+                return lp
+        raise KeyError(name)
+
+    def to_json(self) -> dict:
+        d = {"model": self.model, "weights": self.weights.to_json(), "label": self.label,
+             "dataset": self.dataset, "n_train": self.n_train, "n_test": self.n_test,
+             "classes": list(self.classes), "split": self.split, "seed": self.seed,
+             "layers": [lp.to_json() for lp in self.layers]}
+        if self.skipped:
+            d["skipped"] = list(self.skipped)
+        if self.random is not None:
+            d["random_init"] = self.random.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ProbeResult":
+        w = d["weights"]
+        return cls(
+            model=d["model"], weights=WeightsInfo(w["source"], w.get("detail", ""), w.get("warning")),
+            label=d["label"], dataset=d.get("dataset", ""), n_train=d["n_train"], n_test=d["n_test"],
+            classes=tuple(d.get("classes", ())), split=d.get("split", ""), seed=d.get("seed", 0),
+            layers=tuple(LayerProbe(lp["name"], lp["accuracy"], lp["ci_low"], lp["ci_high"], lp["n_features"],
+                                    tuple(lp.get("fold_accuracies", ()))) for lp in d["layers"]),
+            skipped=tuple(d.get("skipped", ())),
+            random=cls.from_json(d["random_init"]) if d.get("random_init") else None)
+
+    def to_rows(self) -> list[dict]:
+        """Flat rows (one per layer, twin included) for tables and CSV export."""
+        rows = []
+        for res in (self, self.random):
+            if res is None:
+                continue
+            for depth, lp in enumerate(res.layers):
+                rows.append({"model": res.model, "weights": res.weights.source, "label": res.label,
+                             "depth": depth, "layer": lp.name, "accuracy": lp.accuracy,
+                             "ci_low": lp.ci_low, "ci_high": lp.ci_high, "n_features": lp.n_features,
+                             "n_train": res.n_train, "n_test": res.n_test})
+        return rows
+
+
+# ----------------------------------------------------------------------- splits
+def _usable(labels: Sequence[str | None], min_count: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Rows with a label whose class has at least ``min_count`` members: (rows, y, classes)."""
+    from collections import Counter
+
+    counts = Counter(lab for lab in labels if lab is not None)
+    classes = sorted(c for c, k in counts.items() if k >= min_count)
+    if len(classes) < 2:
+        raise ValueError(f"need at least 2 classes with {min_count}+ labelled images; "
+                         f"found {dict(counts) or 'no labels'}")
+    index = {c: i for i, c in enumerate(classes)}
+    rows = np.array([i for i, lab in enumerate(labels) if lab in index], dtype=int)
+    y = np.array([index[labels[i]] for i in rows], dtype=int)
+    return rows, y, classes
+
+
+def holdout_split(y: np.ndarray, test_size: float = 0.25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded train/test positions into ``y`` (scikit-learn's ``train_test_split``)."""
+    from sklearn.model_selection import train_test_split
+
+    pos = np.arange(len(y))
+    n_test = max(len(np.unique(y)), int(math.ceil(test_size * len(y))))
+    tr, te = train_test_split(pos, test_size=n_test, stratify=y, random_state=seed, shuffle=True)
+    return np.sort(tr), np.sort(te)
+
+
+def kfold_splits(y: np.ndarray, folds: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import StratifiedKFold
+
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(skf.split(np.zeros(len(y)), y))
+
+
+# ------------------------------------------------------------------------- fits
+def make_classifier(C: float = 1.0, max_iter: int = 1000, seed: int = 0):
+    """Standardisation then multinomial logistic regression (L2), as a scikit-learn pipeline.
+
+    :func:`fit_probes` fits exactly this model, only faster (see :func:`_standardise_and_reduce`).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
+
+
+def _standardise_and_reduce(xtr: np.ndarray, xte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardise with training statistics, then, when there are more features than
+    training rows, rotate onto the row space of the training matrix.
+
+    An L2-regularised linear model's weights always lie in that row space (the
+    gradient of the loss is ``X.T @ r`` plus a multiple of ``w``), so fitting on
+    the ``n_train`` coordinates ``X @ V`` (``X = U S V^T``) reaches the same optimum
+    and the same predictions as fitting on all features, much faster.
+    """
+    from sklearn.preprocessing import StandardScaler
+
+    sc = StandardScaler().fit(xtr)
+    xtr, xte = sc.transform(xtr), sc.transform(xte)
+    if xtr.shape[1] > xtr.shape[0]:
+        _, _, vt = np.linalg.svd(xtr.astype(np.float64), full_matrices=False)
+        xtr, xte = xtr @ vt.T, xte @ vt.T
+    return xtr, xte
+
+
+def _fit_predict_sklearn(xtr, ytr, xte, C: float, max_iter: int, seed: int) -> np.ndarray:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    xtr, xte = _standardise_and_reduce(xtr, xte)
+    clf = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(xtr, ytr)
+    return clf.predict(xte)
+
+
+def _fit_predict_torch(xtr, ytr, xte, C: float, max_iter: int, device: str) -> np.ndarray:
+    """The same objective as scikit-learn's: sum of log-losses + ||W||^2 / (2C), bias free."""
+    import torch
+
+    xtr_t = torch.as_tensor(xtr, dtype=torch.float64, device=device)
+    xte_t = torch.as_tensor(xte, dtype=torch.float64, device=device)
+    mean, std = xtr_t.mean(0), xtr_t.std(0, unbiased=False)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    xtr_t, xte_t = (xtr_t - mean) / std, (xte_t - mean) / std
+    y = torch.as_tensor(ytr, dtype=torch.long, device=device)
+    k = int(y.max().item()) + 1
+    w = torch.zeros(xtr_t.shape[1], k, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.zeros(k, dtype=torch.float64, device=device, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=1e-6, tolerance_change=1e-10,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xtr_t @ w + b, y, reduction="sum") + (w * w).sum() / (2 * C)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        return (xte_t @ w + b).argmax(1).cpu().numpy()
+
+
+def _resolve_fit_device(fit_device: str) -> str:
+    if fit_device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "sklearn"
+    return fit_device
+
+
+def probe_features(feats: Features, labels: Sequence[str | None], *, folds: int | None = None,
+                   test_size: float = 0.25, seed: int = 0, C: float = 1.0, max_iter: int = 1000,
+                   fit_device: str = "auto", progress: Callable[[int, int], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> dict:
+    """Fit one probe per layer of ``feats`` on ``labels`` (one per row); returns the pieces of a result.
+
+    ``fit_device`` is ``"sklearn"``, ``"cpu"`` / ``"cuda"`` (PyTorch L-BFGS) or ``"auto"``.
+    """
+    device = _resolve_fit_device(fit_device)
+    rows, y, classes = _usable(labels, folds if folds else 2)
+    if folds:
+        splits = kfold_splits(y, folds, seed)
+        split = f"{folds}-fold"
+    else:
+        splits = [holdout_split(y, test_size, seed)]
+        split = f"holdout {test_size:g}"
+    out = []
+    names = list(feats.layers)
+    for li, name in enumerate(names):
+        if should_stop is not None and should_stop():
+            raise Stopped("stopped before every layer was probed")
+        x = feats.layers[name][rows]
+        correct, total, fold_acc = 0, 0, []
+        for tr, te in splits:
+            if device == "sklearn":
+                pred = _fit_predict_sklearn(x[tr], y[tr], x[te], C, max_iter, seed)
+            else:
+                pred = _fit_predict_torch(x[tr], y[tr], x[te], C, max_iter, device)
+            hits = int((pred == y[te]).sum())
+            correct, total = correct + hits, total + len(te)
+            fold_acc.append(hits / len(te))
+        lo, hi = wilson_interval(correct, total)
+        out.append(LayerProbe(name, correct / total, lo, hi, int(x.shape[1]),
+                              tuple(fold_acc) if folds else ()))
+        if progress is not None:
+            progress(li + 1, len(names))
+    n_train = int(round(np.mean([len(tr) for tr, _ in splits])))
+    n_test = int(sum(len(te) for _, te in splits))
+    return {"layers": tuple(out), "classes": tuple(classes), "n_train": n_train, "n_test": n_test,
+            "split": split}
+
+
+def _result_key(lm: LoadedModel, dataset: ImageDataset, names: Sequence[str], pooling: Pooling, **params) -> str | None:
+    from vizcore.cache import cache_key
+    from vizcore.features import _weights_key
+
+    wk = _weights_key(lm)
+    if wk is None:
+        return None
+    return cache_key(v=1, model=lm.spec.name, weights=wk, layers=list(names), pooling=pooling.to_json(),
+                     preprocess=lm.spec.preprocess.to_json(), dataset=dataset.fingerprint(), **params)
+
+
+def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers: Sequence[str] | None = None,
+               label: str = "class", compare_random: bool = False, random_seed: int = 0,
+               test_size: float = 0.25, folds: int | None = None, seed: int = 0, C: float = 1.0,
+               max_iter: int = 1000, pool: Pooling | int | None = None, fit_device: str = "auto",
+               batch_size: int = 32, workers: int | None = None, progress: bool | Callable[[str, int, int], None] = False,
+               should_stop: Callable[[], bool] | None = None, cache: bool = True) -> ProbeResult:
+    """Linear probes of every tap (or ``layers``) of ``model`` for ``label`` on ``dataset``.
+
+    Args:
+        model: a :class:`LoadedModel` or a registered name (loaded with ``weights="auto"``).
+        dataset: an :class:`ImageDataset` or a spec for :func:`vizcore.data.open_dataset`.
+        layers: tap names or module paths; ``None`` probes every tap, logits included.
+        label: ``"class"``, or ``"shape"`` / ``"texture"`` for the cue-conflict stimuli.
+        compare_random: also probe the same architecture with random weights
+            (seeded by ``random_seed``) on the same split; stored in ``result.random``.
+        test_size: held-out fraction for the single stratified split (when ``folds`` is None).
+        folds: stratified k-fold cross-validation instead of one split.
+        seed: seeds the split (and the solver).
+        C: inverse L2 strength of the logistic regression (scikit-learn's convention).
+        pool: pooling of the feature maps (see :class:`vizcore.features.Pooling`).
+        fit_device: ``"auto"`` (GPU linear layer when CUDA is present, else scikit-learn),
+            ``"sklearn"``, ``"cpu"`` or ``"cuda"``.
+        progress: ``True`` for tqdm bars, or ``f(stage, done, total)`` with stage
+            ``"features"``/``"fit"`` (``"random features"``/``"random fit"`` for the twin).
+        should_stop: polled often; raising :class:`Stopped` when it returns true.
+        cache: use the on-disk caches for features and for the finished result.
+
+    Returns:
+        :class:`ProbeResult` (layers in network order).
+    """
+    if isinstance(dataset, str):
+        from vizcore.data import open_dataset
+
+        dataset = open_dataset(dataset)
+    if isinstance(model, str):
+        import warnings
+
+        from vizcore.models import load_model
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = load_model(model, progress=bool(progress))
+    pooling = Pooling() if pool is None else (pool if isinstance(pool, Pooling) else Pooling(target=int(pool)))
+    labels_all = dataset.labels(label)
+    if all(lab is None for lab in labels_all):
+        raise ValueError(f"dataset {dataset.name} has no {label!r} labels")
+
+    def one(lm: LoadedModel, tag: str) -> ProbeResult:
+        names = [t.name for t in lm.taps()] if layers is None else list(layers)
+        params = dict(label=label, test_size=test_size, folds=folds, seed=seed, C=C, max_iter=max_iter,
+                      fit=_resolve_fit_device(fit_device) == "sklearn")
+        key = _result_key(lm, dataset, names, pooling, **params) if cache else None
+        if key is not None:
+            hit = _load_json("probes", key)
+            if hit is not None:
+                return ProbeResult.from_json(hit)
+        fprog = True if progress is True else (
+            (lambda d, t: progress(f"{tag}features".strip(), d, t)) if callable(progress) else False)
+        feats = extract_features(lm, dataset, names, pool=pooling, batch_size=batch_size, workers=workers,
+                                 progress=fprog, should_stop=should_stop, cache=cache)
+        bar = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(feats.layers), unit="layer", desc=f"probes {lm.spec.name} ({lm.weights.source})")
+            pprog = lambda d, t: bar.update(d - bar.n)  # noqa: E731
+        elif callable(progress):
+            pprog = lambda d, t: progress(f"{tag}fit".strip(), d, t)  # noqa: E731
+        else:
+            pprog = None
+        try:
+            parts = probe_features(feats, feats.labels(dataset, label), folds=folds, test_size=test_size,
+                                   seed=seed, C=C, max_iter=max_iter, fit_device=fit_device, progress=pprog,
+                                   should_stop=should_stop)
+        finally:
+            if bar is not None:
+                bar.close()
+        res = ProbeResult(model=lm.spec.name, weights=lm.weights, label=label, dataset=dataset.name,
+                          seed=seed, skipped=tuple(feats.skipped), **parts)
+        if key is not None:
+            _save_json("probes", key, res.to_json())
+        return res
+
+    main = one(model, "")
+    if not compare_random:
+        return main
+    twin = one(random_twin(model, random_seed), "random ")
+    return ProbeResult(**{**{f: getattr(main, f) for f in main.__dataclass_fields__}, "random": twin})
+
+
+def _load_json(kind: str, key: str) -> dict | None:
+    import json
+
+    from vizcore.cache import entry_path
+
+    p = entry_path(kind, key, ".json")
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        p.unlink(missing_ok=True)
+        return None
+
+
+def _save_json(kind: str, key: str, obj: dict) -> None:
+    import json
+
+    from vizcore.cache import atomic_write_text, entry_path
+
+    atomic_write_text(entry_path(kind, key, ".json"), json.dumps(obj))
