@@ -14,27 +14,27 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT.parent) not in sys.path:  # so `import vizcore` and `import dashboard` work from a clone
     sys.path.insert(0, str(ROOT.parent))
 
-st.set_page_config(page_title="vizcore: what CNN layers learn", page_icon="🔬", layout="wide")
+st.set_page_config(page_title="vizcore: what CNN layers learn", page_icon=":material/biotech:", layout="wide")
 
 PAGES = {
     "Single network": [
-        st.Page(str(ROOT / "app_pages" / "activations.py"), title="Activations", icon="🖼️",
+        st.Page(str(ROOT / "app_pages" / "activations.py"), title="Activations", icon=":material/layers:",
                 url_path="activations", default=True),
-        st.Page(str(ROOT / "app_pages" / "compare.py"), title="Compare", icon="⚖️", url_path="compare"),
-        st.Page(str(ROOT / "app_pages" / "architectures.py"), title="Architectures", icon="🏗️",
+        st.Page(str(ROOT / "app_pages" / "compare.py"), title="Compare", icon=":material/compare:", url_path="compare"),
+        st.Page(str(ROOT / "app_pages" / "architectures.py"), title="Architectures", icon=":material/account_tree:",
                 url_path="architectures"),
     ],
     "What units want": [
-        st.Page(str(ROOT / "app_pages" / "dataset_examples.py"), title="Dataset examples", icon="🧩",
+        st.Page(str(ROOT / "app_pages" / "dataset_examples.py"), title="Dataset examples", icon=":material/grid_view:",
                 url_path="dataset_examples"),
-        st.Page(str(ROOT / "app_pages" / "feature_viz.py"), title="Feature visualisation", icon="🎨",
+        st.Page(str(ROOT / "app_pages" / "feature_viz.py"), title="Feature visualisation", icon=":material/palette:",
                 url_path="feature_viz"),
     ],
     "What depth buys": [
-        st.Page(str(ROOT / "app_pages" / "probes.py"), title="Linear probes", icon="📈", url_path="probes"),
-        st.Page(str(ROOT / "app_pages" / "embeddings.py"), title="Embeddings", icon="🗺️",
+        st.Page(str(ROOT / "app_pages" / "probes.py"), title="Linear probes", icon=":material/show_chart:", url_path="probes"),
+        st.Page(str(ROOT / "app_pages" / "embeddings.py"), title="Embeddings", icon=":material/scatter_plot:",
                 url_path="embeddings"),
-        st.Page(str(ROOT / "app_pages" / "shape_bias.py"), title="Texture vs shape", icon="🐘",
+        st.Page(str(ROOT / "app_pages" / "shape_bias.py"), title="Texture vs shape", icon=":material/pets:",
                 url_path="shape_bias"),
     ],
 }

@@ -36,7 +36,10 @@ def model_picker(key: str, *, label: str = "Model", default: str = DEFAULT_MODEL
                  allow_timm: bool = True) -> str:
     """A select box of registered models, plus a free-text ``timm/<name>`` option."""
     names = list_models()
-    choice = st.selectbox(label, names, index=names.index(default) if default in names else 0,
+    # A value already in session state (another page preselected it) wins; passing no default
+    # then avoids Streamlit's "default value but also set via Session State" warning.
+    preset = st.session_state.get(f"{key}_model") in names
+    choice = st.selectbox(label, names, index=0 if preset or default not in names else names.index(default),
                           key=f"{key}_model")
     if allow_timm:
         custom = st.text_input("…or any timm model (timm/<name>)", value="", key=f"{key}_timm",
@@ -64,6 +67,8 @@ def layer_picker(lm: LoadedModel, key: str, *, label: str = "Layer", multi: bool
     if multi:
         return st.multiselect(label, taps, default=list(default or []), key=f"{key}_layers")
     idx = taps.index(default) if isinstance(default, str) and default in taps else max(0, len(taps) // 2)
+    if st.session_state.get(f"{key}_layer") in taps:
+        idx = 0  # the preset value wins; no competing default (see model_picker)
     return st.selectbox(label, taps, index=idx, key=f"{key}_layer")
 
 

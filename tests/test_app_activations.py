@@ -54,6 +54,11 @@ def _upload(at: AppTest, name: str, data: bytes, mime: str = "image/png") -> App
     return at
 
 
+def _tap_labels(at: AppTest) -> list[str]:
+    """Labels of the per-layer expanders (``**name** · kind · shape``)."""
+    return [e.label for e in at.expander if e.label.startswith("**")]
+
+
 def _badges(at: AppTest) -> list[str]:
     return [m.value for m in at.markdown if "-badge[" in m.value]
 
@@ -70,7 +75,7 @@ def test_default_sample_renders_every_tap_grids_and_predictions(lite0):
     res = extract(lite0, cat)
     taps = [t.name for t in lite0.taps()]
     # One expander per tap, in network order, labelled with the output shape.
-    labels = [e.label for e in at.expander]
+    labels = _tap_labels(at)
     assert len(labels) == len(taps)
     for label, (name, la) in zip(labels, res.layers.items()):
         assert label.startswith(f"**{name}**")
@@ -81,7 +86,8 @@ def test_default_sample_renders_every_tap_grids_and_predictions(lite0):
     # Every spatial tap has a grid image whose channels are the engine's top-16 by mean.
     spatial = [n for n, la in res.layers.items() if la.spatial]
     assert len(at.get("download_button")) == len(spatial)
-    for exp, (name, la) in zip(at.expander, res.layers.items()):
+    tap_expanders = [e for e in at.expander if e.label.startswith("**")]
+    for exp, (name, la) in zip(tap_expanders, res.layers.items()):
         if not la.spatial:
             assert not exp.image
             continue
@@ -104,7 +110,7 @@ def test_upload_real_png_and_other_formats(lite0):
     preds = extract(lite0, load_image(data), layers=["stem"]).predictions
     assert _predictions(at) == _expected(preds)
     assert preds[0].label in ("espresso", "cup", "coffee mug")
-    assert len(at.expander) == len(lite0.taps())
+    assert len(_tap_labels(at)) == len(lite0.taps())
 
     # Modes a user may upload: CMYK JPEG, 16-bit greyscale, palette with transparency, EXIF-rotated JPEG.
     grey16 = Image.fromarray(np.asarray(coffee.convert("L"), dtype=np.uint16) * 257)
@@ -160,7 +166,7 @@ def test_bad_upload_shows_error_and_page_keeps_working(lite0, name, blob, words)
     assert len(errors) == 1 and name in errors[0] and words in errors[0].lower(), errors
     # The built-in sample is shown instead, with all its layers.
     assert _crop_caption(at).startswith("cat: the 224px crop")
-    assert len(at.expander) == len(lite0.taps())
+    assert len(_tap_labels(at)) == len(lite0.taps())
     assert _predictions(at) == _expected(extract(lite0, load_sample("cat"), layers=["stem"]).predictions)
     # ...and a good upload afterwards works again.
     good = load_sample("astronaut")
@@ -202,6 +208,16 @@ def test_gradcam_overlay_on_demand(lite0):
     # The other layers stay without an overlay.
     other = next(e for e in at.expander if e.label.startswith("**blocks.4.0**"))
     assert len(other.image) == 1
+    # Several layers side by side, for the second most likely class.
+    second = extract(lite0, load_sample("cat"), layers=["stem"]).predictions[1]
+    at.selectbox(key=f"{KEY}_cam_target_efficientnet_lite0").set_value(second.index)
+    at.multiselect(key=f"{KEY}_cam_layers_efficientnet_lite0").set_value(["blocks.1.0", "blocks.5.0", "head"])
+    at.run()
+    assert not at.exception and not at.error
+    gallery = next(e for e in at.expander if e.label == "Grad-CAM across layers")
+    assert [i.captions[0] for i in gallery.image] == ["blocks.1.0", "blocks.5.0", "head"]
+    exp = next(e for e in at.expander if e.label.startswith("**blocks.3.0**"))
+    assert exp.image[1].captions[0] == f"Grad-CAM at blocks.3.0 for {second.label}"
 
 
 def test_other_model_random_weights():
@@ -210,13 +226,14 @@ def test_other_model_random_weights():
     at.radio(key=f"{KEY}_weights").set_value("random")
     at.run()
     assert not at.exception and not at.error
-    labels = [e.label for e in at.expander]
+    labels = _tap_labels(at)
     assert labels[0].startswith("**conv1**") and len(labels) == 12
     assert _badges(at) == [":orange-badge[:material/warning: weights: random init]"]
 
 
-@pytest.mark.parametrize("button,page_title", [("dsx", "dataset"), ("fv", "feature")])
-def test_channel_buttons_switch_page_with_target(lite0, button, page_title):
+@pytest.mark.parametrize("button,words", [("dsx", ("dataset", "example", "patch")),
+                                          ("fv", ("feature", "visuali"))])
+def test_channel_buttons_switch_page_with_target(lite0, button, words):
     at = _app()
     at.number_input(key=f"{KEY}_ch_efficientnet_lite0_blocks.2.0").set_value(7).run()
     at.button(key=f"{KEY}_link_efficientnet_lite0_blocks.2.0_{button}").click().run()
@@ -224,16 +241,17 @@ def test_channel_buttons_switch_page_with_target(lite0, button, page_title):
                                                   "channel": 7}
     titles = [t.value for t in at.title]
     assert "Activations" not in titles
-    assert any(page_title in t.lower() for t in titles), titles
+    assert not [f for f in at.file_uploader if f.key == f"{KEY}_upload"]  # left the page
+    assert any(word in t.lower() for t in titles for word in words), titles
 
 
-def test_unknown_timm_model_shows_error():
+def test_unknown_timm_model_shows_error(lite0):
     at = _app()
     at.text_input(key=f"{KEY}_timm").set_value("timm/not_a_real_model_xyz").run()
     assert not at.exception
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "not_a_real_model_xyz" in errors[0], errors
-    assert not at.expander
+    assert not _tap_labels(at)
     # Clearing the name brings the default model back.
     at.text_input(key=f"{KEY}_timm").set_value("").run()
-    assert not at.error and len(at.expander) > 0
+    assert not at.error and len(_tap_labels(at)) == len(lite0.taps())

@@ -43,8 +43,7 @@ def test_page_renders_runs_and_offers_downloads():
     assert [r["channel"] for r in shown["results"]] == [1, 4]
     assert all(r["steps"] == 6 and r["size"] == 64 for r in shown["results"])
     assert all(r["objective_final"] > r["objective_start"] for r in shown["results"])
-    imgs = at.get("imgs")
-    captions = [c for el in imgs for c in [getattr(el.proto.imgs[0], "caption", "")]]
+    captions = [c for el in at.get("image") for c in el.captions]
     assert any("channel 1:" in c and "photos best" in c for c in captions), captions
     assert any("channel 4:" in c for c in captions), captions
     labels = [b.proto.label for b in at.get("download_button")]
@@ -62,6 +61,7 @@ def test_channel_target_preselects_model_layer_channel():
     assert at.selectbox(key="feature_viz_model").value == "efficientnet_lite0"
     assert at.selectbox(key="feature_viz_layer").value == "blocks.2.1"
     assert at.multiselect(key="feature_viz_channels").value == [7]
+    assert not at.warning and not at.exception
     # the user's later choices are not overridden on the next rerun
     at.multiselect(key="feature_viz_channels").set_value([7, 8])
     at.run()

@@ -176,6 +176,23 @@ def test_progress_stop_cache_and_cue_conflict_folder_alone(colour_stimuli):
     assert "silhouettes" not in alone.to_json()
 
 
+def test_step_by_step_equals_one_run_and_bad_files_are_skipped(colour_stimuli):
+    (colour_stimuli / "style-transfer-preprocessed-512" / "cat" / "cat9-dog9.png").write_bytes(b"not a png")
+    lm = standin(name="standin-steps")
+    job = cc.ShapeBiasJob(lm, colour_stimuli, batch_size=5, use_cache=False)
+    assert job.total == 13 and not job.done
+    seen = []
+    while not job.done:
+        job.step(1, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(5, 13), (9, 13), (12, 13), (13, 13)]  # a batch never spans two subsets
+    stepped = job.result()
+    whole = cc.shape_bias(lm, colour_stimuli, batch_size=4, workers=1, use_cache=False)
+    for r in (stepped, whole):
+        assert (r.n, r.shape_hits, r.texture_hits) == (8, 3, 4)
+        assert [Path(s["file"]).name for s in r.skipped] == ["cat9-dog9.png"]
+    assert stepped.to_json(decisions=True) | {"seconds": 0} == whole.to_json(decisions=True) | {"seconds": 0}
+
+
 def test_no_imagenet_head_is_a_clear_error(colour_stimuli):
     with pytest.raises(cc.NoImageNetHeadError, match="no 1000-class ImageNet head"):
         cc.check_imagenet_head(get_spec("timm/fastvit_mci0"))  # a CLIP image tower, 512 outputs

@@ -547,6 +547,160 @@ def _subset(root: Path, subset: str):
         return None
 
 
+class ShapeBiasJob:
+    """One model on one set of stimuli, scored all at once (:meth:`run`) or a few batches at a
+    time (:meth:`step`, for a dashboard that shows progress and can stop between steps).
+
+    The constructor finds the stimuli and looks the result up in the disk cache; when it is
+    there the job is :attr:`done` at once. :meth:`result` builds the result and caches it.
+    """
+
+    def __init__(self, lm: "LoadedModel", stimuli_root: str | os.PathLike | None = None, *,
+                 batch_size: int = 16, use_cache: bool = True, download_progress: bool = False):
+        from vizcore.cache import cache_key, load_torch
+
+        check_imagenet_head(lm.spec)
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.lm, self.batch_size, self.use_cache = lm, batch_size, use_cache
+        self.root = locate_stimuli(stimuli_root, progress=download_progress)
+        cue = _subset(self.root, "cue-conflict")
+        if cue is None:
+            raise StimuliError(f"no cue-conflict stimuli under {self.root}")
+        self.sets = {"cue-conflict": cue}
+        for name in ("silhouettes", "edges"):
+            if (ds := _subset(self.root, name)) is not None:
+                self.sets[name] = ds
+        self.fingerprint = hashlib.sha256(
+            "".join(f"{k}:{ds.fingerprint()}" for k, ds in self.sets.items()).encode()).hexdigest()[:20]
+        self.key = cache_key(kind="shape_bias", version=MAPPING_VERSION, model=lm.spec.name,
+                             weights=_weights_key(lm), preprocess=lm.spec.preprocess.to_json(),
+                             stimuli=self.fingerprint)
+        self._todo = [(name, i) for name, ds in self.sets.items() for i in range(len(ds))]
+        self.total = len(self._todo)
+        self.pos = 0
+        self._decided: dict[str, list[str | None]] = {name: [None] * len(ds) for name, ds in self.sets.items()}
+        self._skipped: list[dict] = []
+        self._seconds = 0.0
+        self._result: ShapeBiasResult | None = None
+        if use_cache and (hit := load_torch("shape_bias", self.key)) is not None:
+            try:
+                self._result = ShapeBiasResult.from_json(hit, cached=True)
+                self.pos = self.total
+            except (KeyError, TypeError, ValueError):
+                pass  # an entry from an incompatible version: recompute
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= self.total
+
+    def _score(self, name: str, xs: "torch.Tensor", idx: Sequence[int]) -> None:
+        import torch
+
+        lm = self.lm
+        with torch.inference_mode(), lm.lock:  # the lock: no tap of another caller sees this pass
+            logits = lm.model(xs.to(lm.device))
+        if not torch.is_tensor(logits) or logits.ndim != 2 or logits.shape[-1] != 1000:
+            shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
+            raise NoImageNetHeadError(
+                f"{lm.spec.name} outputs {shape}, not 1000 ImageNet class scores; "
+                "the cue-conflict decision rule needs a 1000-way ImageNet classifier")
+        out = self._decided[name]
+        for i, d in zip(idx, decide(logits)):
+            out[i] = d
+
+    def step(self, n_batches: int = 1, *, progress: Callable[[int, int], None] | None = None) -> None:
+        """Score the next ``n_batches`` batches, decoding in this thread."""
+        import torch
+
+        from vizcore.data import ImageLoadError, load_image
+
+        transform = self.lm.transform()
+        t0 = time.perf_counter()
+        for _ in range(n_batches):
+            if self.done:
+                break
+            chunk = self._todo[self.pos:self.pos + self.batch_size]
+            name = chunk[0][0]
+            chunk = [c for c in chunk if c[0] == name]  # a batch never spans two subsets
+            xs, idx = [], []
+            for _, i in chunk:
+                path = self.sets[name].items[i].path
+                try:
+                    xs.append(transform(load_image(path)))
+                    idx.append(i)
+                except (ImageLoadError, OSError) as e:
+                    self._skipped.append({"file": path, "error": str(e) or type(e).__name__, "subset": name})
+            if xs:
+                self._score(name, torch.stack(xs), idx)
+            self.pos += len(chunk)
+            if progress is not None:
+                progress(self.pos, self.total)
+        self._seconds += time.perf_counter() - t0
+
+    def run(self, *, workers: int | None = None, progress: bool | Callable[[int, int], None] = False,
+            should_stop: Callable[[], bool] | None = None) -> None:
+        """Score everything left, decoding in ``workers`` DataLoader processes (overlapping compute)."""
+        from vizcore.data import BatchReport, iter_batches
+
+        if self.done:
+            return
+        bar = None
+        if progress is True:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.total, initial=self.pos, unit="img", desc=f"shape bias {self.lm.spec.name}")
+        transform = self.lm.transform()
+        t0 = time.perf_counter()
+        try:
+            for name, ds in self.sets.items():
+                todo = [i for n, i in self._todo[self.pos:] if n == name]
+                if not todo:
+                    continue
+                report = BatchReport()
+                for xs, idx in iter_batches(ds.subset(todo), transform, batch_size=self.batch_size,
+                                            workers=workers, report=report):
+                    if should_stop is not None and should_stop():
+                        raise Stopped(f"stopped after {self.pos} of {self.total} images")
+                    self._score(name, xs, [todo[i] for i in idx])
+                    self.pos += len(idx)
+                    if bar is not None:
+                        bar.update(len(idx))
+                    elif callable(progress):
+                        progress(self.pos, self.total)
+                self.pos += len(report.skipped)
+                self._skipped += [dict(s, subset=name) for s in report.skipped]
+        finally:
+            self._seconds += time.perf_counter() - t0
+            if bar is not None:
+                bar.close()
+
+    def result(self) -> ShapeBiasResult:
+        """The result (cached on disk the first time); only when :attr:`done`."""
+        from vizcore.cache import save_torch
+
+        if self._result is not None:
+            return self._result
+        if not self.done:
+            raise RuntimeError(f"the job is not finished ({self.pos} of {self.total} images)")
+        cue = self.sets["cue-conflict"]
+        decisions = tuple(Decision(it.path, it.labels["shape"], it.labels["texture"], d)
+                          for it, d in zip(cue.items, self._decided["cue-conflict"]) if d is not None)
+        subs = {}
+        for name in ("silhouettes", "edges"):
+            if name in self.sets:
+                pairs = [(it.label, d) for it, d in zip(self.sets[name].items, self._decided[name])
+                         if d is not None]
+                subs[name] = SubsetAccuracy(len(pairs), sum(lab == d for lab, d in pairs))
+        self._result = ShapeBiasResult(
+            model=self.lm.spec.name, weights=self.lm.weights.to_json(), stimuli=str(self.root),
+            fingerprint=self.fingerprint, decisions=decisions, skipped=tuple(self._skipped),
+            seconds=self._seconds, **subs)
+        if self.use_cache:
+            save_torch("shape_bias", self.key, self._result.to_json(decisions=True))
+        return self._result
+
+
 def shape_bias(lm: "LoadedModel", stimuli_root: str | os.PathLike | None = None, *, batch_size: int = 16,
                workers: int | None = None, progress: bool | Callable[[int, int], None] = False,
                should_stop: Callable[[], bool] | None = None, use_cache: bool = True) -> ShapeBiasResult:
@@ -566,83 +720,10 @@ def shape_bias(lm: "LoadedModel", stimuli_root: str | os.PathLike | None = None,
     Returns:
         A :class:`ShapeBiasResult` with every image's decision.
     """
-    import torch
-
-    from vizcore.cache import cache_key, load_torch, save_torch
-    from vizcore.data import BatchReport, iter_batches
-
-    check_imagenet_head(lm.spec)
-    root = locate_stimuli(stimuli_root, progress=progress is True)
-    sets = {"cue-conflict": _subset(root, "cue-conflict")}
-    if sets["cue-conflict"] is None:
-        raise StimuliError(f"no cue-conflict stimuli under {root}")
-    for name in ("silhouettes", "edges"):
-        if (ds := _subset(root, name)) is not None:
-            sets[name] = ds
-    fingerprint = hashlib.sha256("".join(f"{k}:{ds.fingerprint()}" for k, ds in sets.items()).encode()
-                                 ).hexdigest()[:20]
-    key = cache_key(kind="shape_bias", version=MAPPING_VERSION, model=lm.spec.name, weights=_weights_key(lm),
-                    preprocess=lm.spec.preprocess.to_json(), stimuli=fingerprint)
-    if use_cache and (hit := load_torch("shape_bias", key)) is not None:
-        try:
-            return ShapeBiasResult.from_json(hit, cached=True)
-        except (KeyError, TypeError, ValueError):
-            pass  # an entry from an incompatible version: recompute
-
-    total = sum(len(ds) for ds in sets.values())
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, unit="img", desc=f"shape bias {lm.spec.name}")
-    done = 0
-    transform = lm.transform()
-    device = lm.device
-    t0 = time.perf_counter()
-    decided: dict[str, list[str | None]] = {}
-    skipped: list[dict] = []
-    try:
-        for name, ds in sets.items():
-            out: list[str | None] = [None] * len(ds)
-            report = BatchReport()
-            for xs, idx in iter_batches(ds, transform, batch_size=batch_size, workers=workers, report=report):
-                if should_stop is not None and should_stop():
-                    raise Stopped(f"stopped after {done} of {total} images")
-                with torch.inference_mode(), lm.lock:
-                    logits = lm.model(xs.to(device))
-                if not torch.is_tensor(logits) or logits.ndim != 2 or logits.shape[-1] != 1000:
-                    shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
-                    raise NoImageNetHeadError(
-                        f"{lm.spec.name} outputs {shape}, not 1000 ImageNet class scores; "
-                        "the cue-conflict decision rule needs a 1000-way ImageNet classifier")
-                for i, d in zip(idx, decide(logits)):
-                    out[i] = d
-                done += len(idx)
-                if bar is not None:
-                    bar.update(len(idx))
-                elif callable(progress):
-                    progress(done, total)
-            skipped += [dict(s, subset=name) for s in report.skipped]
-            decided[name] = out
-    finally:
-        if bar is not None:
-            bar.close()
-    seconds = time.perf_counter() - t0
-
-    cc = sets["cue-conflict"]
-    decisions = tuple(Decision(it.path, it.labels["shape"], it.labels["texture"], d)
-                      for it, d in zip(cc.items, decided["cue-conflict"]) if d is not None)
-    subs = {}
-    for name in ("silhouettes", "edges"):
-        if name in sets:
-            pairs = [(it.label, d) for it, d in zip(sets[name].items, decided[name]) if d is not None]
-            subs[name] = SubsetAccuracy(len(pairs), sum(lab == d for lab, d in pairs))
-    result = ShapeBiasResult(model=lm.spec.name, weights=lm.weights.to_json(), stimuli=str(root),
-                             fingerprint=fingerprint, decisions=decisions, skipped=tuple(skipped),
-                             seconds=seconds, **subs)
-    if use_cache:
-        save_torch("shape_bias", key, result.to_json(decisions=True))
-    return result
+    job = ShapeBiasJob(lm, stimuli_root, batch_size=batch_size, use_cache=use_cache,
+                       download_progress=progress is True)
+    job.run(workers=workers, progress=progress, should_stop=should_stop)
+    return job.result()
 
 
 def summary_lines(result: ShapeBiasResult) -> list[str]:

@@ -190,20 +190,16 @@ class MiningResult:
 
 def _pack(chans: list[list[Hit]], k: int) -> dict:
     """Hits as ``(C, k)`` tensors (empty slots: index -1) plus the file of each index."""
+    empty = Hit("", float("-inf"), 0, 0, (0, 0, 0, 0), -1)
+    rows = [hits[:k] + [empty] * (k - len(hits[:k])) for hits in chans]
+    flat = [h for row in rows for h in row]
     c = len(chans)
-    values = torch.full((c, k), float("-inf"))
-    index = torch.full((c, k), -1, dtype=torch.long)
-    yx = torch.zeros((c, k, 2), dtype=torch.long)
-    box = torch.zeros((c, k, 4), dtype=torch.long)
-    files: dict[int, str] = {}
-    for ci, hits in enumerate(chans):
-        for j, h in enumerate(hits):
-            values[ci, j], index[ci, j] = h.value, h.index
-            yx[ci, j] = torch.tensor([h.y, h.x])
-            box[ci, j] = torch.tensor(h.box)
-            files[h.index] = h.file
+    files = {h.index: h.file for h in flat if h.index >= 0}
     keys = sorted(files)
-    return {"values": values, "index": index, "yx": yx, "box": box,
+    return {"values": torch.tensor([h.value for h in flat], dtype=torch.float32).reshape(c, k),
+            "index": torch.tensor([h.index for h in flat], dtype=torch.long).reshape(c, k),
+            "yx": torch.tensor([(h.y, h.x) for h in flat], dtype=torch.long).reshape(c, k, 2),
+            "box": torch.tensor([h.box for h in flat], dtype=torch.long).reshape(c, k, 4),
             "file_index": torch.tensor(keys, dtype=torch.long), "files": [files[i] for i in keys]}
 
 
@@ -424,6 +420,7 @@ class MiningJob:
         self.todo = {n: p for n, p in self.miner.modules.items() if n not in self.cached}
         self.miner.modules = dict(self.todo)
         self.saved = False
+        self._final: dict[str, list[list[Hit]]] | None = None
 
     @property
     def total(self) -> int:
@@ -495,11 +492,13 @@ class MiningJob:
         return self.step(None, progress=progress, should_stop=should_stop)
 
     def _finish(self) -> None:
+        if self._final is None and self.todo:
+            self._final = self.miner.hits(self.ds.paths)
         if self.saved or not self.cache or not self.todo:
             return
         from vizcore.cache import save_torch
 
-        fresh = self._result(self.miner.hits(self.ds.paths), complete=True)
+        fresh = self._result(self._final, complete=True)
         for name, path in self.todo.items():
             one = replace(fresh, layers={name: fresh.layers[name]}, modules={name: path})
             save_torch(CACHE_KIND, self._key(path), one._state())
@@ -519,7 +518,12 @@ class MiningJob:
 
     def result(self) -> MiningResult:
         """The hits so far (``complete=False`` until every image is done), layers in request order."""
-        fresh = self.miner.hits(self.ds.paths) if self.todo else {}
+        if not self.todo:
+            fresh = {}
+        elif self.done and self._final is not None:
+            fresh = self._final  # converted once when the pass ended
+        else:
+            fresh = self.miner.hits(self.ds.paths)
         layers = {n: (self.cached[n] if n in self.cached else fresh[n])
                   for n in self.layer_modules if n in self.cached or n in fresh}
         return self._result(layers, complete=self.done)
@@ -693,11 +697,14 @@ def layer_montage(result: MiningResult, layer: str, channels: Sequence[int] | No
     n_rows = min(len(chans), rows_per_block) or 1
     out = Image.new("RGB", (n_blocks * (row_w + 8), n_rows * (cell + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(out)
+    todo = []
     for n, c in enumerate(chans):
         bx = (n // rows_per_block) * (row_w + 8)
         y = pad + (n % rows_per_block) * (cell + pad)
         draw.text((bx + 2, y + cell // 2 - 5), str(c), fill=(0, 0, 0))
-        for r in range(len(result.hits(layer, c))):
-            tile = _fit(patch_image(result, layer, c, r), cell)
-            out.paste(tile, (bx + label_w + pad + r * (cell + pad), y))
+        todo += [(h.file, h.box, (bx + label_w + pad + r * (cell + pad), y))
+                 for r, h in enumerate(result.hits(layer, c))]
+    todo.sort(key=lambda t: t[0])  # file by file: each image is decoded once
+    for file, box, xy in todo:
+        out.paste(_fit(input_image(result, file).crop(box), cell), xy)
     return out

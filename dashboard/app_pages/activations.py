@@ -40,10 +40,14 @@ except Exception as e:  # noqa: BLE001 - unknown timm name, unreadable weights, 
     st.error(f"Cannot load model {model!r}: {e}")
     st.stop()
 
-with st.spinner(f"Running {model} on {caption}…"):
-    ov = w.activation_overview(model, weights, digest, raw, size)
-    grids = w.cached_grids(model, weights, digest, raw, size, top=top, order=order, shared_scale=shared,
-                            cell=cell)
+try:
+    with st.spinner(f"Running {model} on {caption}…"):
+        ov = w.activation_overview(model, weights, digest, raw, size)
+        grids = w.cached_grids(model, weights, digest, raw, size, top=top, order=order,
+                               shared_scale=shared, cell=cell)
+except Exception as e:  # noqa: BLE001 - a model the engine cannot run: say so, keep the app alive
+    st.error(f"{model} could not process {caption}: {e}")
+    st.stop()
 
 left, right = st.columns([1, 2])
 with left:
@@ -64,6 +68,22 @@ with right:
 
 layers = ov["layers"]
 first_spatial = next((i for i, la in enumerate(layers) if la["spatial"]), 0)
+labels = {p[0]: p[1] for p in preds}
+
+if cam_target is not None:
+    with st.expander("Grad-CAM across layers", icon=":material/layers:"):
+        st.caption("Where each chosen layer finds evidence for the class above; one backward pass "
+                   "per layer, computed on demand and cached.")
+        cam_layers = st.multiselect("Layers", [la["name"] for la in layers if la["spatial"]],
+                                    key=f"{KEY}_cam_layers_{model}")
+        cam_cols = st.columns(4)
+        for j, name in enumerate(cam_layers):
+            with cam_cols[j % 4], st.spinner(f"Grad-CAM at {name}…"):
+                try:
+                    cam = w.cached_gradcam(model, weights, digest, raw, size, name, int(cam_target))
+                    st.image(cam, output_format="PNG", caption=f"{name}")
+                except Exception as e:  # noqa: BLE001 - show, keep the page alive
+                    st.error(f"Grad-CAM failed for {name}: {e}")
 st.subheader(f"{len(layers)} layers of {model}")
 st.caption("Expand a layer to see its channels. Pick a channel number to open it on the Dataset "
            "examples or Feature visualisation page.")
@@ -92,7 +112,7 @@ for i, la in enumerate(layers):
                 with cols[1], st.spinner("Grad-CAM…"):
                     try:
                         cam = w.cached_gradcam(model, weights, digest, raw, size, name, int(cam_target))
-                        st.image(cam, output_format="PNG", caption=f"Grad-CAM at {name} for {dict((p[0], p[1]) for p in preds)[cam_target]}")
+                        st.image(cam, output_format="PNG", caption=f"Grad-CAM at {name} for {labels[cam_target]}")
                     except Exception as e:  # noqa: BLE001 - show, keep the page alive
                         st.error(f"Grad-CAM failed for {name}: {e}")
             st.download_button("Download grid PNG", g["png"], file_name=f"{model.replace('/', '_')}_{name}.png",

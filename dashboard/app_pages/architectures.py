@@ -9,6 +9,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from vizcore.data import load_sample, sample_names
 from vizcore.models import list_models
 
 KEY = "architectures"
@@ -38,6 +39,32 @@ def inception_json(size: int) -> list[dict]:
              "conv weights (paper layout)": p.conv_weights, "MACs (paper layout)": p.macs,
              "params (Table 1)": p.paper_params, "ops (Table 1)": p.paper_ops}
             for t, p in zip(tv, paper)]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def rf_picture(sample: str, size: int, rf: int, jump: int, start: float, h: int, w: int, y: int, x: int) -> bytes:
+    """A sample photo at the input size with unit (y, x)'s receptive field and the unit centres."""
+    import io
+
+    from PIL import ImageDraw, ImageOps
+
+    from vizcore.summary import Geometry, rf_box
+
+    img = ImageOps.fit(load_sample(sample), (size, size)).convert("RGB")
+    draw = ImageDraw.Draw(img, "RGBA")
+    if h * w <= 4096:
+        for i in range(h):
+            for j in range(w):
+                cy, cx = start + jump * i, start + jump * j
+                if 0 <= cy < size and 0 <= cx < size:
+                    draw.ellipse((cx - 1, cy - 1, cx + 1, cy + 1), fill=(255, 255, 0, 160))
+    x0, y0, x1, y1 = rf_box(Geometry(rf, jump, start), y, x, size)
+    draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=(255, 0, 0, 255), width=2, fill=(255, 0, 0, 50))
+    cy, cx = start + jump * y, start + jump * x
+    draw.ellipse((cx - 3, cy - 3, cx + 3, cy + 3), fill=(255, 0, 0, 255))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def frame(js: dict) -> pd.DataFrame:
@@ -112,6 +139,26 @@ st.dataframe(
     })
 st.caption("Click a column header to sort. Receptive fields can exceed the input: they include the "
            "padding. Layers after global pooling (or a squeeze-and-excitation gate) see the whole image.")
+
+st.subheader("What one unit sees")
+spatial = [r for r in js["layers"] if len(r["output_shape"]) == 3]
+if spatial:
+    c1, c2 = st.columns([1, 2])
+    with c1:
+        layer = st.selectbox("Layer", [r["name"] for r in spatial], index=len(spatial) // 2,
+                             key=f"{KEY}_rf_layer_{table_model}")
+        row = next(r for r in spatial if r["name"] == layer)
+        h, wd = row["output_shape"][1:]
+        uy = st.slider("Unit row", 0, max(h - 1, 0), h // 2, key=f"{KEY}_rf_y_{table_model}_{layer}",
+                       disabled=h <= 1)
+        ux = st.slider("Unit column", 0, max(wd - 1, 0), wd // 2, key=f"{KEY}_rf_x_{table_model}_{layer}",
+                       disabled=wd <= 1)
+        sample = st.selectbox("Image", sample_names(), key=f"{KEY}_rf_image")
+        st.caption(f"{layer}: receptive field {row['rf']} px, jump {row['jump']} px. Red: the field of "
+                   f"unit ({uy}, {ux}), clipped to the image; dots: the centres of the layer's units.")
+    with c2:
+        st.image(rf_picture(sample, js["input_size"], row["rf"], row["jump"], row["start"], h, wd, uy, ux),
+                 caption=f"{table_model} at {js['input_size']} px", width=min(448, 2 * js["input_size"]))
 
 st.subheader("Against depth")
 all_df = pd.concat([frame(j) for j in summaries.values()], ignore_index=True)

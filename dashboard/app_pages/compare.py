@@ -52,10 +52,14 @@ for col, model in zip(cols, models):
             st.error(f"Cannot load {model}: {e}")
             continue
         w.weights_badge(lm)
-        with st.spinner(f"Running {model}…"):
-            ov = w.activation_overview(model, weights, digest, raw, size)
-            grids = w.cached_grids(model, weights, digest, raw, size, top=top, order=order,
-                                   shared_scale=shared, cell=48)
+        try:
+            with st.spinner(f"Running {model}…"):
+                ov = w.activation_overview(model, weights, digest, raw, size)
+                grids = w.cached_grids(model, weights, digest, raw, size, top=top, order=order,
+                                       shared_scale=shared, cell=48)
+        except Exception as e:  # noqa: BLE001 - show, keep the other columns alive
+            st.error(f"{model} could not process {caption}: {e}")
+            continue
         layers = [la for la in ov["layers"] if la["spatial"] or not maps_only]
         if not layers:
             st.info("This model has no taps with spatial maps.")

@@ -13,6 +13,7 @@ import streamlit as st
 
 from dashboard import widgets as w
 from vizcore.models import list_models
+from vizcore.patches import patch_image
 
 KEY = "dataset_examples"
 SHARED = Path(os.environ.get("VIZCORE_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
@@ -154,7 +155,10 @@ with status:
     src = "from the cache" if result.cached else ("mined now" if result.complete else "partial")
     msg = (f"{result.n_images} images of **{ds.name}** · layer **{layer}** · "
            f"{result.n_channels(layer)} channels · top {k} ({src})")
-    st.success(msg) if result.complete else st.caption(msg)
+    if result.complete:
+        st.success(msg)
+    else:
+        st.caption(msg)
     if result.skipped:
         with st.expander(f"{len(result.skipped)} unreadable file(s) skipped"):
             st.dataframe(result.skipped, hide_index=True)
@@ -218,8 +222,6 @@ for start in range(0, len(hits), per_row):
     for r in range(start, min(start + per_row, len(hits))):
         h = hits[r]
         with row[r - start]:
-            from vizcore.patches import patch_image
-
             crop = patch_image(result, layer, int(channel), r)
             st.image(w.png_bytes(crop.resize((160, round(160 * crop.size[1] / max(crop.size[0], 1))))),
                      caption=f"#{r + 1} · {h.value:.3g} · {Path(h.file).name}")

@@ -33,6 +33,22 @@ def _file_name(i: int, name: str) -> str:
     return f"{i:02d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}.png"
 
 
+def check_layers(model: str, names) -> None:
+    """Fail on unknown layer names before any weights load (model built on the meta device)."""
+    import torch
+
+    from vizcore.models import build, get_spec, resolve_layer
+
+    spec = get_spec(model)
+    try:
+        with torch.device("meta"):
+            net = build(spec)
+    except Exception:  # noqa: BLE001 - no meta build: names are checked after loading
+        return
+    for name in names:
+        resolve_layer(spec, net, name)
+
+
 def run(args) -> int:
     from pathlib import Path
 
@@ -43,10 +59,9 @@ def run(args) -> int:
     if args.top < 0 or args.cell < 4:
         raise ValueError("--top must be >= 0 and --cell >= 4")
     image = read_images([args.image])[0]
-    lm = load_model_cli(args)
     if args.layers:
-        for name in args.layers:
-            lm.resolve(name)  # unknown names fail before any work, with close matches
+        check_layers(args.model, args.layers)  # unknown names fail before any work, with close matches
+    lm = load_model_cli(args)
     res = extract(lm, image, args.layers, topk=max(0, args.topk))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ def register(sub) -> None:
                    help="image folder, .txt list of files, samples, cifar10, stl10 or cue-conflict:ROOT")
     add_model_args(p)
     p.add_argument("--layers", nargs="+", required=True, metavar="LAYER",
-                   help="tap names or module paths (see `vizcore layers --model NAME`)")
+                   help="tap names or module paths (see `vizcore layers --model NAME`), or `all` for every tap")
     p.add_argument("--k", type=int, default=9, help="patches kept per channel (default 9)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: cores - 1, max 4)")
@@ -49,7 +49,8 @@ def run(args) -> int:
         raise ValueError("--k must be at least 1")
     ds = open_dataset(args.data)
     lm = load_model_cli(args)
-    for name in args.layers:
+    layers = None if args.layers == ["all"] else args.layers
+    for name in layers or []:
         lm.resolve(name)  # a bad layer name fails before any work, with close matches
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -57,7 +58,7 @@ def run(args) -> int:
         def progress(done: int, total: int) -> None:
             bar.update(done - bar.n)
 
-        res = mine_top_patches(lm, ds, args.layers, k=args.k, batch_size=args.batch_size,
+        res = mine_top_patches(lm, ds, layers, k=args.k, batch_size=args.batch_size,
                                workers=args.workers, progress=progress, cache=not args.no_cache)
         bar.update(len(ds) - bar.n)
     if res.cached:
@@ -67,10 +68,11 @@ def run(args) -> int:
         for s in res.skipped:
             print(f"  {s['file']}: {s['error']}", file=sys.stderr)
     if not args.no_montage:
-        for layer in tqdm(list(res.layers), desc="montages", unit="layer", file=sys.stderr):
-            from vizcore.cache import atomic_write_bytes
-            from io import BytesIO
+        from io import BytesIO
 
+        from vizcore.cache import atomic_write_bytes
+
+        for layer in tqdm(list(res.layers), desc="montages", unit="layer", file=sys.stderr):
             buf = BytesIO()
             layer_montage(res, layer, cell=args.cell).save(buf, format="PNG")
             atomic_write_bytes(out / montage_name(layer), buf.getvalue())

@@ -1,0 +1,66 @@
+"""AppTest of the Dataset examples page: mining the built-in samples with the bundled model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+PAGE = "app_pages/dataset_examples.py"
+
+
+def _open(at: AppTest) -> AppTest:
+    at.switch_page(PAGE)
+    return at.run()
+
+
+def test_page_mines_samples_and_renders_grid(lite0):
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    at.session_state["dataset_examples_layer"] = "blocks.1.0"  # 24 channels, shallow: quick
+    at.session_state["dataset_examples_heat"] = False
+    _open(at)
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Dataset examples"
+    ok = [s.value for s in at.success]
+    assert ok and "10 images of **samples**" in ok[0] and "24 channels" in ok[0] and "mined now" in ok[0]
+    captions = [c for im in at.image for c in im.captions]
+    # the grid: 24 channel montages whose captions carry the engine's best value per channel
+    from vizcore.patches import mine_top_patches
+
+    ref = mine_top_patches(lite0, "samples", ["blocks.1.0"], k=9, batch_size=16, workers=0, cache=False)
+    grid = sorted((c for c in captions if c.startswith("channel ")), key=lambda c: int(c.split()[1]))
+    assert grid == [f"channel {c} · max {ref.layers['blocks.1.0'][c][0].value:.3g}" for c in range(24)]
+    # the detail view of channel 0: its 9 patches, best first
+    detail = [c for c in captions if c.startswith("#")]
+    assert len(detail) == 9
+    for r, (cap, hit) in enumerate(zip(detail, ref.layers["blocks.1.0"][0])):
+        assert cap.startswith(f"#{r + 1} · {hit.value:.3g} · ")
+
+    # a second visit (new session) is served from the disk cache
+    at2 = AppTest.from_file(APP, default_timeout=240)
+    at2.run()
+    at2.session_state["dataset_examples_layer"] = "blocks.1.0"
+    at2.session_state["dataset_examples_heat"] = False
+    _open(at2)
+    assert not at2.exception, at2.exception
+    assert "from the cache" in at2.success[0].value
+
+
+def test_channel_target_preselects_layer_and_channel(lite0):
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    at.session_state["channel_target"] = {"model": "efficientnet_lite0", "layer": "blocks.0.0", "channel": 5}
+    _open(at)
+    assert not at.exception, at.exception
+    assert at.selectbox(key="dataset_examples_layer").value == "blocks.0.0"
+    assert at.number_input(key="dataset_examples_channel").value == 5
+    assert any("channel 5" in i.value for i in at.info)
+    # detail view: 9 patches and their heatmaps
+    assert "layer **blocks.0.0**" in at.success[0].value
+    captions = [c for im in at.image for c in im.captions]
+    assert sum(c.startswith("#") for c in captions) == 9
+    assert sum(c.startswith("map at (") for c in captions) == 9
+    at.number_input(key="dataset_examples_channel").set_value(3).run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="dataset_examples_channel").value == 3
