@@ -7,7 +7,7 @@ at the same batch size and image size. A render step adds the parameterisation
 and the Adam update. Target: render step <= 1.25 x floor.
 
 Run: ``python bench/featureviz.py [--model efficientnet_lite0] [--layer blocks.4.0]
-[--steps 8] [--warmup 3]``. Timings are medians over steps, with the floor and
+[--steps 8] [--warmup 3] [--threads 1]``. Timings are medians over steps, with the floor and
 the render measured alternately so background load hits both alike. Both wall
 time and process CPU time (all threads) are measured; on a CPU shared with other
 jobs wall time mostly measures the queue for cores, so the verdict there uses CPU
@@ -80,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=8, help="timed steps per measurement")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2, help="alternating floor/render rounds")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (0: torch's default). 1 by default: with several threads on a "
+                         "busy machine, OpenMP spin-waiting inflates CPU time and wall time alike")
     args = ap.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
 
     from vizcore.models import load_model
 

@@ -97,3 +97,28 @@ def small_folder(tmp_path, imagenet_samples) -> Path:
             shutil.copy(imagenet_samples / r["file"], d / r["file"])
     shutil.copy(sample_path("cat"), tmp_path / "folder" / "dog" / "zz_cat.png")
     return tmp_path / "folder"
+
+
+COARSE_GROUPS = {"dog": [(151, 268)], "bird": [(7, 24), (80, 100), (127, 146)],
+                 "reptile": [(33, 68)], "insect": [(300, 326)]}
+
+
+def coarse_imagenet_dataset(root: Path, per_class: int = 20):
+    """ImageNet samples grouped into 4 coarse classes (dogs, birds, reptiles, insects)."""
+    import csv
+
+    from vizcore.data.datasets import ImageDataset, ImageItem
+
+    rows = list(csv.DictReader((root / "labels.csv").open()))
+    items = []
+    for name, ranges in COARSE_GROUPS.items():
+        picked = [r for r in rows if any(a <= int(r["index"]) <= b for a, b in ranges)]
+        items += [ImageItem(str(root / r["file"]), name) for r in picked[:per_class]]
+    return ImageDataset(f"imagenet-coarse{per_class}", items, str(root))
+
+
+@pytest.fixture(scope="session")
+def coarse_imagenet(imagenet_samples):
+    """80 ImageNet samples in 4 coarse classes (20 dogs, birds, reptiles, insects): linearly
+    separable at the top of an ImageNet network, not at its first layer."""
+    return coarse_imagenet_dataset(imagenet_samples, 20)

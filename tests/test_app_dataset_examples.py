@@ -64,3 +64,13 @@ def test_channel_target_preselects_layer_and_channel(lite0):
     at.number_input(key="dataset_examples_channel").set_value(3).run()
     assert not at.exception, at.exception
     assert at.number_input(key="dataset_examples_channel").value == 3
+
+    # the channel's feature visualisation, on request (few steps, small image: quick)
+    at.slider(key="dataset_examples_fv_steps").set_value(16)
+    at.select_slider(key="dataset_examples_fv_size").set_value(96)
+    at.button(key="dataset_examples_fv_go").click().run()
+    assert not at.exception, at.exception
+    fv = [c for im in at.image for c in im.captions if c.startswith("objective ")]
+    assert len(fv) == 1
+    start, final = (float(s) for s in fv[0].split("(")[0].replace("objective", "").split("→"))
+    assert final > start

@@ -10,7 +10,6 @@ import functools
 import http.server
 import io
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -364,10 +363,12 @@ def small_stimuli(tmp_path, cue_conflict_root) -> Path:
     return root
 
 
-def test_cli_json_contract(small_stimuli):
-    p = _cli("--model", "efficientnet_lite0", "--stimuli", str(small_stimuli), "--json")
+def test_cli_json_contract(small_stimuli, tmp_path):
+    out = tmp_path / "out" / "sb.json"
+    p = _cli("--model", "efficientnet_lite0", "--stimuli", str(small_stimuli), "--json", "--out", str(out))
     assert p.returncode == 0, p.stderr
     j = json.loads(p.stdout)
+    assert json.loads(out.read_text()) == j
     for k in ("model", "weights", "n", "shape_hits", "texture_hits", "shape_bias", "shape_accuracy",
               "texture_accuracy", "per_category", "silhouettes", "edges"):
         assert k in j, k

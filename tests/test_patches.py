@@ -67,13 +67,18 @@ def patch_entries() -> set[str]:
 
 
 # ------------------------------------------------------------------ exactness
-@pytest.mark.parametrize("model,layers", [
-    ("efficientnet_lite0", ["blocks.1.0", "blocks.3.0"]),
-    ("resnet18", ["layer1.1", "fc"]),
+@pytest.mark.parametrize("model,layers,positions", [
+    ("efficientnet_lite0", ["blocks.1.0", "blocks.3.0"], "max-with-indices"),
+    ("efficientnet_lite0", ["blocks.1.0", "blocks.3.0"], "argmax-of-entrants"),
+    ("resnet18", ["layer1.1", "fc"], "argmax-of-entrants"),
 ])
-def test_streaming_topk_equals_brute_force(model, layers, small_folder, lite0):
+def test_streaming_topk_equals_brute_force(model, layers, positions, small_folder, lite0, monkeypatch):
+    import vizcore.patches
     from vizcore.patches import mine_top_patches
     from vizcore.summary import layer_geometry, rf_box
+
+    # both ways of finding the maxima's positions must give the same (exact) answer
+    monkeypatch.setattr(vizcore.patches, "MAX_WITH_INDICES_ABOVE", -1.0 if positions == "max-with-indices" else 2.0)
 
     lm = lite0 if model == "efficientnet_lite0" else _random(model)
     ds = open_dataset(small_folder)
@@ -183,6 +188,18 @@ def test_heatmap_peaks_inside_the_hit_box(lite0):
         assert x0 <= px < x1 and y0 <= py < y1
         ov = heatmap_overlay(lite0, res, "blocks.3.0", c, 0)
         assert ov.size == (224, 224) and ov.mode == "RGB"
+    # the crop is the network's own input, denormalised
+    from vizcore.data import load_image
+    from vizcore.patches import patch_image
+
+    h = res.layers["blocks.3.0"][0][0]
+    x = lite0.transform()(load_image(h.file))
+    pre = lite0.spec.preprocess
+    rgb = (x * torch.tensor(pre.std)[:, None, None] + torch.tensor(pre.mean)[:, None, None]) * 255
+    x0, y0, x1, y1 = h.box
+    want = rgb[:, y0:y1, x0:x1].permute(1, 2, 0).numpy()
+    got = np.asarray(patch_image(res, "blocks.3.0", 0, 0), dtype=np.float32)
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1.0
     strip = channel_montage(res, "blocks.3.0", 0, cell=40)
     assert strip.size[1] == 40 + 4 and strip.size[0] == 2 * 42 + 2
 

@@ -489,8 +489,11 @@ class ShapeBiasResult:
         for name in ("silhouettes", "edges"):
             sub = getattr(self, name)
             if sub is not None:
-                out[name] = sub.accuracy
+                out[name] = sub.accuracy if sub.n else None
                 out[f"{name}_n"] = sub.n
+                out[f"{name}_correct"] = sub.correct
+        if not self.n:  # every image unreadable: no accuracies (and never NaN in JSON)
+            out["shape_accuracy"] = out["texture_accuracy"] = None
         out["skipped"] = list(self.skipped)
         out["seconds"] = self.seconds
         if decisions:
@@ -502,8 +505,7 @@ class ShapeBiasResult:
         subs = {}
         for name in ("silhouettes", "edges"):
             if obj.get(f"{name}_n") is not None:
-                n = int(obj[f"{name}_n"])
-                subs[name] = SubsetAccuracy(n, int(round(obj[name] * n)))
+                subs[name] = SubsetAccuracy(int(obj[f"{name}_n"]), int(obj[f"{name}_correct"]))
         return cls(model=obj["model"], weights=dict(obj["weights"]), stimuli=obj["stimuli"],
                    fingerprint=obj["fingerprint"],
                    decisions=tuple(Decision(**d) for d in obj.get("decisions", [])),

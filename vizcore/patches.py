@@ -35,7 +35,7 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -49,6 +49,9 @@ from vizcore.tap import forward_until, tap
 
 CACHE_KIND = "patches"
 CACHE_VERSION = 1
+MAX_WITH_INDICES_ABOVE = 0.2
+"""Share of a batch's (image, channel) pairs entering the top-k above which the next
+batch takes maxima with positions in one pass, instead of amax plus argmaxes of entrants."""
 _NO_IMAGE = 2**62  # image-index sentinel of an empty slot (sorts after every real index)
 
 Progress = Callable[[int, int], None]
@@ -214,37 +217,48 @@ def _unpack(p: dict) -> list[list[Hit]]:
 
 
 # ------------------------------------------------------------------------- mining
-def _batch_max(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, tuple[int, int]]:
-    """Per-image, per-channel maxima ``(B, C)``, the flattened maps ``(B, C, H*W)`` and ``(H, W)``."""
+def _batch_max(t: torch.Tensor, *, positions: bool):
+    """Per-image, per-channel maxima of a batch of maps.
+
+    Returns:
+        ``(values (B, C), positions (B, C) or None, flat maps (B, C, H*W) or None, (H, W))``.
+        Without ``positions`` only ``amax`` runs (several times cheaper than
+        max-with-indices on a CPU); the positions are then found afterwards for
+        the few (image, channel) pairs that enter the top-k.
+    """
     if t.dim() == 4:
         b, c, h, w = t.shape
         flat = t.reshape(b, c, h * w)
-        # amax is several times cheaper than max-with-indices; positions are found
-        # afterwards only for the few (image, channel) pairs that enter the top-k.
-        return flat.amax(dim=2).float(), flat, (h, w)
+        if positions:
+            v, p = flat.max(dim=2)  # first maximum (row-major) on ties
+            return v.float(), p, None, (h, w)
+        return flat.amax(dim=2).float(), None, flat, (h, w)
     if t.dim() == 2:
-        return t.float(), None, (1, 1)
+        return t.float(), torch.zeros(t.shape, dtype=torch.long, device=t.device), None, (1, 1)
     raise ValueError(f"cannot mine a layer whose output has shape {tuple(t.shape)}; "
                      "use a convolutional map (B, C, H, W) or a vector (B, C)")
 
 
-def _merge_topk(state, v: torch.Tensor, flat: torch.Tensor | None, idx: torch.Tensor, k: int):
+def _merge_topk(state, v: torch.Tensor, pos: torch.Tensor | None, flat: torch.Tensor | None,
+                idx: torch.Tensor, k: int):
     """Merge a batch into the running top-k of every channel.
 
     Args:
         state: ``(values, image index, flat position)``, each ``(C, k)``, or ``None``.
         v: the batch's maxima ``(B, C)``.
-        flat: the batch's maps ``(B, C, H*W)`` (``None`` for vectors).
+        pos: their positions ``(B, C)``, or ``None`` to find them in ``flat``
+            (``(B, C, H*W)``) for the pairs that enter the top-k only.
         idx: dataset indices of the batch ``(B,)``.
 
     Returns:
-        The new state, sorted per channel by value (desc), then image index (asc).
+        The new state, sorted per channel by value (desc), then image index
+        (asc), and how many of the batch's (image, channel) pairs entered it.
     """
     v = torch.nan_to_num(v.t(), nan=float("-inf"))
     c, b = v.shape
     i = idx.to(v.device).unsqueeze(0).expand(c, b)
     col = torch.arange(b, device=v.device).unsqueeze(0).expand(c, b)  # batch row, -1 for old entries
-    p = torch.zeros((c, b), dtype=torch.long, device=v.device)
+    p = pos.t() if pos is not None else torch.zeros((c, b), dtype=torch.long, device=v.device)
     if state is not None:
         v = torch.cat([state[0], v], 1)
         i = torch.cat([state[1], i], 1)
@@ -256,17 +270,16 @@ def _merge_topk(state, v: torch.Tensor, flat: torch.Tensor | None, idx: torch.Te
     v, i, p, col = v.gather(1, o), i.gather(1, o), p.gather(1, o), col.gather(1, o)
     o = v.argsort(dim=1, descending=True, stable=True)[:, :k]
     v, i, p, col = v.gather(1, o), i.gather(1, o), p.gather(1, o), col.gather(1, o)
-    if flat is not None:
-        ch, slot = (col >= 0).nonzero(as_tuple=True)
-        if len(ch):
-            p = p.clone()
-            p[ch, slot] = flat[col[ch, slot], ch].argmax(dim=1)  # first maximum (row-major) on ties
+    ch, slot = (col >= 0).nonzero(as_tuple=True)
+    if pos is None and flat is not None and len(ch):
+        p = p.clone()
+        p[ch, slot] = flat[col[ch, slot], ch].argmax(dim=1)  # first maximum (row-major) on ties
     if v.shape[1] < k:  # fewer images than k so far: pad with empty slots
         pad = k - v.shape[1]
         v = torch.cat([v, v.new_full((c, pad), float("-inf"))], 1)
         i = torch.cat([i, i.new_full((c, pad), _NO_IMAGE)], 1)
         p = torch.cat([p, p.new_zeros((c, pad))], 1)
-    return v, i, p
+    return (v, i, p), len(ch)
 
 
 class PatchMiner:
@@ -291,6 +304,7 @@ class PatchMiner:
             raise ValueError("no layers to mine")
         self.state: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.map_size: dict[str, tuple[int, int]] = {}
+        self._entering: dict[str, float] = {}  # share of the last batch's pairs that entered the top-k
 
     def update(self, x: torch.Tensor, indices: Sequence[int]) -> None:
         """Run one batch ``(B, 3, H, W)`` of images with dataset ``indices`` through the model.
@@ -305,8 +319,11 @@ class PatchMiner:
 
         def reduce(path: str, t: torch.Tensor):
             name = by_path[path]
-            v, flat, hw = _batch_max(t)
-            new[name] = _merge_topk(self.state.get(name), v, flat, idx, self.k)
+            # While many pairs still enter the top-k (the first batches), one max-with-
+            # indices pass is cheapest; later, amax plus a few argmaxes over entrants.
+            v, pos, flat, hw = _batch_max(t, positions=self._entering.get(name, 1.0) > MAX_WITH_INDICES_ABOVE)
+            new[name], n_in = _merge_topk(self.state.get(name), v, pos, flat, idx, self.k)
+            self._entering[name] = n_in / max(1, v.numel())
             self.map_size[name] = hw
             return True
 

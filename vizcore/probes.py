@@ -186,10 +186,14 @@ def _standardise_and_reduce(xtr: np.ndarray, xte: np.ndarray) -> tuple[np.ndarra
     from sklearn.preprocessing import StandardScaler
 
     sc = StandardScaler().fit(xtr)
-    xtr, xte = sc.transform(xtr), sc.transform(xte)
+    xtr, xte = sc.transform(xtr).astype(np.float64), sc.transform(xte).astype(np.float64)
     if xtr.shape[1] > xtr.shape[0]:
-        _, _, vt = np.linalg.svd(xtr.astype(np.float64), full_matrices=False)
-        xtr, xte = xtr @ vt.T, xte @ vt.T
+        # X V = U S from the eigenvectors of the Gram matrix X X^T = U S^2 U^T (cheaper than an SVD of X).
+        evals, u = np.linalg.eigh(xtr @ xtr.T)
+        keep = evals > evals.max() * 1e-10
+        u, sv = u[:, keep], np.sqrt(evals[keep])
+        xte = (xte @ xtr.T) @ (u / sv)
+        xtr = u * sv
     return xtr, xte
 
 
@@ -208,14 +212,12 @@ def _fit_predict_sklearn(xtr, ytr, xte, C: float, max_iter: int, seed: int) -> n
 
 
 def _fit_predict_torch(xtr, ytr, xte, C: float, max_iter: int, device: str) -> np.ndarray:
-    """The same objective as scikit-learn's: sum of log-losses + ||W||^2 / (2C), bias free."""
+    """The same objective as scikit-learn's: sum of log-losses + ||W||^2 / (2C), bias unpenalised."""
     import torch
 
+    xtr, xte = _standardise_and_reduce(xtr, xte)
     xtr_t = torch.as_tensor(xtr, dtype=torch.float64, device=device)
     xte_t = torch.as_tensor(xte, dtype=torch.float64, device=device)
-    mean, std = xtr_t.mean(0), xtr_t.std(0, unbiased=False)
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    xtr_t, xte_t = (xtr_t - mean) / std, (xte_t - mean) / std
     y = torch.as_tensor(ytr, dtype=torch.long, device=device)
     k = int(y.max().item()) + 1
     w = torch.zeros(xtr_t.shape[1], k, dtype=torch.float64, device=device, requires_grad=True)

@@ -149,9 +149,9 @@ if run:
         from vizcore.featureviz import render
 
         def progress(step: int, total: int, values: list) -> None:
-            if step % 4 == 0 or step == total:
-                mean = sum(values) / max(1, len(values))
-                bar.progress(step / total, text=f"step {step}/{total} · mean objective {mean:.3g}")
+            # every update is also where Streamlit can interrupt the run when Stop is pressed
+            mean = sum(values) / max(1, len(values))
+            bar.progress(step / total, text=f"step {step}/{total} · mean objective {mean:.3g}")
 
         results = render(lm, layer, channels, objective=objective, param=param, steps=int(steps), lr=float(lr),
                          size=int(size), seed=int(seed), transforms=transforms, diversity=float(diversity),

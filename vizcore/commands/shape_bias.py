@@ -13,7 +13,7 @@ def register(sub) -> None:
                     "and edge drawings when present): decisions mapped to 16 categories by averaging the "
                     "softmax over each category's ImageNet classes; shape bias = shape hits / "
                     "(shape hits + texture hits).")
-    add_model_args(p, default=None)
+    add_model_args(p)
     p.add_argument("--stimuli", default=None, metavar="DIR",
                    help="stimuli root (with style-transfer-preprocessed-512/, filled-silhouettes/, edges/) "
                         "or the cue-conflict folder alone; default: $VIZCORE_STIMULI, then the download "
@@ -21,9 +21,9 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     p.add_argument("--workers", type=int, default=None, help="decoding worker processes")
     p.add_argument("--no-cache", action="store_true", help="recompute even if a cached result exists")
-    p.add_argument("--decisions", action="store_true", help="with --json: include every image's decision")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="write JSON (to stdout, or to FILE)")
+    p.add_argument("--decisions", action="store_true", help="include every image's decision in the JSON")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON result to FILE")
     p.set_defaults(func=run)
 
 
@@ -41,8 +41,11 @@ def run(args) -> int:
     lm = load_model_cli(args)
     result = shape_bias(lm, root, batch_size=args.batch_size, workers=args.workers,
                         progress=True, use_cache=not args.no_cache)
-    if args.json is not None:
-        write_json(result.to_json(decisions=args.decisions), None if args.json == "-" else args.json)
+    obj = result.to_json(decisions=args.decisions)
+    if args.out:
+        write_json(obj, args.out)
+    if args.json:
+        write_json(obj)
     else:
         sys.stdout.write("\n".join(summary_lines(result)) + "\n")
     return 0

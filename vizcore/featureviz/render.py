@@ -116,12 +116,8 @@ class _Forward:
             return {n: store[p] for n, p in zip(self.names, self.paths)}
 
 
-def _n_channels(acts: torch.Tensor) -> int:
-    return int(acts.shape[1])
-
-
 def _check_channels(channels: Sequence[int | None], acts: torch.Tensor, layer: str) -> None:
-    n = _n_channels(acts)
+    n = int(acts.shape[1])
     bad = [c for c in channels if c is not None and not 0 <= c < n]
     if bad:
         raise ValueError(f"layer {layer!r} has {n} channels (0-{n - 1}); got {', '.join(map(str, bad))}")
@@ -163,12 +159,13 @@ def render(lm, layer: str, channels: Sequence[int] | None, *, objective: str | O
         One :class:`FeatureVizResult` per item, ordered by channel then copy.
     """
     size = int(size or lm.spec.input_size)
+    channels = None if channels is None else [int(c) for c in channels]
     if steps < 0 or size < 16 or n_per_channel < 1:
         raise ValueError("need steps >= 0, size >= 16 and n_per_channel >= 1")
     if _needs_channels(objective):
         if not channels:
             raise ValueError("no channels given")
-        items = [(int(c), k) for c in channels for k in range(n_per_channel)]
+        items = [(c, k) for c in channels for k in range(n_per_channel)]
     else:
         items = [(None, k) for k in range(n_per_channel)]
     item_channels = [c for c, _ in items]
@@ -207,7 +204,8 @@ def render(lm, layer: str, channels: Sequence[int] | None, *, objective: str | O
         final = obj(forward(final_img)).float().cpu().tolist()
 
     obj_name = objective if isinstance(objective, str) else repr(objective)
-    common = dict(model=lm.name, weights=lm.weights.to_json(), layer=layer, module=lm.resolve(layer), objective=obj_name, param=param, decorrelate=decorrelate, transforms=repr(tfm), steps=steps,
+    common = dict(model=lm.name, weights=lm.weights.to_json(), layer=layer, module=lm.resolve(layer),
+                  objective=obj_name, param=param, decorrelate=decorrelate, transforms=repr(tfm), steps=steps,
                   steps_run=steps_run, lr=float(lr), size=size, seed=seed, diversity=float(diversity),
                   n_per_channel=n_per_channel)
     return [FeatureVizResult(channel=c, copy=k, objective_start=float(s), objective_final=float(f),

@@ -1,0 +1,183 @@
+"""Linear probes on real images with the bundled EfficientNet-Lite0 and its random twin."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from vizcore.features import Pooling, Stopped, extract_features, random_twin
+from vizcore.probes import fit_probes, holdout_split, make_classifier, probe_features, wilson_interval
+
+LAYERS = ["stem", "blocks.2.0", "blocks.4.0", "head", "pool", "logits"]
+
+
+@pytest.fixture(scope="module")
+def probed(lite0, coarse_imagenet):
+    return fit_probes(lite0, coarse_imagenet, layers=LAYERS, compare_random=True, folds=4, seed=0)
+
+
+def test_deepest_layer_beats_random_twin_and_first_layer(probed):
+    deep, first = probed.layers[-1], probed.layers[0]
+    rdeep = probed.random.layers[-1]
+    assert deep.name == "logits" and first.name == "stem"
+    assert probed.n_test == 80 and len(probed.classes) == 4
+    # A trained network separates dogs/birds/reptiles/insects at the top, not at the first layer...
+    assert deep.accuracy >= 0.75, deep
+    assert deep.accuracy > first.accuracy + 0.25, (deep, first)
+    assert deep.ci_low > first.ci_high
+    # ...and a random network of the same architecture does not.
+    assert deep.accuracy > rdeep.accuracy + 0.25, (deep, rdeep)
+    assert deep.ci_low > rdeep.ci_high
+    assert probed.random.weights.source == "random" and probed.random.weights.detail == "seed 0"
+    # the trained network improves with depth overall; its random twin stays near its first layer
+    assert max(lp.accuracy for lp in probed.layers[3:]) > max(lp.accuracy for lp in probed.layers[:2])
+
+
+def test_confidence_interval_brackets_accuracy(probed):
+    for lp in probed.layers + probed.random.layers:
+        assert 0 <= lp.ci_low <= lp.accuracy <= lp.ci_high <= 1
+        assert len(lp.fold_accuracies) == 4
+        assert lp.accuracy == pytest.approx(np.mean(lp.fold_accuracies), abs=0.02)
+
+
+def test_result_json_contract(probed):
+    d = json.loads(json.dumps(probed.to_json()))
+    for key in ("model", "weights", "label", "n_train", "n_test", "layers"):
+        assert key in d
+    assert [lp["name"] for lp in d["layers"]] == LAYERS
+    assert set(d["layers"][0]) >= {"name", "accuracy", "ci_low", "ci_high", "n_features"}
+    assert d["random_init"]["weights"]["source"] == "random"
+    assert [lp["name"] for lp in d["random_init"]["layers"]] == LAYERS
+    again = type(probed).from_json(d)
+    assert again.layers == probed.layers and again.random.layers == probed.random.layers
+
+
+def test_probe_agrees_with_direct_sklearn_fit(lite0, coarse_imagenet):
+    feats = extract_features(lite0, coarse_imagenet, ["blocks.4.0", "pool"])
+    labels = feats.labels(coarse_imagenet)
+    mine = probe_features(feats, labels, test_size=0.25, seed=3, fit_device="sklearn")
+    y = np.array(labels)
+    tr, te = holdout_split(y, 0.25, 3)
+    assert len(te) == mine["n_test"] == 20
+    for lp in mine["layers"]:
+        x = feats.layers[lp.name]
+        clf = make_classifier().fit(x[tr], y[tr])  # StandardScaler + LogisticRegression on all features
+        direct = float((clf.predict(x[te]) == y[te]).mean())
+        assert abs(direct - lp.accuracy) <= 1 / 20 + 1e-9, (lp.name, direct, lp.accuracy)
+
+
+def test_torch_linear_layer_agrees_with_sklearn(lite0, coarse_imagenet):
+    feats = extract_features(lite0, coarse_imagenet, ["pool"])
+    labels = feats.labels(coarse_imagenet)
+    a = probe_features(feats, labels, seed=1, fit_device="sklearn")["layers"][0]
+    b = probe_features(feats, labels, seed=1, fit_device="cpu")["layers"][0]
+    assert abs(a.accuracy - b.accuracy) <= 1 / 20 + 1e-9
+
+
+def test_features_pooled_to_comparable_sizes_and_cached(lite0, coarse_imagenet):
+    from vizcore.features import features_cache_dir
+
+    feats = extract_features(lite0, coarse_imagenet, LAYERS)
+    assert list(feats.layers) == LAYERS and len(feats) == 80
+    for name in ("stem", "blocks.2.0", "blocks.4.0", "head"):
+        n = feats.layers[name].shape[1]
+        assert 0.75 * 9600 <= n <= 1.25 * 9600, (name, n)
+        assert feats.grids[name] > 1
+    assert feats.layers["stem"].shape[1] == 32 * 17 * 17
+    assert feats.layers["pool"].shape[1] == 1280 and feats.layers["logits"].shape[1] == 1000
+    again = extract_features(lite0, coarse_imagenet, ["head", "stem"])  # any order, any subset
+    assert again.from_cache and list(again.layers) == ["stem", "head"]
+    np.testing.assert_array_equal(again.layers["head"], feats.layers["head"])
+    # a fixed grid is another cache entry; pooled values are the mean of each cell
+    g1 = extract_features(lite0, coarse_imagenet.subset(range(4)), ["blocks.6.0"], pool=Pooling(grid=1))
+    full = extract_features(lite0, coarse_imagenet.subset(range(4)), ["blocks.6.0"], pool=Pooling(grid=7))
+    assert g1.layers["blocks.6.0"].shape == (4, 320)
+    np.testing.assert_allclose(g1.layers["blocks.6.0"],
+                               full.layers["blocks.6.0"].reshape(4, 320, 49).mean(-1), rtol=1e-4, atol=1e-5)
+    assert len(list(features_cache_dir().glob("*.pt"))) >= len(LAYERS)
+
+
+def test_stopped_extraction_leaves_no_cache_entry(lite0, coarse_imagenet):
+    from vizcore.features import features_cache_dir
+
+    before = set(features_cache_dir().glob("*.pt")) if features_cache_dir().exists() else set()
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(Stopped):
+        extract_features(lite0, coarse_imagenet, ["blocks.1.0"], batch_size=8, should_stop=stop)
+    after = set(features_cache_dir().glob("*.pt")) if features_cache_dir().exists() else set()
+    assert after == before
+
+
+def test_random_twin_is_seeded_and_leaves_rng_alone(lite0):
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a, b, c = random_twin(lite0, 0), random_twin("efficientnet_lite0", 0), random_twin(lite0, 1)
+    assert torch.equal(torch.get_rng_state(), state)
+    pa = next(a.model.parameters())
+    assert torch.equal(pa, next(b.model.parameters()))
+    assert not torch.equal(pa, next(c.model.parameters()))
+    assert not torch.equal(pa, next(lite0.model.parameters()))
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(8, 10)
+    assert lo == pytest.approx(0.4902, abs=1e-3) and hi == pytest.approx(0.9433, abs=1e-3)
+    lo, hi = wilson_interval(0, 20)
+    assert lo == 0 and hi == pytest.approx(0.1611, abs=1e-3)
+    lo, hi = wilson_interval(50, 100)
+    assert lo + hi == pytest.approx(1.0) and hi - lo == pytest.approx(2 * 1.96 * math.sqrt(0.25 / 100), rel=0.03)
+
+
+def test_shape_and_texture_labels_of_the_same_stimuli(lite0, cue_conflict_root):
+    from vizcore.data import open_dataset
+
+    ds = open_dataset(f"cue-conflict:{cue_conflict_root}")
+    # 4 shape classes x 4 texture classes, every combination, 2 images each
+    keep = {"airplane", "bear", "bicycle", "bird"}
+    idx = [i for i, it in enumerate(ds.items)
+           if it.labels["shape"] in keep and it.labels["texture"] in {"car", "cat", "clock", "elephant"}]
+    sub = ds.subset(idx)
+    shape = fit_probes(lite0, sub, layers=["blocks.2.0", "pool"], label="shape", folds=3)
+    texture = fit_probes(lite0, sub, layers=["blocks.2.0", "pool"], label="texture", folds=3)
+    assert shape.classes == ("airplane", "bear", "bicycle", "bird")
+    assert texture.classes == ("car", "cat", "clock", "elephant")
+    assert shape.n_test == texture.n_test == len(sub)
+    # texture is linearly decodable from these stimuli well above chance (0.25)
+    assert max(lp.accuracy for lp in texture.layers) > 0.5
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "vizcore", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_cli_probe_json(small_folder):
+    r = _cli("probe", str(small_folder), "--layers", "stem", "pool", "--random-init", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["model"] == "efficientnet_lite0" and d["label"] == "class"
+    assert d["weights"]["source"] == "package"
+    assert d["n_train"] + d["n_test"] == 13 and d["n_test"] >= 3
+    assert [lp["name"] for lp in d["layers"]] == ["stem", "pool"]
+    for lp in d["layers"] + d["random_init"]["layers"]:
+        assert lp["ci_low"] <= lp["accuracy"] <= lp["ci_high"] and lp["n_features"] > 0
+    table = _cli("probe", str(small_folder), "--layers", "stem", "pool")
+    assert table.returncode == 0 and "pool" in table.stdout and "accuracy" in table.stdout
+
+
+def test_cli_probe_errors(small_folder):
+    r = _cli("probe", str(small_folder), "--layers", "blocks.9.9")
+    assert r.returncode == 2 and "unknown layer" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("probe", str(small_folder), "--label", "texture")
+    assert r.returncode == 2 and "texture" in r.stderr and len(r.stderr.strip().splitlines()) <= 2

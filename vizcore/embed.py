@@ -1,0 +1,254 @@
+"""2-D maps of a dataset's embeddings at any layer, with numbers to compare layers.
+
+The pooled features of one tap (:mod:`vizcore.features`) are reduced to 50
+principal components (for t-SNE and UMAP, the usual first step) and projected
+to 2-D with
+
+- t-SNE: openTSNE (FFT-accelerated interpolation, Linderman et al. 2019,
+  https://doi.org/10.1038/s41592-018-0308-4; Poličar et al., https://doi.org/10.1101/731877)
+  on the CPU, cuML's t-SNE when CUDA is present and cuML is installed;
+- PCA (scikit-learn), or UMAP (umap-learn, https://arxiv.org/abs/1802.03426).
+
+Each map comes with its k-nearest-neighbour label accuracy in 2-D
+(stratified cross-validation) and its trustworthiness (Venna & Kaski 2001,
+``sklearn.manifold.trustworthiness``; on a seeded subsample for large N).
+Results are deterministic under ``seed`` and cached on disk. There is no cap on
+the number of points beyond memory.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from vizcore.data.datasets import ImageDataset
+from vizcore.features import Pooling, Stopped, as_pooling, extract_features
+from vizcore.models import LoadedModel
+
+__all__ = ["METHODS", "Embedding", "Quality", "embed", "embedding_quality", "project", "Stopped"]
+
+METHODS = ("tsne", "pca", "umap")
+
+
+@dataclass(frozen=True)
+class Quality:
+    """How well a 2-D map keeps labels and neighbourhoods.
+
+    ``knn_accuracy``: k-NN label accuracy in the map (cross-validated; ``None`` without
+    two labelled classes). ``trustworthiness``: in [0, 1], 1 when every 2-D neighbour
+    is also a neighbour in feature space; computed on ``trust_n`` points.
+    """
+
+    knn_accuracy: float | None
+    knn_k: int
+    trustworthiness: float
+    trust_k: int
+    trust_n: int
+
+    def to_json(self) -> dict:
+        return {"knn_accuracy": self.knn_accuracy, "knn_k": self.knn_k, "trustworthiness": self.trustworthiness,
+                "trust_k": self.trust_k, "trust_n": self.trust_n}
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """A 2-D map of one layer: ``coords (N, 2)`` for ``files`` with their ``labels``."""
+
+    model: str
+    weights: str
+    layer: str
+    method: str
+    backend: str
+    label_kind: str
+    coords: np.ndarray
+    files: list[str]
+    labels: list[str | None]
+    quality: Quality
+    n_features: int
+    seed: int
+    params: dict = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def rows(self) -> list[dict]:
+        return [{"file": f, "label": "" if lab is None else lab, "x": float(x), "y": float(y)}
+                for f, lab, (x, y) in zip(self.files, self.labels, self.coords)]
+
+    def to_json(self) -> dict:
+        """Everything but the coordinates (see :meth:`rows` / :meth:`write_csv`)."""
+        return {"model": self.model, "weights": self.weights, "layer": self.layer, "method": self.method,
+                "backend": self.backend, "label": self.label_kind, "n": len(self), "n_features": self.n_features,
+                "seed": self.seed, "params": self.params, "quality": self.quality.to_json(),
+                "skipped": self.skipped}
+
+    def write_csv(self, path: str | os.PathLike) -> Path:
+        """Columns ``file,label,x,y``, written atomically."""
+        import io
+
+        from vizcore.cache import atomic_write_text
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=["file", "label", "x", "y"])
+        w.writeheader()
+        w.writerows(self.rows())
+        atomic_write_text(Path(path), buf.getvalue())
+        return Path(path)
+
+
+# ------------------------------------------------------------------ projection
+def _cuml_available() -> bool:
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return False
+        import cuml  # noqa: F401
+    except Exception:  # noqa: BLE001 - optional extra
+        return False
+    return True
+
+
+def _pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    dims = min(dims, x.shape[0], x.shape[1])
+    return PCA(n_components=dims, random_state=seed, svd_solver="auto").fit_transform(x).astype(np.float32)
+
+
+def project(x: np.ndarray, method: str = "tsne", *, seed: int = 0, perplexity: float = 30.0,
+            n_neighbors: int = 15, pca_dims: int | None = 50, backend: str = "auto",
+            n_jobs: int | None = None) -> tuple[np.ndarray, str]:
+    """Project ``x (N, F)`` to ``(N, 2)``; returns the coordinates and the backend used.
+
+    Args:
+        method: ``"tsne"``, ``"pca"`` or ``"umap"``.
+        seed: makes every method deterministic.
+        perplexity: t-SNE perplexity (lowered to ``(N - 1) / 3`` for tiny sets).
+        n_neighbors: UMAP neighbourhood size (at most ``N - 1``).
+        pca_dims: reduce to this many principal components before t-SNE/UMAP (``None``: don't).
+        backend: ``"auto"`` (cuML t-SNE when CUDA and cuML are present), ``"opentsne"``, ``"cuml"``.
+        n_jobs: threads for openTSNE (default: all cores).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    n = x.shape[0]
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if n < 3:
+        raise ValueError(f"need at least 3 points to embed, got {n}")
+    if method == "pca":
+        return _pca(x, 2, seed), "sklearn-pca"
+    if pca_dims and x.shape[1] > pca_dims:
+        x = _pca(x, pca_dims, seed)
+    if method == "umap":
+        import warnings
+
+        import umap
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "n_jobs overridden by random_state"
+            reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(n_neighbors, n - 1)), random_state=seed,
+                                init="spectral" if n > 10 else "random")
+            return np.asarray(reducer.fit_transform(x), dtype=np.float32), "umap-learn"
+    perp = float(max(1.0, min(perplexity, (n - 1) / 3)))
+    if backend == "cuml" or (backend == "auto" and _cuml_available()):
+        from cuml.manifold import TSNE as CumlTSNE
+
+        y = CumlTSNE(n_components=2, perplexity=perp, random_state=seed, method="fft").fit_transform(x)
+        return np.asarray(y, dtype=np.float32), "cuml"
+    import openTSNE
+
+    tsne = openTSNE.TSNE(n_components=2, perplexity=perp, metric="euclidean", initialization="pca",
+                         negative_gradient_method="fft", n_jobs=n_jobs or (os.cpu_count() or 1),
+                         random_state=seed, neighbors="auto" if n > 1000 else "exact", verbose=False)
+    return np.asarray(tsne.fit(x), dtype=np.float32), "opentsne"
+
+
+def embedding_quality(x: np.ndarray, coords: np.ndarray, labels: Sequence[str | None] | None = None, *,
+                      k: int = 10, folds: int = 5, trust_k: int = 10, max_trust: int = 2000,
+                      seed: int = 0) -> Quality:
+    """k-NN label accuracy of ``coords`` and trustworthiness of ``coords`` against ``x``.
+
+    Args:
+        x: the high-dimensional features ``(N, F)``; coords: the map ``(N, 2)``.
+        labels: one per point (``None`` = unlabelled, left out of the k-NN score).
+        k: neighbours of the k-NN classifier; folds: stratified folds (fewer for small classes).
+        trust_k: neighbourhood size of the trustworthiness; max_trust: subsample size above which
+            trustworthiness is estimated on a seeded random subset (it needs all pairwise distances).
+    """
+    from collections import Counter
+
+    from sklearn.manifold import trustworthiness
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    n = len(coords)
+    rng = np.random.default_rng(seed)
+    sub = np.sort(rng.choice(n, max_trust, replace=False)) if n > max_trust else np.arange(n)
+    tk = max(1, min(trust_k, (len(sub) - 1) // 2 - 1)) if len(sub) > 3 else 1
+    trust = float(trustworthiness(np.asarray(x)[sub], np.asarray(coords)[sub], n_neighbors=tk))
+
+    acc = None
+    kk = k
+    if labels is not None:
+        counts = Counter(lab for lab in labels if lab is not None)
+        keep_cls = {c for c, m in counts.items() if m >= 2}
+        rows = np.array([i for i, lab in enumerate(labels) if lab in keep_cls], dtype=int)
+        if len(keep_cls) >= 2:
+            y = np.array([labels[i] for i in rows])
+            nf = max(2, min(folds, min(counts[c] for c in keep_cls)))
+            train_size = len(rows) - len(rows) // nf
+            kk = max(1, min(k, train_size - 1))
+            cv = StratifiedKFold(n_splits=nf, shuffle=True, random_state=seed)
+            acc = float(cross_val_score(KNeighborsClassifier(n_neighbors=kk), coords[rows], y, cv=cv).mean())
+    return Quality(acc, kk, trust, tk, int(len(sub)))
+
+
+# ------------------------------------------------------------------------ embed
+def embed(lm: LoadedModel, dataset: ImageDataset, layer: str, *, method: str = "tsne", label: str = "class",
+          seed: int = 0, perplexity: float = 30.0, n_neighbors: int = 15, pca_dims: int | None = 50,
+          pool: Pooling | int | None = None, backend: str = "auto", batch_size: int = 32,
+          workers: int | None = None, progress: bool | Callable[[int, int], None] = False,
+          should_stop: Callable[[], bool] | None = None, cache: bool = True) -> Embedding:
+    """The 2-D map of ``dataset`` at ``layer`` of ``lm`` with its quality numbers.
+
+    Features come from :func:`vizcore.features.extract_features` (shared cache with the
+    probes); see :func:`project` and :func:`embedding_quality` for the other arguments.
+    """
+    import torch
+
+    from vizcore.cache import cache_key, load_torch, save_torch
+    from vizcore.features import _layer_key
+
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    pooling = as_pooling(pool)
+    feats = extract_features(lm, dataset, [layer], pool=pooling, batch_size=batch_size, workers=workers,
+                             progress=progress, should_stop=should_stop, cache=cache)
+    x = feats.layers[layer]
+    labels = feats.labels(dataset, label)
+    params = {"perplexity": perplexity, "pca_dims": pca_dims} if method == "tsne" else (
+        {"n_neighbors": n_neighbors, "pca_dims": pca_dims} if method == "umap" else {})
+    fkey = _layer_key(lm, dataset, lm.resolve(layer), pooling) if cache else None
+    key = cache_key(v=1, features=fkey, method=method, seed=seed, backend=backend, label=label,
+                    **params) if fkey else None
+    hit = load_torch("embed", key) if key else None
+    if hit is not None:
+        coords, used, quality = hit["coords"].numpy(), hit["backend"], Quality(**hit["quality"])
+    else:
+        if should_stop is not None and should_stop():
+            raise Stopped("stopped before the projection")
+        coords, used = project(x, method, seed=seed, perplexity=perplexity, n_neighbors=n_neighbors,
+                               pca_dims=pca_dims, backend=backend)
+        quality = embedding_quality(x, coords, labels, seed=seed)
+        if key:
+            save_torch("embed", key, {"coords": torch.from_numpy(coords), "backend": used,
+                                      "quality": quality.to_json()})
+    return Embedding(model=lm.spec.name, weights=lm.weights.label(), layer=layer, method=method, backend=used,
+                     label_kind=label, coords=coords, files=feats.files, labels=labels, quality=quality,
+                     n_features=int(x.shape[1]), seed=seed, params=params, skipped=feats.skipped)
