@@ -260,3 +260,26 @@ def test_tap_shapes_at_other_sizes():
     assert shapes["Conv2d_1a_3x3"] == (32, 149, 149) and shapes["fc"] == (1000,)
     shapes = dict((t.name, s) for t, s in A.tap_shapes("resnet18", input_size=128))
     assert shapes["layer4.1"] == (512, 4, 4) and shapes["conv1"] == (64, 64, 64)
+
+
+@pytest.mark.parametrize("name,cam_layer", [
+    ("alexnet", "conv5"), ("mobilenet_v3_small", "head"),
+    pytest.param("densenet121", "norm5", marks=pytest.mark.slow),  # followed by an in-place ReLU
+    pytest.param("googlenet", "inception4e", marks=pytest.mark.slow),
+])
+def test_other_architectures(name, cam_layer):
+    import warnings
+
+    from vizcore.models import load_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lm = load_model(name, "random")
+    img = load_sample("astronaut")
+    res = A.extract(lm, img)
+    assert [(n, a.shape) for n, a in res.layers.items()] == [(t.name, s) for t, s in A.tap_shapes(lm)]
+    assert len(res.predictions) == 5 and res.weights.source == "random"
+    heat = A.gradcam(lm, img, [cam_layer], target=res.predictions[0].index)[cam_layer]
+    size = lm.spec.input_size
+    assert heat.shape == (size, size) and heat.min() >= 0 and heat.max() <= 1
+    assert all(not m._forward_hooks and not m._backward_hooks for m in lm.model.modules())

@@ -237,6 +237,20 @@ def test_negative_neuron_and_layer_objectives(lite0):
     assert all(r.objective_final > r.objective_start for r in dd)
 
 
+def test_custom_and_parsed_objectives_render(lite0):
+    from vizcore.featureviz import direction
+
+    vec = torch.zeros(40)
+    vec[[2, 5]] = torch.tensor([1.0, -1.0])  # "channel 2 more than channel 5"
+    res = render(lite0, "blocks.2.0", None, objective=direction("blocks.2.0", vec), steps=8, size=48)
+    assert len(res) == 1 and res[0].channel is None and res[0].objective.startswith("direction")
+    assert res[0].objective_final > res[0].objective_start
+    combo = render(lite0, "blocks.2.0", None, objective="blocks.2.0:2 - blocks.2.0:5", steps=8, size=48)[0]
+    assert combo.objective == "blocks.2.0:2 - blocks.2.0:5"
+    # the parsed difference and the direction are the same objective: same start value
+    assert combo.objective_start == pytest.approx(res[0].objective_start, rel=1e-4, abs=1e-5)
+
+
 def test_batch_items_have_independent_gradients(lite0):
     """Each item's gradient comes only from its own channel: equal to the item optimised alone."""
     layer, chans, size = "blocks.3.0", [2, 9, 30], 48

@@ -8,6 +8,8 @@ never see each other's captures.
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -155,9 +157,8 @@ def denormalize(lm: LoadedModel, x: torch.Tensor) -> Image.Image:
     x = x.detach().float().cpu()
     if x.dim() == 4:
         x = x[0]
-    mean = torch.tensor(pp.mean).view(3, 1, 1)
-    std = torch.tensor(pp.std).view(3, 1, 1)
-    arr = ((x * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    a = x.permute(1, 2, 0).numpy() * np.asarray(pp.std, np.float32) + np.asarray(pp.mean, np.float32)
+    arr = np.clip(a * 255 + 0.5, 0, 255).astype(np.uint8)
     return Image.fromarray(np.ascontiguousarray(arr), "RGB")
 
 
@@ -223,9 +224,19 @@ def _stat_arrays(act: torch.Tensor) -> tuple[np.ndarray, ...]:
     if n == 0:
         z = np.zeros(c, np.float32)
         return z, z, z, z
-    mean = flat.mean(axis=1, dtype=np.float32)
-    parts = (mean, flat.max(axis=1), flat.std(axis=1, dtype=np.float32) if n > 1 else np.zeros(c),
-             np.count_nonzero(flat > 0, axis=1) / n)
+    mean = flat.sum(axis=1, dtype=np.float32) / n
+    if n > 1:
+        # One pass for the sum of squares (no temporary array); where the variance is tiny
+        # next to the squared mean, E[x^2] - E[x]^2 loses precision: redo those exactly.
+        var = np.einsum("ij,ij->i", flat, flat) / n - mean * mean
+        risky = (var <= 1e-3 * mean * mean) & (mean != 0)
+        if risky.any():
+            var[risky] = flat[risky].var(axis=1, dtype=np.float64)
+        std = np.sqrt(np.maximum(var, 0))
+    else:
+        std = np.zeros(c, np.float32)
+    active = np.count_nonzero(flat > 0, axis=1) / n
+    parts = (mean, flat.max(axis=1), std, active)
     return tuple(np.asarray(p, dtype=np.float32) for p in parts)
 
 
@@ -240,9 +251,22 @@ def channel_stats(act: torch.Tensor) -> ChannelStats:
     return _to_stats(_stat_arrays(act))
 
 
+_TAPS: "weakref.WeakKeyDictionary[torch.nn.Module, list]" = weakref.WeakKeyDictionary()
+_TAPS_LOCK = threading.Lock()
+
+
+def _taps(lm: LoadedModel) -> list:
+    """``lm.taps()``, remembered per model (listing them walks every module)."""
+    with _TAPS_LOCK:
+        taps = _TAPS.get(lm.model)
+        if taps is None:
+            taps = _TAPS[lm.model] = lm.taps()
+        return taps
+
+
 def _requested(lm: LoadedModel, layers: Sequence[str] | None) -> list[tuple[str, str, str]]:
     """(name, module path, kind) for each requested layer; all taps when ``layers`` is None."""
-    taps = lm.taps()
+    taps = _taps(lm)
     if layers is None:
         return [(t.name, t.module, t.kind) for t in taps]
     kinds = {t.module: t.kind for t in taps}
@@ -272,7 +296,7 @@ def extract(lm: LoadedModel, image: Image.Image, layers: Sequence[str] | None = 
     """
     req = _requested(lm, layers)
     x = preprocess(lm, image)
-    taps_modules = {t.module for t in lm.taps()}
+    taps_modules = {t.module for t in _taps(lm)}
     paths = [p for _, p, _ in req]
     need_logits = topk > 0
 

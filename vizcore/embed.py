@@ -133,7 +133,7 @@ def project(x: np.ndarray, method: str = "tsne", *, seed: int = 0, perplexity: f
         n_neighbors: UMAP neighbourhood size (at most ``N - 1``).
         pca_dims: reduce to this many principal components before t-SNE/UMAP (``None``: don't).
         backend: ``"auto"`` (cuML t-SNE when CUDA and cuML are present), ``"opentsne"``, ``"cuml"``.
-        n_jobs: threads for openTSNE (default: all cores).
+        n_jobs: threads for openTSNE (default: all cores from 5,000 points, else one).
     """
     x = np.asarray(x, dtype=np.float32)
     n = x.shape[0]
@@ -163,8 +163,13 @@ def project(x: np.ndarray, method: str = "tsne", *, seed: int = 0, perplexity: f
         return np.asarray(y, dtype=np.float32), "cuml"
     import openTSNE
 
+    # Barnes-Hut below 10,000 points, FFT interpolation above (openTSNE's own rule: the FFT
+    # grid has a fixed cost that only pays off for large sets). Threads only help large sets too;
+    # on a busy machine they can make small ones much slower.
+    if n_jobs is None:
+        n_jobs = (os.cpu_count() or 1) if n >= 5000 else 1
     tsne = openTSNE.TSNE(n_components=2, perplexity=perp, metric="euclidean", initialization="pca",
-                         negative_gradient_method="fft", n_jobs=n_jobs or (os.cpu_count() or 1),
+                         negative_gradient_method="fft" if n >= 10000 else "bh", n_jobs=n_jobs,
                          random_state=seed, neighbors="auto" if n > 1000 else "exact", verbose=False)
     return np.asarray(tsne.fit(x), dtype=np.float32), "opentsne"
 

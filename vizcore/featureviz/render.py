@@ -76,10 +76,13 @@ def unit_objective(kind: str | O.Objective, layer: str, channels: Sequence[int |
     """The objective for a batch whose item ``b`` is about ``channels[b]``.
 
     ``kind`` is ``channel``, ``neuron`` or ``layer`` (DeepDream), optionally
-    prefixed by ``-`` for the negative; an :class:`Objective` is used as is.
+    prefixed by ``-`` for the negative; an :class:`Objective`, or a string for
+    :func:`~vizcore.featureviz.objectives.parse` (it contains ``:``), is used as is.
     """
     if isinstance(kind, O.Objective):
         return kind
+    if ":" in kind:  # a full objective string such as "blocks.4.0:12 - 0.5*blocks.4.0:3"
+        return O.parse(kind)
     neg = kind.startswith("-")
     base = kind[1:] if neg else kind
     if base == "layer":
@@ -142,8 +145,10 @@ def render(lm, layer: str, channels: Sequence[int] | None, *, objective: str | O
         channels: channel indices; each gets ``n_per_channel`` images, all in one batch.
             Ignored (may be ``None``) for the ``layer`` objective or a custom one.
         objective: ``channel`` (mean over positions), ``neuron`` (centre position),
-            ``layer`` (DeepDream), any of them with a leading ``-``, or an
-            :class:`~vizcore.featureviz.objectives.Objective` over tap names.
+            ``layer`` (DeepDream), any of them with a leading ``-``, an
+            :class:`~vizcore.featureviz.objectives.Objective` over tap names, or a
+            string for :func:`~vizcore.featureviz.objectives.parse` such as
+            ``"blocks.4.0:12 - blocks.4.0:3"`` (for these ``channels`` is ignored).
         param: ``fft`` (Fourier, decorrelated colour) or ``pixel``.
         steps, lr: Adam steps and learning rate.
         size: image side in pixels (default: the model's input size).
@@ -184,7 +189,10 @@ def render(lm, layer: str, channels: Sequence[int] | None, *, objective: str | O
         _check_channels(item_channels, acts[layer] if layer in acts else next(iter(acts.values())), layer)
         start = obj(acts).float().cpu().tolist()
 
-    opt = torch.optim.Adam(params, lr=lr)
+    try:  # the fused kernel does the whole update in one pass (4x faster on CPU than foreach)
+        opt = torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        opt = torch.optim.Adam(params, lr=lr)
     steps_run = 0
     for step in range(steps):
         if should_stop is not None and should_stop():
