@@ -2,8 +2,9 @@
 
 Reports the seconds of the one feature-extraction pass (every tap, pooled to
 about 9,600 features per layer, no cache) and the seconds to fit each layer's
-probe (standardised logistic regression, seeded 75/25 stratified split), with
-the accuracies for shape and texture labels.
+probe (standardised logistic regression, seeded stratified split by exemplar:
+test images show shape or texture exemplars never seen in training), with the
+accuracies for shape and texture labels.
 
     python bench/probes.py [--stimuli ../shared/data/cue-conflict] [--limit N] [--json FILE]
 """
@@ -32,7 +33,7 @@ def main() -> int:
     from vizcore.data import open_dataset
     from vizcore.features import extract_features
     from vizcore.models import load_model
-    from vizcore.probes import probe_features
+    from vizcore.probes import exemplar_groups, probe_features
 
     ds = open_dataset(f"cue-conflict:{args.stimuli}")
     if args.limit:
@@ -45,14 +46,18 @@ def main() -> int:
     t_extract = time.perf_counter() - t0
     print(f"feature extraction, all {len(feats.layers)} taps in one pass: {t_extract:.1f} s "
           f"({len(ds) / t_extract:.1f} images/s)")
+    # split by exemplar: test stimuli show shapes (textures) never seen in training
+    groups = {k: [exemplar_groups(ds, k)[int(i)] for i in feats.indices] for k in ("shape", "texture")}
     rows = []
     print(f"{'layer':<12} {'features':>8} {'fit s':>7} {'shape acc':>9} {'texture acc':>11}")
     for name, x in feats.layers.items():
         one = type(feats)(feats.model, feats.weights, {name: x}, feats.grids, feats.indices, feats.files)
         t1 = time.perf_counter()
-        shape = probe_features(one, feats.labels(ds, "shape"), fit_device="sklearn")["layers"][0]
+        shape = probe_features(one, feats.labels(ds, "shape"), groups=groups["shape"],
+                               fit_device="sklearn")["layers"][0]
         t_fit = time.perf_counter() - t1
-        texture = probe_features(one, feats.labels(ds, "texture"), fit_device="sklearn")["layers"][0]
+        texture = probe_features(one, feats.labels(ds, "texture"), groups=groups["texture"],
+                                 fit_device="sklearn")["layers"][0]
         rows.append({"layer": name, "n_features": int(x.shape[1]), "fit_seconds": round(t_fit, 3),
                      "shape_accuracy": shape.accuracy, "texture_accuracy": texture.accuracy})
         print(f"{name:<12} {x.shape[1]:>8} {t_fit:>7.2f} {shape.accuracy:>9.3f} {texture.accuracy:>11.3f}")

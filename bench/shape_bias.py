@@ -103,14 +103,18 @@ def main() -> int:
     wall_b = statistics.median(t[0] for t in times["bare"])
     cpu_b = statistics.median(t[1] for t in times["bare"])
     print(f"{'run':<12} {'wall s':>8} {'img/s':>7} {'wall ratio':>10} {'CPU s':>8} {'CPU ratio':>9}")
-    best = None
+    best_wall = best_cpu = float("inf")
     for name, ts in times.items():
         wall = statistics.median(t[0] for t in ts)
         cpu = statistics.median(t[1] for t in ts)
         print(f"{name:<12} {wall:8.2f} {n / wall:7.1f} {wall / wall_b:10.2f} {cpu:8.2f} {cpu / cpu_b:9.2f}")
         if name != "bare":
-            best = min(best or 9e9, wall / wall_b)
-    print(f"target: score / bare <= 1.2 (wall); best {best:.2f} -> {'met' if best <= 1.2 else 'NOT met'}")
+            best_wall, best_cpu = min(best_wall, wall / wall_b), min(best_cpu, cpu / cpu_b)
+    loaded = os.getloadavg()[0] > (os.cpu_count() or 1)
+    verdict = best_cpu if loaded else best_wall
+    print(f"target: score / bare <= 1.2; best wall ratio {best_wall:.2f}, best CPU ratio {best_cpu:.2f}; "
+          f"verdict on {'CPU time (the machine is busy)' if loaded else 'wall time'}: "
+          f"{'met' if verdict <= 1.2 else 'NOT met'}")
     return 0
 
 

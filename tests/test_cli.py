@@ -118,10 +118,15 @@ def test_activations_writes_grids_and_index(tmp_path):
     assert Image.open(out / "input.png").size == (224, 224)
 
     out2 = tmp_path / "two"
-    vizcore("activations", sample_path("coffee"), "--out", out2, "--layers", "head", "stem",
-            "--top", "4", "--order", "max", "--shared-scale")
+    vizcore("activations", sample_path("coffee"), "--out", out2, "--layers", "head", "stem", "logits",
+            "--top", "4", "--order", "max", "--shared-scale", "--gradcam")
     idx2 = json.loads((out2 / "index.json").read_text())
-    assert [entry["name"] for entry in idx2["layers"]] == ["stem", "head"]  # network order
+    assert [entry["name"] for entry in idx2["layers"]] == ["stem", "head", "logits"]  # network order
+    assert idx2["predictions"][0]["index"] in (967, 968)
+    assert idx2["gradcam_target"] == idx2["predictions"][0]["index"]
+    head = idx2["layers"][1]
+    assert Image.open(out2 / head["gradcam"]).size == (224, 224)
+    assert "gradcam" not in idx2["layers"][2]  # logits have no spatial extent
     assert idx2["grid"] == {"top": 4, "order": "max", "shared_scale": True, "cell": 64}
     stem = idx2["layers"][0]
     assert stem["channels_shown"] == list(np.argsort(-np.array(stem["stats"]["max"]), kind="stable")[:4])

@@ -152,8 +152,34 @@ def test_shape_and_texture_labels_of_the_same_stimuli(lite0, cue_conflict_root):
     assert shape.classes == ("airplane", "bear", "bicycle", "bird")
     assert texture.classes == ("car", "cat", "clock", "elephant")
     assert shape.n_test == texture.n_test == len(sub)
+    assert "grouped by exemplar" in shape.split and "grouped by exemplar" in texture.split
     # texture is linearly decodable from these stimuli well above chance (0.25)
     assert max(lp.accuracy for lp in texture.layers) > 0.5
+
+
+def test_cue_conflict_splits_keep_exemplars_apart(cue_conflict_root):
+    from vizcore.data import open_dataset
+    from vizcore.probes import exemplar_groups, kfold_splits
+
+    ds = open_dataset(f"cue-conflict:{cue_conflict_root}")
+    for kind in ("shape", "texture"):
+        groups = np.array(exemplar_groups(ds, kind))
+        y = np.array(ds.labels(kind))
+        assert all(g.rstrip("0123456789") == lab for g, lab in zip(groups, y))
+        tr, te = holdout_split(y, 0.25, 0, groups)
+        assert not set(groups[tr]) & set(groups[te])
+        assert set(y[te]) == set(y) and 0.15 < len(te) / len(y) < 0.4
+        for tr, te in kfold_splits(y, 3, 0, groups):
+            assert not set(groups[tr]) & set(groups[te])
+    assert len(set(exemplar_groups(ds, "texture"))) == 48 and len(set(exemplar_groups(ds, "shape"))) == 160
+    assert exemplar_groups(ds.subset(range(3)), "shape") is not None
+
+
+def test_no_groups_for_ordinary_folders(small_folder):
+    from vizcore.data import open_dataset
+    from vizcore.probes import exemplar_groups
+
+    assert exemplar_groups(open_dataset(str(small_folder)), "class") is None
 
 
 def _cli(*args, timeout=600):

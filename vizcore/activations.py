@@ -224,7 +224,7 @@ def _stat_arrays(act: torch.Tensor) -> tuple[np.ndarray, ...]:
     if n == 0:
         z = np.zeros(c, np.float32)
         return z, z, z, z
-    mean = flat.sum(axis=1, dtype=np.float32) / n
+    mean = np.einsum("ij->i", flat) / n
     if n > 1:
         # One pass for the sum of squares (no temporary array); where the variance is tiny
         # next to the squared mean, E[x^2] - E[x]^2 loses precision: redo those exactly.
@@ -235,7 +235,7 @@ def _stat_arrays(act: torch.Tensor) -> tuple[np.ndarray, ...]:
         std = np.sqrt(np.maximum(var, 0))
     else:
         std = np.zeros(c, np.float32)
-    active = np.count_nonzero(flat > 0, axis=1) / n
+    active = np.add.reduce((flat > 0).view(np.uint8), axis=1, dtype=np.uint32) / n
     parts = (mean, flat.max(axis=1), std, active)
     return tuple(np.asarray(p, dtype=np.float32) for p in parts)
 

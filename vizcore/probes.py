@@ -19,8 +19,9 @@ L2-regularised linear layer trained with full-batch L-BFGS in PyTorch.
 """
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -29,7 +30,8 @@ from vizcore.data.datasets import ImageDataset
 from vizcore.features import Features, Pooling, Stopped, extract_features, random_twin
 from vizcore.models import LoadedModel, WeightsInfo
 
-__all__ = ["LayerProbe", "ProbeResult", "fit_probes", "probe_features", "wilson_interval", "Stopped"]
+__all__ = ["LayerProbe", "ProbeResult", "exemplar_groups", "fit_probes", "probe_features", "wilson_interval",
+           "Stopped"]
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -40,7 +42,9 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, f
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo = 0.0 if correct <= 0 else max(0.0, centre - half)
+    hi = 1.0 if correct >= n else min(1.0, centre + half)  # exact at the ends, not 1 - 1e-16
+    return min(lo, p), max(hi, p)
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,6 @@ class ProbeResult:
     seed: int
     skipped: tuple[dict, ...] = ()
     random: "ProbeResult | None" = None
-    extra: dict = field(default_factory=dict, compare=False)
 
     def layer(self, name: str) -> LayerProbe:
         for lp in self.layers:
@@ -144,21 +147,69 @@ def _usable(labels: Sequence[str | None], min_count: int) -> tuple[np.ndarray, n
     return rows, y, classes
 
 
-def holdout_split(y: np.ndarray, test_size: float = 0.25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded train/test positions into ``y`` (scikit-learn's ``train_test_split``)."""
-    from sklearn.model_selection import train_test_split
+def holdout_split(y: np.ndarray, test_size: float = 0.25, seed: int = 0,
+                  groups: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded train/test positions into ``y``.
+
+    Without groups: scikit-learn's ``train_test_split``. With groups: the first fold of
+    ``StratifiedGroupKFold`` with about ``1 / test_size`` folds (at most the smallest number
+    of groups in a class), so no group has images on both sides.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
     pos = np.arange(len(y))
+    if groups is not None:
+        n_splits = max(2, min(round(1 / test_size), _min_groups(y, groups)))
+        sgk = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        tr, te = next(sgk.split(np.zeros(len(y)), y, np.asarray(groups)))
+        return np.sort(tr), np.sort(te)
     n_test = max(len(np.unique(y)), int(math.ceil(test_size * len(y))))
     tr, te = train_test_split(pos, test_size=n_test, stratify=y, random_state=seed, shuffle=True)
     return np.sort(tr), np.sort(te)
 
 
-def kfold_splits(y: np.ndarray, folds: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import StratifiedKFold
+def _min_groups(y: np.ndarray, groups: Sequence[str]) -> int:
+    per_class: dict = {}
+    for c, g in zip(y, groups):
+        per_class.setdefault(c, set()).add(g)
+    return min(len(v) for v in per_class.values())
 
+
+def kfold_splits(y: np.ndarray, folds: int, seed: int = 0,
+                 groups: Sequence[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold positions (``StratifiedGroupKFold`` when ``groups`` are given)."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    if groups is not None:
+        if _min_groups(y, groups) < folds:
+            raise ValueError(f"{folds} grouped folds need at least {folds} groups per class; "
+                             f"the smallest class has {_min_groups(y, groups)}")
+        sgk = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        return list(sgk.split(np.zeros(len(y)), y, np.asarray(groups)))
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     return list(skf.split(np.zeros(len(y)), y))
+
+
+def exemplar_groups(dataset: ImageDataset, label: str) -> list[str] | None:
+    """For cue-conflict stimuli (``<shape><i>-<texture><j>.png``), the exemplar each label comes from.
+
+    Every shape exemplar is rendered with several textures and every texture exemplar onto
+    several shapes; a random split would test on exemplars seen in training, and even the
+    first layer would "decode" shape by matching outlines. Splitting by exemplar
+    (``airplane3`` for the shape label, ``clock1`` for the texture label) tests on unseen
+    exemplars. ``None`` for other datasets.
+    """
+    import re
+    from pathlib import Path
+
+    pat = re.compile(r"^([a-z]+\d+)-([a-z]+\d+)$")
+    out = []
+    for it in dataset.items:
+        m = pat.match(Path(it.path).stem)
+        if m is None or "texture" not in it.labels:
+            return None
+        out.append(m.group(2) if label == "texture" else m.group(1))
+    return out
 
 
 # ------------------------------------------------------------------------- fits
@@ -245,22 +296,27 @@ def _resolve_fit_device(fit_device: str) -> str:
     return fit_device
 
 
-def probe_features(feats: Features, labels: Sequence[str | None], *, folds: int | None = None,
+def probe_features(feats: Features, labels: Sequence[str | None], *, groups: Sequence[str] | None = None,
+                   folds: int | None = None,
                    test_size: float = 0.25, seed: int = 0, C: float = 1.0, max_iter: int = 1000,
                    fit_device: str = "auto", progress: Callable[[int, int], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> dict:
     """Fit one probe per layer of ``feats`` on ``labels`` (one per row); returns the pieces of a result.
 
+    ``groups`` (one per row, optional) keeps each group on one side of every split.
     ``fit_device`` is ``"sklearn"``, ``"cpu"`` / ``"cuda"`` (PyTorch L-BFGS) or ``"auto"``.
     """
     device = _resolve_fit_device(fit_device)
     rows, y, classes = _usable(labels, folds if folds else 2)
+    g = None if groups is None else [groups[i] for i in rows]
     if folds:
-        splits = kfold_splits(y, folds, seed)
+        splits = kfold_splits(y, folds, seed, g)
         split = f"{folds}-fold"
     else:
-        splits = [holdout_split(y, test_size, seed)]
+        splits = [holdout_split(y, test_size, seed, g)]
         split = f"holdout {test_size:g}"
+    if g is not None:
+        split += ", grouped by exemplar"
     out = []
     names = list(feats.layers)
     for li, name in enumerate(names):
@@ -299,7 +355,8 @@ def _result_key(lm: LoadedModel, dataset: ImageDataset, names: Sequence[str], po
 
 
 def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers: Sequence[str] | None = None,
-               label: str = "class", compare_random: bool = False, random_seed: int = 0,
+               label: str = "class", groups: Sequence[str] | str | None = "auto",
+               compare_random: bool = False, random_seed: int = 0,
                test_size: float = 0.25, folds: int | None = None, seed: int = 0, C: float = 1.0,
                max_iter: int = 1000, pool: Pooling | int | None = None, fit_device: str = "auto",
                batch_size: int = 32, workers: int | None = None, progress: bool | Callable[[str, int, int], None] = False,
@@ -311,6 +368,8 @@ def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers:
         dataset: an :class:`ImageDataset` or a spec for :func:`vizcore.data.open_dataset`.
         layers: tap names or module paths; ``None`` probes every tap, logits included.
         label: ``"class"``, or ``"shape"`` / ``"texture"`` for the cue-conflict stimuli.
+        groups: one group name per dataset image, kept on one side of every split; ``"auto"``:
+            :func:`exemplar_groups` (cue-conflict stimuli split by exemplar), ``None``: no groups.
         compare_random: also probe the same architecture with random weights
             (seeded by ``random_seed``) on the same split; stored in ``result.random``.
         test_size: held-out fraction for the single stratified split (when ``folds`` is None).
@@ -344,11 +403,18 @@ def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers:
     labels_all = dataset.labels(label)
     if all(lab is None for lab in labels_all):
         raise ValueError(f"dataset {dataset.name} has no {label!r} labels")
+    if isinstance(groups, str):
+        if groups != "auto":
+            raise ValueError("groups must be 'auto', None or one name per image")
+        groups = exemplar_groups(dataset, label)
+    if groups is not None and len(groups) != len(dataset):
+        raise ValueError(f"{len(groups)} groups for {len(dataset)} images")
 
     def one(lm: LoadedModel, tag: str) -> ProbeResult:
         names = [t.name for t in lm.taps()] if layers is None else list(layers)
         params = dict(label=label, test_size=test_size, folds=folds, seed=seed, C=C, max_iter=max_iter,
-                      fit=_resolve_fit_device(fit_device) == "sklearn")
+                      groups=None if groups is None else hashlib.sha1("\0".join(groups).encode()).hexdigest(),
+                      fit=_resolve_fit_device(fit_device))
         key = _result_key(lm, dataset, names, pooling, **params) if cache else None
         if key is not None:
             hit = _load_json("probes", key)
@@ -369,9 +435,10 @@ def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers:
         else:
             pprog = None
         try:
-            parts = probe_features(feats, feats.labels(dataset, label), folds=folds, test_size=test_size,
-                                   seed=seed, C=C, max_iter=max_iter, fit_device=fit_device, progress=pprog,
-                                   should_stop=should_stop)
+            row_groups = None if groups is None else [groups[int(i)] for i in feats.indices]
+            parts = probe_features(feats, feats.labels(dataset, label), groups=row_groups, folds=folds,
+                                   test_size=test_size, seed=seed, C=C, max_iter=max_iter, fit_device=fit_device,
+                                   progress=pprog, should_stop=should_stop)
         finally:
             if bar is not None:
                 bar.close()

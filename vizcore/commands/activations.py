@@ -26,6 +26,8 @@ def register(sub) -> None:
                    help="one colour scale per grid instead of one per channel")
     p.add_argument("--cell", type=int, default=64, help="cell size in pixels (default 64)")
     p.add_argument("--topk", type=int, default=5, help="predictions to record (default 5)")
+    p.add_argument("--gradcam", action="store_true",
+                   help="also write a Grad-CAM overlay per spatial layer for the top prediction")
     p.set_defaults(func=run)
 
 
@@ -75,11 +77,23 @@ def run(args) -> int:
         entry = act.to_json()
         entry.update(file=fname, channels_shown=chans)
         layers.append(entry)
+    if args.gradcam:
+        from vizcore.activations import gradcam, overlay
+
+        target = res.predictions[0].index if res.predictions else None
+        heats = gradcam(lm, image, [e["name"] for e in layers], target=target)
+        for i, entry in enumerate(layers):
+            if entry["name"] in heats:
+                fname = "gradcam_" + _file_name(i, entry["name"])
+                overlay(res.image, heats[entry["name"]]).save(out / fname)
+                entry["gradcam"] = fname
     index = {"model": lm.name, "image": args.image, "weights": lm.weights.to_json(),
              "input_size": list(res.input.shape[1:]), "input": "input.png",
              "grid": {"top": args.top, "order": args.order, "shared_scale": args.shared_scale,
                       "cell": args.cell},
-             "predictions": [p.to_json() for p in res.predictions], "layers": layers}
+             "predictions": [p.to_json() for p in res.predictions],
+             "gradcam_target": (res.predictions[0].index if args.gradcam and res.predictions else None),
+             "layers": layers}
     write_json(index, out / "index.json")
     print(f"wrote {len(layers)} layer grids and index.json to {out}")
     return 0
