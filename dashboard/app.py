@@ -14,6 +14,10 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT.parent) not in sys.path:  # so `import vizcore` and `import dashboard` work from a clone
     sys.path.insert(0, str(ROOT.parent))
 
+from vizcore import apply_speed_settings  # noqa: E402
+
+apply_speed_settings()
+
 st.set_page_config(page_title="vizcore: what CNN layers learn", page_icon=":material/biotech:", layout="wide")
 
 PAGES = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import http.server
 import threading
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -135,17 +136,37 @@ def test_damaged_hub_cache_falls_back_to_random(hub_dir):
     assert info.source == "random" and info.warning
 
 
-@pytest.mark.parametrize("url", [
-    "https://weights.example.invalid/mobilenet_v3_small-test.pth",  # name never resolves (RFC 2606)
-    "http://10.255.255.1:9/mobilenet_v3_small-test.pth",  # unroutable: must time out, not hang
-])
-def test_failed_download_falls_back_to_random_quickly(hub_dir, monkeypatch, url):
+@pytest.fixture
+def silent_server():
+    """A loopback port that accepts connections but never answers: a download must time out, not hang."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}/mobilenet_v3_small-test.pth"
+    srv.close()
+
+
+def test_unresolvable_host_falls_back_to_random_quickly(hub_dir, monkeypatch):
     monkeypatch.delenv("VIZCORE_OFFLINE", raising=False)
     monkeypatch.setattr(loading, "CONNECT_TIMEOUT_S", 2.0)
-    spec = _with_url("mobilenet_v3_small", url, "mobilenet_v3_small-test.pth")
-    assert weights_available(spec) == "download"
+    # The name never resolves (RFC 2606), so `models` reports random, and loading falls back fast.
+    spec = _with_url("mobilenet_v3_small", "https://weights.example.invalid/mobilenet_v3_small-test.pth",
+                     "mobilenet_v3_small-test.pth")
+    assert weights_available(spec) == "random"
     t0 = time.perf_counter()
     info = resolve_weights(spec, build(spec), "auto", progress=False)
+    assert time.perf_counter() - t0 < 15
+    assert info.source == "random" and "random initialisation" in info.warning
+    assert not list(hub_dir.rglob("*.part")), "partial download left behind"
+
+
+def test_silent_server_times_out_to_random(hub_dir, monkeypatch, silent_server):
+    monkeypatch.delenv("VIZCORE_OFFLINE", raising=False)
+    monkeypatch.setattr(loading, "CONNECT_TIMEOUT_S", 2.0)
+    spec = _with_url("mobilenet_v3_small", silent_server, "mobilenet_v3_small-test.pth")
+    assert weights_available(spec) == "download"  # the host answers the connection...
+    t0 = time.perf_counter()
+    info = resolve_weights(spec, build(spec), "auto", progress=False)  # ...but never sends a byte
     assert time.perf_counter() - t0 < 15
     assert info.source == "random" and "random initialisation" in info.warning
     assert not list(hub_dir.rglob("*.part")), "partial download left behind"

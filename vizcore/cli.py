@@ -14,6 +14,8 @@ import os
 import pkgutil
 import sys
 
+from vizcore import apply_speed_settings
+
 
 def build_parser() -> argparse.ArgumentParser:
     import vizcore
@@ -37,6 +39,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_speed_settings()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -11,7 +11,7 @@ logits) are kept as they are; token maps ``(L, D)`` are averaged over tokens.
 
 The pooling runs inside the forward hook (:func:`vizcore.tap.tap` with
 ``reduce=``), so full-resolution maps are never kept for more than one layer
-at a time. Results are cached per layer under ``$VIZCORE_CACHE/features``,
+at a time; the hooks (and the model's lock) are held one batch at a time. Results are cached per layer under ``$VIZCORE_CACHE/features``,
 keyed by model, weights, layer, pooling, preprocessing and the dataset's
 fingerprint; entries are written only once the whole pass has finished, so a
 stopped or failed run leaves nothing behind.
@@ -202,21 +202,22 @@ def extract_features(lm: LoadedModel, dataset: ImageDataset, layers: Sequence[st
 
         bar = tqdm(total=len(dataset), unit="img", desc=f"features {lm.spec.name}")
     try:
-        with tap(lm.model, paths, reduce=_reduce(pooling, path_grids), stop=True, lock=lm.lock) as store, \
-                torch.no_grad():
-            for xs, idx in iter_batches(dataset, lm.transform(), batch_size=batch_size, workers=workers,
-                                        report=report):
-                if should_stop is not None and should_stop():
-                    raise Stopped("stopped before the features were complete")
+        reduce = _reduce(pooling, path_grids)
+        for xs, idx in iter_batches(dataset, lm.transform(), batch_size=batch_size, workers=workers,
+                                    report=report):
+            if should_stop is not None and should_stop():
+                raise Stopped("stopped before the features were complete")
+            # hooks (and the model's lock) per batch, so other users of a shared model get turns
+            with tap(lm.model, paths, reduce=reduce, stop=True, lock=lm.lock) as store, torch.no_grad():
                 forward_until(lm.model, xs.to(lm.device))
                 for p in paths:
                     chunks[p].append(store[p])
-                indices += list(idx)
-                done = len(indices) + len(report.skipped)
-                if bar is not None:
-                    bar.update(done - bar.n)
-                elif callable(progress):
-                    progress(done, len(dataset))
+            indices += list(idx)
+            done = len(indices) + len(report.skipped)
+            if bar is not None:
+                bar.update(done - bar.n)
+            elif callable(progress):
+                progress(done, len(dataset))
     finally:
         if bar is not None:
             bar.close()

@@ -311,6 +311,23 @@ def resolve_weights(spec: ModelSpec, model: nn.Module, weights: str | os.PathLik
     return WeightsInfo("random", "fallback", warning=msg)
 
 
+_REACHABLE: dict[tuple[str, int], bool] = {}
+
+
+def host_reachable(url: str) -> bool:
+    """Whether the URL's host accepts a connection now (one quick probe per host per process)."""
+    parts = urllib.parse.urlparse(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if (host, port) not in _REACHABLE:
+        try:
+            socket.create_connection((host, port), timeout=min(2.0, CONNECT_TIMEOUT_S)).close()
+            _REACHABLE[host, port] = True
+        except OSError:
+            _REACHABLE[host, port] = False
+    return _REACHABLE[host, port]
+
+
 def weights_available(spec: ModelSpec) -> str:
     """The source ``auto`` would use right now, without loading or downloading."""
     for src in spec.weights:
@@ -320,8 +337,11 @@ def weights_available(spec: ModelSpec) -> str:
         p = hub_cache_path(src)
         if p is not None and p.is_file():
             return "hub-cache"
-    if any(s.kind in ("url", "timm") for s in spec.weights) and not offline():
-        return "download"
+    if not offline():
+        for src in spec.weights:
+            url = src.url if src.kind == "url" else "https://huggingface.co" if src.kind == "timm" else None
+            if url and host_reachable(url):
+                return "download"
     return "random"
 
 
@@ -352,8 +372,7 @@ def load_model(name: str, weights: str | os.PathLike | None = "auto", *,
                 return _CACHE[key]
         model = build(spec)
         info = resolve_weights(spec, model, weights, progress=progress)
-        if info.warning:
-            log.warning(info.warning)
+        if info.warning:  # callers (CLI, dashboard) show it once; Python users get a UserWarning
             warnings.warn(info.warning, stacklevel=2)
         model.to(device)
         for p in model.parameters():
