@@ -20,7 +20,7 @@ def blobs():
     return x.astype(np.float32), [f"c{v}" for v in y]
 
 
-@pytest.mark.parametrize("method", ["tsne", "pca", "umap"])
+@pytest.mark.parametrize("method", ["tsne", "pca", pytest.param("umap", marks=pytest.mark.slow)])
 def test_deterministic_under_seed(blobs, method):
     x, _ = blobs
     a, backend = project(x, method, seed=7)
@@ -56,6 +56,7 @@ def test_trustworthiness_subsamples_large_sets():
     assert q.trust_n == 500 and 0 <= q.trustworthiness <= 1
 
 
+@pytest.mark.slow
 def test_real_features_deep_layer_separates_classes(lite0, coarse_imagenet):
     deep = embed(lite0, coarse_imagenet, "pool", method="tsne", seed=0)
     early = embed(lite0, coarse_imagenet, "stem", method="tsne", seed=0)

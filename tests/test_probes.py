@@ -138,6 +138,7 @@ def test_wilson_interval_known_values():
     assert lo + hi == pytest.approx(1.0) and hi - lo == pytest.approx(2 * 1.96 * math.sqrt(0.25 / 100), rel=0.03)
 
 
+@pytest.mark.slow
 def test_shape_and_texture_labels_of_the_same_stimuli(lite0, cue_conflict_root):
     from vizcore.data import open_dataset
 

@@ -5,7 +5,10 @@ For a labelled dataset, the pooled features of every tap (see
 multinomial logistic regression per layer, on a fixed seeded stratified
 train/test split or with stratified k-fold cross-validation. The accuracy of
 each layer comes with a 95% Wilson score interval over the test predictions
-(over all out-of-fold predictions for k-fold).
+(over all out-of-fold predictions for k-fold). The cue-conflict stimuli are
+split by exemplar (:func:`exemplar_groups`): each shape or texture exemplar is
+rendered into many stimuli, and a plain random split lets even the first layer
+"decode" shape by recognising outlines seen in training.
 
 This is the protocol of the "ImageNet supervised vs Random" rows in Zhang,
 Isola & Efros, "Split-Brain Autoencoders" (CVPR 2017, https://arxiv.org/abs/1611.09842),
@@ -297,8 +300,7 @@ def _resolve_fit_device(fit_device: str) -> str:
 
 
 def probe_features(feats: Features, labels: Sequence[str | None], *, groups: Sequence[str] | None = None,
-                   folds: int | None = None,
-                   test_size: float = 0.25, seed: int = 0, C: float = 1.0, max_iter: int = 1000,
+                   folds: int | None = None, test_size: float = 0.25, seed: int = 0, C: float = 1.0, max_iter: int = 1000,
                    fit_device: str = "auto", progress: Callable[[int, int], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> dict:
     """Fit one probe per layer of ``feats`` on ``labels`` (one per row); returns the pieces of a result.
