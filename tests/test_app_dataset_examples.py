@@ -14,7 +14,8 @@ def _open(at: AppTest) -> AppTest:
     return at.run()
 
 
-def test_page_mines_samples_and_renders_grid(lite0):
+def test_page_mines_samples_and_renders_grid(lite0, tmp_path, monkeypatch):
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path))  # a cold cache, whatever ran before
     at = AppTest.from_file(APP, default_timeout=240)
     at.run()
     at.session_state["dataset_examples_layer"] = "blocks.1.0"  # 24 channels, shallow: quick

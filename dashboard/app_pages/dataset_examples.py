@@ -210,7 +210,8 @@ with grid:
 st.subheader("Channel detail")
 d1, d2 = st.columns([1, 3])
 channel = d1.number_input(f"Channel (0-{n_ch - 1})", 0, n_ch - 1, 0, step=1, key=f"{KEY}_channel")
-if target and target.get("layer") == layer:
+target = st.session_state.get(f"{KEY}_applied_target")  # survives the reruns of chunked mining
+if target and target.get("layer") == layer and target.get("model") == model:
     d2.info(f"Opened from the Activations page: {target['model']} · {target['layer']} · channel {target['channel']}.")
 hits = result.layers[layer][int(channel)]
 show_heat = d1.toggle("Activation heatmaps", value=True, key=f"{KEY}_heat",
