@@ -90,3 +90,46 @@ def test_iter_batches_skips_unreadable(tmp_path, small_folder):
     assert bad == {"broken.jpg", "truncated.jpg"}
     assert len(seen) == len(ds) - 2 == report.n_ok
     assert sorted(seen) == seen  # order preserved
+
+
+def test_torchvision_set_is_exported_once_as_a_labelled_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path))
+    """CIFAR-10 as a user with a network gets it: here the downloader is replaced by a tiny set."""
+    import numpy as np
+    import torchvision.datasets as tvd
+    from PIL import Image
+
+    calls = []
+
+    class TinyCifar:
+        classes = ["airplane", "cat"]
+
+        def __init__(self, root, download, train):
+            calls.append((root, download, train))
+            rng = np.random.default_rng(0)
+            self.items = [(Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)), i % 2)
+                          for i in range(6)]
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            return self.items[i]
+
+    monkeypatch.setattr(tvd, "CIFAR10", TinyCifar)
+    ds = open_dataset("cifar10")
+    assert len(ds) == 6 and ds.classes() == ["airplane", "cat"]
+    assert len(calls) == 1 and calls[0][1:] == (True, False)  # download requested, test split
+    fp = ds.fingerprint()
+    again = open_dataset("cifar10")  # exported once: no second download
+    assert len(calls) == 1 and again.fingerprint() == fp
+
+
+def test_torchvision_set_without_network_fails_fast_with_a_clear_message(tmp_path):
+    from vizcore.data import torchvision_dataset
+
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="cannot get stl10"):
+        torchvision_dataset("stl10", root=tmp_path)
+    assert time.perf_counter() - t0 < 60
+    assert not any(tmp_path.rglob("*.png"))

@@ -164,6 +164,9 @@ def torchvision_dataset(name: str, root: str | os.PathLike | None = None, *, spl
                                f"or place it under {root}") from None
         classes = list(ds.classes)
         tmp = export.with_suffix(".part")
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)  # leftovers of an interrupted export
         n = len(ds) if limit is None else min(limit, len(ds))
         for i in range(n):
             img, y = ds[i]
@@ -171,8 +174,6 @@ def torchvision_dataset(name: str, root: str | os.PathLike | None = None, *, spl
             d.mkdir(parents=True, exist_ok=True)
             img.save(d / f"{i:06d}.png")
         if export.exists():
-            import shutil
-
             shutil.rmtree(export)
         os.replace(tmp, export)
         done.touch()
