@@ -6,7 +6,6 @@ and can be stopped; crops, montages and heatmaps come from :mod:`vizcore.patches
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
@@ -16,15 +15,6 @@ from vizcore.models import list_models
 from vizcore.patches import patch_image
 
 KEY = "dataset_examples"
-SHARED = Path(os.environ.get("VIZCORE_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
-SOURCES = {
-    "samples": "Built-in sample photographs",
-    "folder": "Image folder",
-    "cue-conflict": "Cue-conflict stimuli (Geirhos et al.)",
-    "cifar10": "CIFAR-10 test set (download)",
-    "stl10": "STL-10 test set (download)",
-}
-
 st.title("Dataset examples")
 st.caption("For every channel of a layer, the dataset images that excite it most, cropped to the "
            "unit's receptive field around the maximum (Zeiler & Fergus 2014). One pass over the "
@@ -64,20 +54,8 @@ except Exception as e:  # noqa: BLE001 - unknown timm name, unreadable weights, 
 with st.sidebar:
     layer = w.layer_picker(lm, KEY)
     st.subheader("Dataset")
-    source = st.radio("Images", list(SOURCES), format_func=SOURCES.__getitem__, key=f"{KEY}_source")
-    if source == "folder":
-        path = st.text_input("Folder (class subfolders or flat), or a .txt list of files", key=f"{KEY}_folder",
-                             value=str(SHARED / "imagenet-samples") if (SHARED / "imagenet-samples").is_dir() else "")
-        spec = path.strip()
-    elif source == "cue-conflict":
-        path = st.text_input("Stimuli root (holds style-transfer-preprocessed-512/)", key=f"{KEY}_cc",
-                             value=str(SHARED / "cue-conflict") if (SHARED / "cue-conflict").is_dir() else "")
-        spec = f"cue-conflict:{path.strip()}" if path.strip() else ""
-    elif source in ("cifar10", "stl10"):
-        st.caption("Downloaded by torchvision on first use (needs a network), then exported once as PNGs.")
-        spec = source if st.checkbox("Download / use it", key=f"{KEY}_dl_{source}") else ""
-    else:
-        spec = "samples"
+    spec, _ = w.dataset_input(KEY, sources=("samples", "folder", "cue-conflict", "cifar10", "stl10"),
+                              folder_default="imagenet-samples")
     st.subheader("Mining")
     k = st.slider("Patches per channel (k)", 1, 16, 9, key=f"{KEY}_k")
     batch = st.select_slider("Batch size", [4, 8, 16, 32, 64], value=16, key=f"{KEY}_batch")
@@ -86,23 +64,7 @@ with st.sidebar:
                              "costs little and makes them instant later.")
 
 w.weights_badge(lm)
-if not spec:
-    st.info("Choose a dataset in the sidebar.")
-    st.stop()
-
-
-@st.cache_resource(show_spinner="Listing images…", max_entries=8, ttl=600)
-def _dataset(spec: str):
-    from vizcore.data import open_dataset
-
-    return open_dataset(spec)
-
-
-try:
-    ds = _dataset(spec)
-except Exception as e:  # noqa: BLE001 - missing folder, no network for a download, ...
-    st.error(f"Cannot open dataset {spec!r}: {e}")
-    st.stop()
+ds = w.open_dataset_or_stop(spec)
 
 taps = [t.name for t in lm.taps()]
 layers = taps[: taps.index(layer) + 1] if earlier and layer in taps else [layer]

@@ -9,7 +9,6 @@ from a list.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import streamlit as st
@@ -17,29 +16,12 @@ import streamlit as st
 from dashboard import widgets as w
 
 KEY = "embeddings"
-SHARED = Path(os.environ.get("VIZCORE_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
-SOURCES = {"cue-conflict": "Cue-conflict stimuli (Geirhos et al.)", "folder": "Image folder (class subfolders)",
-           "samples": "Built-in sample photographs"}
 METHODS = {"tsne": "t-SNE (openTSNE)", "pca": "PCA", "umap": "UMAP"}
 
 st.title("Embeddings")
 st.caption("Every image of a dataset as one point, placed by its pooled features at a layer. Compare an early "
            "and a late layer side by side: the numbers under each map say how well it keeps the labels "
            "(k-NN accuracy in 2-D) and the feature-space neighbourhoods (trustworthiness).")
-
-
-def dataset_input(key: str) -> tuple[str, str]:
-    """Dataset source widgets; returns (spec for open_dataset or '', default label kind)."""
-    cc_default = str(SHARED / "cue-conflict") if (SHARED / "cue-conflict").is_dir() else ""
-    source = st.radio("Images", list(SOURCES), format_func=SOURCES.__getitem__, key=f"{key}_source")
-    if source == "cue-conflict":
-        path = st.text_input("Stimuli root (holds style-transfer-preprocessed-512/)", value=cc_default,
-                             key=f"{key}_cc")
-        return (f"cue-conflict:{path.strip()}" if path.strip() else ""), "shape"
-    if source == "folder":
-        path = st.text_input("Folder with one subfolder per class, or a .txt list", value="", key=f"{key}_folder")
-        return path.strip(), "class"
-    return "samples", "class"
 
 
 with st.sidebar:
@@ -59,7 +41,7 @@ with st.sidebar:
     early = st.selectbox("Early layer", taps, index=0, key=f"{KEY}_early")
     late = st.selectbox("Late layer", taps, index=taps.index(late_default), key=f"{KEY}_late")
     st.subheader("Dataset")
-    spec, default_label = dataset_input(KEY)
+    spec, default_label = w.dataset_input(KEY, sources=("cue-conflict", "folder", "samples"))
     kinds = ["class", "shape", "texture"]
     label = st.selectbox("Colour by", kinds, index=kinds.index(default_label), key=f"{KEY}_label")
     st.subheader("Projection")
@@ -68,23 +50,7 @@ with st.sidebar:
     perplexity = st.slider("Perplexity (t-SNE)", 2, 100, 30, key=f"{KEY}_perplexity") if method == "tsne" else 30
 
 w.weights_badge(lm)
-if not spec:
-    st.info("Choose a dataset in the sidebar.")
-    st.stop()
-
-
-@st.cache_resource(show_spinner="Listing images…", max_entries=8, ttl=600)
-def _dataset(spec: str):
-    from vizcore.data import open_dataset
-
-    return open_dataset(spec)
-
-
-try:
-    ds = _dataset(spec)
-except Exception as e:  # noqa: BLE001
-    st.error(f"Cannot open dataset {spec!r}: {e}")
-    st.stop()
+ds = w.open_dataset_or_stop(spec)
 st.write(f"**{ds.name}**: {len(ds)} images, {len(ds.classes(label))} **{label}** classes.")
 
 request = (model, weights, spec, ds.fingerprint(), early, late, label, method, seed, perplexity)

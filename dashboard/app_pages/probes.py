@@ -7,8 +7,6 @@ computation at its next progress update, and nothing half-done is cached).
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import streamlit as st
 
@@ -16,28 +14,11 @@ from dashboard import widgets as w
 from vizcore.models import DEFAULT_MODEL, list_models
 
 KEY = "probes"
-SHARED = Path(os.environ.get("VIZCORE_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
-SOURCES = {"cue-conflict": "Cue-conflict stimuli (Geirhos et al.)", "folder": "Image folder (class subfolders)",
-           "samples": "Built-in sample photographs"}
 
 st.title("Linear probes")
 st.caption("One linear classifier per layer on pooled features (about 9,600 per layer, as in the classic "
            "AlexNet probing protocol): accuracy climbs with depth in a trained network and stays flat in a "
            "randomly initialised one (Zhang, Isola & Efros 2017). Error bars: 95% Wilson intervals.")
-
-
-def dataset_input(key: str) -> tuple[str, str]:
-    """Dataset source widgets; returns (spec for open_dataset or '', default label kind)."""
-    cc_default = str(SHARED / "cue-conflict") if (SHARED / "cue-conflict").is_dir() else ""
-    source = st.radio("Images", list(SOURCES), format_func=SOURCES.__getitem__, key=f"{key}_source")
-    if source == "cue-conflict":
-        path = st.text_input("Stimuli root (holds style-transfer-preprocessed-512/)", value=cc_default,
-                             key=f"{key}_cc")
-        return (f"cue-conflict:{path.strip()}" if path.strip() else ""), "shape"
-    if source == "folder":
-        path = st.text_input("Folder with one subfolder per class, or a .txt list", value="", key=f"{key}_folder")
-        return path.strip(), "class"
-    return "samples", "class"
 
 
 with st.sidebar:
@@ -48,7 +29,7 @@ with st.sidebar:
     compare_random = st.toggle("Also probe the random-init twin", value=True, key=f"{KEY}_random",
                                help="The same architecture with seeded random weights, on the same split.")
     st.subheader("Dataset")
-    spec, default_label = dataset_input(KEY)
+    spec, default_label = w.dataset_input(KEY, sources=("cue-conflict", "folder", "samples"))
     kinds = ["class", "shape", "texture", "shape + texture"]
     label = st.selectbox("Label to decode", kinds, index=kinds.index(default_label), key=f"{KEY}_label",
                          help="shape / texture: the two labels of each cue-conflict stimulus; both to see at "
@@ -66,23 +47,7 @@ with st.sidebar:
 if not models:
     st.info("Pick at least one model in the sidebar.")
     st.stop()
-if not spec:
-    st.info("Choose a dataset in the sidebar.")
-    st.stop()
-
-
-@st.cache_resource(show_spinner="Listing images…", max_entries=8, ttl=600)
-def _dataset(spec: str):
-    from vizcore.data import open_dataset
-
-    return open_dataset(spec)
-
-
-try:
-    ds = _dataset(spec)
-except Exception as e:  # noqa: BLE001 - missing folder, bad list, ...
-    st.error(f"Cannot open dataset {spec!r}: {e}")
-    st.stop()
+ds = w.open_dataset_or_stop(spec)
 st.write(f"**{ds.name}**: {len(ds)} images; " + ", ".join(
     f"{sum(lab is not None for lab in ds.labels(k))} with a **{k}** label ({len(ds.classes(k))} classes)"
     for k in labels) + ".")
