@@ -34,6 +34,15 @@ def get_model(name: str, weights: str = "auto") -> LoadedModel:
         return load_model(name, weights, progress=False)
 
 
+def load_model_or_stop(name: str, weights: str = "auto") -> LoadedModel:
+    """The cached model, or an error message and ``st.stop()`` (unknown timm name, unreadable weights, ...)."""
+    try:
+        return get_model(name, weights)
+    except Exception as e:  # noqa: BLE001 - any failure to build or load is shown, never raised
+        st.error(f"Cannot load model {name!r}: {e}")
+        st.stop()
+
+
 def model_picker(key: str, *, label: str = "Model", default: str = DEFAULT_MODEL,
                  allow_timm: bool = True) -> str:
     """A select box of registered models, plus a free-text ``timm/<name>`` option."""

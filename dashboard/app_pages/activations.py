@@ -34,11 +34,7 @@ with st.sidebar:
 image, caption = w.image_input(KEY)
 digest, raw, size = w.image_payload(image)
 
-try:
-    lm = w.get_model(model, weights)
-except Exception as e:  # noqa: BLE001 - unknown timm name, unreadable weights, ...
-    st.error(f"Cannot load model {model!r}: {e}")
-    st.stop()
+lm = w.load_model_or_stop(model, weights)
 
 try:
     with st.spinner(f"Running {model} on {caption}…"):

@@ -45,11 +45,7 @@ with st.sidebar:
     model = w.model_picker(KEY)
     weights = w.weights_picker(KEY)
 
-try:
-    lm = w.get_model(model, weights)
-except Exception as e:  # noqa: BLE001 - unknown timm name, unreadable weights, ...
-    st.error(f"Cannot load model {model!r}: {e}")
-    st.stop()
+lm = w.load_model_or_stop(model, weights)
 
 with st.sidebar:
     layer = w.layer_picker(lm, KEY)

@@ -29,11 +29,7 @@ with st.sidebar:
     model = w.model_picker(KEY)
     weights = w.weights_picker(KEY)
 
-try:
-    lm = w.get_model(model, weights)
-except Exception as e:  # noqa: BLE001 - unknown timm name, unreadable weights, ...
-    st.error(f"Cannot load model {model!r}: {e}")
-    st.stop()
+lm = w.load_model_or_stop(model, weights)
 
 taps = [t.name for t in lm.taps()]
 late_default = next((t.name for t in reversed(lm.taps()) if t.kind != "logits"), taps[-1])

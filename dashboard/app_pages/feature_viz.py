@@ -71,11 +71,7 @@ with st.sidebar:
     model = w.model_picker(KEY)
     weights = w.weights_picker(KEY)
 
-try:
-    lm = w.get_model(model, weights)
-except Exception as e:  # noqa: BLE001 - unknown timm name, unreadable weights, ...
-    st.error(f"Cannot load model {model!r}: {e}")
-    st.stop()
+lm = w.load_model_or_stop(model, weights)
 
 taps = [t.name for t in lm.taps() if t.kind not in ("logits", "pool", "fc")]
 if st.session_state.get(f"{KEY}_layer") not in taps:
