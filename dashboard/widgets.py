@@ -290,6 +290,25 @@ def set_channel_target(model: str, layer: str, channel: int) -> dict:
     return target
 
 
+def receive_channel_target(key: str) -> dict | None:
+    """The receiving half: preselect a page's model and layer pickers once per new ``channel_target``.
+
+    Returns the new target (the page sets its own channel widgets from it), or ``None``
+    when there is none or it was already applied.
+    """
+    target = st.session_state.get("channel_target")
+    if not target or st.session_state.get(f"{key}_applied_target") == target:
+        return None
+    st.session_state[f"{key}_applied_target"] = dict(target)
+    if target["model"] in list_models():
+        st.session_state[f"{key}_model"] = target["model"]
+        st.session_state[f"{key}_timm"] = ""
+    else:
+        st.session_state[f"{key}_timm"] = target["model"]
+    st.session_state[f"{key}_layer"] = target["layer"]
+    return target
+
+
 def channel_links(model: str, layer: str, channel: int, key: str) -> None:
     """Two buttons that open the Dataset examples / Feature visualisation pages on a channel."""
     c1, c2 = st.columns(2)

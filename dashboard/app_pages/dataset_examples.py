@@ -11,7 +11,6 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import widgets as w
-from vizcore.models import list_models
 from vizcore.patches import patch_image
 
 KEY = "dataset_examples"
@@ -24,17 +23,9 @@ st.caption("For every channel of a layer, the dataset images that excite it most
 # ------------------------------------------------------- cross-page target (Activations page)
 def _apply_channel_target() -> dict | None:
     """Preselect model, layer and channel once per new ``channel_target``."""
-    target = st.session_state.get("channel_target")
-    if not target or st.session_state.get(f"{KEY}_applied_target") == target:
-        return None
-    st.session_state[f"{KEY}_applied_target"] = dict(target)
-    if target["model"] in list_models():
-        st.session_state[f"{KEY}_model"] = target["model"]
-        st.session_state[f"{KEY}_timm"] = ""
-    else:
-        st.session_state[f"{KEY}_timm"] = target["model"]
-    st.session_state[f"{KEY}_layer"] = target["layer"]
-    st.session_state[f"{KEY}_channel"] = int(target["channel"])
+    target = w.receive_channel_target(KEY)
+    if target:
+        st.session_state[f"{KEY}_channel"] = int(target["channel"])
     return target
 
 

@@ -12,7 +12,6 @@ import streamlit as st
 
 from dashboard import widgets as w
 from vizcore.cache import cache_key, load_torch, save_torch
-from vizcore.models import list_models
 
 KEY = "feature_viz"
 SIZES = [64, 96, 128, 160, 192, 224]
@@ -25,18 +24,10 @@ st.caption("Start from noise and follow the gradient until the image excites one
 
 def _apply_channel_target() -> None:
     """Preselect the model/layer/channel sent by the Activations page (once per new target)."""
-    target = st.session_state.get("channel_target")
-    if not target or st.session_state.get(f"{KEY}_applied_target") == target:
-        return
-    st.session_state[f"{KEY}_applied_target"] = dict(target)
-    if target["model"] in list_models():
-        st.session_state[f"{KEY}_model"] = target["model"]
-        st.session_state[f"{KEY}_timm"] = ""
-    else:
-        st.session_state[f"{KEY}_timm"] = target["model"]
-    st.session_state[f"{KEY}_layer"] = target["layer"]
-    st.session_state[f"{KEY}_pick"] = "list"
-    st.session_state[f"{KEY}_channels"] = [int(target["channel"])]
+    target = w.receive_channel_target(KEY)
+    if target:
+        st.session_state[f"{KEY}_pick"] = "list"
+        st.session_state[f"{KEY}_channels"] = [int(target["channel"])]
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
