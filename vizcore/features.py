@@ -242,20 +242,19 @@ def extract_features(lm: LoadedModel, dataset: ImageDataset, layers: Sequence[st
 def random_twin(lm_or_name: LoadedModel | str, seed: int = 0) -> LoadedModel:
     """The same architecture with seeded random initialisation (reproducible, cacheable).
 
-    Built with a forked RNG so the caller's random state is untouched.
+    The same weights as ``load_model(name, f"random:{seed}")``, built without the process cache.
     """
     from vizcore.models import WeightsInfo, build, get_spec
 
     spec = get_spec(lm_or_name) if isinstance(lm_or_name, str) else lm_or_name.spec
     device = None if isinstance(lm_or_name, str) else lm_or_name.device
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build(spec)
+    model = build(spec, seed=seed)
     if device is not None:
         model.to(device)
     for p in model.parameters():
         p.requires_grad_(False)
-    return LoadedModel(spec=spec, model=model, weights=WeightsInfo("random", f"seed {seed}"))
+    return LoadedModel(spec=spec, model=model, weights=WeightsInfo("random", f"seed {seed}"),
+                       weights_arg=f"random:{seed}")
 
 
 def features_cache_dir() -> Path:

@@ -73,6 +73,9 @@ class LoadedModel:
     model: nn.Module
     weights: WeightsInfo
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    weights_arg: str = "auto"
+    """The ``weights`` argument that loads these weights again in any process (see
+    :class:`vizcore.passes.ModelRef`): ``auto``, ``random:SEED`` or a checkpoint path."""
 
     @property
     def name(self) -> str:
@@ -127,13 +130,35 @@ def tap_label(spec: ModelSpec, model: nn.Module, module_path: str) -> str:
 
 
 # --------------------------------------------------------------------- building
-def build(spec: ModelSpec, device: str | torch.device | None = None) -> nn.Module:
+RANDOM_SEED = int(os.environ.get("VIZCORE_SEED", "0"))
+"""Seed of random initialisation (``$VIZCORE_SEED``, default 0): "random" weights are the same in
+every process, so results of random-init models can be reproduced and cached by content."""
+
+
+def parse_random(weights: str | os.PathLike | None) -> int | None:
+    """The seed of a random-init request (``random`` or ``random:SEED``), or ``None`` for other weights."""
+    if weights is None or weights == "random":
+        return RANDOM_SEED
+    w = str(weights)
+    if w.startswith("random:"):
+        try:
+            return int(w.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"bad random seed in {w!r}: use random:<integer>") from None
+    return None
+
+
+def build(spec: ModelSpec, device: str | torch.device | None = None, *, seed: int | None = None) -> nn.Module:
     """The architecture with random weights, eval mode, in-place ops turned off.
 
-    In-place activations would overwrite tensors captured by hooks and break
-    gradients through taps, so every module with an ``inplace`` flag gets it cleared.
+    Initialisation is seeded (``seed``, default :data:`RANDOM_SEED`) with a forked RNG, so the
+    same architecture gets the same random weights in every process and the caller's random
+    state is untouched. In-place activations would overwrite tensors captured by hooks and
+    break gradients through taps, so every module with an ``inplace`` flag gets it cleared.
     """
-    model = spec.builder()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED if seed is None else seed)
+        model = spec.builder()
     for m in model.modules():
         if getattr(m, "inplace", None) is True:
             m.inplace = False
@@ -277,8 +302,9 @@ def resolve_weights(spec: ModelSpec, model: nn.Module, weights: str | os.PathLik
     init), or a path to a local checkpoint (errors are raised, not swallowed:
     the user asked for that file).
     """
-    if weights in (None, "random"):
-        return WeightsInfo("random", "requested")
+    seed = parse_random(weights)
+    if seed is not None:  # build() drew the weights with this seed
+        return WeightsInfo("random", f"seed {seed}")
     if weights != "auto":
         state = read_checkpoint(weights)
         apply_state_dict(spec, model, state, spec.weights[0] if spec.weights else None)
@@ -307,8 +333,8 @@ def resolve_weights(spec: ModelSpec, model: nn.Module, weights: str | os.PathLik
                 return info
     why = ("no pretrained weights are published for this architecture" if not spec.weights
            else "pretrained weights could not be found or downloaded")
-    msg = f"{spec.name}: {why}; using random initialisation."
-    return WeightsInfo("random", "fallback", warning=msg)
+    msg = f"{spec.name}: {why}; using random initialisation (seed {RANDOM_SEED})."
+    return WeightsInfo("random", f"seed {RANDOM_SEED}", warning=msg)
 
 
 _REACHABLE: dict[tuple[str, int], bool] = {}
@@ -370,14 +396,15 @@ def load_model(name: str, weights: str | os.PathLike | None = "auto", *,
         with _CACHE_LOCK:
             if key in _CACHE:
                 return _CACHE[key]
-        model = build(spec)
+        model = build(spec, seed=parse_random(weights))
         info = resolve_weights(spec, model, weights, progress=progress)
         if info.warning:  # callers (CLI, dashboard) show it once; Python users get a UserWarning
             warnings.warn(info.warning, stacklevel=2)
         model.to(device)
         for p in model.parameters():
             p.requires_grad_(False)
-        loaded = LoadedModel(spec=spec, model=model, weights=info)
+        arg = f"random:{info.detail.split()[-1]}" if info.source == "random" else str(weights)
+        loaded = LoadedModel(spec=spec, model=model, weights=info, weights_arg=arg)
         with _CACHE_LOCK:
             _CACHE[key] = loaded
         return loaded

@@ -1,0 +1,81 @@
+"""Model, weights and layer pickers; the shared model cache (``st.cache_resource``).
+
+Models come from ``st.cache_resource``: one object for all sessions, never mutated
+(hooks are attached per call by :func:`vizcore.tap.tap`).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import streamlit as st
+
+from vizcore.models import DEFAULT_MODEL, LoadedModel, list_models, load_model
+
+
+@st.cache_resource(show_spinner="Loading model…")
+def get_model(name: str, weights: str = "auto") -> LoadedModel:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model(name, weights, progress=False)
+
+
+def load_model_or_stop(name: str, weights: str = "auto") -> LoadedModel:
+    """The cached model, or an error message and ``st.stop()`` (unknown timm name, unreadable weights, ...)."""
+    try:
+        return get_model(name, weights)
+    except Exception as e:  # noqa: BLE001 - any failure to build or load is shown, never raised
+        st.error(f"Cannot load model {name!r}: {e}")
+        st.stop()
+
+
+def model_picker(key: str, *, label: str = "Model", default: str = DEFAULT_MODEL,
+                 allow_timm: bool = True) -> str:
+    """A select box of registered models, plus a free-text ``timm/<name>`` option."""
+    names = list_models()
+    # A value already in session state (another page preselected it) wins; passing no default
+    # then avoids Streamlit's "default value but also set via Session State" warning.
+    preset = st.session_state.get(f"{key}_model") in names
+    choice = st.selectbox(label, names, index=0 if preset or default not in names else names.index(default),
+                          key=f"{key}_model")
+    if allow_timm:
+        custom = st.text_input("…or any timm model (timm/<name>)", value="", key=f"{key}_timm",
+                               placeholder="timm/convnext_tiny")
+        if custom.strip():
+            return custom.strip() if custom.strip().startswith("timm/") else f"timm/{custom.strip()}"
+    return choice
+
+
+def weights_badge(lm: LoadedModel) -> None:
+    """Show where the weights came from; a warning when they are random."""
+    if lm.weights.pretrained:
+        st.badge(f"weights: {lm.weights.source}", icon=":material/verified:", color="green")
+        st.caption(lm.weights.detail)
+    else:
+        st.badge("weights: random init", icon=":material/warning:", color="orange")
+        if lm.weights.warning:
+            st.caption(lm.weights.warning)
+
+
+def layer_picker(lm: LoadedModel, key: str, *, label: str = "Layer", multi: bool = False,
+                 default: Sequence[str] | str | None = None):
+    """Pick tap names of ``lm`` (network order)."""
+    taps = [t.name for t in lm.taps()]
+    if multi:
+        return st.multiselect(label, taps, default=list(default or []), key=f"{key}_layers")
+    idx = taps.index(default) if isinstance(default, str) and default in taps else max(0, len(taps) // 2)
+    if st.session_state.get(f"{key}_layer") in taps:
+        idx = 0  # the preset value wins; no competing default (see model_picker)
+    return st.selectbox(label, taps, index=idx, key=f"{key}_layer")
+
+
+def weights_picker(key: str, *, default: str = "auto") -> str:
+    """Weight source: ``auto`` (bundled, hub cache, download, else random) or ``random``."""
+    opts = ["auto", "random"]
+    labels = {"auto": "best available (auto)", "random": "random init"}
+    return st.radio("Weights", opts, index=opts.index(default), key=f"{key}_weights",
+                    format_func=labels.__getitem__, horizontal=True,
+                    help="auto: bundled package, local hub cache, download, and random "
+                         "initialisation as the last resort; the badge says which was used.")
+
+
