@@ -1,7 +1,10 @@
-"""Model, weights and layer pickers; the shared model cache (``st.cache_resource``).
+"""Model, weights and layer pickers; models come from the engine's budgeted cache.
 
-Models come from ``st.cache_resource``: one object for all sessions, never mutated
-(hooks are attached per call by :func:`vizcore.tap.tap`).
+:func:`get_model` calls :func:`vizcore.models.load_model` directly, whose process-wide cache is
+shared by all sessions and bounded by ``$VIZCORE_MODEL_MEMORY_MB`` (least recently used evicted
+first). ``st.cache_resource`` would keep every model a visitor ever named for the life of the
+server, so it is not used here. Models are never mutated (hooks are attached per call by
+:func:`vizcore.tap.tap`).
 """
 from __future__ import annotations
 
@@ -13,9 +16,9 @@ import streamlit as st
 from vizcore.models import DEFAULT_MODEL, LoadedModel, list_models, load_model
 
 
-@st.cache_resource(show_spinner="Loading model…")
 def get_model(name: str, weights: str = "auto") -> LoadedModel:
-    with warnings.catch_warnings():
+    """The engine's cached model (a hit returns at once; Streamlit shows the spinner only after a delay)."""
+    with st.spinner("Loading model…"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_model(name, weights, progress=False)
 

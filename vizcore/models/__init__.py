@@ -1,11 +1,14 @@
 """Model zoo: registry, builders, weight resolution (see :mod:`.registry`, :mod:`.loading`)."""
 from vizcore.models.loading import (
     LoadedModel,
+    ModelTooLargeError,
     WeightsError,
     WeightsInfo,
     build,
     clear_cache,
     load_model,
+    loaded_models,
+    model_memory_budget_mb,
     read_checkpoint,
     resolve_layer,
     resolve_weights,
@@ -28,8 +31,8 @@ from vizcore.models.registry import (
 DEFAULT_MODEL = "efficientnet_lite0"
 
 __all__ = [
-    "DEFAULT_MODEL", "LoadedModel", "ModelSpec", "Preprocess", "Tap", "UnknownLayerError",
+    "DEFAULT_MODEL", "LoadedModel", "ModelSpec", "ModelTooLargeError", "Preprocess", "Tap", "UnknownLayerError",
     "UnknownModelError", "WeightSource", "WeightsError", "WeightsInfo", "build", "clear_cache",
-    "get_spec", "list_models", "load_model", "read_checkpoint", "register", "resolve_layer",
+    "get_spec", "list_models", "load_model", "loaded_models", "model_memory_budget_mb", "read_checkpoint", "register", "resolve_layer",
     "resolve_weights", "tap_label", "taps_for", "weights_available",
 ]

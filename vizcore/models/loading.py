@@ -20,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -372,32 +373,140 @@ def weights_available(spec: ModelSpec) -> str:
 
 
 # ------------------------------------------------------------------------ cache
-_CACHE: dict[tuple, LoadedModel] = {}
+DEFAULT_MODEL_MEMORY_MB = 4096
+
+
+class ModelTooLargeError(ValueError):
+    """A model whose parameters and buffers alone exceed the model memory budget."""
+
+
+def model_memory_budget_mb() -> float:
+    """The budget of the process-wide model cache in MB (``$VIZCORE_MODEL_MEMORY_MB``, default 4096).
+
+    Read at every load, so a server (or a test) can change it without a restart.
+    """
+    raw = os.environ.get("VIZCORE_MODEL_MEMORY_MB", "").strip()
+    if not raw:
+        return float(DEFAULT_MODEL_MEMORY_MB)
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise ValueError(f"VIZCORE_MODEL_MEMORY_MB must be a number of MB, not {raw!r}") from None
+    if mb <= 0:
+        raise ValueError(f"VIZCORE_MODEL_MEMORY_MB must be positive, not {raw!r}")
+    return mb
+
+
+def module_bytes(model: nn.Module) -> int:
+    """Bytes held by the parameters and buffers of ``model`` (shared tensors counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+    return total
+
+
+def estimate_bytes(spec: ModelSpec) -> int | None:
+    """Bytes of parameters and buffers of ``spec``'s architecture, from a build on the meta
+    device (shapes only: no memory is allocated, no weights are read). ``None`` when the
+    builder cannot run on the meta device."""
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = spec.builder()
+    except Exception as e:  # noqa: BLE001 - some builders touch real data while building
+        log.info("cannot size %s on the meta device (%s); sizing after the build", spec.name, e)
+        return None
+    return module_bytes(model)
+
+
+def _too_large(spec: ModelSpec, nbytes: int, budget_mb: float) -> ModelTooLargeError:
+    return ModelTooLargeError(
+        f"{spec.name} needs {nbytes / 2**20:,.0f} MB for its parameters and buffers, more than the "
+        f"model memory budget of {budget_mb:,.0f} MB (VIZCORE_MODEL_MEMORY_MB); "
+        f"choose a smaller model or raise the budget.")
+
+
+# Least recently used first: a hit moves its entry to the end. _SIZES holds the bytes of every
+# cached model, _PENDING those of builds in flight (reserved before the build starts).
+_CACHE: "OrderedDict[tuple, LoadedModel]" = OrderedDict()
+_SIZES: dict[tuple, int] = {}
+_PENDING: dict[tuple, int] = {}
 _CACHE_LOCK = threading.Lock()
 _KEY_LOCKS: dict[tuple, threading.Lock] = {}
+
+
+def _evict_locked(budget: int, keep: tuple | None = None) -> None:
+    """Drop least recently used models until cached + pending bytes fit ``budget`` (never ``keep``).
+
+    Only the cache's references go: a caller still holding a model keeps it alive until it lets
+    go, after which Python frees it (no other reference is kept here).
+    """
+    for key in list(_CACHE):
+        if sum(_SIZES.values()) + sum(_PENDING.values()) <= budget:
+            break
+        if key == keep:
+            continue
+        lm = _CACHE.pop(key)
+        log.info("model cache: evicted %s (%s, %.0f MB) to stay within %.0f MB", lm.spec.name,
+                 lm.weights_arg, _SIZES[key] / 2**20, budget / 2**20)
+        _SIZES.pop(key)
+
+
+def loaded_models() -> list[dict]:
+    """The models in the process cache, least recently used first: name, weights, device, MB."""
+    with _CACHE_LOCK:
+        return [{"name": k[0], "weights": k[1], "device": k[2], "mb": _SIZES[k] / 2**20} for k in _CACHE]
 
 
 def load_model(name: str, weights: str | os.PathLike | None = "auto", *,
                device: str | torch.device | None = None, progress: bool = True) -> LoadedModel:
     """Build ``name`` with weights resolved as documented; cached once per process.
 
-    Concurrent callers asking for the same model wait for one build and share it.
+    The cache holds at most ``$VIZCORE_MODEL_MEMORY_MB`` (default 4096) of parameters and
+    buffers: loading a model evicts the least recently used ones until it fits, and a model
+    that alone exceeds the budget is refused (:class:`ModelTooLargeError`) before any weights
+    are read. Concurrent callers asking for the same model wait for one build and share it.
     Warnings about the weight source are logged and issued as ``UserWarning``.
     """
     spec = get_spec(name)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     key = (spec.name, str(weights), str(device))
+    budget_mb = model_memory_budget_mb()
+    budget = int(budget_mb * 2**20)
     with _CACHE_LOCK:
         if key in _CACHE:
+            _CACHE.move_to_end(key)
             return _CACHE[key]
         key_lock = _KEY_LOCKS.setdefault(key, threading.Lock())
     with key_lock:
         with _CACHE_LOCK:
             if key in _CACHE:
+                _CACHE.move_to_end(key)
                 return _CACHE[key]
-        model = build(spec, seed=parse_random(weights))
-        info = resolve_weights(spec, model, weights, progress=progress)
+        nbytes = estimate_bytes(spec)
+        if nbytes is not None and nbytes > budget:
+            raise _too_large(spec, nbytes, budget_mb)
+        try:
+            if nbytes is not None:  # make room before the build allocates anything
+                with _CACHE_LOCK:
+                    _PENDING[key] = nbytes
+                    _evict_locked(budget)
+            model = build(spec, seed=parse_random(weights))
+            size = module_bytes(model)
+            if size > budget:
+                del model
+                raise _too_large(spec, size, budget_mb)
+            with _CACHE_LOCK:
+                _PENDING[key] = size
+                _evict_locked(budget)
+            info = resolve_weights(spec, model, weights, progress=progress)
+        finally:
+            with _CACHE_LOCK:
+                _PENDING.pop(key, None)
         if info.warning:  # callers (CLI, dashboard) show it once; Python users get a UserWarning
             warnings.warn(info.warning, stacklevel=2)
         model.to(device)
@@ -407,9 +516,12 @@ def load_model(name: str, weights: str | os.PathLike | None = "auto", *,
         loaded = LoadedModel(spec=spec, model=model, weights=info, weights_arg=arg)
         with _CACHE_LOCK:
             _CACHE[key] = loaded
+            _SIZES[key] = module_bytes(model)
+            _evict_locked(budget, keep=key)  # other builds may have finished meanwhile
         return loaded
 
 
 def clear_cache() -> None:
     with _CACHE_LOCK:
         _CACHE.clear()
+        _SIZES.clear()
