@@ -142,9 +142,16 @@ ERRORS = [
     (["predict", "CAT", "NOT_AN_IMAGE"], ["cannot read", "notes.jpg", "not an image"]),
     (["predict", "MISSING"], ["no such file"]),
     (["activations", "TRUNCATED", "--out", "OUT"], ["cannot read", "truncated"]),
-    (["predict", "CAT", "--model", "resnet18", "--weights", "EVIL"], ["cannot read weights file"]),
+    (["predict", "CAT", "--model", "resnet18", "--weights", "EVIL"],
+     ["evil.pth was refused for safety: loading it would call builtins.exec"]),
+    (["predict", "CAT", "--model", "resnet18", "--weights", "NOT_AN_IMAGE"],
+     ["notes.jpg is not a PyTorch checkpoint (it looks like a text file)"]),
+    (["predict", "CAT", "--model", "resnet18", "--weights", "NAN18"],
+     ["weights refused: tensor conv1.weight holds NaN"]),
     (["predict", "CAT", "--model", "resnet34", "--weights", "R18"], ["weights do not fit resnet34", "missing keys"]),
     (["predict", "CAT", "--topk", "0"], ["--topk"]),
+    (["predict", "BOMB"], ["bomb.png: 400,000,000 pixels is more than the 100,000,000 allowed",
+                           "decompression bomb"]),
 ]
 # These run as real subprocesses; the rest call vizcore.cli.main in-process (same code,
 # no interpreter start-up), which keeps this file fast on a small CPU.
@@ -166,8 +173,23 @@ def test_errors_are_one_line(tmp_path, case, capsys):
     r18 = tmp_path / "r18.pth"
     if "R18" in args:
         torch.save(build(get_spec("resnet18")).state_dict(), r18)
+    bomb = tmp_path / "bomb.png"
+    if "BOMB" in args:
+        import struct
+        import zlib
+
+        def chunk(kind: bytes, body: bytes) -> bytes:
+            return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+        bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+                         + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    nan18 = tmp_path / "nan18.pth"
+    if "NAN18" in args:
+        state = build(get_spec("resnet18")).state_dict()
+        state["conv1.weight"][0, 0, 0, 0] = float("nan")
+        torch.save(state, nan18)
     subs = {"CAT": sample_path("cat"), "NOT_AN_IMAGE": bad, "MISSING": tmp_path / "missing.png",
-            "TRUNCATED": cut, "EVIL": evil, "R18": r18, "OUT": tmp_path / "out"}
+            "TRUNCATED": cut, "EVIL": evil, "R18": r18, "NAN18": nan18, "BOMB": bomb, "OUT": tmp_path / "out"}
     argv = [str(subs.get(a, a)) for a in args]
     if case in IN_SUBPROCESS:
         p = vizcore(*argv, ok=False)

@@ -199,14 +199,10 @@ def test_lite0_objective_rises_and_beats_noise(lite0, param):
 
 
 def _seeded_random(name: str, seed: int = 0):
-    """A random-init torchvision model, deterministic (the fixture's init is unseeded)."""
-    from vizcore.models import LoadedModel, WeightsInfo, build, get_spec
+    """A random-init torchvision model, the same in every run (seeded initialisation)."""
+    from vizcore.features import random_twin
 
-    torch.manual_seed(seed)
-    model = build(get_spec(name))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return LoadedModel(get_spec(name), model, WeightsInfo("random", "requested"))
+    return random_twin(name, seed)
 
 
 @pytest.mark.parametrize("name,layer", [("resnet18", "layer2.0.bn2"), ("alexnet", "features.6")])
@@ -225,6 +221,25 @@ def test_fixture_random_resnet18_renders(resnet18_random):
     res = render(resnet18_random, "layer2.0.bn2", [3], steps=8, lr=0.1, size=48)
     assert res[0].objective_final > res[0].objective_start
     assert res[0].module == "layer2.0.bn2"
+
+
+@pytest.mark.parametrize("steps", [0, -5])
+def test_no_optimisation_steps_is_refused(resnet18_random, steps):
+    with pytest.raises(ValueError, match=rf"steps must be a whole number of at least 1, not {steps}: with no "
+                                         "optimisation step the image is the random start"):
+        render(resnet18_random, "layer2.0.bn2", [3], steps=steps, size=48)
+
+
+@pytest.mark.parametrize("steps", ["0", "-3"])
+def test_cli_refuses_no_steps_before_loading_anything(tmp_path, capsys, steps):
+    from vizcore.cli import main
+
+    out = tmp_path / "x"
+    code = main(["featviz", "--layer", "blocks.2.0", "--steps", steps, "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"vizcore featviz: error: --steps must be at least 1, not {steps}")
+    assert not out.exists()
 
 
 def test_negative_neuron_and_layer_objectives(lite0):

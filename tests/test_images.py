@@ -141,14 +141,35 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
 
-def test_decompression_bomb_is_refused():
-    """A 60-byte PNG whose header claims 20000 x 20000 pixels."""
-    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
-    bomb = (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+def _bomb(w: int, h: int) -> bytes:
+    """A tiny PNG whose header claims ``w`` x ``h`` pixels."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
             + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _png_chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("w, h", [(20000, 20000), (12000, 12000), (10000, 9500)])
+def test_decompression_bomb_is_refused_with_our_limit(tmp_path, w, h):
+    """400 M pixels (past Pillow's own hard limit), 144 M (past ours, under Pillow's hard limit) and
+    95 M (past Pillow's warning limit, under ours: not a bomb). The message names our limit, never Pillow's."""
+    bomb = _bomb(w, h)
     assert len(bomb) < 200
-    with pytest.raises(ImageLoadError, match="decompression bomb"):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb)
+    if w * h <= images_mod.MAX_PIXELS:  # within our limit: Pillow's lower warning limit does not apply
+        with pytest.raises(ImageLoadError) as e:
+            load_image(path)
+        assert "bomb" not in str(e.value) and "Pillow" not in str(e.value)  # fails later: no pixel data
+        return
+    with pytest.raises(ImageLoadError) as e:
+        load_image(path)
+    claimed = f"{w}x{h}" if w * h <= 2 * Image.MAX_IMAGE_PIXELS else f"{w * h:,}"  # Pillow stops those at open
+    assert str(e.value) == (f"bomb.png: {claimed} pixels is more than the {images_mod.MAX_PIXELS:,} "
+                            "allowed (possible decompression bomb)")
+    with pytest.raises(ImageLoadError) as e:
         load_image(bomb)
+    assert f"the {images_mod.MAX_PIXELS:,} allowed (possible decompression bomb)" in str(e.value)
+    assert str(Image.MAX_IMAGE_PIXELS) not in str(e.value).replace(",", "")
 
 
 def test_pixel_limit_applies_to_real_files(monkeypatch):

@@ -76,16 +76,66 @@ def test_malicious_pickle_is_refused(tmp_path):
     with pytest.raises(WeightsError) as e:
         resolve_weights(spec, build(spec), str(path))
     msg = str(e.value)
-    assert "cannot read weights file" in msg and "evil.pth" in msg
-    assert "\n" not in msg.strip()
+    assert msg.startswith(f"{path} was refused for safety: loading it would call builtins.exec")
+    assert "\n" not in msg.strip() and len(msg) < 300
+    assert "weights_only" not in msg  # never the advice to turn the safety check off
     assert not marker.exists(), "code in the checkpoint ran"
+
+
+class _System:
+    """A plain pickle (no torch.save) whose loading would call os.system."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 5])
+def test_plain_pickle_calling_os_system_is_refused(tmp_path, protocol):
+    import os
+    import pickle
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "system.pth"
+    path.write_bytes(pickle.dumps({"fc.weight": _System(marker)}, protocol=protocol))
+    with pytest.raises(WeightsError) as e:
+        loading.read_checkpoint(path)
+    assert str(e.value).startswith(f"{path} was refused for safety: loading it would call {os.name}.system")
+    assert not marker.exists()
+
+
+def _zip_without_pickle(path: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/readme.txt", "not a model")
+
+
+@pytest.mark.parametrize("make, what", [
+    (lambda p: p.write_text("model = resnet18\nlr = 0.1\n"), "(it looks like a text file)"),
+    (lambda p: p.write_bytes(b""), "(the file is empty)"),
+    (_zip_without_pickle, "(it is a zip archive without data.pkl)"),
+    (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64)), "(it looks like a PNG image)"),
+    (lambda p: p.write_bytes(b"\x93NUMPY\x01\x00" + bytes(64)), "(it looks like a NumPy array file)"),
+    (lambda p: p.write_bytes(bytes(range(256)) * 4), "(unrecognised binary data)"),
+])
+def test_files_that_are_not_checkpoints_say_what_they_are(tmp_path, make, what):
+    path = tmp_path / "x.pth"
+    make(path)
+    with pytest.raises(WeightsError) as e:
+        loading.read_checkpoint(path)
+    assert str(e.value) == f"{path} is not a PyTorch checkpoint {what}"
 
 
 def test_garbage_and_missing_files(tmp_path):
     spec = get_spec("mobilenet_v3_small")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(WeightsError, match="cannot read weights file"):
+    with pytest.raises(WeightsError, match="junk.pth is not a PyTorch checkpoint .it looks like a text file."):
         resolve_weights(spec, build(spec), str(junk))
     with pytest.raises(WeightsError, match="not found"):
         resolve_weights(spec, build(spec), str(tmp_path / "nope.pth"))
@@ -93,6 +143,23 @@ def test_garbage_and_missing_files(tmp_path):
     torch.save([torch.zeros(2)], tensors)
     with pytest.raises(WeightsError, match="no state dict"):
         resolve_weights(spec, build(spec), str(tensors))
+
+
+@pytest.mark.parametrize("bad, what", [(float("nan"), "NaN"), (float("inf"), "Inf"), (float("-inf"), "Inf")])
+def test_weights_with_nan_or_inf_are_refused(tmp_path, bad, what):
+    spec = get_spec("mobilenet_v3_small")
+    state = build(spec).state_dict()
+    first = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 3)
+    state["classifier.3.bias"][5] = bad  # a later tensor too: the first offending one is named
+    state[first].view(-1)[:3] = bad
+    path = tmp_path / "diverged.pth"
+    torch.save(state, path)
+    model = build(spec)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(WeightsError) as e:
+        resolve_weights(spec, model, str(path))
+    assert str(e.value).startswith(f"weights refused: tensor {first} holds {what} (3 of ")
+    assert _state_equal(model, before), "refused weights were partly loaded"
 
 
 def test_mismatched_checkpoint_lists_keys(tmp_path):

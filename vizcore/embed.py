@@ -233,8 +233,8 @@ def embed(lm: LoadedModel, dataset: ImageDataset, layer: str, *, method: str = "
     """
     import torch
 
-    from vizcore.cache import cache_key, load_torch, save_torch
-    from vizcore.features import _layer_key
+    from vizcore.cache import load_torch, save_torch
+    from vizcore.identity import result_key
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -245,9 +245,9 @@ def embed(lm: LoadedModel, dataset: ImageDataset, layer: str, *, method: str = "
     labels = feats.labels(dataset, label)
     params = {"perplexity": perplexity, "pca_dims": pca_dims} if method == "tsne" else (
         {"n_neighbors": n_neighbors, "pca_dims": pca_dims} if method == "umap" else {})
-    fkey = _layer_key(lm, dataset, lm.resolve(layer), pooling) if cache else None
-    key = cache_key(v=1, features=fkey, method=method, seed=seed, backend=backend, label=label,
-                    **params) if fkey else None
+    # Version 2: weights identified by content (vizcore.identity), like every other result.
+    key = result_key("embed", 2, lm, dataset, layer=lm.resolve(layer), pooling=pooling.to_json(),
+                     method=method, seed=seed, backend=backend, label=label, **params) if cache else None
     hit = load_torch("embed", key) if key else None
     if hit is not None:
         coords, used, quality = hit["coords"].numpy(), hit["backend"], Quality(**hit["quality"])

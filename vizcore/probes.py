@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from vizcore.cache import load_json, save_json
 from vizcore.data.datasets import ImageDataset
 from vizcore.features import Features, Pooling, Stopped, extract_features, random_twin
 from vizcore.models import LoadedModel, WeightsInfo
@@ -345,15 +346,14 @@ def probe_features(feats: Features, labels: Sequence[str | None], *, groups: Seq
             "split": split}
 
 
-def _result_key(lm: LoadedModel, dataset: ImageDataset, names: Sequence[str], pooling: Pooling, **params) -> str | None:
-    from vizcore.cache import cache_key
-    from vizcore.features import _weights_key
+PROBES_CACHE_VERSION = 2  # 2: weights identified by content (vizcore.identity), not by source label
 
-    wk = _weights_key(lm)
-    if wk is None:
-        return None
-    return cache_key(v=1, model=lm.spec.name, weights=wk, layers=list(names), pooling=pooling.to_json(),
-                     preprocess=lm.spec.preprocess.to_json(), dataset=dataset.fingerprint(), **params)
+
+def _result_key(lm: LoadedModel, dataset: ImageDataset, names: Sequence[str], pooling: Pooling, **params) -> str:
+    from vizcore.identity import result_key
+
+    return result_key("probes", PROBES_CACHE_VERSION, lm, dataset, layers=list(names),
+                      pooling=pooling.to_json(), **params)
 
 
 def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers: Sequence[str] | None = None,
@@ -419,7 +419,7 @@ def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers:
                       fit=_resolve_fit_device(fit_device))
         key = _result_key(lm, dataset, names, pooling, **params) if cache else None
         if key is not None:
-            hit = _load_json("probes", key)
+            hit = load_json("probes", key)
             if hit is not None:
                 return ProbeResult.from_json(hit)
         fprog = True if progress is True else (
@@ -447,7 +447,7 @@ def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers:
         res = ProbeResult(model=lm.spec.name, weights=lm.weights, label=label, dataset=dataset.name,
                           seed=seed, skipped=tuple(feats.skipped), **parts)
         if key is not None:
-            _save_json("probes", key, res.to_json())
+            save_json("probes", key, res.to_json())
         return res
 
     main = one(model, "")
@@ -455,26 +455,3 @@ def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers:
         return main
     twin = one(random_twin(model, random_seed), "random ")
     return ProbeResult(**{**{f: getattr(main, f) for f in main.__dataclass_fields__}, "random": twin})
-
-
-def _load_json(kind: str, key: str) -> dict | None:
-    import json
-
-    from vizcore.cache import entry_path
-
-    p = entry_path(kind, key, ".json")
-    if not p.is_file():
-        return None
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        p.unlink(missing_ok=True)
-        return None
-
-
-def _save_json(kind: str, key: str, obj: dict) -> None:
-    import json
-
-    from vizcore.cache import atomic_write_text, entry_path
-
-    atomic_write_text(entry_path(kind, key, ".json"), json.dumps(obj))

@@ -11,7 +11,8 @@ import json
 import streamlit as st
 
 from dashboard import widgets as w
-from vizcore.cache import cache_key, load_torch, save_torch
+from vizcore.cache import load_torch, save_torch
+from vizcore.identity import result_key
 
 KEY = "feature_viz"
 SIZES = [64, 96, 128, 160, 192, 224]
@@ -120,7 +121,7 @@ settings = {"model": model, "weights": weights, "layer": layer, "channels": [int
             "steps": int(steps), "size": int(size), "lr": float(lr), "param": param, "objective": objective,
             "transforms": transforms, "seed": int(seed), "n_per_channel": int(copies),
             "diversity": float(diversity)}
-ckey = cache_key(kind="featviz", weights_source=lm.weights.label(), **settings)
+ckey = result_key("featviz", 2, lm, **settings)  # weights by content, like every cached result
 
 b1, b2 = st.columns([1, 5])
 run = b1.button("Run", type="primary", key=f"{KEY}_run", disabled=not channels)

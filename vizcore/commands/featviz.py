@@ -49,7 +49,7 @@ def register(sub) -> None:
                                                                "-channel", "-neuron", "-layer"],
                    help="channel: mean over positions; neuron: centre unit; layer: DeepDream; -X: negative")
     p.add_argument("--param", default="fft", choices=["fft", "pixel"], help="image parameterisation")
-    p.add_argument("--steps", type=int, default=256)
+    p.add_argument("--steps", type=int, default=256, help="optimisation steps, at least 1 (default 256)")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--size", type=int, default=None, help="image side (default: the model's input size)")
     p.add_argument("--seed", type=int, default=0)
@@ -68,6 +68,9 @@ def run(args) -> int:
     from vizcore.commands._util import load_model_cli, write_json
     from vizcore.featureviz import best_dataset_value, render
 
+    if args.steps < 1:  # checked before the model loads: one line, nothing written
+        raise ValueError(f"--steps must be at least 1, not {args.steps}: with no optimisation step the "
+                         "image would be the random start, not a visualisation")
     lm = load_model_cli(args)
     size = args.size or lm.spec.input_size
     out = Path(args.out)

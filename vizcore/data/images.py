@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -46,6 +47,17 @@ def _open(src: ImageSource) -> tuple[Image.Image, str]:
     return Image.open(src), getattr(src, "name", "stream")
 
 
+def _name(src: ImageSource) -> str:
+    """How messages name ``src`` (as :func:`_open` does)."""
+    if isinstance(src, Image.Image):
+        return "image"
+    if isinstance(src, (bytes, bytearray)):
+        return "upload"
+    if isinstance(src, (str, os.PathLike)):
+        return Path(src).expanduser().name
+    return str(getattr(src, "name", "stream"))
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB; transparency is composited on white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -76,7 +88,9 @@ def load_image(src: ImageSource, *, max_side: int = MAX_SIDE) -> Image.Image:
     """
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Our own MAX_PIXELS is the limit: Pillow's warning (at its own, lower limit) is ignored,
+            # and its hard error (at twice that) is reported below with our limit.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img, name = _open(src)
             w, h = img.size
             if w * h > MAX_PIXELS:
@@ -96,7 +110,10 @@ def load_image(src: ImageSource, *, max_side: int = MAX_SIDE) -> Image.Image:
     except UnidentifiedImageError:
         raise ImageLoadError("not an image Pillow can read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageLoadError(f"refused as a possible decompression bomb: {e}") from None
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        claimed = f"{int(m.group(1)):,} pixels" if m else "its size"
+        raise ImageLoadError(f"{_name(src)}: {claimed} is more than the {MAX_PIXELS:,} allowed "
+                             "(possible decompression bomb)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         msg = str(e) or type(e).__name__
         if "truncated" in msg.lower():

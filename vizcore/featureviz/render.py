@@ -165,8 +165,11 @@ def render(lm, layer: str, channels: Sequence[int] | None, *, objective: str | O
     """
     size = int(size or lm.spec.input_size)
     channels = None if channels is None else [int(c) for c in channels]
-    if steps < 0 or size < 16 or n_per_channel < 1:
-        raise ValueError("need steps >= 0, size >= 16 and n_per_channel >= 1")
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a whole number of at least 1, not {steps!r}: with no "
+                         "optimisation step the image is the random start, not a visualisation")
+    if size < 16 or n_per_channel < 1:
+        raise ValueError("need size >= 16 and n_per_channel >= 1")
     if _needs_channels(objective):
         if not channels:
             raise ValueError("no channels given")
