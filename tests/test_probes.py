@@ -208,3 +208,83 @@ def test_cli_probe_errors(small_folder):
     assert r.returncode == 2 and "unknown layer" in r.stderr and "Traceback" not in r.stderr
     r = _cli("probe", str(small_folder), "--label", "texture")
     assert r.returncode == 2 and "texture" in r.stderr and len(r.stderr.strip().splitlines()) <= 2
+
+
+# ------------------------------------------------- cache: weights by content, stopping leaves nothing
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    root = tmp_path / "cache"
+    monkeypatch.setenv("VIZCORE_CACHE", str(root))
+    return root
+
+
+def _entries(root, kind):
+    d = root / kind
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def _save_random(path, seed: int) -> None:
+    from vizcore.features import random_twin
+
+    torch.save(random_twin("mobilenet_v3_small", seed).model.state_dict(), path)
+
+
+def test_probe_cache_follows_the_weights_content(own_cache, small_folder, tmp_path):
+    """A checkpoint overwritten in place is a new result; the same weights under another path
+    are the same result."""
+    import shutil
+
+    from vizcore.data import open_dataset
+    from vizcore.models import load_model
+
+    ds = open_dataset(str(small_folder))
+    ckpt = tmp_path / "w.pth"
+    _save_random(ckpt, 1)
+    first = fit_probes(load_model("mobilenet_v3_small", str(ckpt)), ds, layers=["head"], seed=0, pool=Pooling(grid=1))
+    assert len(_entries(own_cache, "probes")) == 1
+    _save_random(ckpt, 2)  # overwritten in place: same path, other weights
+    lm2 = load_model("mobilenet_v3_small", str(ckpt))
+    assert not torch.equal(next(lm2.model.parameters()), next(random_twin("mobilenet_v3_small", 1).model.parameters()))
+    second = fit_probes(lm2, ds, layers=["head"], seed=0, pool=Pooling(grid=1))
+    assert len(_entries(own_cache, "probes")) == 2  # a miss, not the stale result of the old file
+    assert second.layers[0].n_features == first.layers[0].n_features
+    copy = tmp_path / "elsewhere.pth"
+    shutil.copy(ckpt, copy)
+    third = fit_probes(load_model("mobilenet_v3_small", str(copy)), ds, layers=["head"], seed=0, pool=Pooling(grid=1))
+    assert len(_entries(own_cache, "probes")) == 2  # same content: the cached result
+    assert third.layers == second.layers
+
+
+@pytest.mark.parametrize("stage", ["features", "fit"])
+def test_stopping_a_probe_while_it_runs_caches_nothing_half_done(own_cache, small_folder, stage):
+    """Stopped in the middle of the feature pass, or after the first layer's fit: ``Stopped`` is
+    raised and no probe result (nor partial features) is written; the same run unstopped writes them."""
+    from vizcore.data import open_dataset
+
+    ds = open_dataset(str(small_folder))
+    lm = random_twin("mobilenet_v3_small", 0)
+    layers = ["features.3", "features.9", "head"]
+    seen: list[tuple[str, int, int]] = []
+
+    def progress(s, done, total):
+        seen.append((s, done, total))
+
+    def stop():
+        started = [x for x in seen if x[0] == stage]
+        return bool(started) and started[-1][1] >= (4 if stage == "features" else 1)
+
+    with pytest.raises(Stopped):
+        fit_probes(lm, ds, layers=layers, batch_size=4, workers=0, pool=Pooling(grid=1), progress=progress,
+                   should_stop=stop)
+    assert any(x[0] == stage for x in seen), "the probe was not running when stopped"
+    assert _entries(own_cache, "probes") == []
+    features_after_stop = _entries(own_cache, "features")
+    if stage == "features":
+        assert features_after_stop == []  # nothing of the interrupted pass
+        assert [x[1] for x in seen if x[0] == "features"][-1] < len(ds)
+    else:
+        assert len(features_after_stop) == len(layers)  # complete features: valid entries
+        assert [x for x in seen if x[0] == "fit"][-1][1] < len(layers)
+    res = fit_probes(lm, ds, layers=layers, batch_size=4, workers=0, pool=Pooling(grid=1))
+    assert [lp.name for lp in res.layers] == layers
+    assert len(_entries(own_cache, "probes")) == 1  # the complete run is cached
