@@ -73,14 +73,46 @@ def test_load_model_is_shared_across_threads(lite0):
     assert all(m is lite0 for m in models)
 
 
-def test_failed_request_leaves_no_hooks(lite0):
+def _hook_count(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
+
+
+@pytest.mark.parametrize("request_kind", ["extract", "gradcam"])
+def test_failed_request_leaves_no_hooks(request_kind):
+    """A request that fails inside the hooked forward pass (a block raises midway) leaves no hook
+    behind and releases the lock. The failing block records how many hooks were attached when it
+    ran, so the test proves it looked while hooks were there (not after a failure before any)."""
+    from vizcore.features import random_twin
+
+    lm = random_twin("resnet18", 0)  # a private model: the shared ones are never patched
+    cat = load_sample("cat")
+    seen: list[int] = []
+
+    def broken(*_args, **_kwargs):
+        seen.append(_hook_count(lm.model))
+        raise RuntimeError("block failed")
+
+    lm.model.layer3[0].conv1.forward = broken
+    with pytest.raises(RuntimeError, match="block failed"):
+        if request_kind == "extract":
+            A.extract(lm, cat, ["conv1", "layer2", "layer4"])
+        else:
+            A.gradcam(lm, cat, ["layer4"], target=3)
+    assert seen and seen[0] > 0, "the request failed before any hook was attached"
+    assert _hook_count(lm.model) == 0 and _no_hooks(lm.model)
+    del lm.model.layer3[0].conv1.forward  # the real forward again
+    # The lock was released: another thread can still use the model.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        res = pool.submit(A.extract, lm, cat, ["layer4"], 1).result(timeout=120)
+    assert list(res.layers) == ["layer4"]
+    assert _hook_count(lm.model) == 0
+
+
+def test_unknown_layer_request_leaves_no_hooks(lite0):
     cat = load_sample("cat")
     with pytest.raises(KeyError):
         A.extract(lite0, cat, ["stem", "no.such.layer"])
     with pytest.raises(KeyError):
         A.gradcam(lite0, cat, ["no_such_layer"])
     assert _no_hooks(lite0.model)
-    # The lock was released: another thread can still use the model.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        res = pool.submit(A.extract, lite0, cat, ["stem"], 1).result(timeout=120)
-    assert res.predictions[0].index in range(281, 286)

@@ -38,9 +38,12 @@ def test_deepest_layer_beats_random_twin_and_first_layer(probed):
     assert max(lp.accuracy for lp in probed.layers[3:]) > max(lp.accuracy for lp in probed.layers[:2])
 
 
-def test_confidence_interval_brackets_accuracy(probed):
+def test_confidence_interval_is_wilson_of_the_pooled_test_predictions(probed):
+    n = probed.n_test
     for lp in probed.layers + probed.random.layers:
-        assert 0 <= lp.ci_low <= lp.accuracy <= lp.ci_high <= 1
+        correct = round(lp.accuracy * n)
+        assert correct == pytest.approx(lp.accuracy * n, abs=1e-6)  # a count over the pooled folds
+        assert (lp.ci_low, lp.ci_high) == pytest.approx(wilson_interval(correct, n))
         assert len(lp.fold_accuracies) == 4
         assert lp.accuracy == pytest.approx(np.mean(lp.fold_accuracies), abs=0.02)
 
@@ -198,7 +201,9 @@ def test_cli_probe_json(small_folder):
     assert d["n_train"] + d["n_test"] == 13 and d["n_test"] >= 3
     assert [lp["name"] for lp in d["layers"]] == ["stem", "pool"]
     for lp in d["layers"] + d["random_init"]["layers"]:
-        assert lp["ci_low"] <= lp["accuracy"] <= lp["ci_high"] and lp["n_features"] > 0
+        correct = round(lp["accuracy"] * d["n_test"])
+        assert [lp["ci_low"], lp["ci_high"]] == pytest.approx(list(wilson_interval(correct, d["n_test"])))
+        assert lp["n_features"] > 0
     table = _cli("probe", str(small_folder), "--layers", "stem", "pool")
     assert table.returncode == 0 and "pool" in table.stdout and "accuracy" in table.stdout
 
