@@ -176,26 +176,39 @@ def _image_entry(e: os.DirEntry, walk: _Walk) -> bool:
     return not e.is_symlink() or walk.allowed(e.path)
 
 
-def _scan(folder: str) -> list[os.DirEntry]:
+def _scan(folder: str | os.PathLike, walk: _Walk, *, hidden_dirs: bool,
+          strict: bool = False) -> tuple[list[str], list[str]]:
+    """``(image files, subfolders)`` of one folder, each entry counted against the bounds as it
+    is read (a folder of millions of entries stops at the bound, not after listing them all).
+
+    Symlinked subfolders are returned only when allowed; hidden subfolders only with ``hidden_dirs``.
+    An unreadable folder gives nothing (an unreadable subfolder is left out as an unreadable file
+    is), or ``PermissionError`` with ``strict``.
+    """
+    images, dirs = [], []
     try:
         with os.scandir(folder) as it:
-            return list(it)
-    except OSError:  # an unreadable subfolder is left out, as an unreadable file is
-        return []
-
-
-def _subdirs(entries: list[os.DirEntry], walk: _Walk, *, hidden: bool) -> list[str]:
-    out = []
-    for e in entries:
-        if not hidden and e.name.startswith("."):
-            continue
-        try:
-            is_dir = e.is_dir()
-        except OSError:
-            continue
-        if is_dir and (not e.is_symlink() or walk.allowed(e.path)):
-            out.append(e.path)
-    return out
+            for e in it:
+                is_img = _image_entry(e, walk)
+                walk.tick(is_img)
+                if is_img:
+                    images.append(e.path)
+                    continue
+                if not hidden_dirs and e.name.startswith("."):
+                    continue
+                try:
+                    is_dir = e.is_dir()  # follows a symlink
+                except OSError:
+                    continue
+                if is_dir and (not e.is_symlink() or walk.allowed(e.path)):
+                    dirs.append(e.path)
+    except PermissionError:
+        if strict:
+            raise PermissionError(f"cannot read the folder {folder}: permission denied") from None
+    except OSError:
+        if strict:
+            raise
+    return images, dirs
 
 
 def _images_below(folder: str, walk: _Walk) -> list[str]:
@@ -207,13 +220,9 @@ def _images_below(folder: str, walk: _Walk) -> list[str]:
         if real in visited:  # a symlink loop, or a folder reached twice
             continue
         visited.add(real)
-        entries = _scan(d)
-        for e in entries:
-            is_img = _image_entry(e, walk)
-            walk.tick(is_img)
-            if is_img:
-                out.append(e.path)
-        stack += _subdirs(entries, walk, hidden=True)
+        images, dirs = _scan(d, walk, hidden_dirs=True)
+        out += images
+        stack += dirs
     return sorted(out, key=Path)
 
 
@@ -236,20 +245,10 @@ def image_folder(root: str | os.PathLike, *, name: str | None = None, roots: Seq
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a folder")
     walk = _Walk(str(root), max_files, max_seconds, progress, roots)
-    try:
-        with os.scandir(root) as it:
-            top = list(it)
-    except PermissionError:
-        raise PermissionError(f"cannot read the folder {root}: permission denied") from None
+    flat, subs = _scan(root, walk, hidden_dirs=False, strict=True)
     flat_labels = _labels_csv(root)
-    flat = []
-    for e in top:
-        is_img = _image_entry(e, walk)
-        walk.tick(is_img)
-        if is_img:
-            flat.append(e.path)
     items = [ImageItem(p, flat_labels.get(os.path.basename(p))) for p in sorted(flat, key=Path)]
-    for sub in sorted(_subdirs(top, walk, hidden=False), key=Path):
+    for sub in sorted(subs, key=Path):
         label = os.path.basename(sub)
         items += [ImageItem(p, label) for p in _images_below(sub, walk)]
     walk.done()
