@@ -93,6 +93,17 @@ def test_dataset_folder_input(page, case, bad, lite0):
     assert not at.get("progress")  # no listing left on the page
 
 
+def test_folder_walk_bound(monkeypatch, tmp_path, lite0):
+    """A folder with more entries than VIZCORE_MAX_WALK_FILES stops with one line naming the bound."""
+    (tmp_path / "big" / "c").mkdir(parents=True)
+    for i in range(60):
+        (tmp_path / "big" / "c" / f"{i}.txt").touch()
+    monkeypatch.setenv("VIZCORE_MAX_WALK_FILES", "50")
+    at = _app("dataset_examples", {"dataset_examples_source": "folder",
+                                   "dataset_examples_folder": str(tmp_path / "big")})
+    _one_clean_error(at, "more than 50 entries (VIZCORE_MAX_WALK_FILES)")
+
+
 @pytest.mark.parametrize("case", ["non-images", "outside roots", "/etc/passwd", "text file"])
 def test_cue_conflict_root_input(case, bad, lite0):
     at = _app("probes", {"probes_source": "cue-conflict", "probes_cc": bad[case]})
