@@ -154,7 +154,12 @@ def test_binary_and_unreadable_lists(tmp_path):
     b = tmp_path / "blob.bin"
     b.write_bytes(bytes(range(256)) * 4)
     with pytest.raises(ValueError, match="blob.bin is not a text list of image paths"):
-        open_dataset(str(b))
+        image_list(b)
+    assert open_dataset(str(b)).paths == [str(b)]  # binary: one image to try, as any image type
+    latin = tmp_path / "latin.lst"
+    latin.write_bytes("caf\xe9.png\n".encode("latin-1") * 10)
+    with pytest.raises(ValueError, match="latin.lst is not a text list of image paths"):
+        image_list(latin)
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")
     with pytest.raises(ValueError, match="empty.txt lists no files"):

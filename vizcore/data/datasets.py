@@ -446,6 +446,22 @@ def cue_conflict_dataset(root: str | os.PathLike, subset: str = "cue-conflict", 
     return ImageDataset(subset, items, str(root))
 
 
+def _looks_like_text(p: Path) -> bool:
+    """Whether a file starts as UTF-8 text without NUL bytes (a list, not an image)."""
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(8192)
+    except OSError:
+        return True  # image_list says why it cannot be read
+    if b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start >= len(head) - 3  # only a character cut at the end of the sample
+    return True
+
+
 def open_dataset(spec: str | os.PathLike, *, roots: Sequence[Path] | None = None,
                  progress: WalkProgress | None = None) -> ImageDataset:
     """Parse a dataset spec.
@@ -453,8 +469,8 @@ def open_dataset(spec: str | os.PathLike, *, roots: Sequence[Path] | None = None
     - ``samples``: the built-in photographs;
     - ``cifar10`` / ``stl10`` (optionally ``cifar10:train``): torchvision sets;
     - ``cue-conflict:ROOT``, ``silhouettes:ROOT``, ``edges:ROOT``: Geirhos stimuli;
-    - a folder path (class subfolders or flat); an image file; any other file is read
-      as a list of images, one path per line (see :func:`image_list`).
+    - a folder path (class subfolders or flat); an image file; a text file (``.txt`` or
+      any other text) is read as a list of images, one path per line (see :func:`image_list`).
 
     Args:
         roots: when given (the dashboard), every path the spec names must lie under these
@@ -481,8 +497,8 @@ def open_dataset(spec: str | os.PathLike, *, roots: Sequence[Path] | None = None
             return cue_conflict_dataset(p, "cue-conflict")
         return image_folder(p, roots=roots, progress=progress)
     if p.is_file():
-        if p.suffix.lower() in IMAGE_EXTS:
-            return file_list([p], name=p.stem)
+        if p.suffix.lower() in IMAGE_EXTS or not _looks_like_text(p):
+            return file_list([p], name=p.stem)  # one image (Pillow reads more types than IMAGE_EXTS)
         return image_list(p, roots=roots, progress=progress)
     if p.exists():
         raise ValueError(f"{s} is neither a folder nor a file")
