@@ -43,7 +43,9 @@ def bad(tmp_path_factory) -> dict[str, str]:
     yield {"empty folder": str(base / "empty"), "non-images": str(base / "nonimages"),
            "text file": str(base / "notes.txt"), "unreadable": str(locked), "outside roots": str(outside),
            "/etc/passwd": "/etc/passwd", "root": "/", "missing": str(base / "no-such-folder"),
-           "dotdot escape": f"{base}/../../../..{outside}"}
+           "dotdot escape": f"{base}/../../../..{outside}",
+           # specs smuggled into the path field must stay paths (no stimuli root, no download)
+           "prefixed spec": f"cue-conflict:{outside}", "download spec": "cifar10"}
     locked.chmod(0o700)
     shutil.rmtree(outside)
 
@@ -80,6 +82,8 @@ DATASET_CASES = {
     "root": "VIZCORE_DATA_ROOTS",
     "missing": "no such dataset",
     "dotdot escape": "VIZCORE_DATA_ROOTS",
+    "prefixed spec": "no such dataset: ./cue-conflict:",
+    "download spec": "no such dataset: ./cifar10",
 }
 
 

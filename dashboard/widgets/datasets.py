@@ -34,6 +34,16 @@ def _shared_default(name: str) -> str:
     return str(SHARED_DATA / name) if (SHARED_DATA / name).is_dir() else ""
 
 
+def _as_path_spec(path: str) -> str:
+    """A typed path as a spec that can only mean a path: ``x:y`` typed here must not be read as a
+    ``cue-conflict:``/``cifar10``-style spec (which would skip the path checks), so a relative path
+    gets ``./`` in front."""
+    path = path.strip()
+    if not path or path.startswith(("/", "~", ".")):
+        return path
+    return f"./{path}"
+
+
 def dataset_input(key: str, sources: Sequence[str] = ("samples", "folder", "cue-conflict"),
                   folder_default: str = "") -> tuple[str, str]:
     """Dataset source widgets; returns (spec for ``vizcore.data.open_dataset`` or '', default label kind)."""
@@ -41,7 +51,7 @@ def dataset_input(key: str, sources: Sequence[str] = ("samples", "folder", "cue-
     if source == "folder":
         path = st.text_input("Folder (class subfolders or flat), or a .txt list of files", key=f"{key}_folder",
                              value=_shared_default(folder_default) if folder_default else "")
-        return path.strip(), "class"
+        return _as_path_spec(path), "class"
     if source == "cue-conflict":
         path = st.text_input("Stimuli root (holds style-transfer-preprocessed-512/)", key=f"{key}_cc",
                              value=_shared_default("cue-conflict"))
