@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT.parent) not in sys.path:  # so `import vizcore` and `import dashboard` work from a clone
     sys.path.insert(0, str(ROOT.parent))
 
+from dashboard.widgets.errors import errors_shown  # noqa: E402
 from vizcore import apply_speed_settings  # noqa: E402
 
 apply_speed_settings()
@@ -46,4 +47,7 @@ PAGES = {
 page = st.navigation(PAGES)
 with st.sidebar:
     st.caption("vizcore: look inside convolutional networks. Models load once and are shared.")
-page.run()
+# Whatever a page raises ends as one st.error line (the traceback only with VIZCORE_DEBUG=1);
+# st.stop / st.rerun / st.switch_page are BaseExceptions and pass through.
+with errors_shown():
+    page.run()

@@ -33,6 +33,15 @@ def _isolated_caches(tmp_path_factory):
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _data_roots(tmp_path_factory):
+    """The dashboard may read the test folders (pytest's temporary tree), the reference data and
+    the checkout; anything else is outside its roots, as on a served dashboard."""
+    os.environ.setdefault("VIZCORE_DATA_ROOTS", os.pathsep.join(
+        map(str, (tmp_path_factory.getbasetemp(), SHARED_DATA, ROOT))))
+    yield
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     need(SHARED_DATA.is_dir(), f"reference data not found at {SHARED_DATA}")

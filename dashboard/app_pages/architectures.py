@@ -9,6 +9,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from dashboard.widgets import show_error
 from vizcore.data import load_sample, sample_names
 from vizcore.models import list_models
 
@@ -105,7 +106,7 @@ with st.spinner("Tracing architectures…"):
         try:
             summaries[name] = summary_json(name, None if own else int(size), rows_mode)
         except Exception as e:  # noqa: BLE001 - unknown timm name, input too small, ...
-            st.error(f"{name}: {e}")
+            show_error(e, name)
 if not summaries:
     st.stop()
 

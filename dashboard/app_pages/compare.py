@@ -49,7 +49,7 @@ for col, model in zip(cols, models):
         try:
             lm = w.get_model(model, weights)
         except Exception as e:  # noqa: BLE001 - show, keep the other columns alive
-            st.error(f"Cannot load {model}: {e}")
+            w.show_error(e, f"Cannot load {model}")
             continue
         w.weights_badge(lm)
         try:
@@ -58,7 +58,7 @@ for col, model in zip(cols, models):
                 grids = w.cached_grids(model, weights, digest, raw, size, top=top, order=order,
                                        shared_scale=shared, cell=48)
         except Exception as e:  # noqa: BLE001 - show, keep the other columns alive
-            st.error(f"{model} could not process {caption}: {e}")
+            w.show_error(e, f"{model} could not process {caption}")
             continue
         layers = [la for la in ov["layers"] if la["spatial"] or not maps_only]
         if not layers:

@@ -67,6 +67,8 @@ def _root(path: str) -> str:
     return str(cc.locate_stimuli(path or None, progress=False))
 
 
+if stimuli.strip():  # a typed folder is read (or downloaded into) only under the allowed roots
+    w.allowed_path_or_stop(stimuli, "Stimuli folder")
 try:
     root = _root(stimuli.strip())
 except Exception as e:  # noqa: BLE001 - offline without stimuli, wrong folder, ...

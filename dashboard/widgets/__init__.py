@@ -6,6 +6,7 @@
 - :mod:`.figures`: plotly figures shared by pages.
 - :mod:`.datasets`: the dataset widgets of the dataset-driven pages.
 - :mod:`.links`: cross-page links (the channel a page opens on).
+- :mod:`.errors`: one error line per failure, tracebacks only with ``VIZCORE_DEBUG=1``.
 
 Pages import this package as ``w`` and use the names re-exported here.
 Session-state keys are prefixed with the calling page's ``key``.
@@ -13,7 +14,10 @@ Session-state keys are prefixed with the calling page's ``key``.
 from dashboard.widgets.activations import (
     GRID_ORDERS, activation_overview, cached_extract, cached_gradcam, cached_grids,
 )
-from dashboard.widgets.datasets import DATASET_SOURCES, SHARED_DATA, dataset_input, open_dataset_or_stop
+from dashboard.widgets.datasets import (
+    DATASET_SOURCES, SHARED_DATA, allowed_path_or_stop, data_roots, dataset_input, open_dataset_or_stop,
+)
+from dashboard.widgets.errors import errors_shown, one_line, show_error
 from dashboard.widgets.figures import nearest_tap, predictions_figure, vector_figure
 from dashboard.widgets.images import from_raw, image_digest, image_input, image_payload, png_bytes
 from dashboard.widgets.links import (
@@ -31,3 +35,4 @@ __all__ = [
     "png_bytes", "predictions_figure", "receive_channel_target", "set_channel_target",
     "vector_figure", "weights_badge", "weights_picker",
 ]
+__all__ += ["allowed_path_or_stop", "data_roots", "errors_shown", "one_line", "show_error"]

@@ -1,11 +1,22 @@
-"""Dataset widgets of the dataset-driven pages: source choice, opening, errors."""
+"""Dataset widgets of the dataset-driven pages: source choice, opening, errors.
+
+Every path typed here is read only under the allowed roots (:mod:`vizcore.data.roots`:
+``$VIZCORE_DATA_ROOTS``, by default home, working directory, cache and the reference data
+beside the checkout); a folder walk is bounded and shows its progress.
+"""
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
 import streamlit as st
+
+from dashboard.widgets.errors import show_error
+from vizcore.data.roots import allowed_roots, check_allowed
 
 # ----------------------------------------------------------------------- datasets
 # The reference data beside a developer's checkout, offered as defaults when present.
@@ -23,6 +34,16 @@ def _shared_default(name: str) -> str:
     return str(SHARED_DATA / name) if (SHARED_DATA / name).is_dir() else ""
 
 
+def _as_path_spec(path: str) -> str:
+    """A typed path as a spec that can only mean a path: ``x:y`` typed here must not be read as a
+    ``cue-conflict:``/``cifar10``-style spec (which would skip the path checks), so a relative path
+    gets ``./`` in front."""
+    path = path.strip()
+    if not path or path.startswith(("/", "~", ".")):
+        return path
+    return f"./{path}"
+
+
 def dataset_input(key: str, sources: Sequence[str] = ("samples", "folder", "cue-conflict"),
                   folder_default: str = "") -> tuple[str, str]:
     """Dataset source widgets; returns (spec for ``vizcore.data.open_dataset`` or '', default label kind)."""
@@ -30,7 +51,7 @@ def dataset_input(key: str, sources: Sequence[str] = ("samples", "folder", "cue-
     if source == "folder":
         path = st.text_input("Folder (class subfolders or flat), or a .txt list of files", key=f"{key}_folder",
                              value=_shared_default(folder_default) if folder_default else "")
-        return path.strip(), "class"
+        return _as_path_spec(path), "class"
     if source == "cue-conflict":
         path = st.text_input("Stimuli root (holds style-transfer-preprocessed-512/)", key=f"{key}_cc",
                              value=_shared_default("cue-conflict"))
@@ -41,20 +62,77 @@ def dataset_input(key: str, sources: Sequence[str] = ("samples", "folder", "cue-
     return "samples", "class"
 
 
-@st.cache_resource(show_spinner="Listing images…", max_entries=8, ttl=600)
-def _open_dataset(spec: str):
-    from vizcore.data import open_dataset
+def data_roots() -> tuple[Path, ...]:
+    """The folders dashboard inputs may read: ``$VIZCORE_DATA_ROOTS``, or by default home,
+    working directory, cache, and the reference data and stimuli this server offers as defaults."""
+    extra = [SHARED_DATA] if SHARED_DATA.is_dir() else []
+    if os.environ.get("VIZCORE_STIMULI", "").strip():
+        extra.append(os.environ["VIZCORE_STIMULI"].strip())
+    return allowed_roots(extra)
 
-    return open_dataset(spec)
+
+def allowed_path_or_stop(path: str, what: str = "Path") -> str:
+    """``path`` (stripped) when it lies under :func:`data_roots`; else one error line and ``st.stop()``."""
+    try:
+        check_allowed(path, data_roots())
+    except (PermissionError, ValueError) as e:
+        show_error(e, what)
+        st.stop()
+    return path.strip()
+
+
+# Opened datasets, shared by all sessions like st.cache_resource, which cannot be used here: the
+# walk draws its progress into the page, and a cached function may not draw outside itself.
+_OPENED: OrderedDict = OrderedDict()
+_OPENED_LOCK = threading.Lock()
+_OPENED_MAX, _OPENED_TTL = 8, 600.0
+
+
+def _open_dataset(spec: str, roots: tuple[Path, ...]):
+    from vizcore.data.datasets import open_dataset, walk_limits
+
+    key = (spec, roots)
+    with _OPENED_LOCK:
+        hit = _OPENED.get(key)
+        if hit is not None and time.monotonic() - hit[0] < _OPENED_TTL:
+            _OPENED.move_to_end(key)
+            return hit[1]
+    max_files, max_seconds = walk_limits()
+    slot, t0 = st.empty(), time.monotonic()
+
+    def progress(seen: int, found: int) -> None:
+        frac = min(1.0, max(seen / max(1, max_files), (time.monotonic() - t0) / max(1e-9, max_seconds)))
+        slot.progress(frac, text=f"Listing images: {seen:,} entries seen, {found:,} images (the listing "
+                                 f"stops at {max_files:,} entries or {max_seconds:g} s)")
+
+    try:
+        with st.spinner("Opening the dataset…"):
+            ds = open_dataset(spec, roots=roots, progress=progress)
+    finally:
+        slot.empty()
+    with _OPENED_LOCK:
+        _OPENED[key] = (time.monotonic(), ds)
+        while len(_OPENED) > _OPENED_MAX:
+            _OPENED.popitem(last=False)
+    return ds
 
 
 def open_dataset_or_stop(spec: str):
-    """The dataset for ``spec``; an info or error message and ``st.stop()`` when there is none."""
+    """The dataset for ``spec``; an info or error message and ``st.stop()`` when there is none.
+
+    Paths must lie under :func:`data_roots`. A list's skipped lines are shown by line number
+    and reason, never by their text.
+    """
     if not spec:
         st.info("Choose a dataset in the sidebar.")
         st.stop()
     try:
-        return _open_dataset(spec)
-    except Exception as e:  # noqa: BLE001 - missing folder, no network for a download, ...
-        st.error(f"Cannot open dataset {spec!r}: {e}")
+        ds = _open_dataset(spec, data_roots())
+    except Exception as e:  # noqa: BLE001 - outside the roots, missing folder, no network, too many files, ...
+        show_error(e, "Cannot open the dataset")
         st.stop()
+    if ds.unlisted:
+        with st.expander(f"{len(ds.unlisted)} entr{'y' if len(ds.unlisted) == 1 else 'ies'} of the list "
+                         "skipped (not an image file)", icon=":material/warning:"):
+            st.dataframe(ds.unlisted, hide_index=True)
+    return ds

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import streamlit as st
 
+from dashboard.widgets.errors import show_error
 from vizcore.models import DEFAULT_MODEL, LoadedModel, list_models, load_model
 
 
@@ -28,7 +29,7 @@ def load_model_or_stop(name: str, weights: str = "auto") -> LoadedModel:
     try:
         return get_model(name, weights)
     except Exception as e:  # noqa: BLE001 - any failure to build or load is shown, never raised
-        st.error(f"Cannot load model {name!r}: {e}")
+        show_error(e, f"Cannot load model {name!r}")
         st.stop()
 
 

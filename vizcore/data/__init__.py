@@ -10,6 +10,7 @@ from vizcore.data.datasets import (  # noqa: E402
     cue_conflict_dataset,
     file_list,
     image_folder,
+    image_list,
     iter_batches,
     open_dataset,
     samples_dataset,
@@ -18,5 +19,5 @@ from vizcore.data.datasets import (  # noqa: E402
 
 __all__ += [
     "BatchReport", "ImageDataset", "ImageItem", "cue_conflict_dataset", "file_list", "image_folder",
-    "iter_batches", "open_dataset", "samples_dataset", "torchvision_dataset",
+    "image_list", "iter_batches", "open_dataset", "samples_dataset", "torchvision_dataset",
 ]

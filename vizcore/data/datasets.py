@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -29,6 +30,13 @@ class ImageItem:
     path: str
     label: str | None = None
     labels: dict = field(default_factory=dict, hash=False, compare=False)
+    #: how reports name this item when it cannot be read ("list.txt line 3" for a list entry,
+    #: so a list's text is never echoed); the path when empty
+    origin: str = field(default="", compare=False)
+
+    @property
+    def shown(self) -> str:
+        return self.origin or self.path
 
     def get_label(self, kind: str = "class") -> str | None:
         if kind in ("class", "label", None):
@@ -43,6 +51,9 @@ class ImageDataset:
     name: str
     items: list[ImageItem]
     root: str | None = None
+    #: entries left out while listing, as ``{"file", "error"}`` (for a list: ``"<list> line N"``
+    #: and the reason, never the line's text)
+    unlisted: list[dict] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -69,7 +80,8 @@ class ImageDataset:
         return h.hexdigest()[:20]
 
     def subset(self, indices: Sequence[int], name: str | None = None) -> "ImageDataset":
-        return ImageDataset(name or f"{self.name}[{len(indices)}]", [self.items[i] for i in indices], self.root)
+        return ImageDataset(name or f"{self.name}[{len(indices)}]", [self.items[i] for i in indices], self.root,
+                            list(self.unlisted))
 
     def to_json(self) -> dict:
         return {"name": self.name, "root": self.root, "n_images": len(self), "fingerprint": self.fingerprint()}
@@ -93,38 +105,249 @@ def _labels_csv(root: Path) -> dict[str, str]:
     return {r["file"]: r["label"] for r in rows}
 
 
-def image_folder(root: str | os.PathLike, *, name: str | None = None) -> ImageDataset:
+class WalkLimitError(ValueError):
+    """A folder or list too large to list within the bounds; the message says which bound."""
+
+
+def walk_limits() -> tuple[int, float]:
+    """``(max files, max seconds)`` for listing a folder or list: ``$VIZCORE_MAX_WALK_FILES``
+    (default 200,000) and ``$VIZCORE_MAX_WALK_SECONDS`` (default 30)."""
+    try:
+        files = int(os.environ.get("VIZCORE_MAX_WALK_FILES", "200000"))
+        seconds = float(os.environ.get("VIZCORE_MAX_WALK_SECONDS", "30"))
+    except ValueError:
+        raise ValueError("VIZCORE_MAX_WALK_FILES and VIZCORE_MAX_WALK_SECONDS must be numbers") from None
+    return files, seconds
+
+
+#: ``progress(entries seen, images found)`` while a folder or list is listed
+WalkProgress = Callable[[int, int], None]
+
+
+class _Walk:
+    """The bounds and the progress report of one listing (files seen, seconds spent)."""
+
+    def __init__(self, what: str, max_files: int | None, max_seconds: float | None,
+                 progress: WalkProgress | None, roots: Sequence[Path] | None):
+        limit_files, limit_seconds = walk_limits()
+        self.what, self.roots, self.progress = what, roots, progress
+        self.max_files = limit_files if max_files is None else max_files
+        self.max_seconds = limit_seconds if max_seconds is None else max_seconds
+        self.t0 = self.last = time.monotonic()
+        self.seen = self.found = 0
+
+    def tick(self, is_image: bool = False) -> None:
+        self.seen += 1
+        self.found += is_image
+        if self.seen > self.max_files:
+            raise WalkLimitError(f"stopped listing {self.what}: more than {self.max_files:,} entries "
+                                 "(VIZCORE_MAX_WALK_FILES); choose a smaller folder or list")
+        if self.seen % 256 == 0:
+            now = time.monotonic()
+            if now - self.t0 > self.max_seconds:
+                raise WalkLimitError(f"stopped listing {self.what}: more than {self.max_seconds:g} s "
+                                     f"({self.seen:,} entries seen; VIZCORE_MAX_WALK_SECONDS); choose a "
+                                     "smaller folder or list")
+            if self.progress is not None and now - self.last > 0.2:
+                self.last = now
+                self.progress(self.seen, self.found)
+
+    def done(self) -> None:
+        if self.progress is not None:
+            self.progress(self.seen, self.found)
+
+    def allowed(self, path: str) -> bool:
+        if self.roots is None:
+            return True
+        from vizcore.data.roots import is_allowed
+
+        return is_allowed(path, self.roots)
+
+
+def _image_entry(e: os.DirEntry, walk: _Walk) -> bool:
+    """An image file by name; a symlink must point to a file under the allowed roots."""
+    if e.name.startswith(".") or os.path.splitext(e.name)[1].lower() not in IMAGE_EXTS:
+        return False
+    try:
+        if not e.is_file():  # follows a symlink: a dangling one or one to a folder is not an image
+            return False
+    except OSError:
+        return False
+    return not e.is_symlink() or walk.allowed(e.path)
+
+
+def _scan(folder: str | os.PathLike, walk: _Walk, *, hidden_dirs: bool,
+          strict: bool = False) -> tuple[list[str], list[str]]:
+    """``(image files, subfolders)`` of one folder, each entry counted against the bounds as it
+    is read (a folder of millions of entries stops at the bound, not after listing them all).
+
+    Symlinked subfolders are returned only when allowed; hidden subfolders only with ``hidden_dirs``.
+    An unreadable folder gives nothing (an unreadable subfolder is left out as an unreadable file
+    is), or ``PermissionError`` with ``strict``.
+    """
+    images, dirs = [], []
+    try:
+        with os.scandir(folder) as it:
+            for e in it:
+                is_img = _image_entry(e, walk)
+                walk.tick(is_img)
+                if is_img:
+                    images.append(e.path)
+                    continue
+                if not hidden_dirs and e.name.startswith("."):
+                    continue
+                try:
+                    is_dir = e.is_dir()  # follows a symlink
+                except OSError:
+                    continue
+                if is_dir and (not e.is_symlink() or walk.allowed(e.path)):
+                    dirs.append(e.path)
+    except PermissionError:
+        if strict:
+            raise PermissionError(f"cannot read the folder {folder}: permission denied") from None
+    except OSError:
+        if strict:
+            raise
+    return images, dirs
+
+
+def _images_below(folder: str, walk: _Walk) -> list[str]:
+    """Every image file under ``folder`` (any depth, symlinked folders followed once)."""
+    out, stack, visited = [], [folder], set()
+    while stack:
+        d = stack.pop()
+        real = os.path.realpath(d)
+        if real in visited:  # a symlink loop, or a folder reached twice
+            continue
+        visited.add(real)
+        images, dirs = _scan(d, walk, hidden_dirs=True)
+        out += images
+        stack += dirs
+    return sorted(out, key=Path)
+
+
+def image_folder(root: str | os.PathLike, *, name: str | None = None, roots: Sequence[Path] | None = None,
+                 progress: WalkProgress | None = None, max_files: int | None = None,
+                 max_seconds: float | None = None) -> ImageDataset:
     """A folder with one subfolder per class (labels = subfolder names), or flat.
 
     A flat folder takes labels from a ``labels.csv`` (columns ``file``, ``label``) if it has one.
+    The walk is bounded (:func:`walk_limits`, or ``max_files`` entries and ``max_seconds``) and
+    raises :class:`WalkLimitError` beyond; ``progress(entries seen, images found)`` reports it.
+
+    Args:
+        roots: when given (the dashboard), symlinks that lead outside these resolved folders are
+            left out (see :mod:`vizcore.data.roots`).
     """
     root = Path(root).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"no such folder: {root}")
     if not root.is_dir():
         raise NotADirectoryError(f"{root} is not a folder")
+    walk = _Walk(str(root), max_files, max_seconds, progress, roots)
+    flat, subs = _scan(root, walk, hidden_dirs=False, strict=True)
     flat_labels = _labels_csv(root)
-    items = [ImageItem(str(p), flat_labels.get(p.name)) for p in sorted(root.iterdir()) if _is_image(p)]
-    for sub in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        items += [ImageItem(str(p), sub.name) for p in sorted(sub.rglob("*")) if _is_image(p)]
+    items = [ImageItem(p, flat_labels.get(os.path.basename(p))) for p in sorted(flat, key=Path)]
+    for sub in sorted(subs, key=Path):
+        label = os.path.basename(sub)
+        items += [ImageItem(p, label) for p in _images_below(sub, walk)]
+    walk.done()
     if not items:
         raise ValueError(f"no images found in {root}")
     return ImageDataset(name or root.name, items, str(root))
 
 
-def file_list(paths: Sequence[str | os.PathLike], *, name: str = "files") -> ImageDataset:
-    """Explicit files (labels = parent folder names); a ``.txt`` file lists one path per line."""
+def image_list(path: str | os.PathLike, *, name: str | None = None, roots: Sequence[Path] | None = None,
+               progress: WalkProgress | None = None, max_files: int | None = None,
+               max_seconds: float | None = None) -> ImageDataset:
+    """A text file listing one image per line (relative to the list's folder; ``#`` comments).
+
+    Lines that name no image file (missing, a folder, not an image type, outside ``roots``)
+    are left out and recorded in :attr:`ImageDataset.unlisted` by line number and reason,
+    never by their text: the list may be any file (a config with a password, say). Entries
+    that later fail to decode are reported as ``"<list> line N"`` for the same reason.
+    Raises ``ValueError`` when no line names an image, with the count and first line numbers.
+    """
+    p = Path(path).expanduser()
+    label = p.name
+    walk = _Walk(label, max_files, max_seconds, progress, roots)
+    try:
+        with p.open("rb") as fh:
+            raw = fh.read(64 * 2**20 + 1)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such file: {p}") from None
+    except PermissionError:
+        raise PermissionError(f"cannot read {p}: permission denied") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{p} is a folder, not a list") from None
+    if len(raw) > 64 * 2**20:
+        raise WalkLimitError(f"{label} is larger than 64 MB; a list of images is much smaller")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{label} is not a text list of image paths (not UTF-8 text)") from None
+    if "\0" in text:
+        raise ValueError(f"{label} is not a text list of image paths (binary data)")
+    items, unlisted = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        f = (p.parent / line).expanduser()
+        reason = None
+        if "\0" in line:
+            reason = "not a path"
+        elif f.suffix.lower() not in IMAGE_EXTS:
+            reason = "not an image file name"
+        elif not walk.allowed(str(f)):
+            reason = "outside the allowed folders"
+        else:
+            try:
+                if not f.is_file():
+                    reason = "no such file"
+            except OSError:
+                reason = "unreadable path"
+        walk.tick(reason is None)
+        where = f"{label} line {n}"
+        if reason:
+            unlisted.append({"file": where, "error": reason})
+        else:
+            items.append(ImageItem(str(f.resolve()), Path(line).parent.name or None, origin=where))
+    walk.done()
+    if not items:
+        if not unlisted:
+            raise ValueError(f"{label} lists no files")
+        lines = ", ".join(s["file"].rsplit(" ", 1)[1] for s in unlisted[:5])
+        more = ", …" if len(unlisted) > 5 else ""
+        reasons = ", ".join(sorted({s["error"] for s in unlisted}))
+        raise ValueError(f"{label} lists no readable image: {len(unlisted)} line(s) skipped "
+                         f"(lines {lines}{more}: {reasons})")
+    return ImageDataset(name or p.stem, items, str(p.parent), unlisted)
+
+
+def file_list(paths: Sequence[str | os.PathLike], *, name: str = "files",
+              roots: Sequence[Path] | None = None) -> ImageDataset:
+    """Explicit files (labels = parent folder names); a ``.txt`` file lists one path per line
+    (see :func:`image_list`)."""
     out: list[ImageItem] = []
+    unlisted: list[dict] = []
     for p in paths:
         p = Path(p).expanduser()
         if p.suffix.lower() == ".txt" and p.is_file():
-            lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-            out += [ImageItem(str((p.parent / ln).resolve()), Path(ln).parent.name or None) for ln in lines]
+            try:
+                sub = image_list(p, roots=roots)
+            except ValueError:
+                if len(paths) == 1:
+                    raise
+                unlisted.append({"file": p.name, "error": "lists no readable image"})
+                continue
+            out += sub.items
+            unlisted += sub.unlisted
         else:
             out.append(ImageItem(str(p), p.parent.name or None))
     if not out:
         raise ValueError("empty file list")
-    return ImageDataset(name, out)
+    return ImageDataset(name, out, unlisted=unlisted)
 
 
 def samples_dataset() -> ImageDataset:
@@ -223,13 +446,37 @@ def cue_conflict_dataset(root: str | os.PathLike, subset: str = "cue-conflict", 
     return ImageDataset(subset, items, str(root))
 
 
-def open_dataset(spec: str | os.PathLike) -> ImageDataset:
+def _looks_like_text(p: Path) -> bool:
+    """Whether a file starts as UTF-8 text without NUL bytes (a list, not an image)."""
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(8192)
+    except OSError:
+        return True  # image_list says why it cannot be read
+    if b"\0" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start >= len(head) - 3  # only a character cut at the end of the sample
+    return True
+
+
+def open_dataset(spec: str | os.PathLike, *, roots: Sequence[Path] | None = None,
+                 progress: WalkProgress | None = None) -> ImageDataset:
     """Parse a dataset spec.
 
     - ``samples``: the built-in photographs;
     - ``cifar10`` / ``stl10`` (optionally ``cifar10:train``): torchvision sets;
     - ``cue-conflict:ROOT``, ``silhouettes:ROOT``, ``edges:ROOT``: Geirhos stimuli;
-    - a folder path (class subfolders or flat); a ``.txt`` file listing images; an image file.
+    - a folder path (class subfolders or flat); an image file; a text file (``.txt`` or
+      any other text) is read as a list of images, one path per line (see :func:`image_list`).
+
+    Args:
+        roots: when given (the dashboard), every path the spec names must lie under these
+            resolved folders (:func:`vizcore.data.roots.check_allowed`), and so must list
+            entries and symlinks met while listing. ``None`` (the CLI): any path.
+        progress: ``progress(entries seen, images found)`` while a folder or list is listed.
     """
     s = str(spec)
     if s == "samples":
@@ -237,6 +484,10 @@ def open_dataset(spec: str | os.PathLike) -> ImageDataset:
     head, _, rest = s.partition(":")
     if head.lower() in TORCHVISION_SETS and (rest in ("", "train", "test", "unlabeled")):
         return torchvision_dataset(head, split=rest or "test")
+    if roots is not None:
+        from vizcore.data.roots import check_allowed
+
+        check_allowed(rest if head in ("cue-conflict", "silhouettes", "edges") and rest else s, roots)
     if head in ("cue-conflict", "silhouettes", "edges") and rest:
         return cue_conflict_dataset(rest, head)
     p = Path(s).expanduser()
@@ -244,9 +495,13 @@ def open_dataset(spec: str | os.PathLike) -> ImageDataset:
         # A stimuli root is recognised by its layout.
         if (p / "style-transfer-preprocessed-512").is_dir() or p.name == "style-transfer-preprocessed-512":
             return cue_conflict_dataset(p, "cue-conflict")
-        return image_folder(p)
+        return image_folder(p, roots=roots, progress=progress)
     if p.is_file():
-        return file_list([p], name=p.stem)
+        if p.suffix.lower() in IMAGE_EXTS or not _looks_like_text(p):
+            return file_list([p], name=p.stem)  # one image (Pillow reads more types than IMAGE_EXTS)
+        return image_list(p, roots=roots, progress=progress)
+    if p.exists():
+        raise ValueError(f"{s} is neither a folder nor a file")
     raise FileNotFoundError(f"no such dataset: {s} (a folder, a .txt list, samples, cifar10, stl10, "
                             "or cue-conflict:ROOT)")
 
@@ -300,7 +555,7 @@ def iter_batches(ds: ImageDataset, transform: Callable, *, batch_size: int = 32,
         collate_fn=_collate, persistent_workers=False)
     report = report if report is not None else BatchReport()
     for xs, idx, bad in loader:
-        report.skipped += [{"file": ds.items[i].path, "error": err} for i, err in bad]
+        report.skipped += [{"file": ds.items[i].shown, "error": err} for i, err in bad]
         if xs is not None:
             report.n_ok += len(idx)
             yield xs, idx
