@@ -45,7 +45,7 @@ def bad(tmp_path_factory) -> dict[str, str]:
            "/etc/passwd": "/etc/passwd", "root": "/", "missing": str(base / "no-such-folder"),
            "dotdot escape": f"{base}/../../../..{outside}",
            # specs smuggled into the path field must stay paths (no stimuli root, no download)
-           "prefixed spec": f"cue-conflict:{outside}", "download spec": "cifar10"}
+           "prefixed spec": f"cue-conflict:{base}/nonimages", "download spec": "cifar10"}
     locked.chmod(0o700)
     shutil.rmtree(outside)
 

@@ -65,7 +65,8 @@ def test_open_dataset_with_roots_refuses_outside_paths_and_escaping_links(tmp_pa
     shutil.copy(sample_path("cat"), d / "cats" / "a.png")
     (d / "cats" / "b.png").symlink_to(outside / "secret.png")  # a link out of the roots
     (d / "out").symlink_to(outside)  # a folder link out of the roots
-    for spec in (str(outside), f"cue-conflict:{outside}", "/etc/passwd"):
+    for spec in (str(outside), f"cue-conflict:{outside}", f"edges:{outside}", f"any-future-prefix:{outside}",
+                 "/etc/passwd"):
         with pytest.raises(PathNotAllowedError):
             open_dataset(spec, roots=roots)
     ds = open_dataset(str(d), roots=roots)

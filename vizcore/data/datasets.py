@@ -482,12 +482,16 @@ def open_dataset(spec: str | os.PathLike, *, roots: Sequence[Path] | None = None
     if s == "samples":
         return samples_dataset()
     head, _, rest = s.partition(":")
-    if head.lower() in TORCHVISION_SETS and (rest in ("", "train", "test", "unlabeled")):
-        return torchvision_dataset(head, split=rest or "test")
     if roots is not None:
         from vizcore.data.roots import check_allowed
 
-        check_allowed(rest if head in ("cue-conflict", "silhouettes", "edges") and rest else s, roots)
+        # Both the whole spec and the part after a ``prefix:`` must be allowed paths: a prefix
+        # that takes a folder (``cue-conflict:ROOT``) then cannot lead out, whichever it is;
+        # a split name (``cifar10:test``) is a harmless relative path.
+        for part in dict.fromkeys(x for x in (s, rest) if x):
+            check_allowed(part, roots)
+    if head.lower() in TORCHVISION_SETS and (rest in ("", "train", "test", "unlabeled")):
+        return torchvision_dataset(head, split=rest or "test")
     if head in ("cue-conflict", "silhouettes", "edges") and rest:
         return cue_conflict_dataset(rest, head)
     p = Path(s).expanduser()
