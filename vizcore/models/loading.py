@@ -6,6 +6,11 @@ Resolution order (first that works wins, and the one used is always reported):
 3. the torch hub cache (``torch.hub.get_dir()/checkpoints``),
 4. a download with a progress bar (never hangs: short connect timeout),
 5. random initialisation, with a warning.
+
+Loaded models are cached once per process within ``$VIZCORE_MODEL_MEMORY_MB`` (default 4096 MB
+of parameters and buffers; least recently used evicted first, see :func:`load_model`). Weights
+files are read with ``weights_only=True``; a file that is not a checkpoint, would run code, or
+holds NaN/Inf values is refused with one line that says which (:func:`read_checkpoint`).
 """
 from __future__ import annotations
 
