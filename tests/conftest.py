@@ -17,6 +17,14 @@ SHARED_DATA = Path(os.environ.get("VIZCORE_SHARED_DATA", ROOT.parent / "shared" 
 os.environ.setdefault("VIZCORE_OFFLINE", "1")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Every dashboard AppTest (``test_app_*.py``) is slow: each runs the whole app script, often
+    several times, with real models. ``pytest -m "not slow"`` is the quick loop without them."""
+    for item in items:
+        if item.path.name.startswith("test_app_"):
+            item.add_marker(pytest.mark.slow)
+
+
 def need(ok: bool, reason: str) -> None:
     """Skip with ``reason`` unless CI demands everything, where it fails."""
     if ok:

@@ -21,6 +21,7 @@ def probed(lite0, coarse_imagenet):
     return fit_probes(lite0, coarse_imagenet, layers=LAYERS, compare_random=True, folds=4, seed=0)
 
 
+@pytest.mark.slow  # the module-wide `probed` fixture: 2 networks x 6 layers x 4 folds
 def test_deepest_layer_beats_random_twin_and_first_layer(probed):
     deep, first = probed.layers[-1], probed.layers[0]
     rdeep = probed.random.layers[-1]
@@ -38,6 +39,7 @@ def test_deepest_layer_beats_random_twin_and_first_layer(probed):
     assert max(lp.accuracy for lp in probed.layers[3:]) > max(lp.accuracy for lp in probed.layers[:2])
 
 
+@pytest.mark.slow  # the module-wide `probed` fixture: 2 networks x 6 layers x 4 folds
 def test_confidence_interval_is_wilson_of_the_pooled_test_predictions(probed):
     n = probed.n_test
     for lp in probed.layers + probed.random.layers:
@@ -48,6 +50,7 @@ def test_confidence_interval_is_wilson_of_the_pooled_test_predictions(probed):
         assert lp.accuracy == pytest.approx(np.mean(lp.fold_accuracies), abs=0.02)
 
 
+@pytest.mark.slow  # the module-wide `probed` fixture: 2 networks x 6 layers x 4 folds
 def test_result_json_contract(probed):
     d = json.loads(json.dumps(probed.to_json()))
     for key in ("model", "weights", "label", "n_train", "n_test", "layers"):

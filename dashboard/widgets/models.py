@@ -18,8 +18,9 @@ from vizcore.models import DEFAULT_MODEL, LoadedModel, list_models, load_model
 
 
 def get_model(name: str, weights: str = "auto") -> LoadedModel:
-    """The engine's cached model (a hit returns at once; Streamlit shows the spinner only after a delay)."""
-    with st.spinner("Loading model…"), warnings.catch_warnings():
+    """The engine's cached model. No Streamlit element here: it is also called inside
+    ``st.cache_data`` functions, whose elements Streamlit would record and replay."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_model(name, weights, progress=False)
 
@@ -27,7 +28,8 @@ def get_model(name: str, weights: str = "auto") -> LoadedModel:
 def load_model_or_stop(name: str, weights: str = "auto") -> LoadedModel:
     """The cached model, or an error message and ``st.stop()`` (unknown timm name, unreadable weights, ...)."""
     try:
-        return get_model(name, weights)
+        with st.spinner("Loading model…"):  # shown only if loading takes a moment (a hit is instant)
+            return get_model(name, weights)
     except Exception as e:  # noqa: BLE001 - any failure to build or load is shown, never raised
         show_error(e, f"Cannot load model {name!r}")
         st.stop()

@@ -6,6 +6,11 @@ Resolution order (first that works wins, and the one used is always reported):
 3. the torch hub cache (``torch.hub.get_dir()/checkpoints``),
 4. a download with a progress bar (never hangs: short connect timeout),
 5. random initialisation, with a warning.
+
+Loaded models are cached once per process within ``$VIZCORE_MODEL_MEMORY_MB`` (default 4096 MB
+of parameters and buffers; least recently used evicted first, see :func:`load_model`). Weights
+files are read with ``weights_only=True``; a file that is not a checkpoint, would run code, or
+holds NaN/Inf values is refused with one line that says which (:func:`read_checkpoint`).
 """
 from __future__ import annotations
 
@@ -194,6 +199,9 @@ def _pickle_globals(data: bytes) -> list[str]:
     names from the two strings pushed before it, directly or through the memo. Several pickles in
     a row (the legacy torch format) are read until the first non-pickle byte; only pickles read
     to their end count, so a text file that happens to start like an opcode is not mistaken for one.
+    Written on the standard library's ``pickletools``: scanners such as picklescan or fickling would
+    be a new dependency for what is, here, only the wording of a refusal (``torch.load`` with
+    ``weights_only=True`` is what keeps the code from running).
     """
     import io
     import pickletools
@@ -211,8 +219,8 @@ def _pickle_globals(data: bytes) -> list[str]:
                     names.append(str(arg).replace(" ", "."))
                 elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
                     names.append(f"{strings[-2]}.{strings[-1]}")
-                if isinstance(arg, str) and "UNICODE" in op.name or op.name in ("STRING", "BINSTRING",
-                                                                                "SHORT_BINSTRING"):
+                if (isinstance(arg, str) and "UNICODE" in op.name) or op.name in ("STRING", "BINSTRING",
+                                                                                  "SHORT_BINSTRING"):
                     last = str(arg)
                     strings.append(last)
                 elif op.name in ("PUT", "BINPUT", "LONG_BINPUT") and last is not None:
