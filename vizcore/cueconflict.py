@@ -202,7 +202,7 @@ REFERENCES: tuple[Reference, ...] = (
 
 
 # --------------------------------------------------------------------------------------------
-# Stimuli: found, downloaded and checksummed by vizcore.data.stimuli (re-exported here).
+# Errors (the stimuli's own, StimuliError, comes from vizcore.data.stimuli)
 class NoImageNetHeadError(ValueError):
     """The model does not output the 1000 ImageNet classes the decision rule needs."""
 
