@@ -26,6 +26,7 @@ import torch.nn as nn
 from PIL import Image
 
 from vizcore import cueconflict as cc
+from vizcore.data import stimuli
 from vizcore.models import LoadedModel, ModelSpec, Preprocess, WeightsInfo, get_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,6 +214,21 @@ def test_locate_stimuli(cue_conflict_root, tmp_path, monkeypatch):
         cc.locate_stimuli(tmp_path / "other")
 
 
+def test_stimuli_have_one_home(cue_conflict_root):
+    """vizcore.data.stimuli owns the layout; cueconflict re-exports it, the dataset opener reads it."""
+    from vizcore.data import cue_conflict_dataset, open_dataset
+
+    for name in ("SUBSET_FOLDERS", "StimuliError", "locate_stimuli", "download_stimuli", "stimuli_digest",
+                 "default_stimuli_dir"):
+        assert getattr(cc, name) is getattr(stimuli, name)
+    for sub, folder in stimuli.SUBSET_FOLDERS.items():
+        ds = cue_conflict_dataset(cue_conflict_root, sub)
+        assert all(f"/{folder}/" in p for p in ds.paths)
+        assert len(open_dataset(f"{sub}:{cue_conflict_root}")) == len(ds)
+    with pytest.raises(KeyError, match="cue-conflict, silhouettes, edges"):
+        cue_conflict_dataset(cue_conflict_root, "sketches")
+
+
 def test_published_digest_matches_the_reference_copy(cue_conflict_root):
     assert cc.stimuli_digest(cue_conflict_root) == cc.STIMULI_DIGEST
     for sub, n in cc.STIMULI_COUNTS.items():
@@ -285,9 +301,9 @@ def test_download_from_a_local_server(tmp_path, http_server, monkeypatch, capfd)
     with pytest.raises(cc.StimuliError, match="checksum mismatch"):  # the published digest does not match
         cc.download_stimuli(tmp_path / "x", url=f"{base}/ok.zip", counts=counts, progress=False)
     # locate_stimuli: a missing --stimuli folder is downloaded into; with no path, the cache is
-    monkeypatch.setattr(cc, "STIMULI_URL", f"{base}/ok.zip")
-    monkeypatch.setattr(cc, "STIMULI_DIGEST", digest)
-    monkeypatch.setattr(cc, "STIMULI_COUNTS", counts)
+    monkeypatch.setattr(stimuli, "STIMULI_URL", f"{base}/ok.zip")  # where the download code reads them
+    monkeypatch.setattr(stimuli, "STIMULI_DIGEST", digest)
+    monkeypatch.setattr(stimuli, "STIMULI_COUNTS", counts)
     monkeypatch.delenv("VIZCORE_STIMULI", raising=False)
     assert cc.locate_stimuli(tmp_path / "given", progress=False) == tmp_path / "given"
     monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "vc"))

@@ -395,13 +395,49 @@ def test_best_dataset_value_is_max_over_images(lite0):
 
 # ------------------------------------------------------------------------------- CLI
 def test_parse_channels():
-    from vizcore.commands.featviz import parse_channels
+    from vizcore.featureviz import ChannelSpecError, parse_channels
 
     assert parse_channels("0-3") == [0, 1, 2, 3]
     assert parse_channels("5,2,2,7-8") == [5, 2, 7, 8]
-    for bad in ("", "4-2", "a"):
-        with pytest.raises(Exception):
+    assert parse_channels(" 3 , 1-2 ,") == [3, 1, 2]
+    for bad, why in [("", "bad channel list"), (" , ", "bad channel list"), ("4-2", "empty channel range"),
+                     ("a", "bad channel list"), ("1-b", "bad channel list"), ("-3", "bad channel list"),
+                     ("2,-1", "bad channel list")]:
+        with pytest.raises(ChannelSpecError, match=why):
             parse_channels(bad)
+    assert issubclass(ChannelSpecError, ValueError)
+
+
+def test_render_cached_optimises_once(lite0, monkeypatch):
+    """The second identical request comes from disk, pixel for pixel, without optimising again."""
+    import vizcore.featureviz.cached as fc
+    from vizcore.cache import entry_path
+
+    calls = []
+    real = fc.render
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(fc, "render", counting)
+    kw = dict(steps=3, size=32, seed=5, transforms="none")
+    first, cached1 = fc.render_cached(lite0, "blocks.1.0", [2, 0], **kw)
+    second, cached2 = fc.render_cached(lite0, "blocks.1.0", [2, 0], **kw)
+    assert (cached1, cached2, len(calls)) == (False, True, 1)
+    assert [r.to_json() for r in second] == [r.to_json() for r in first]
+    for a, b in zip(first, second):
+        assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert entry_path(fc.CACHE_KIND, fc.render_key(lite0, "blocks.1.0", [2, 0], **kw)).is_file()
+    # any setting that changes the images is part of the key: another seed optimises again
+    _, cached3 = fc.render_cached(lite0, "blocks.1.0", [2, 0], **{**kw, "seed": 6})
+    assert (cached3, len(calls)) == (False, 2)
+    # a stopped run is returned but not cached
+    stopped, _ = fc.render_cached(lite0, "blocks.1.0", [1], **kw, should_stop=lambda: True)
+    assert stopped[0].steps_run == 0
+    assert not entry_path(fc.CACHE_KIND, fc.render_key(lite0, "blocks.1.0", [1], **kw)).exists()
+    _, again = fc.render_cached(lite0, "blocks.1.0", [1], **kw)
+    assert again is False and len(calls) == 4
 
 
 def test_cli_contract(tmp_path, small_folder):

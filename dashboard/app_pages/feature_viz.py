@@ -1,8 +1,8 @@
 """Feature visualisation: images optimised by gradient ascent to excite chosen channels.
 
-UI only: the engine call is :func:`vizcore.featureviz.render` (all chosen channels
-in one batch, the forward pass stopping at the layer). Results are kept on disk
-(:mod:`vizcore.cache`) keyed by every setting, so asking again is instant.
+UI only: the engine call is :func:`vizcore.featureviz.render_cached` (all chosen
+channels in one batch, the forward pass stopping at the layer; results kept on disk
+keyed by the weights and every setting, so asking again is instant).
 """
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import json
 import streamlit as st
 
 from dashboard import widgets as w
-from vizcore.cache import load_torch, save_torch
-from vizcore.identity import result_key
+from vizcore.featureviz import parse_channels
 
 KEY = "feature_viz"
 SIZES = [64, 96, 128, 160, 192, 224]
@@ -85,12 +84,10 @@ with top[1]:
         preset = {} if f"{KEY}_channels" in st.session_state else {"default": list(range(min(4, n_ch)))}
         channels = st.multiselect(f"Channels (0-{n_ch - 1})", list(range(n_ch)), **preset, key=f"{KEY}_channels")
     else:
-        from vizcore.commands.featviz import parse_channels
-
         text = st.text_input("Channel range", value=f"0-{min(7, n_ch - 1)}", key=f"{KEY}_range")
         try:
             channels = [c for c in parse_channels(text) if c < n_ch]
-        except Exception:  # noqa: BLE001 - argparse-style errors from the parser
+        except ValueError:  # ChannelSpecError: not a channel list
             st.error(f"Cannot read {text!r}: use e.g. 0-15 or 3,7,12")
             channels = []
 
@@ -121,7 +118,6 @@ settings = {"model": model, "weights": weights, "layer": layer, "channels": [int
             "steps": int(steps), "size": int(size), "lr": float(lr), "param": param, "objective": objective,
             "transforms": transforms, "seed": int(seed), "n_per_channel": int(copies),
             "diversity": float(diversity)}
-ckey = result_key("featviz", 2, lm, **settings)  # weights by content, like every cached result
 
 b1, b2 = st.columns([1, 5])
 run = b1.button("Run", type="primary", key=f"{KEY}_run", disabled=not channels)
@@ -129,28 +125,25 @@ if st.session_state.pop(f"{KEY}_stop", False):
     st.warning("Stopped. Change nothing and press Run to start again.")
 
 if run:
-    cached = load_torch("featviz", ckey)
-    if cached is None:
-        stop_col = b2.empty()
-        stop_col.button("Stop", key=f"{KEY}_stop_button", on_click=_request_stop)
-        bar = st.progress(0.0, text="Starting…")
-        from vizcore.featureviz import render
+    from vizcore.featureviz import render_cached
 
-        def progress(step: int, total: int, values: list) -> None:
-            # every update is also where Streamlit can interrupt the run when Stop is pressed
-            mean = sum(values) / max(1, len(values))
-            bar.progress(step / total, text=f"step {step}/{total} · mean objective {mean:.3g}")
+    stop_col = b2.empty()
+    stop_col.button("Stop", key=f"{KEY}_stop_button", on_click=_request_stop)
+    bar = st.progress(0.0, text="Starting…")
 
-        results = render(lm, layer, channels, objective=objective, param=param, steps=int(steps), lr=float(lr),
-                         size=int(size), seed=int(seed), transforms=transforms, diversity=float(diversity),
-                         n_per_channel=int(copies), progress=progress,
-                         should_stop=lambda: st.session_state.get(f"{KEY}_stop", False))
-        bar.empty()
-        stop_col.empty()
-        cached = {"results": [r.to_json() for r in results], "png": [w.png_bytes(r.image) for r in results]}
-        if all(r.steps_run == r.steps for r in results):
-            save_torch("featviz", ckey, cached)
-    st.session_state[f"{KEY}_shown"] = {"key": ckey, "settings": settings, **cached}
+    def progress(step: int, total: int, values: list) -> None:
+        # every update is also where Streamlit can interrupt the run when Stop is pressed
+        mean = sum(values) / max(1, len(values))
+        bar.progress(step / total, text=f"step {step}/{total} · mean objective {mean:.3g}")
+
+    results, _cached = render_cached(
+        lm, layer, channels, objective=objective, param=param, steps=int(steps), lr=float(lr), size=int(size),
+        seed=int(seed), transforms=transforms, diversity=float(diversity), n_per_channel=int(copies),
+        progress=progress, should_stop=lambda: st.session_state.get(f"{KEY}_stop", False))
+    bar.empty()
+    stop_col.empty()
+    st.session_state[f"{KEY}_shown"] = {"settings": settings, "results": [r.to_json() for r in results],
+                                        "png": [w.png_bytes(r.image) for r in results]}
 
 shown = st.session_state.get(f"{KEY}_shown")
 if shown:

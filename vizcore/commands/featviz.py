@@ -8,27 +8,10 @@ from pathlib import Path
 ORDER = 70
 
 
-def parse_channels(text: str) -> list[int]:
-    """``"0-15"``, ``"3,7,12"`` or ``"0-3,8"`` to a list of channel indices (order kept, no repeats)."""
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part[1:]:
-            lo, hi = part.split("-", 1)
-            a, b = int(lo), int(hi)
-            if b < a:
-                raise argparse.ArgumentTypeError(f"empty channel range {part!r}")
-            out += range(a, b + 1)
-        else:
-            out.append(int(part))
-    if not out or any(c < 0 for c in out):
-        raise argparse.ArgumentTypeError(f"bad channel list {text!r}; use e.g. 0-15 or 3,7,12")
-    return list(dict.fromkeys(out))
-
-
 def _channels_arg(text: str) -> list[int]:
+    """``--channels``: :func:`~vizcore.featureviz.parse_channels`, its errors in argparse's words."""
+    from vizcore.featureviz.channels import parse_channels  # here: the CLI starts without torch
+
     try:
         return parse_channels(text)
     except ValueError as e:

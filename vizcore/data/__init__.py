@@ -1,4 +1,4 @@
-"""Image I/O, built-in samples and datasets."""
+"""Image I/O, built-in samples, datasets and the cue-conflict stimuli."""
 from vizcore.data.images import ImageLoadError, load_image, to_rgb
 from vizcore.data.samples import SAMPLES, load_sample, sample_names, sample_path
 
@@ -21,3 +21,14 @@ __all__ += [
     "BatchReport", "ImageDataset", "ImageItem", "cue_conflict_dataset", "file_list", "image_folder",
     "image_list", "iter_batches", "open_dataset", "samples_dataset", "torchvision_dataset",
 ]
+from vizcore.data.stimuli import (  # noqa: E402
+    SUBSET_FOLDERS,
+    StimuliError,
+    default_stimuli_dir,
+    download_stimuli,
+    locate_stimuli,
+    stimuli_digest,
+)
+
+__all__ += ["SUBSET_FOLDERS", "StimuliError", "default_stimuli_dir", "download_stimuli", "locate_stimuli",
+            "stimuli_digest"]

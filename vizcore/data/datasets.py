@@ -20,6 +20,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from vizcore.data.stimuli import SUBSET_FOLDERS
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
@@ -416,15 +418,13 @@ def cue_conflict_dataset(root: str | os.PathLike, subset: str = "cue-conflict", 
     import re
 
     root = Path(root).expanduser()
-    folders = {"cue-conflict": "style-transfer-preprocessed-512", "silhouettes": "filled-silhouettes",
-               "edges": "edges"}
-    if subset not in folders:
-        raise KeyError(f"unknown stimuli subset {subset!r}; choose from {', '.join(folders)}")
-    base = root / folders[subset]
+    if subset not in SUBSET_FOLDERS:
+        raise KeyError(f"unknown stimuli subset {subset!r}; choose from {', '.join(SUBSET_FOLDERS)}")
+    base = root / SUBSET_FOLDERS[subset]
     if not base.is_dir() and subset == "cue-conflict" and root.is_dir():
         base = root  # the cue-conflict folder itself was given
     if not base.is_dir():
-        raise FileNotFoundError(f"no {subset} stimuli under {root} (expected {folders[subset]}/)")
+        raise FileNotFoundError(f"no {subset} stimuli under {root} (expected {SUBSET_FOLDERS[subset]}/)")
     items = []
     pat = re.compile(r"^([a-z]+)\d+-([a-z]+)\d+$")
     for cls in sorted(d for d in base.iterdir() if d.is_dir()):
@@ -492,12 +492,13 @@ def open_dataset(spec: str | os.PathLike, *, roots: Sequence[Path] | None = None
             check_allowed(part, roots)
     if head.lower() in TORCHVISION_SETS and (rest in ("", "train", "test", "unlabeled")):
         return torchvision_dataset(head, split=rest or "test")
-    if head in ("cue-conflict", "silhouettes", "edges") and rest:
+    if head in SUBSET_FOLDERS and rest:
         return cue_conflict_dataset(rest, head)
     p = Path(s).expanduser()
     if p.is_dir():
         # A stimuli root is recognised by its layout.
-        if (p / "style-transfer-preprocessed-512").is_dir() or p.name == "style-transfer-preprocessed-512":
+        cue = SUBSET_FOLDERS["cue-conflict"]
+        if (p / cue).is_dir() or p.name == cue:
             return cue_conflict_dataset(p, "cue-conflict")
         return image_folder(p, roots=roots, progress=progress)
     if p.is_file():
