@@ -23,7 +23,7 @@ KEY = "activations"
 
 def _app() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
-    at.run()
+    at.switch_page("app_pages/activations.py").run()
     assert not at.exception, at.exception
     return at
 

@@ -175,7 +175,7 @@ def test_erf_at_blocks_5_0_is_smaller_than_the_image(lite0, photos):
 def mined(lite0):
     from vizcore.patches import mine_top_patches
 
-    return mine_top_patches(lite0, "samples", ["stem", "blocks.5.0"], k=2, batch_size=8, workers=0)
+    return mine_top_patches(lite0, "samples", ["stem", "blocks.5.0", "head"], k=2, batch_size=8, workers=0)
 
 
 def test_crop_policy_context_for_small_fields_erf_for_whole_image_fields(lite0, mined):
@@ -214,3 +214,15 @@ def test_upsampled_map_peaks_at_the_receptive_field_centre(lite0, photos):
     assert abs(px - (geom.start + geom.jump * x)) <= geom.jump / 2
     grid = U.overlay_grid(lite0, "blocks.5.0", res.layers["blocks.5.0"].output, res.image, [30, 1, 2, 3], cell=50)
     assert grid.size == (2 * 52 + 2, 2 * 52 + 2)
+
+
+def test_erf_of_a_unit_clipped_by_relu6_uses_its_pre_activation(lite0, mined):
+    """lite0's head is BatchNorm + ReLU6: a top unit at exactly 6 has no input gradient."""
+    hit = mined.hits("head", 7)[0]
+    assert hit.value == 6.0
+    erf = U.effective_rf(lite0, "head", 7, hit.file, hit.y, hit.x)
+    assert erf.value == 6.0 and erf.target == "bn2.drop"  # the BatchNorm output before the activation
+    assert erf.box is not None and erf.grad.sum() > 0
+    c = U.hit_crop(lite0, mined, "head", 7, 0)
+    assert c.method == "effective receptive field (90 % of gradient, before its clipping activation)"
+    assert c.field_box == erf.box

@@ -145,6 +145,7 @@ class EffectiveRF:
         geometry: the layer's :class:`vizcore.summary.Geometry`.
         input: the preprocessed input (what the boxes refer to).
         value: the unit's activation.
+        target: the module differentiated (see below).
     """
 
     layer: str
@@ -158,10 +159,13 @@ class EffectiveRF:
     geometry: "Geometry"
     grad: np.ndarray = field(repr=False, compare=False)
     input: Image.Image = field(repr=False, compare=False)
+    target: str = ""
+    """Module whose output was differentiated: the tap's, or (for a unit clipped by its activation
+    function) the pre-activation inside it."""
 
     def to_json(self) -> dict:
         return {"layer": self.layer, "channel": self.channel, "y": self.y, "x": self.x, "value": self.value,
-                "mass": self.mass, "box": list(self.box) if self.box else None,
+                "target": self.target, "mass": self.mass, "box": list(self.box) if self.box else None,
                 "theoretical": list(self.theoretical), "geometry": self.geometry.to_json()}
 
 
@@ -558,7 +562,10 @@ def effective_rf(lm: LoadedModel, layer: str, channel: int, image: ImageLike, y:
 
     path = lm.resolve(layer)
     inp = _batch(lm, [image])
-    with torch.enable_grad(), tap(lm.model, [path], detach=False, stop=True, lock=lm.lock) as store:
+    # The tap's submodules too: a unit clipped by its activation (ReLU6 at six, as the top images
+    # of MobileNet/EfficientNet-Lite units often are) has no input gradient; its pre-activation has.
+    subs = [n for n, _ in lm.model.named_modules() if n.startswith(path + ".")]
+    with torch.enable_grad(), tap(lm.model, [path] + subs, detach=False, stop=True, lock=lm.lock) as store:
         inp = inp.detach().requires_grad_(True)
         forward_until(lm.model, inp)
         act = store[path]
@@ -570,15 +577,25 @@ def effective_rf(lm: LoadedModel, layer: str, channel: int, image: ImageLike, y:
                 y, x = divmod(flat, int(m.shape[1]))
             if not (0 <= y < m.shape[0] and 0 <= x < m.shape[1]):
                 raise ValueError(f"position ({y}, {x}) is outside the {m.shape[0]}x{m.shape[1]} map of {layer!r}")
-            unit = m[int(y), int(x)]
+            idx = (0, int(channel), int(y), int(x))
         else:
-            y, x, unit = 0, 0, m.reshape(())
-        (g,) = torch.autograd.grad(unit, inp)
+            y, x, idx = 0, 0, (0, int(channel))
+        value = float(act[idx].detach())
+        target = path
+        (g,) = torch.autograd.grad(act[idx], inp, retain_graph=True)
+        if not g.abs().sum() > 0:
+            same = [p for p in store if p in subs and torch.is_tensor(store[p]) and store[p].shape == act.shape
+                    and store[p].grad_fn is not None and store[p] is not act]
+            for p in reversed(same):  # the latest same-shaped output inside the tap: its pre-activation
+                (g2,) = torch.autograd.grad(store[p][idx], inp, retain_graph=True)
+                if g2.abs().sum() > 0:
+                    g, target = g2, p
+                    break
     heat = g[0].detach().abs().sum(dim=0).float().cpu().numpy()
     size = int(inp.shape[-1])
     geom = _geometry(lm, layer, size)
-    return EffectiveRF(layer, int(channel), int(y), int(x), float(unit.detach()), mass, smallest_box(heat, mass),
-                       rf_box(geom, int(y), int(x), size), geom, heat, denormalize(lm, inp[0]))
+    return EffectiveRF(layer, int(channel), int(y), int(x), value, mass, smallest_box(heat, mass),
+                       rf_box(geom, int(y), int(x), size), geom, heat, denormalize(lm, inp[0]), target)
 
 
 def _with_context(box: tuple[int, int, int, int], size: int, context: int) -> tuple[int, int, int, int]:
@@ -623,6 +640,8 @@ def unit_crop(lm: LoadedModel, layer: str, channel: int, image: ImageLike, y: in
         else:
             fld = erf.box
             method = f"effective receptive field ({mass:.0%} of gradient)".replace("%", " %")
+            if erf.target != lm.resolve(layer):
+                method = method[:-1] + ", before its clipping activation)"
     small = min(fld[2] - fld[0], fld[3] - fld[1]) < context
     crop = _with_context(fld, size, context) if method.startswith("receptive") or small else fld
     out = inp.crop(crop)
