@@ -182,3 +182,99 @@ def test_every_page_has_its_own_address():
     assert not at.exception
     linked = {p.proto.page for p in at.get("page_link")}
     assert set(paths) <= linked
+
+
+# ------------------------------------------------------------- a real server
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path):
+    """``streamlit run dashboard/app.py`` on a free port; killed in ``finally``."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    log = tmp_path / "streamlit.log"
+    env = dict(os.environ, VIZCORE_OFFLINE="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true", "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+def _open(port: int, path: str, query: str = "", timeout: float = 180) -> tuple[str | None, bool, bytes]:
+    """What a browser opening ``/path?query`` gets, over Streamlit's own websocket protocol:
+    (the url path of the page that ran, whether "page not found" was sent, every message's bytes)."""
+    import asyncio
+
+    import websockets
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    async def run():
+        ran, not_found, blob = None, False, b""
+        async with websockets.connect(f"ws://127.0.0.1:{port}/_stcore/stream", subprotocols=["streamlit"],
+                                      max_size=None, origin=f"http://127.0.0.1:{port}") as ws:
+            back = BackMsg()
+            back.rerun_script.page_name = path
+            back.rerun_script.query_string = query
+            await ws.send(back.SerializeToString())
+            while True:
+                raw = await asyncio.wait_for(ws.recv(), timeout)
+                msg = ForwardMsg()
+                msg.ParseFromString(raw)
+                blob += raw
+                kind = msg.WhichOneof("type")
+                if kind == "page_not_found":
+                    not_found = True
+                elif kind == "navigation":
+                    urls = {p.page_script_hash: p.url_pathname for p in msg.navigation.app_pages}
+                    ran = urls.get(msg.navigation.page_script_hash)
+                elif kind == "script_finished":
+                    return ran, not_found, blob
+
+    return asyncio.run(run())
+
+
+@pytest.mark.slow
+def test_pages_answer_at_their_own_addresses_on_a_real_server(served):
+    ran, not_found, blob = _open(served, "activations")
+    assert (ran, not_found) == ("activations", False)
+    assert b"Activations" in blob
+    ran, not_found, blob = _open(served, "unit", "model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12")
+    assert (ran, not_found) == ("unit", False)
+    assert "efficientnet_lite0 · blocks.4.0 · channel 12".encode() in blob
+    ran, not_found, _ = _open(served, "")
+    assert (ran, not_found) == ("", False)  # the overview
+    ran, not_found, _ = _open(served, "no_such_page")
+    assert not_found  # the check can fail
