@@ -90,11 +90,24 @@ def test_sections_on_demand_and_driver_links_target_other_units(lite0):
     for page, q in drivers:
         assert page == "unit" and q["model"] == "efficientnet_lite0" and q["weights"] == "auto"
         assert 0 <= int(q["channel"]) < 80
+    # Feature visualisation, small and quick.
+    at.select_slider(key="unit_fv_steps").set_value(16)
+    at.select_slider(key="unit_fv_size").set_value(64)
+    at.toggle(key="unit_show_fv").set_value(True).run()
+    assert not at.exception and not at.error
+    from vizcore.featureviz import render
+
+    (r,) = render(lite0, "blocks.4.0", [12], steps=16, size=64)
+    assert any(i.captions and i.captions[0] == f"objective {r.objective_start:.3g} → {r.objective_final:.3g}"
+               for i in at.image)
     # Following a driver's address opens that unit (same session: the toggles stay on).
     _, q = drivers[0]
     at = _unit(q, at)
     assert [t.value for t in at.title] == [f"efficientnet_lite0 · blocks.3.2 · channel {q['channel']}"]
     assert not at.error
+    # A bare /unit (from the navigation) comes back to the last unit of the session.
+    at = _unit({}, at)
+    assert [t.value for t in at.title] == [f"efficientnet_lite0 · blocks.3.2 · channel {q['channel']}"]
 
 
 def test_weight_drivers_and_dataset_top_images(lite0):

@@ -17,6 +17,7 @@ import streamlit as st
 
 from dashboard import widgets as w
 from vizcore.models import DEFAULT_MODEL, list_models
+from vizcore.unit import previous_tap
 
 KEY = "unit"
 PARAMS = ("model", "weights", "layer", "channel", "dataset")
@@ -173,7 +174,8 @@ fresh = url != st.session_state.get(f"{KEY}_synced")
 if fresh:  # a new address (opened, pasted, or a link followed): it sets the sidebar
     st.session_state[f"{KEY}_synced"] = url
     st.session_state[f"{KEY}_problem"] = None
-    st.session_state[f"{KEY}_want"] = url
+    # A bare /unit (e.g. from the navigation) comes back to the session's last unit.
+    st.session_state[f"{KEY}_want"] = url or st.session_state.get(f"{KEY}_last") or {}
 
 
 def _problem(text: str) -> None:
@@ -260,6 +262,7 @@ if problem:
     st.stop()
 
 address = w.unit_params(model, weights, layer, channel, dataset)
+st.session_state[f"{KEY}_last"] = address
 if address != url:
     st.query_params.from_dict(address)
     st.session_state[f"{KEY}_synced"] = address
@@ -314,19 +317,21 @@ if st.toggle("Show the theoretical and effective receptive field of the peak uni
 
 # -- feature visualisation
 st.subheader("Feature visualisation")
-if st.toggle("Render the channel's feature visualisation (128 px, 128 steps; about a minute on a CPU)",
+f1, f2, f3 = st.columns([2, 1, 1])
+fv_steps = f2.select_slider("Steps", [16, 32, 64, 128, 256, 512], value=128, key=f"{KEY}_fv_steps")
+fv_size = f3.select_slider("Size (px)", [64, 96, 128, 160, 224], value=128, key=f"{KEY}_fv_size")
+if f1.toggle("Render the channel's feature visualisation (128 px, 128 steps: about a minute on a CPU)",
              key=f"{KEY}_show_fv"):
     try:
-        (fv,) = _featviz(model, weights, layer, (channel,), 128, 128)
+        (fv,) = _featviz(model, weights, layer, (channel,), int(fv_steps), int(fv_size))
         st.image(fv["png"], width=256, caption=f"objective {fv['start']:.3g} → {fv['final']:.3g}")
     except Exception as e:  # noqa: BLE001
         st.error(f"Feature visualisation failed: {e}")
 
 # -- dataset examples
 st.subheader("Top dataset images")
-taps_all = [t.name for t in lm.taps()]
-prev = taps_all[taps_all.index(layer) - 1] if taps_all.index(layer) > 0 else None
-mine_layers = tuple(x for x in (prev, layer) if x)
+prev = previous_tap(lm, layer)
+mine_layers = ((prev[0],) if prev else ()) + (layer,)  # the drivers' top patches come in the same pass
 result = None
 if not dataset:
     st.info("Choose a dataset in the sidebar to see the images that excite this channel most.")
