@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence
 
@@ -653,10 +654,33 @@ def unit_crop(lm: LoadedModel, layer: str, channel: int, image: ImageLike, y: in
     return UnitCrop(out, crop, fld, method)
 
 
+_CROPS: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
+_CROPS_MAX = 512
+
+
 def hit_crop(lm: LoadedModel, result: "MiningResult", layer: str, channel: int, rank: int = 0, **kw) -> UnitCrop:
-    """:func:`unit_crop` for hit ``rank`` of ``channel`` in a mining result (same model and weights)."""
+    """:func:`unit_crop` for hit ``rank`` of ``channel`` in a mining result (same model and weights).
+
+    Remembered per model (the last 512 crops, keyed by file, its modification time, the unit
+    and the settings): pages redraw often, and an effective receptive field costs a backward pass.
+    """
     hit = result.hits(layer, channel)[rank]
-    return unit_crop(lm, layer, channel, hit.file, hit.y, hit.x, **kw)
+    try:
+        mtime = os.stat(hit.file).st_mtime_ns
+    except OSError:
+        mtime = 0
+    key = (layer, int(channel), hit.file, mtime, hit.y, hit.x, tuple(sorted(kw.items())))
+    with _DIRECT_LOCK:
+        memo = _CROPS.setdefault(lm.model, OrderedDict())
+        if key in memo:
+            memo.move_to_end(key)
+            return memo[key]
+    crop = unit_crop(lm, layer, channel, hit.file, hit.y, hit.x, **kw)
+    with _DIRECT_LOCK:
+        memo[key] = crop
+        while len(memo) > _CROPS_MAX:
+            memo.popitem(last=False)
+    return crop
 
 
 # ------------------------------------------------------------------ rendering
