@@ -360,6 +360,9 @@ on_what = (f"its {len(files)} top images in {Path(dataset).name or dataset}" if 
 st.subheader("Classes it supports")
 if not lm.categories:
     st.info(f"{model} has no ImageNet classification head.")
+elif layer == taps[-1] and shape == (len(lm.categories),):
+    st.info(f"{layer} is the classification head itself: channel {channel} is the logit of "
+            f"“{lm.categories[channel]}”.")
 elif st.toggle(f"Compute class support over {on_what}", key=f"{KEY}_show_cs"):
     try:
         cs = _class_support(model, weights, layer, channel, files, digest, raw, size)
