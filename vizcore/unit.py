@@ -360,12 +360,8 @@ def _find_direct_conv(lm: LoadedModel, prev_path: str | None, path: str) -> str 
     with torch.enable_grad(), tap(lm.model, paths, detach=False, stop=True, lock=lm.lock) as store:
         forward_until(lm.model, x)
         out = store[path]
-        if prev_path is None:
-            src = x
-            stop_node = out.grad_fn and _leaf_node(out.grad_fn, x)
-        else:
-            src = store[prev_path]
-            stop_node = src.grad_fn
+        # Where the walk back from this tap must end: the previous tap's output, or the input itself.
+        stop_node = (out.grad_fn and _leaf_node(out.grad_fn, x)) if prev_path is None else store[prev_path].grad_fn
         if out.grad_fn is None or stop_node is None:
             return None
         nodes, found = _graph_between(out.grad_fn, stop_node)
@@ -393,7 +389,6 @@ def _find_direct_conv(lm: LoadedModel, prev_path: str | None, path: str) -> str 
             if isinstance(m, torch.nn.modules.conv._ConvNd) and weight is not None \
                     and weight.data_ptr() == w.data_ptr() and weight.shape == w.shape:
                 return name
-        del src
     return None
 
 
