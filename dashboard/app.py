@@ -21,10 +21,16 @@ apply_speed_settings()
 
 st.set_page_config(page_title="vizcore: what CNN layers learn", page_icon=":material/biotech:", layout="wide")
 
+# The default page is served at "/" only (its url_path is ignored), so it is a small overview page and
+# every analysis page answers at its own address (/activations, /unit?model=..., ...).
 PAGES = {
+    "Start": [
+        st.Page(str(ROOT / "app_pages" / "home.py"), title="Overview", icon=":material/home:", url_path="home",
+                default=True),
+    ],
     "Single network": [
         st.Page(str(ROOT / "app_pages" / "activations.py"), title="Activations", icon=":material/layers:",
-                url_path="activations", default=True),
+                url_path="activations"),
         st.Page(str(ROOT / "app_pages" / "compare.py"), title="Compare", icon=":material/compare:", url_path="compare"),
         st.Page(str(ROOT / "app_pages" / "architectures.py"), title="Architectures", icon=":material/account_tree:",
                 url_path="architectures"),
@@ -34,6 +40,7 @@ PAGES = {
                 url_path="dataset_examples"),
         st.Page(str(ROOT / "app_pages" / "feature_viz.py"), title="Feature visualisation", icon=":material/palette:",
                 url_path="feature_viz"),
+        st.Page(str(ROOT / "app_pages" / "unit.py"), title="Unit", icon=":material/my_location:", url_path="unit"),
     ],
     "What depth buys": [
         st.Page(str(ROOT / "app_pages" / "probes.py"), title="Linear probes", icon=":material/show_chart:", url_path="probes"),

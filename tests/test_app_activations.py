@@ -24,7 +24,7 @@ KEY = "activations"
 
 def _app() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
-    at.run()
+    at.switch_page("app_pages/activations.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -256,3 +256,34 @@ def test_unknown_timm_model_shows_error(lite0):
     # Clearing the name brings the default model back.
     at.text_input(key=f"{KEY}_timm").set_value("").run()
     assert not at.error and len(_tap_labels(at)) == len(lite0.taps())
+
+
+def test_late_layer_maps_upsampled_over_the_image_and_unit_link(lite0):
+    from urllib.parse import parse_qs
+
+    from vizcore.unit import overlay_grid
+
+    at = _app()
+    name = "blocks.5.0"
+    exp = next(e for e in at.expander if e.label.startswith(f"**{name}**"))
+    tiles = exp.image[0].value
+    at.toggle(key=f"{KEY}_up_efficientnet_lite0_{name}").set_value(True).run()
+    assert not at.exception and not at.error
+    exp = next(e for e in at.expander if e.label.startswith(f"**{name}**"))
+    assert len(exp.image) == 1 and exp.image[0].value != tiles
+    chans = _grid_channels(exp.image[0].captions[0])
+    res = extract(lite0, load_sample("cat"), layers=[name])
+    expected = overlay_grid(lite0, name, res.layers[name].output, res.image, chans, cell=64)
+    assert expected.size == (4 * 66 + 2, 4 * 66 + 2)  # 16 channels in a 4 x 4 grid of 64 px overlays
+    # Media ids are content hashes: the page shows exactly the engine's picture.
+    from streamlit.runtime.memory_media_file_storage import _calculate_file_id
+
+    assert exp.image[0].value[0].endswith(_calculate_file_id(_png(expected), "image/png") + ".png")
+    # The other layers keep their tiles.
+    other = next(e for e in at.expander if e.label.startswith("**blocks.4.0**"))
+    assert other.image[0].value != exp.image[0].value
+    # Every channel picker links to that channel's unit page.
+    at.number_input(key=f"{KEY}_ch_efficientnet_lite0_{name}").set_value(5).run()
+    links = [(p.proto.page, parse_qs(p.proto.query_string)) for p in at.get("page_link")]
+    assert ("unit", {"model": ["efficientnet_lite0"], "weights": ["auto"], "layer": [name], "channel": ["5"]}) \
+        in links

@@ -121,7 +121,7 @@ def test_upload_shows_grid_and_predictions(server, chromium_path, tmp_path, lite
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(120_000)
-            page.goto(server)
+            page.goto(f"{server}/activations")  # the page answers at its own address
             # The default sample renders first.
             page.get_by_text("the 224px crop the network sees").first.wait_for()
             page.locator('input[type="file"]').first.set_input_files(str(upload))

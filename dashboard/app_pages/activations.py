@@ -82,7 +82,19 @@ if cam_target is not None:
                     st.error(f"Grad-CAM failed for {name}: {e}")
 st.subheader(f"{len(layers)} layers of {model}")
 st.caption("Expand a layer to see its channels. Pick a channel number to open it on the Dataset "
-           "examples or Feature visualisation page.")
+           "examples or Feature visualisation page, or on its own unit page.")
+
+
+@st.cache_data(max_entries=64, show_spinner="Upsampling the maps…")
+def _overlays(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], layer: str,
+              channels: tuple[int, ...], cell: int, shared: bool) -> bytes:
+    """The grid's channels upsampled over the crop (same order as the tile grid)."""
+    from vizcore.unit import overlay_grid
+
+    res = w.cached_extract(model, weights, digest, _raw, size)
+    img = overlay_grid(w.get_model(model, weights), layer, res.layers[layer].output, res.image, channels,
+                       cell=max(cell, 64), shared_scale=shared)
+    return w.png_bytes(img)
 
 
 def _shape_str(shape: tuple[int, ...]) -> str:
@@ -101,8 +113,14 @@ for i, la in enumerate(layers):
                                  help="One backward pass for this layer; computed when switched on.")
             show_cam = show_cam and cam_target is not None
             cols = st.columns([3, 2]) if show_cam else [st.container()]
+            upsampled = st.toggle("Upsampled over the image", key=f"{KEY}_up_{model}_{name}",
+                                  help="Each map resampled bilinearly to the input, every unit placed at the "
+                                       "centre of its receptive field, and laid over the crop: easier to read "
+                                       "than 7×7 or 14×14 tiles.")
             with cols[0]:
-                st.image(g["png"], output_format="PNG", caption=f"top {len(g['channels'])} channels by {order}: "
+                png = _overlays(model, weights, digest, raw, size, name, tuple(g["channels"]), cell,
+                                shared) if upsampled else g["png"]
+                st.image(png, output_format="PNG", caption=f"top {len(g['channels'])} channels by {order}: "
                          + ", ".join(map(str, g["channels"])))
             if show_cam:
                 with cols[1], st.spinner("Grad-CAM…"):
@@ -131,4 +149,4 @@ for i, la in enumerate(layers):
             c0, _ = st.columns([1, 2])
             ch = c0.number_input(f"Channel of {name} (0-{shape[0] - 1})", 0, shape[0] - 1,
                                  value=chans[0] if chans else 0, step=1, key=f"{KEY}_ch_{model}_{name}")
-            w.channel_links(model, name, int(ch), key=f"{KEY}_link_{model}_{name}")
+            w.channel_links(model, name, int(ch), key=f"{KEY}_link_{model}_{name}", weights=weights)

@@ -76,6 +76,9 @@ for col, model in zip(cols, models):
             st.plotly_chart(w.vector_figure(g["channels"], g["values"], height=160),
                             key=f"{KEY}_vec_{model}")
         st.caption(f"active units {la['frac_active'].mean():.1%} · mean {la['mean'].mean():.3g}")
+        w.unit_link(model, weights, la["name"], g["channels"][0], label=f"Unit page: {la['name']} · {g['channels'][0]}",
+                    help="The first channel of the grid on its own page (other channels: from its drivers "
+                         "or the sidebar there).")
         if ov["predictions"]:
             st.plotly_chart(w.predictions_figure(ov["predictions"], height=180), key=f"{KEY}_pred_{model}")
         else:

@@ -11,7 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import widgets as w
-from vizcore.render import patch_image
+from vizcore.unit import hit_crop
 
 KEY = "dataset_examples"
 st.title("Dataset examples")
@@ -163,6 +163,7 @@ target = st.session_state.get(f"{KEY}_applied_target")  # survives the reruns of
 if target and target.get("layer") == layer and target.get("model") == model:
     d2.info(f"Opened from the Activations page: {target['model']} · {target['layer']} · channel {target['channel']}.")
 hits = result.layers[layer][int(channel)]
+w.unit_link(model, weights, layer, int(channel), spec)
 show_heat = d1.toggle("Activation heatmaps", value=True, key=f"{KEY}_heat",
                       help="The channel's map over each whole image (one forward per image), "
                            "with the receptive-field box outlined.")
@@ -172,9 +173,10 @@ for start in range(0, len(hits), per_row):
     for r in range(start, min(start + per_row, len(hits))):
         h = hits[r]
         with row[r - start]:
-            crop = patch_image(result, layer, int(channel), r)
+            uc = hit_crop(lm, result, layer, int(channel), r)  # context around small fields, ERF for huge ones
+            crop = uc.image
             st.image(w.png_bytes(crop.resize((160, round(160 * crop.size[1] / max(crop.size[0], 1))))),
-                     caption=f"#{r + 1} · {h.value:.3g} · {Path(h.file).name}")
+                     caption=f"#{r + 1} · {h.value:.3g} · {Path(h.file).name} · {uc.method}")
             if show_heat:
                 st.image(_heatmap(result_key, layer, int(channel), r, lm, result),
                          caption=f"map at ({h.y}, {h.x}); box {h.box[2] - h.box[0]}×{h.box[3] - h.box[1]} px")

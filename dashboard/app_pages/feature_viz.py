@@ -169,6 +169,8 @@ if shown:
                                   f"{r['objective_final']:.3g}{extra}", width="stretch")
             st.download_button("PNG", png, file_name=f"{used['layer']}_ch{r['channel']}_{r['copy']}.png",
                                mime="image/png", key=f"{KEY}_dl_{i}")
+            if r["channel"] is not None:
+                w.unit_link(used["model"], used["weights"], used["layer"], r["channel"], label="Unit page")
 else:
     st.info("Choose a layer and channels, then press Run. On a CPU, 128 px and 256 steps take about a "
             "minute for a few channels.")

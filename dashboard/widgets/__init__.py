@@ -1,11 +1,11 @@
 """Widgets shared by every page, one module per concern.
 
 - :mod:`.models`: model, weights and layer pickers; the shared model cache.
-- :mod:`.images`: image input (upload or built-in), image digests and payloads.
+- :mod:`.images`: the session's one image (upload or built-in, shared by every page), digests, payloads.
 - :mod:`.activations`: cached engine calls of the Activations and Compare pages.
 - :mod:`.figures`: plotly figures shared by pages.
 - :mod:`.datasets`: the dataset widgets of the dataset-driven pages.
-- :mod:`.links`: cross-page links (the channel a page opens on).
+- :mod:`.links`: cross-page links (the channel a page opens on, the unit page's address).
 - :mod:`.errors`: one error line per failure, tracebacks only with ``VIZCORE_DEBUG=1``.
 
 Pages import this package as ``w`` and use the names re-exported here.
@@ -19,9 +19,12 @@ from dashboard.widgets.datasets import (
 )
 from dashboard.widgets.errors import errors_shown, one_line, show_error
 from dashboard.widgets.figures import nearest_tap, predictions_figure, vector_figure
-from dashboard.widgets.images import from_raw, image_digest, image_input, image_payload, png_bytes
+from dashboard.widgets.images import (
+    SESSION_IMAGE, from_raw, image_digest, image_input, image_payload, png_bytes, session_image, set_session_image,
+)
 from dashboard.widgets.links import (
-    PAGE_DATASET_EXAMPLES, PAGE_FEATURE_VIZ, channel_links, receive_channel_target, set_channel_target,
+    PAGE_DATASET_EXAMPLES, PAGE_FEATURE_VIZ, PAGE_UNIT, channel_links, receive_channel_target, set_channel_target,
+    unit_link, unit_params, unit_url,
 )
 from dashboard.widgets.models import (
     get_model, layer_picker, load_model_or_stop, model_picker, weights_badge, weights_picker,
@@ -32,7 +35,8 @@ __all__ = [
     "activation_overview", "cached_extract", "cached_gradcam", "cached_grids", "channel_links",
     "dataset_input", "from_raw", "get_model", "image_digest", "image_input", "image_payload",
     "layer_picker", "load_model_or_stop", "model_picker", "nearest_tap", "open_dataset_or_stop",
-    "png_bytes", "predictions_figure", "receive_channel_target", "set_channel_target",
-    "vector_figure", "weights_badge", "weights_picker",
+    "png_bytes", "predictions_figure", "receive_channel_target", "SESSION_IMAGE", "session_image",
+    "set_channel_target", "set_session_image",
+    "PAGE_UNIT", "unit_link", "unit_params", "unit_url", "vector_figure", "weights_badge", "weights_picker",
 ]
 __all__ += ["allowed_path_or_stop", "data_roots", "errors_shown", "one_line", "show_error"]

@@ -13,25 +13,76 @@ from PIL import Image
 from vizcore.data import ImageLoadError, load_image, load_sample, sample_names
 
 
-def image_input(key: str) -> tuple[Image.Image | None, str]:
-    """Upload an image or choose a built-in one; returns (RGB image or None, caption).
+SESSION_IMAGE = "session_image"
+"""Session-state key of the session's image: ``{"kind": "sample"|"upload", "name", "data", "digest"}``.
+Not a widget key, so it survives page switches; every page's :func:`image_input` reads and replaces it."""
 
-    Bad uploads show an error and fall back to the chosen sample, so the page keeps working.
+
+def session_image() -> dict:
+    """The session's image record (the first built-in sample until something else is chosen)."""
+    rec = st.session_state.get(SESSION_IMAGE)
+    if rec is None:
+        names = sample_names()
+        rec = {"kind": "sample", "name": "cat" if "cat" in names else names[0], "data": None, "digest": None}
+        st.session_state[SESSION_IMAGE] = rec
+    return rec
+
+
+def set_session_image(kind: str, name: str, data: bytes | None = None) -> None:
+    """Make an upload (raw file bytes) or a built-in sample the image of every page."""
+    st.session_state[SESSION_IMAGE] = {"kind": kind, "name": name, "data": data,
+                                       "digest": _bytes_digest(data) if data is not None else None}
+
+
+def _choose_sample(key: str) -> None:
+    name = st.session_state.get(f"{key}_sample")
+    if name:
+        set_session_image("sample", name)
+
+
+def image_input(key: str) -> tuple[Image.Image | None, str]:
+    """The session's image, with widgets to replace it; returns (RGB image, its name).
+
+    One image for the whole session: an upload or a built-in choice on any page becomes
+    the image of every page (kept in ``st.session_state[SESSION_IMAGE]``, which page
+    switches keep) until it is replaced. The widgets are keyed per page (``{key}_upload``,
+    ``{key}_sample``); an upload is applied once, when a new file appears in the uploader.
+    A bad upload shows an error and the session image stays as it was.
     """
     samples = sample_names()
+    rec = session_image()
+    # The built-in picker shows the session's sample, or nothing while an upload is in use.
+    st.session_state[f"{key}_sample"] = rec["name"] if rec["kind"] == "sample" and rec["name"] in samples else None
     col1, col2 = st.columns([2, 1])
     with col2:
-        sample = st.selectbox("Built-in image", samples, key=f"{key}_sample")
+        st.selectbox("Built-in image", samples, key=f"{key}_sample", placeholder="your upload",
+                     on_change=_choose_sample, args=(key,))
     with col1:
-        up = st.file_uploader("Upload an image", key=f"{key}_upload",
-                              type=None, help="Any format Pillow reads; large images are resized.")
-    if up is not None:
+        up = st.file_uploader("Upload an image", key=f"{key}_upload", type=None,
+                              help="Any format Pillow reads; large images are resized. It stays the image "
+                                   "of every page until you replace it.")
+    seen_key, err_key = f"{key}_upload_seen", f"{key}_upload_error"
+    if up is None:
+        st.session_state.pop(seen_key, None)
+        st.session_state.pop(err_key, None)
+    else:
         data = up.getvalue()
-        try:
-            return _decode_upload(_bytes_digest(data), data), up.name
-        except ImageLoadError as e:
-            st.error(f"Could not use {up.name}: {e} Showing the built-in image instead.")
-    return _cached_sample(sample), sample
+        marker = f"{getattr(up, 'file_id', '')}:{_bytes_digest(data)}"
+        if st.session_state.get(seen_key) != marker:  # a new file in this uploader: apply it once
+            st.session_state[seen_key] = marker
+            st.session_state.pop(err_key, None)
+            try:
+                _decode_upload(_bytes_digest(data), data)
+                set_session_image("upload", up.name, data)
+            except ImageLoadError as e:
+                st.session_state[err_key] = f"Could not use {up.name}: {e} Keeping {session_image()['name']}."
+        if err_key in st.session_state:
+            st.error(st.session_state[err_key])
+    rec = session_image()
+    image = _decode_upload(rec["digest"], rec["data"]) if rec["kind"] == "upload" else _cached_sample(rec["name"])
+    st.caption(f"Image of this session: **{rec['name']}** "
+               f"({'your upload' if rec['kind'] == 'upload' else 'built-in'}), used on every page until replaced.")
+    return image, rec["name"]
 
 
 def _bytes_digest(data: bytes) -> str:

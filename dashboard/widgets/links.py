@@ -1,9 +1,14 @@
-"""Cross-page links: the channel a page should open on.
+"""Cross-page links: the channel a page should open on, and the unit page's address.
 
 :func:`channel_links` sets ``st.session_state["channel_target"] = {"model", "layer", "channel"}``
 and switches page; :func:`receive_channel_target` applies it once on the receiving page.
+:func:`unit_url` / :func:`unit_link` point at the unit page, whose address names the unit
+(``unit?model=...&weights=...&layer=...&channel=...[&dataset=...]``), so the link also works
+pasted into a new browser.
 """
 from __future__ import annotations
+
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -11,6 +16,30 @@ from vizcore.models import list_models
 
 PAGE_DATASET_EXAMPLES = "app_pages/dataset_examples.py"
 PAGE_FEATURE_VIZ = "app_pages/feature_viz.py"
+PAGE_UNIT = "app_pages/unit.py"
+UNIT_URL_PATH = "unit"
+
+
+def unit_params(model: str, weights: str, layer: str, channel: int, dataset: str | None = None) -> dict[str, str]:
+    """The query parameters of a unit page (``dataset`` only when one is chosen)."""
+    params = {"model": model, "weights": weights, "layer": layer, "channel": str(int(channel))}
+    if dataset:
+        params["dataset"] = dataset
+    return params
+
+
+def unit_url(model: str, weights: str, layer: str, channel: int, dataset: str | None = None) -> str:
+    """The unit page's address relative to the app's root, e.g.
+    ``unit?model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12``."""
+    return f"{UNIT_URL_PATH}?{urlencode(unit_params(model, weights, layer, channel, dataset))}"
+
+
+def unit_link(model: str, weights: str, layer: str, channel: int, dataset: str | None = None, *,
+              label: str | None = None, help: str | None = None) -> None:
+    """A link to the unit page of one channel (carries the session: its image stays)."""
+    st.page_link(PAGE_UNIT, label=label or f"Unit page: {layer} · {int(channel)}", icon=":material/my_location:",
+                 query_params=unit_params(model, weights, layer, channel, dataset),
+                 help=help or "Everything about this channel on one page, at an address you can share.")
 
 
 def set_channel_target(model: str, layer: str, channel: int) -> dict:
@@ -39,9 +68,10 @@ def receive_channel_target(key: str) -> dict | None:
     return target
 
 
-def channel_links(model: str, layer: str, channel: int, key: str) -> None:
-    """Two buttons that open the Dataset examples / Feature visualisation pages on a channel."""
-    c1, c2 = st.columns(2)
+def channel_links(model: str, layer: str, channel: int, key: str, weights: str = "auto") -> None:
+    """Buttons that open the Dataset examples / Feature visualisation pages on a channel, and a
+    link to its unit page."""
+    c1, c2, c3 = st.columns(3)
     if c1.button("Dataset examples", key=f"{key}_dsx", icon=":material/grid_view:",
                  help="Image patches that excite this channel most"):
         set_channel_target(model, layer, channel)
@@ -50,5 +80,5 @@ def channel_links(model: str, layer: str, channel: int, key: str) -> None:
                  help="An image optimised to excite this channel"):
         set_channel_target(model, layer, channel)
         st.switch_page(PAGE_FEATURE_VIZ)
-
-
+    with c3:
+        unit_link(model, weights, layer, channel, label="Unit page")

@@ -1,0 +1,414 @@
+"""Unit: everything about one channel on one page, at an address that names it.
+
+``unit?model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12[&dataset=SPEC]``:
+the address is read with ``st.query_params`` and kept in sync with the sidebar, so
+opening it in a new browser shows the same unit. Sections are computed on demand and
+cached: the activation on the session's image (always, one forward pass), receptive
+fields, feature visualisation, top dataset patches, class support and drivers
+(engine: :mod:`vizcore.unit`, :mod:`vizcore.patches`, :mod:`vizcore.featureviz`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from dashboard import widgets as w
+from vizcore.models import DEFAULT_MODEL, list_models
+from vizcore.unit import previous_tap
+
+KEY = "unit"
+PARAMS = ("model", "weights", "layer", "channel", "dataset")
+WEIGHTS = ("auto", "random")
+K = 9
+
+
+# ------------------------------------------------------------------ cached engine calls
+@st.cache_data(max_entries=64, show_spinner=False)
+def _shapes(model: str, weights: str) -> dict[str, tuple[int, ...]]:
+    """Output shape (without batch) of every tap, from one forward pass of a blank image."""
+    import torch
+
+    from vizcore.tap import forward_until, tap
+
+    lm = w.get_model(model, weights)
+    taps = lm.taps()
+    size = lm.spec.input_size
+    with torch.no_grad(), tap(lm.model, [t.module for t in taps], lock=lm.lock) as store:
+        forward_until(lm.model, torch.zeros(1, 3, size, size, device=lm.device))
+        return {t.name: tuple(int(s) for s in store[t.module].shape[1:]) for t in taps if t.module in store}
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _on_image(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], layer: str,
+              channel: int) -> dict:
+    """The channel's map for the session image, upsampled to the input, and where it peaks."""
+    from vizcore.unit import upsampled_map
+
+    res = w.cached_extract(model, weights, digest, _raw, size)
+    act = res.layers[layer].output[channel].detach().float().cpu()
+    m = act if act.dim() == 2 else act.reshape(1, 1)
+    y, x = divmod(int(m.reshape(-1).argmax()), int(m.shape[1]))
+    up = upsampled_map(w.get_model(model, weights), layer, m, res.image.size[0])
+    return {"crop": np.asarray(res.image), "up": up, "map": m.numpy(), "y": y, "x": x, "max": float(m.max()),
+            "mean": float(m.mean())}
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _map_thumbs(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], layer: str,
+                channels: tuple[int, ...]) -> dict[int, bytes]:
+    """Each channel's map over the session image, upsampled (small thumbnails)."""
+    from vizcore.unit import overlay_grid
+
+    res = w.cached_extract(model, weights, digest, _raw, size)
+    lm = w.get_model(model, weights)
+    act = res.layers[layer].output
+    return {c: w.png_bytes(overlay_grid(lm, layer, act, res.image, [c], cell=96, pad=0)) for c in channels}
+
+
+@st.cache_data(max_entries=16, show_spinner="Gradient of the unit with respect to the input…")
+def _erf(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], layer: str, channel: int,
+         y: int, x: int) -> dict:
+    from PIL import ImageDraw
+
+    from vizcore.activations import overlay
+    from vizcore.unit import effective_rf
+
+    lm = w.get_model(model, weights)
+    erf = effective_rf(lm, layer, channel, w.from_raw(_raw, size), y, x)
+    g = erf.grad / erf.grad.max() if erf.grad.max() > 0 else erf.grad
+    img = overlay(erf.input, np.sqrt(g), alpha=0.6, cmap="inferno")
+    d = ImageDraw.Draw(img)
+    t = erf.theoretical
+    d.rectangle([t[0], t[1], t[2] - 1, t[3] - 1], outline=(0, 255, 255), width=2)
+    if erf.box:
+        b = erf.box
+        d.rectangle([b[0], b[1], b[2] - 1, b[3] - 1], outline=(255, 255, 0), width=2)
+    return {"png": w.png_bytes(img), "theoretical": t, "box": erf.box, "rf": erf.geometry.rf,
+            "jump": erf.geometry.jump, "size": erf.input.size[0]}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _featviz(model: str, weights: str, layer: str, channels: tuple[int, ...], steps: int, size: int) -> list[dict]:
+    """One feature visualisation per channel (one batch); the progress bar lives inside, so a cache
+    hit replays nothing but the result."""
+    from vizcore.featureviz import render
+
+    lm = w.get_model(model, weights)
+    bar = st.progress(0.0, text=f"Feature visualisation of {len(channels)} channel(s) of {layer}…")
+    out = render(lm, layer, list(channels), steps=steps, size=size,
+                 progress=lambda s, n, _v: bar.progress(s / max(n, 1), text=f"Optimising: step {s}/{n}"))
+    bar.empty()
+    return [{"channel": r.channel, "png": w.png_bytes(r.image), "start": r.objective_start,
+             "final": r.objective_final} for r in out]
+
+
+def _job(model: str, weights: str, spec: str, layers: tuple[str, ...]):
+    from vizcore.patches import MiningJob
+
+    lm = w.get_model(model, weights)
+    return MiningJob(lm, w.open_dataset_or_stop(spec), list(layers), k=K, batch_size=16, workers=0)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _mine(model: str, weights: str, spec: str, fingerprint: str, layers: tuple[str, ...]):
+    """Top-``K`` hits of ``layers`` over a dataset: the engine's disk cache, or one pass with progress."""
+    job = _job(model, weights, spec, layers)
+    if not job.done:
+        bar = st.progress(0.0, text=f"Mining {job.total} images…")
+        job.run(progress=lambda d, n: bar.progress(d / max(n, 1), text=f"Mining: {d}/{n} images"))
+        bar.empty()
+    return job.result()
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _hit_views(model: str, weights: str, key: str, layer: str, channel: int, _result) -> list[dict]:
+    """Per hit: the crop that shows something (and which kind it is) and the map over the image."""
+    from vizcore.patches import heatmap_overlay
+    from vizcore.unit import hit_crop
+
+    lm = w.get_model(model, weights)
+    hits = _result.hits(layer, channel)
+    bar = st.progress(0.0, text="Crops and activation maps…")
+    out = []
+    for r, h in enumerate(hits):
+        c = hit_crop(lm, _result, layer, channel, r)
+        out.append({"crop": w.png_bytes(c.image), "method": c.method, "file": Path(h.file).name,
+                    "value": h.value, "map": w.png_bytes(heatmap_overlay(lm, _result, layer, channel, r))})
+        bar.progress((r + 1) / len(hits), text=f"Crops and activation maps: {r + 1}/{len(hits)}")
+    bar.empty()
+    return out
+
+
+@st.cache_data(max_entries=64, show_spinner="Class support: gradients through the head…")
+def _class_support(model: str, weights: str, layer: str, channel: int, files: tuple[str, ...], digest: str,
+                   _raw: bytes, size: tuple[int, int]) -> dict:
+    from vizcore.unit import class_support
+
+    images = list(files) if files else [w.from_raw(_raw, size)]
+    return class_support(w.get_model(model, weights), layer, channel, images).to_json()
+
+
+@st.cache_data(max_entries=64, show_spinner="Drivers…")
+def _drivers(model: str, weights: str, layer: str, channel: int, files: tuple[str, ...], digest: str,
+             _raw: bytes, size: tuple[int, int]) -> dict:
+    from vizcore.unit import drivers
+
+    images = list(files) if files else [w.from_raw(_raw, size)]
+    return drivers(w.get_model(model, weights), layer, channel, images).to_json()
+
+
+# ------------------------------------------------------------------ the address
+def _clear_problem() -> None:
+    st.session_state[f"{KEY}_problem"] = None
+
+
+def _read_address() -> dict[str, str]:
+    return {k: st.query_params[k] for k in PARAMS if k in st.query_params}
+
+
+url = _read_address()
+fresh = url != st.session_state.get(f"{KEY}_synced")
+if fresh:  # a new address (opened, pasted, or a link followed): it sets the sidebar
+    st.session_state[f"{KEY}_synced"] = url
+    st.session_state[f"{KEY}_problem"] = None
+    # A bare /unit (e.g. from the navigation) comes back to the session's last unit.
+    st.session_state[f"{KEY}_want"] = url or st.session_state.get(f"{KEY}_last") or {}
+
+
+def _problem(text: str) -> None:
+    if not st.session_state.get(f"{KEY}_problem"):
+        st.session_state[f"{KEY}_problem"] = text
+
+
+names = list_models()
+want = st.session_state.get(f"{KEY}_want") or {}
+if fresh:
+    m = want.get("model", DEFAULT_MODEL)
+    if m in names or m.startswith("timm/"):
+        st.session_state[f"{KEY}_model"] = m
+    else:
+        _problem(f"The address names model {m!r}, which vizcore does not know. Choose one in the sidebar.")
+    wt = want.get("weights", "auto")
+    if wt in WEIGHTS:
+        st.session_state[f"{KEY}_weights"] = wt
+    else:
+        _problem(f"The address asks for weights {wt!r}; the unit page offers {', '.join(WEIGHTS)}.")
+st.session_state.setdefault(f"{KEY}_model", DEFAULT_MODEL)
+st.session_state.setdefault(f"{KEY}_weights", "auto")
+current = st.session_state[f"{KEY}_model"]
+options = names + ([current] if current and current not in names else [])
+
+with st.sidebar:
+    st.subheader("Unit")
+    model = st.selectbox("Model", options, key=f"{KEY}_model", on_change=_clear_problem)
+    weights = st.radio("Weights", WEIGHTS, key=f"{KEY}_weights", horizontal=True, on_change=_clear_problem,
+                       format_func={"auto": "best available (auto)", "random": "random init"}.get)
+
+lm = w.load_model_or_stop(model, weights)
+shapes = _shapes(model, weights)
+taps = [t.name for t in lm.taps() if t.name in shapes]
+if fresh and "layer" in want:
+    lay = want["layer"]
+    if lay in taps:
+        st.session_state[f"{KEY}_layer"] = lay
+    else:
+        try:
+            lm.resolve(lay)
+            _problem(f"{lay!r} is a module of {model} but not one of its taps ({', '.join(taps[:4])}, …).")
+        except Exception as e:  # noqa: BLE001 - UnknownLayerError carries the closest names
+            _problem(f"The address names layer {lay!r}: {e}")
+if st.session_state.get(f"{KEY}_layer") not in taps:
+    st.session_state[f"{KEY}_layer"] = taps[len(taps) // 2]
+with st.sidebar:
+    layer = st.selectbox("Layer", taps, key=f"{KEY}_layer", on_change=_clear_problem)
+shape = shapes[layer]
+n_ch = int(shape[0]) if shape else 1
+if fresh and "channel" in want:
+    try:
+        ch = int(want["channel"])
+        if not 0 <= ch < n_ch:
+            raise ValueError
+        st.session_state[f"{KEY}_channel"] = ch
+    except ValueError:
+        _problem(f"The address asks for channel {want['channel']!r} of {layer}, which has {n_ch} channels "
+                 f"(0-{n_ch - 1}).")
+if not 0 <= int(st.session_state.get(f"{KEY}_channel", 0)) < n_ch:
+    st.session_state[f"{KEY}_channel"] = 0
+with st.sidebar:
+    channel = int(st.number_input(f"Channel (0-{n_ch - 1})", 0, n_ch - 1, step=1, key=f"{KEY}_channel",
+                                  on_change=_clear_problem))
+    st.subheader("Dataset")
+    ds_options = ["samples"] + [str(w.SHARED_DATA / d) for d in ("imagenet-samples",) if (w.SHARED_DATA / d).is_dir()]
+    if fresh and want.get("dataset"):
+        if want["dataset"] not in ds_options:
+            ds_options.append(want["dataset"])
+        st.session_state[f"{KEY}_dataset"] = want["dataset"]
+    elif st.session_state.get(f"{KEY}_dataset") and st.session_state[f"{KEY}_dataset"] not in ds_options:
+        ds_options.append(st.session_state[f"{KEY}_dataset"])
+    dataset = st.selectbox("Top images from", ds_options, key=f"{KEY}_dataset", index=None,
+                           placeholder="no dataset yet", on_change=_clear_problem,
+                           format_func=lambda s: "built-in sample photographs" if s == "samples" else s,
+                           help="Where the unit's top images come from (mined once, cached on disk).")
+    other = st.text_input("…or another dataset (folder, cifar10, cue-conflict:ROOT)", key=f"{KEY}_dataset_other")
+    if other.strip():
+        dataset = other.strip()
+
+problem = st.session_state.get(f"{KEY}_problem")
+if problem:
+    st.error(problem)
+    st.stop()
+
+address = w.unit_params(model, weights, layer, channel, dataset)
+st.session_state[f"{KEY}_last"] = address
+if address != url:
+    st.query_params.from_dict(address)
+    st.session_state[f"{KEY}_synced"] = address
+
+# ------------------------------------------------------------------ the page
+st.title(f"{model} · {layer} · channel {channel}")
+st.caption(f"Output {'×'.join(map(str, shape))} · link to this unit: `/{w.unit_url(model, weights, layer, channel, dataset)}`")
+w.weights_badge(lm)
+image, caption = w.image_input(KEY)
+digest, raw, size = w.image_payload(image)
+
+# -- on the session's image
+st.subheader("On your image")
+try:
+    on = _on_image(model, weights, digest, raw, size, layer, channel)
+except Exception as e:  # noqa: BLE001 - a model the engine cannot run: say so, keep the app alive
+    st.error(f"{model} could not process {caption}: {e}")
+    st.stop()
+fig = go.Figure(go.Image(z=on["crop"], hoverinfo="skip"))
+fig.add_trace(go.Heatmap(z=on["up"], colorscale="Inferno", opacity=0.55, zmin=min(0.0, float(on["up"].min())),
+                         colorbar=dict(title="activation"), hovertemplate="x %{x}, y %{y}: %{z:.3g}<extra></extra>"))
+fig.update_layout(height=380, margin=dict(l=0, r=0, t=0, b=0), xaxis=dict(visible=False),
+                  yaxis=dict(visible=False, scaleanchor="x"))
+c1, c2 = st.columns([3, 2])
+with c1:
+    st.plotly_chart(fig, key=f"{KEY}_on_image")
+with c2:
+    mh, mw = on["map"].shape
+    st.markdown(f"**{caption}**: channel {channel} peaks at {on['max']:.3g} (unit y={on['y']}, x={on['x']} of "
+                f"the {mh}×{mw} map); mean {on['mean']:.3g}.")
+    st.caption("The map is upsampled bilinearly with each unit placed at the centre of its receptive field, "
+               "and laid over the crop the network sees.")
+
+# -- receptive field
+st.subheader("Receptive field")
+if st.toggle("Show the theoretical and effective receptive field of the peak unit", key=f"{KEY}_show_rf",
+             help="One backward pass: the gradient of the unit's activation with respect to the input pixels."):
+    try:
+        rf = _erf(model, weights, digest, raw, size, layer, channel, on["y"], on["x"])
+    except Exception as e:  # noqa: BLE001
+        st.error(f"Could not compute the receptive field: {e}")
+    else:
+        t, b = rf["theoretical"], rf["box"]
+        c1, c2 = st.columns([2, 3])
+        c1.image(rf["png"], caption="cyan: theoretical field; yellow: 90 % of the input gradient")
+        eff = (f"{b[2] - b[0]}×{b[3] - b[1]} px" if b else "none: the gradient is zero here (a clipped activation)")
+        c2.markdown(f"- theoretical field: **{rf['rf']} px** (jump {rf['jump']} px), "
+                    f"{t[2] - t[0]}×{t[3] - t[1]} px inside the {rf['size']} px input\n"
+                    f"- effective field (smallest box holding 90 % of |d unit / d input|): **{eff}**")
+        c2.caption("Luo et al. 2016 (arxiv.org/abs/1701.04128): the gradient concentrates in the middle of the "
+                   "theoretical field, which deep layers and squeeze-excitation gates stretch to the whole image.")
+
+# -- feature visualisation
+st.subheader("Feature visualisation")
+f1, f2, f3 = st.columns([2, 1, 1])
+fv_steps = f2.select_slider("Steps", [16, 32, 64, 128, 256, 512], value=128, key=f"{KEY}_fv_steps")
+fv_size = f3.select_slider("Size (px)", [64, 96, 128, 160, 224], value=128, key=f"{KEY}_fv_size")
+if f1.toggle("Render the channel's feature visualisation (128 px, 128 steps: about a minute on a CPU)",
+             key=f"{KEY}_show_fv"):
+    try:
+        (fv,) = _featviz(model, weights, layer, (channel,), int(fv_steps), int(fv_size))
+        st.image(fv["png"], width=256, caption=f"objective {fv['start']:.3g} → {fv['final']:.3g}")
+    except Exception as e:  # noqa: BLE001
+        st.error(f"Feature visualisation failed: {e}")
+
+# -- dataset examples
+st.subheader("Top dataset images")
+prev = previous_tap(lm, layer)
+mine_layers = ((prev[0],) if prev else ()) + (layer,)  # the drivers' top patches come in the same pass
+result = None
+if not dataset:
+    st.info("Choose a dataset in the sidebar to see the images that excite this channel most.")
+else:
+    ds = w.open_dataset_or_stop(dataset)
+    job_key = (model, weights, dataset, ds.fingerprint(), mine_layers)
+    if _job(model, weights, dataset, mine_layers).from_cache or st.session_state.get(f"{KEY}_mined") == job_key \
+            or st.button(f"Find the top images in {ds.name} ({len(ds)} images)", key=f"{KEY}_mine",
+                         icon=":material/search:"):
+        st.session_state[f"{KEY}_mined"] = job_key
+        result = _mine(*job_key)
+        views = _hit_views(model, weights, f"{job_key}", layer, channel, result)
+        st.caption(f"The {len(views)} images of {ds.name} ({result.n_images} mined) where channel {channel} "
+                   f"peaks highest: the crop around the peak unit, then the channel's map over the image.")
+        cols = st.columns(min(len(views), 5) or 1)
+        for i, v in enumerate(views):
+            with cols[i % len(cols)]:
+                st.image(v["crop"], caption=f"#{i + 1} · {v['value']:.3g} · {v['file']} · {v['method']}",
+                         width="stretch")
+                st.image(v["map"], width="stretch")
+files = tuple(h.file for h in result.hits(layer, channel)) if result is not None else ()
+on_what = (f"its {len(files)} top images in {Path(dataset).name or dataset}" if files
+           else f"your image ({caption}); choose a dataset for its top images")
+
+# -- class support
+st.subheader("Classes it supports")
+if not lm.categories:
+    st.info(f"{model} has no ImageNet classification head.")
+elif layer == taps[-1] and shape == (len(lm.categories),):
+    st.info(f"{layer} is the classification head itself: channel {channel} is the logit of "
+            f"“{lm.categories[channel]}”.")
+elif st.toggle(f"Compute class support over {on_what}", key=f"{KEY}_show_cs"):
+    try:
+        cs = _class_support(model, weights, layer, channel, files, digest, raw, size)
+    except Exception as e:  # noqa: BLE001 - e.g. the logits layer itself
+        st.error(f"Class support: {e}")
+    else:
+        st.caption(f"Method: {cs['method']}.")
+        c1, c2 = st.columns(2)
+        c1.markdown("**Supports**\n" + "\n".join(f"1. {c['label']} ({c['value']:+.3g})" for c in cs["top"]))
+        c2.markdown("**Opposes**\n" + "\n".join(f"1. {c['label']} ({c['value']:+.3g})" for c in cs["bottom"]))
+
+# -- drivers
+st.subheader("What drives it")
+if st.toggle(f"Find the units of the previous layer that drive it most (over {on_what})", key=f"{KEY}_show_dr"):
+    try:
+        dr = _drivers(model, weights, layer, channel, files, digest, raw, size)
+    except Exception as e:  # noqa: BLE001
+        st.error(f"Drivers: {e}")
+    else:
+        st.caption(f"Method: {dr['method']}.")
+        ds_ = dr["drivers"]
+        thumbs: dict[int, bytes] = {}
+        if ds_ and ds_[0]["layer"] is not None:
+            src = ds_[0]["layer"]
+            chans = tuple(d["channel"] for d in ds_)
+            if result is not None and src in result.layers:
+                from vizcore.patches import patch_image
+
+                for d in ds_:
+                    if result.hits(src, d["channel"]):
+                        thumbs[d["channel"]] = w.png_bytes(patch_image(result, src, d["channel"], 0))
+                how = f"top patch in {ds.name}"
+            elif st.toggle("Feature-visualisation thumbnails (64 px; about a minute on a CPU)", key=f"{KEY}_dr_fv"):
+                for fv in _featviz(model, weights, src, chans, 48, 64):
+                    thumbs[fv["channel"]] = fv["png"]
+                how = "feature visualisation, 64 px"
+            else:
+                thumbs = _map_thumbs(model, weights, digest, raw, size, src, chans)
+                how = f"map over your image ({caption}); choose a dataset for top patches"
+            st.caption(f"Thumbnails: each driver's {how}. Each link opens that unit's page.")
+        cols = st.columns(4)
+        for i, d in enumerate(ds_):
+            with cols[i % 4]:
+                if d["channel"] in thumbs:
+                    st.image(thumbs[d["channel"]], width=96)
+                st.markdown(f"**{d['label']}** · {d['value']:.3g}")
+                if d["layer"] is not None:
+                    w.unit_link(model, weights, d["layer"], d["channel"], dataset,
+                                label=f"{d['layer']} · {d['channel']}")

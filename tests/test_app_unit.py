@@ -1,0 +1,293 @@
+"""AppTests of the unit page (opened by its address), the session's one image across pages,
+and the pages' own addresses."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from vizcore.activations import extract
+from vizcore.data import load_sample
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "dashboard" / "app.py")
+PAGE = "app_pages/unit.py"
+ADDRESS = {"model": "efficientnet_lite0", "weights": "auto", "layer": "blocks.4.0", "channel": "12"}
+
+
+def _unit(params: dict[str, str], at: AppTest | None = None) -> AppTest:
+    at = at or AppTest.from_file(APP, default_timeout=300)
+    at.query_params.clear()
+    at.query_params.update(params)
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _links(at: AppTest) -> list[tuple[str, dict]]:
+    return [(p.proto.page, {k: v[0] for k, v in parse_qs(p.proto.query_string).items()})
+            for p in at.get("page_link")]
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _overlay_peak(at: AppTest) -> tuple[float, tuple[int, int]]:
+    """Max and argmax of the heatmap trace of the 'on your image' figure."""
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    heat = next(t for t in spec["data"] if t["type"] == "heatmap")
+    z = heat["z"]
+    if isinstance(z, dict):  # plotly's typed-array encoding
+        import base64
+
+        shape = tuple(int(s) for s in str(z["shape"]).split(","))
+        z = np.frombuffer(base64.b64decode(z["bdata"]), dtype=np.dtype(z["dtype"])).reshape(shape)
+    z = np.asarray(z, dtype=float)
+    return float(z.max()), z.shape
+
+
+def test_opens_by_its_address_and_shows_the_unit(lite0):
+    at = _unit(ADDRESS)
+    assert not at.error
+    assert [t.value for t in at.title] == ["efficientnet_lite0 · blocks.4.0 · channel 12"]
+    assert at.selectbox(key="unit_layer").value == "blocks.4.0"
+    assert at.number_input(key="unit_channel").value == 12
+    # The activation on the session image (the cat) is the engine's, upsampled over the 224 px crop.
+    m = extract(lite0, load_sample("cat"), layers=["blocks.4.0"]).layers["blocks.4.0"].output[12]
+    top, shape = _overlay_peak(at)
+    assert shape == (224, 224)
+    assert top == pytest.approx(float(m.max()), rel=0.05)
+    assert any(f"peaks at {float(m.max()):.3g}" in md.value for md in at.markdown)
+    assert any("unit?model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12" in c.value
+               for c in at.caption)
+
+
+def test_sections_on_demand_and_driver_links_target_other_units(lite0):
+    at = _unit(ADDRESS)
+    n_images = len(at.image)
+    at.toggle(key="unit_show_rf").set_value(True).run()
+    assert not at.exception and not at.error
+    assert len(at.image) == n_images + 1
+    assert any("theoretical field: **211 px**" in md.value for md in at.markdown)
+    at.toggle(key="unit_show_cs").set_value(True).run()
+    assert not at.exception and not at.error
+    assert any("d logit / d mean activation" in c.value for c in at.caption)
+    assert any(md.value.startswith("**Supports**") for md in at.markdown)
+    at.toggle(key="unit_show_dr").set_value(True).run()
+    assert not at.exception and not at.error
+    assert any("gradient x activation of blocks.3.2" in c.value for c in at.caption)
+    drivers = [(page, q) for page, q in _links(at) if q.get("layer") == "blocks.3.2"]
+    assert len(drivers) == 8
+    for page, q in drivers:
+        assert page == "unit" and q["model"] == "efficientnet_lite0" and q["weights"] == "auto"
+        assert 0 <= int(q["channel"]) < 80
+    # Feature visualisation, small and quick.
+    at.select_slider(key="unit_fv_steps").set_value(16)
+    at.select_slider(key="unit_fv_size").set_value(64)
+    at.toggle(key="unit_show_fv").set_value(True).run()
+    assert not at.exception and not at.error
+    from vizcore.featureviz import render
+
+    (r,) = render(lite0, "blocks.4.0", [12], steps=16, size=64)
+    assert any(i.captions and i.captions[0] == f"objective {r.objective_start:.3g} → {r.objective_final:.3g}"
+               for i in at.image)
+    # Following a driver's address opens that unit (same session: the toggles stay on).
+    _, q = drivers[0]
+    at = _unit(q, at)
+    assert [t.value for t in at.title] == [f"efficientnet_lite0 · blocks.3.2 · channel {q['channel']}"]
+    assert not at.error
+    # A bare /unit (from the navigation) comes back to the last unit of the session.
+    at = _unit({}, at)
+    assert [t.value for t in at.title] == [f"efficientnet_lite0 · blocks.3.2 · channel {q['channel']}"]
+
+
+def test_weight_drivers_and_dataset_top_images(lite0):
+    at = _unit({**ADDRESS, "layer": "head", "channel": "7", "dataset": "samples"})
+    assert not at.error
+    at.button(key="unit_mine").click().run()
+    assert not at.exception and not at.error
+    crops = [i for i in at.image if i.captions and i.captions[0].startswith("#")]
+    assert len(crops) == 9
+    assert all("effective receptive field" in i.captions[0] for i in crops)  # the head sees the whole image
+    at.toggle(key="unit_show_dr").set_value(True).run()
+    assert not at.exception and not at.error
+    assert any("weight magnitude" in c.value and "conv_head" in c.value for c in at.caption)
+    assert any("top patch in samples" in c.value for c in at.caption)
+    links = [q for _, q in _links(at) if q.get("layer") == "blocks.6.0"]
+    import torch
+
+    mags = lite0.model.conv_head.weight[7].detach().abs().sum(dim=(1, 2))
+    best = torch.argsort(mags, descending=True)[:8].tolist()
+    assert [int(q["channel"]) for q in links] == [best[i] for c in range(4) for i in range(c, 8, 4)]  # 4 columns
+    assert all(q["dataset"] == "samples" for q in links)
+
+
+@pytest.mark.parametrize("params,words", [
+    ({**ADDRESS, "layer": "blocks.40"}, ("blocks.40", "closest")),
+    ({**ADDRESS, "channel": "112"}, ("112", "0-111")),
+    ({**ADDRESS, "channel": "twelve"}, ("twelve", "channels")),
+    ({**ADDRESS, "model": "not_a_model"}, ("not_a_model",)),
+])
+def test_bad_address_gives_one_error(lite0, params, words):
+    at = _unit(params)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1, errors
+    assert all(wd.lower() in errors[0].lower() for wd in words), errors
+    assert not at.title  # nothing else of the page
+    # Choosing a unit in the sidebar recovers.
+    at.number_input(key="unit_channel").set_value(3).run()
+    assert not at.exception and not at.error
+    assert at.title[0].value.endswith("channel 3")
+
+
+def test_session_image_is_carried_across_pages(lite0):
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.switch_page("app_pages/activations.py").run()
+    photo = load_sample("coffee")
+    photo.thumbnail((200, 200))
+    at.file_uploader(key="activations_upload").set_value(("cup.png", _png(photo), "image/png")).run()
+    assert not at.exception and not at.error
+    assert at.image[0].captions[0].startswith("cup.png: the 224px crop")
+    # Compare: the same image, without uploading again.
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception and not at.error
+    assert any("**cup.png** (your upload)" in c.value for c in at.caption)
+    # The unit page: the overlay is the channel's map on the uploaded photo.
+    at = _unit(ADDRESS, at)
+    assert any("**cup.png** (your upload)" in c.value for c in at.caption)
+    m = extract(lite0, photo, layers=["blocks.4.0"]).layers["blocks.4.0"].output[12]
+    assert any(md.value.startswith(f"**cup.png**: channel 12 peaks at {float(m.max()):.3g}") for md in at.markdown)
+    # Replacing it on one page replaces it everywhere.
+    at.selectbox(key="unit_sample").set_value("astronaut").run()
+    at.switch_page("app_pages/activations.py").run()
+    assert not at.exception
+    assert at.image[0].captions[0].startswith("astronaut: the 224px crop")
+    assert at.selectbox(key="activations_sample").value == "astronaut"
+
+
+def test_every_page_has_its_own_address():
+    """The default page is served at '/' only: it must be the overview, so each analysis page's
+    url_path (e.g. /activations) is a real address."""
+    import ast
+
+    tree = ast.parse((ROOT / "dashboard" / "app.py").read_text())
+    pages = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "Page":
+            kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg in ("url_path", "default", "title")}
+            pages.append(kw)
+    defaults = [p for p in pages if p.get("default")]
+    assert len(defaults) == 1 and defaults[0]["title"] == "Overview"
+    paths = [p["url_path"] for p in pages if not p.get("default")]
+    assert {"activations", "compare", "unit", "dataset_examples", "feature_viz"} <= set(paths)
+    assert len(paths) == len(set(paths))
+    # The overview links every page.
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    assert not at.exception
+    linked = {p.proto.page for p in at.get("page_link")}
+    assert set(paths) <= linked
+
+
+# ------------------------------------------------------------- a real server
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path):
+    """``streamlit run dashboard/app.py`` on a free port; killed in ``finally``."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    log = tmp_path / "streamlit.log"
+    env = dict(os.environ, VIZCORE_OFFLINE="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true", "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+
+
+def _open(port: int, path: str, query: str = "", timeout: float = 180) -> tuple[str | None, bool, bytes]:
+    """What a browser opening ``/path?query`` gets, over Streamlit's own websocket protocol:
+    (the url path of the page that ran, whether "page not found" was sent, every message's bytes)."""
+    import asyncio
+
+    import websockets
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    async def run():
+        ran, not_found, blob = None, False, b""
+        async with websockets.connect(f"ws://127.0.0.1:{port}/_stcore/stream", subprotocols=["streamlit"],
+                                      max_size=None, origin=f"http://127.0.0.1:{port}") as ws:
+            back = BackMsg()
+            back.rerun_script.page_name = path
+            back.rerun_script.query_string = query
+            await ws.send(back.SerializeToString())
+            while True:
+                raw = await asyncio.wait_for(ws.recv(), timeout)
+                msg = ForwardMsg()
+                msg.ParseFromString(raw)
+                blob += raw
+                kind = msg.WhichOneof("type")
+                if kind == "page_not_found":
+                    not_found = True
+                elif kind == "navigation":
+                    urls = {p.page_script_hash: p.url_pathname for p in msg.navigation.app_pages}
+                    ran = urls.get(msg.navigation.page_script_hash)
+                elif kind == "script_finished":
+                    return ran, not_found, blob
+
+    return asyncio.run(run())
+
+
+@pytest.mark.slow
+def test_pages_answer_at_their_own_addresses_on_a_real_server(served):
+    ran, not_found, blob = _open(served, "activations")
+    assert (ran, not_found) == ("activations", False)
+    assert b"Activations" in blob
+    ran, not_found, blob = _open(served, "unit", "model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12")
+    assert (ran, not_found) == ("unit", False)
+    assert "efficientnet_lite0 · blocks.4.0 · channel 12".encode() in blob
+    ran, not_found, _ = _open(served, "")
+    assert (ran, not_found) == ("", False)  # the overview
+    ran, not_found, _ = _open(served, "no_such_page")
+    assert not_found  # the check can fail
