@@ -261,7 +261,7 @@ def test_unknown_timm_model_shows_error(lite0):
 def test_late_layer_maps_upsampled_over_the_image_and_unit_link(lite0):
     from urllib.parse import parse_qs
 
-    from vizcore.unit import overlay_grid
+    from vizcore.render import overlay_grid
 
     at = _app()
     name = "blocks.5.0"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from vizcore import render as R
 from vizcore import unit as U
 from vizcore.data import load_sample
 from vizcore.summary import layer_geometry
@@ -206,13 +207,13 @@ def test_upsampled_map_peaks_at_the_receptive_field_centre(lite0, photos):
     res = extract(lite0, photos[0], layers=["blocks.5.0"])
     m = res.layers["blocks.5.0"].output[30]
     y, x = divmod(int(m.argmax()), m.shape[1])
-    up = U.upsampled_map(lite0, "blocks.5.0", m)
+    up = R.upsampled_map(lite0, "blocks.5.0", m)
     assert up.shape == (224, 224)
     py, px = divmod(int(up.argmax()), 224)
     geom = layer_geometry(lite0, "blocks.5.0")
     assert abs(py - (geom.start + geom.jump * y)) <= geom.jump / 2
     assert abs(px - (geom.start + geom.jump * x)) <= geom.jump / 2
-    grid = U.overlay_grid(lite0, "blocks.5.0", res.layers["blocks.5.0"].output, res.image, [30, 1, 2, 3], cell=50)
+    grid = R.overlay_grid(lite0, "blocks.5.0", res.layers["blocks.5.0"].output, res.image, [30, 1, 2, 3], cell=50)
     assert grid.size == (2 * 52 + 2, 2 * 52 + 2)
 
 

@@ -50,8 +50,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTEXT_PX", "COVER", "ERF_MASS", "ClassScore", "ClassSupport", "Driver", "Drivers", "EffectiveRF",
-    "UnitCrop", "class_support", "direct_conv", "drivers", "effective_rf", "hit_crop", "overlay_grid",
-    "previous_tap", "smallest_box", "unit_crop", "upsampled_map",
+    "UnitCrop", "class_support", "direct_conv", "drivers", "effective_rf", "hit_crop",
+    "previous_tap", "smallest_box", "unit_crop",
 ]
 
 CONTEXT_PX = 64
@@ -676,41 +676,3 @@ def hit_crop(lm: LoadedModel, result: "MiningResult", layer: str, channel: int, 
         while len(memo) > _CROPS_MAX:
             memo.popitem(last=False)
     return crop
-
-
-# ------------------------------------------------------------------ rendering
-# (kept here until the shared rendering module lands; it reuses vizcore.patches' upsampling)
-def upsampled_map(lm: LoadedModel, layer: str, m: torch.Tensor | np.ndarray, size: int | None = None) -> np.ndarray:
-    """A channel's ``(H, W)`` map resampled to input pixels, each unit at its receptive-field centre
-    (bilinear), as the Dataset examples heatmaps are."""
-    from vizcore.patches import _upsample
-
-    t = torch.as_tensor(np.asarray(m, dtype=np.float32))
-    return _upsample(lm, layer, t.reshape(t.shape[-2:]) if t.dim() >= 2 else t.reshape(1, 1),
-                     int(size or lm.spec.input_size))
-
-
-def overlay_grid(lm: LoadedModel, layer: str, act: torch.Tensor | np.ndarray, image: Image.Image,
-                 channels: Sequence[int], *, cell: int = 96, cols: int | None = None, alpha: float = 0.55,
-                 shared_scale: bool = False, pad: int = 2) -> Image.Image:
-    """Channels of a ``(C, H, W)`` activation upsampled over ``image`` (the preprocessed input), in a grid.
-
-    Each map is scaled to ``[0, its max]`` (``shared_scale``: the max over the shown channels),
-    negative values showing as zero, and blended over the image (colour map ``inferno``).
-    """
-    from vizcore.activations import overlay
-
-    a = torch.as_tensor(np.asarray(act, dtype=np.float32))
-    chans = [int(c) for c in channels]
-    ups = [upsampled_map(lm, layer, a[c], image.size[0]) for c in chans]
-    top_all = max((float(u.max()) for u in ups), default=0.0)
-    cols = cols or max(1, int(np.ceil(np.sqrt(len(chans)))))
-    rows = max(1, -(-len(chans) // cols))
-    grid = Image.new("RGB", (cols * (cell + pad) + pad, rows * (cell + pad) + pad), (255, 255, 255))
-    for k, u in enumerate(ups):
-        top = top_all if shared_scale else float(u.max())
-        heat = np.clip(u, 0, None) / top if top > 0 else np.zeros_like(u)
-        tile = overlay(image, heat, alpha=alpha, cmap="inferno").resize((cell, cell), Image.Resampling.BILINEAR)
-        r, q = divmod(k, cols)
-        grid.paste(tile, (pad + q * (cell + pad), pad + r * (cell + pad)))
-    return grid

@@ -89,7 +89,7 @@ st.caption("Expand a layer to see its channels. Pick a channel number to open it
 def _overlays(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], layer: str,
               channels: tuple[int, ...], cell: int, shared: bool) -> bytes:
     """The grid's channels upsampled over the crop (same order as the tile grid)."""
-    from vizcore.unit import overlay_grid
+    from vizcore.render import overlay_grid
 
     res = w.cached_extract(model, weights, digest, _raw, size)
     img = overlay_grid(w.get_model(model, weights), layer, res.layers[layer].output, res.image, channels,

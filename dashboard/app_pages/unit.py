@@ -45,7 +45,7 @@ def _shapes(model: str, weights: str) -> dict[str, tuple[int, ...]]:
 def _on_image(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], layer: str,
               channel: int) -> dict:
     """The channel's map for the session image, upsampled to the input, and where it peaks."""
-    from vizcore.unit import upsampled_map
+    from vizcore.render import upsampled_map
 
     res = w.cached_extract(model, weights, digest, _raw, size)
     act = res.layers[layer].output[channel].detach().float().cpu()
@@ -60,7 +60,7 @@ def _on_image(model: str, weights: str, digest: str, _raw: bytes, size: tuple[in
 def _map_thumbs(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], layer: str,
                 channels: tuple[int, ...]) -> dict[int, bytes]:
     """Each channel's map over the session image, upsampled (small thumbnails)."""
-    from vizcore.unit import overlay_grid
+    from vizcore.render import overlay_grid
 
     res = w.cached_extract(model, weights, digest, _raw, size)
     lm = w.get_model(model, weights)
@@ -73,7 +73,7 @@ def _erf(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, in
          y: int, x: int) -> dict:
     from PIL import ImageDraw
 
-    from vizcore.activations import overlay
+    from vizcore.render import overlay
     from vizcore.unit import effective_rf
 
     lm = w.get_model(model, weights)
@@ -126,7 +126,7 @@ def _mine(model: str, weights: str, spec: str, fingerprint: str, layers: tuple[s
 @st.cache_data(max_entries=64, show_spinner=False)
 def _hit_views(model: str, weights: str, key: str, layer: str, channel: int, _result) -> list[dict]:
     """Per hit: the crop that shows something (and which kind it is) and the map over the image."""
-    from vizcore.patches import heatmap_overlay
+    from vizcore.render import heatmap_overlay
     from vizcore.unit import hit_crop
 
     lm = w.get_model(model, weights)
@@ -389,7 +389,7 @@ if st.toggle(f"Find the units of the previous layer that drive it most (over {on
             src = ds_[0]["layer"]
             chans = tuple(d["channel"] for d in ds_)
             if result is not None and src in result.layers:
-                from vizcore.patches import patch_image
+                from vizcore.render import patch_image
 
                 for d in ds_:
                     if result.hits(src, d["channel"]):
