@@ -12,6 +12,7 @@ import torch.nn as nn
 from PIL import Image
 
 from vizcore import activations as A
+from vizcore import render as R
 from vizcore.data import load_sample
 from vizcore.models import LoadedModel, ModelSpec, Preprocess, Tap, UnknownLayerError, WeightsInfo
 
@@ -80,11 +81,11 @@ def test_exact_values_on_hand_weighted_net():
 def test_grid_of_hand_set_maps():
     lm = _tiny_lm()
     res = A.extract(lm, _tiny_image(), ["conv"], topk=0)
-    grid, chans = A.channel_grid(res.layers["conv"].output, top=2, order="mean", cell=8, pad=1)
+    grid, chans = R.channel_grid(res.layers["conv"].output, top=2, order="mean", cell=8, pad=1)
     assert chans == [0, 1]  # channel 0 has the larger mean
     assert grid.size == (2 * 8 + 3, 8 + 2)
     a = np.asarray(grid)
-    lut = A.colorize(np.array([0.0, 1.0]))
+    lut = R.colorize(np.array([0.0, 1.0]))
     # Pixel (1, 1) of the map (R = 255, the maximum) is the top colour of channel 0 ...
     assert tuple(a[1 + 1 * 2, 1 + 1 * 2]) == tuple(lut[1])
     # ... and the bottom colour of channel 1 (whose values are -R).
@@ -167,40 +168,40 @@ def test_predict_batches_match_extract(lite0, cat, cat_result):
 
 def test_grid_sizes_and_order(cat_result):
     act = cat_result.layers["blocks.2.0"].output  # (40, 28, 28)
-    grid, chans = A.channel_grid(act, top=16, cell=32, pad=2)
+    grid, chans = R.channel_grid(act, top=16, cell=32, pad=2)
     assert grid.size == (4 * 32 + 5 * 2,) * 2 and grid.mode == "RGB"
     assert chans == list(cat_result.layers["blocks.2.0"].stats.order("mean")[:16])
-    _, by_max = A.channel_grid(act, top=5, order="max")
+    _, by_max = R.channel_grid(act, top=5, order="max")
     assert by_max == list(cat_result.layers["blocks.2.0"].stats.order("max")[:5])
-    grid, chans = A.channel_grid(act, top=6, order="index", cols=3, cell=10, pad=1)
+    grid, chans = R.channel_grid(act, top=6, order="index", cols=3, cell=10, pad=1)
     assert chans == list(range(6)) and grid.size == (3 * 10 + 4, 2 * 10 + 3)
-    grid, chans = A.channel_grid(act, top=0, cell=8)
+    grid, chans = R.channel_grid(act, top=0, cell=8)
     assert len(chans) == 40 and sorted(chans) == list(range(40))
-    grid, chans = A.channel_grid(act, top=500, cell=8)
+    grid, chans = R.channel_grid(act, top=500, cell=8)
     assert len(chans) == 40
     with pytest.raises(ValueError, match="order"):
-        A.channel_grid(act, order="median")
+        R.channel_grid(act, order="median")
 
 
 def test_vector_layers_make_flat_cells(cat_result):
     logits = cat_result.layers["logits"].output
-    grid, chans = A.channel_grid(logits, top=10, cell=12, pad=0, cols=10)
+    grid, chans = R.channel_grid(logits, top=10, cell=12, pad=0, cols=10)
     assert grid.size == (120, 12)
     assert chans[0] == cat_result.predictions[0].index
     a = np.asarray(grid)
     for k in range(10):  # each cell is one flat colour
         cell = a[:, k * 12:(k + 1) * 12]
         assert (cell == cell[0, 0]).all()
-    assert tuple(a[0, 0]) == tuple(A.colorize(np.array(1.0)))  # the largest value: top colour
+    assert tuple(a[0, 0]) == tuple(R.colorize(np.array(1.0)))  # the largest value: top colour
 
 
 def test_shared_and_per_channel_scales_differ():
     act = torch.zeros(2, 8, 8)
     act[0, :4] = 1.0  # weak channel: half on at 1
     act[1, :, :4] = 10.0  # strong channel: half on at 10
-    per, chans = A.channel_grid(act, top=2, order="index", cell=8, pad=0, cols=2)
-    shared, _ = A.channel_grid(act, top=2, order="index", cell=8, pad=0, cols=2, shared_scale=True)
-    lut = A.colorize(np.array([0.0, 0.1, 1.0]))
+    per, chans = R.channel_grid(act, top=2, order="index", cell=8, pad=0, cols=2)
+    shared, _ = R.channel_grid(act, top=2, order="index", cell=8, pad=0, cols=2, shared_scale=True)
+    lut = R.colorize(np.array([0.0, 0.1, 1.0]))
     p, s = np.asarray(per), np.asarray(shared)
     assert tuple(p[0, 0]) == tuple(lut[2]) and tuple(p[0, 8]) == tuple(lut[2])  # each channel full range
     assert tuple(s[0, 0]) == tuple(lut[1])  # the weak channel is dim on the shared scale
@@ -216,14 +217,14 @@ def test_denormalize_and_overlay(lite0, cat_result):
     assert torch.allclose(x, cat_result.input, atol=0.51 / 255 / 0.5)  # rounding to 8 bits only
     heat = np.zeros((224, 224), np.float32)
     heat[:, 112:] = 1.0
-    ov = A.overlay(img, heat, alpha=0.5)
+    ov = R.overlay(img, heat, alpha=0.5)
     assert ov.size == img.size and ov.mode == "RGB"
-    assert np.array_equal(np.asarray(A.overlay(img, heat, alpha=0.0)), np.asarray(img))
+    assert np.array_equal(np.asarray(R.overlay(img, heat, alpha=0.0)), np.asarray(img))
     o, base = np.asarray(ov).astype(int), np.asarray(img).astype(int)
-    hot, cold = A.colorize(np.array(1.0), "jet"), A.colorize(np.array(0.0), "jet")
+    hot, cold = R.colorize(np.array(1.0), "jet"), R.colorize(np.array(0.0), "jet")
     assert np.abs(o[100, 200] - (base[100, 200] + hot) / 2).max() <= 1
     assert np.abs(o[100, 20] - (base[100, 20] + cold) / 2).max() <= 1
-    small = A.overlay(img, heat[::4, ::4])  # heat maps of another size are resized
+    small = R.overlay(img, heat[::4, ::4])  # heat maps of another size are resized
     assert small.size == img.size
 
 

@@ -14,7 +14,8 @@ from PIL import Image
 
 from streamlit.testing.v1 import AppTest
 
-from vizcore.activations import channel_grid, extract
+from vizcore.activations import extract
+from vizcore.render import channel_grid
 from vizcore.data import load_image, load_sample
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")

@@ -10,7 +10,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.widgets import nearest_tap
-from vizcore.activations import channel_grid, extract
+from vizcore.activations import extract
+from vizcore.render import channel_grid
 from vizcore.data import load_sample
 from vizcore.models import load_model
 

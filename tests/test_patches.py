@@ -122,7 +122,8 @@ def test_merged_halves_equal_whole(small_folder, lite0):
 
 # ------------------------------------------------------------------- geometry
 def test_alexnet_conv1_patches_are_11px(lite0):
-    from vizcore.patches import mine_top_patches, patch_image
+    from vizcore.patches import mine_top_patches
+    from vizcore.render import patch_image
     from vizcore.summary import layer_geometry
 
     lm = _random("alexnet")
@@ -146,7 +147,8 @@ def test_alexnet_conv1_patches_are_11px(lite0):
 def test_vgg16_block5_patches_are_212px_before_clipping():
     """The issue's 212 px is the receptive field at the end of VGG-16's block 5 (pool5);
     conv5_3 itself (at its ReLU) sees 196 px (3x3 convs add 2 * jump each)."""
-    from vizcore.patches import mine_top_patches, patch_image
+    from vizcore.patches import mine_top_patches
+    from vizcore.render import patch_image
     from vizcore.summary import layer_geometry
 
     lm = _random("vgg16")
@@ -167,13 +169,8 @@ def test_vgg16_block5_patches_are_212px_before_clipping():
 
 
 def test_heatmap_peaks_inside_the_hit_box(lite0):
-    from vizcore.patches import (
-        _upsample,
-        activation_map,
-        channel_montage,
-        heatmap_overlay,
-        mine_top_patches,
-    )
+    from vizcore.patches import activation_map, mine_top_patches
+    from vizcore.render import channel_montage, heatmap_overlay, upsample_map
 
     ds = open_dataset("samples").subset(range(5))
     res = mine_top_patches(lite0, ds, ["blocks.3.0"], k=2, batch_size=5, workers=0, cache=False)
@@ -182,7 +179,7 @@ def test_heatmap_peaks_inside_the_hit_box(lite0):
         m = activation_map(lite0, "blocks.3.0", c, h.file)
         assert float(m.max()) == pytest.approx(h.value, rel=1e-4, abs=1e-4)
         assert tuple(divmod(int(m.argmax()), m.shape[1])) == (h.y, h.x)
-        up = _upsample(lite0, "blocks.3.0", m, 224)
+        up = upsample_map(lite0, "blocks.3.0", m, 224)
         py, px = np.unravel_index(int(up.argmax()), up.shape)
         x0, y0, x1, y1 = h.box
         assert x0 <= px < x1 and y0 <= py < y1
@@ -190,7 +187,7 @@ def test_heatmap_peaks_inside_the_hit_box(lite0):
         assert ov.size == (224, 224) and ov.mode == "RGB"
     # the crop is the network's own input, denormalised
     from vizcore.data import load_image
-    from vizcore.patches import patch_image
+    from vizcore.render import patch_image
 
     h = res.layers["blocks.3.0"][0][0]
     x = lite0.transform()(load_image(h.file))

@@ -1,4 +1,6 @@
-"""What every layer does with one image: activations, channel grids, predictions, Grad-CAM.
+"""What every layer does with one image: activations, predictions, Grad-CAM.
+
+Drawing them (channel grids, heat-map overlays, colour maps) is :mod:`vizcore.render`'s.
 
 All forward passes through a shared :class:`~vizcore.models.LoadedModel` hold
 its ``lock``; hooks are attached only through :func:`vizcore.tap.tap` (or, for
@@ -7,7 +9,6 @@ never see each other's captures.
 """
 from __future__ import annotations
 
-import math
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -18,9 +19,8 @@ import torch
 from PIL import Image
 
 from vizcore.models import LoadedModel, WeightsInfo
+from vizcore.render import ORDERS
 from vizcore.tap import forward_until, tap
-
-ORDERS = ("mean", "max", "index")
 
 
 # ------------------------------------------------------------------ result types
@@ -326,83 +326,6 @@ def extract(lm: LoadedModel, image: Image.Image, layers: Sequence[str] | None = 
                             image=denormalize(lm, x[0]), layers=result_layers, predictions=preds)
 
 
-# ------------------------------------------------------------------------ grids
-def _lut(name: str) -> np.ndarray:
-    try:
-        import matplotlib
-
-        cmap = matplotlib.colormaps[name]
-        return (cmap(np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
-    except Exception:  # noqa: BLE001 - matplotlib missing: greyscale
-        g = np.arange(256, dtype=np.uint8)
-        return np.stack([g, g, g], axis=1)
-
-
-def colorize(values: np.ndarray, cmap: str = "viridis") -> np.ndarray:
-    """Map values in ``[0, 1]`` to RGB uint8 through a matplotlib colormap (``(..., 3)``)."""
-    idx = np.clip(np.nan_to_num(values) * 255, 0, 255).round().astype(np.uint8)
-    return _lut(cmap)[idx]
-
-
-def channel_grid(act: torch.Tensor | np.ndarray, *, top: int | None = 16, order: str = "mean",
-                 shared_scale: bool = False, cell: int = 64, cols: int | None = None,
-                 cmap: str = "viridis", pad: int = 2) -> tuple[Image.Image, list[int]]:
-    """A grid image of the ``top`` channels of one layer output.
-
-    Args:
-        act: ``(C, H, W)`` feature maps, or ``(C,)`` for a vector (each channel a flat cell).
-        top: how many channels to show (``None`` or ``0``: all).
-        order: pick and order channels by ``mean`` or ``max`` activation, or by ``index``.
-        shared_scale: one colour scale for all shown channels (compare strengths) instead
-            of one per channel (see each channel's pattern). Vectors and 1x1 maps always
-            use the shared scale, since one value per channel has no pattern of its own.
-        cell: side of one cell in pixels; maps are upscaled with nearest neighbour so
-            the true resolution stays visible.
-        cols: number of columns (default: about square).
-
-    Returns:
-        ``(image, channels)``: the RGB grid and the channel indices in reading order.
-    """
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
-    t = torch.as_tensor(act).detach().float().cpu()
-    if t.dim() == 1:
-        t = t[:, None, None]
-    if t.dim() != 3:
-        raise ValueError(f"expected (C, H, W) or (C,), got shape {tuple(t.shape)}")
-    c = t.shape[0]
-    n = c if not top else min(int(top), c)
-    if order == "index":
-        chans = list(range(n))
-    else:
-        flat = t.reshape(c, -1)
-        key = flat.mean(1) if order == "mean" else flat.amax(1)
-        chans = torch.argsort(-key, stable=True)[:n].tolist()
-    maps = t[chans]  # (n, H, W)
-    flat = maps.reshape(max(n, 1), -1) if n else maps.reshape(0, 1)
-    if shared_scale or maps.shape[1] * maps.shape[2] == 1:
-        lo = flat.min() if n else torch.tensor(0.0)
-        hi = flat.max() if n else torch.tensor(1.0)
-        lo, hi = lo.expand(n)[:, None, None], hi.expand(n)[:, None, None]
-    else:
-        lo = flat.amin(1)[:, None, None]
-        hi = flat.amax(1)[:, None, None]
-    span = (hi - lo).clamp_min(1e-12)
-    norm = ((maps - lo) / span).clamp(0, 1)
-    norm = torch.where(hi - lo > 1e-12, norm, torch.zeros_like(norm))
-    rgb = colorize(norm.numpy(), cmap)  # (n, H, W, 3)
-    cols = max(1, int(cols) if cols else math.ceil(math.sqrt(max(n, 1))))
-    rows = max(1, math.ceil(n / cols))
-    grid = Image.new("RGB", (cols * cell + (cols + 1) * pad, rows * cell + (rows + 1) * pad), (255, 255, 255))
-    h, w = maps.shape[1], maps.shape[2]
-    resample = Image.Resampling.NEAREST if h <= cell and w <= cell else Image.Resampling.BOX
-    for k in range(n):
-        r, q = divmod(k, cols)
-        tile = Image.fromarray(np.ascontiguousarray(rgb[k]), "RGB").resize((cell, cell), resample)
-        grid.paste(tile, (pad + q * (cell + pad), pad + r * (cell + pad)))
-    return grid, [int(ch) for ch in chans]
-
-
 # --------------------------------------------------------------------- Grad-CAM
 def gradcam(lm: LoadedModel, image: Image.Image, layers: Sequence[str],
             target: int | None = None) -> dict[str, np.ndarray]:
@@ -449,18 +372,6 @@ def gradcam(lm: LoadedModel, image: Image.Image, layers: Sequence[str],
     return out
 
 
-def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
-    """Blend a ``[0, 1]`` heat map (resized to the image if needed) over ``image``."""
-    img = _rgb(image)
-    h = np.asarray(heat, dtype=np.float32)
-    if h.shape != (img.height, img.width):
-        h = np.asarray(Image.fromarray(h, "F").resize(img.size, Image.Resampling.BILINEAR))
-    col = colorize(np.clip(h, 0, 1), cmap).astype(np.float32)
-    base = np.asarray(img, dtype=np.float32)
-    mixed = base * (1 - alpha) + col * alpha
-    return Image.fromarray(mixed.clip(0, 255).round().astype(np.uint8), "RGB")
-
-
 # ----------------------------------------------------------------------- shapes
 def tap_shapes(model, input_size: int | None = None) -> list[tuple]:
     """``(tap, output shape without batch)`` for every tap, in network order.
@@ -497,3 +408,16 @@ def tap_shapes(model, input_size: int | None = None) -> list[tuple]:
     order = {p: i for i, p in enumerate(shapes)}
     taps = sorted(taps, key=lambda t: order.get(t.module, len(order)))
     return [(t, shapes.get(t.module)) for t in taps]
+
+
+# Channel grids, colour maps and overlays are drawn by vizcore.render; these names lived here
+# before and still resolve, so code written against them keeps working.
+_MOVED_TO_RENDER = {"channel_grid": "channel_grid", "colorize": "colorize", "overlay": "overlay", "_lut": "lut"}
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_RENDER:
+        from vizcore import render
+
+        return getattr(render, _MOVED_TO_RENDER[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

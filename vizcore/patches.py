@@ -30,7 +30,6 @@ Design:
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
 import json
@@ -44,7 +43,7 @@ import torch
 from PIL import Image
 
 from vizcore.data.datasets import BatchReport, ImageDataset, iter_batches, open_dataset
-from vizcore.models import LoadedModel, Preprocess
+from vizcore.models import LoadedModel
 from vizcore.tap import forward_until, tap
 
 CACHE_KIND = "patches"
@@ -575,42 +574,7 @@ def mine_top_patches(lm: LoadedModel, dataset: ImageDataset | str, layers: Seque
     return job.result()
 
 
-# ------------------------------------------------------------------ crops & maps
-def _preprocess_of(result: MiningResult) -> Preprocess:
-    p = dict(result.preprocess)
-    return Preprocess(resize=int(p["resize"]), crop=int(p["crop"]), mean=tuple(p["mean"]),
-                      std=tuple(p["std"]), interpolation=p.get("interpolation", "bilinear"))
-
-
-@functools.lru_cache(maxsize=256)
-def _input_image(file: str, mtime_ns: int, preprocess: Preprocess) -> Image.Image:
-    from torchvision import transforms as T
-
-    from vizcore.data import load_image
-
-    interp = T.InterpolationMode(preprocess.interpolation)
-    # The resize and crop the model's transform applies (on the PIL image, before
-    # ToTensor/Normalize), i.e. exactly the denormalised network input.
-    tf = T.Compose([T.Resize(preprocess.resize, interpolation=interp, antialias=True),
-                    T.CenterCrop(preprocess.crop)])
-    return tf(load_image(file)).convert("RGB")
-
-
-def input_image(result: MiningResult, file: str) -> Image.Image:
-    """The preprocessed (resized, centre-cropped) input the boxes of ``result`` refer to."""
-    try:
-        mtime = os.stat(file).st_mtime_ns
-    except OSError:
-        mtime = 0
-    return _input_image(file, mtime, _preprocess_of(result))
-
-
-def patch_image(result: MiningResult, layer: str, channel: int, rank: int = 0) -> Image.Image:
-    """The receptive-field crop of hit ``rank`` of ``channel`` (clipped to the input)."""
-    hit = result.hits(layer, channel)[rank]
-    return input_image(result, hit.file).crop(hit.box)
-
-
+# ------------------------------------------------------------------ maps
 def activation_map(lm: LoadedModel, layer: str, channel: int, image: Image.Image | str) -> torch.Tensor:
     """The map ``(H, W)`` of one channel for one image (a vector layer gives ``(1, 1)``)."""
     from vizcore.data import load_image
@@ -625,103 +589,16 @@ def activation_map(lm: LoadedModel, layer: str, channel: int, image: Image.Image
     return (m if m.dim() == 2 else m.reshape(1, 1)).float().cpu()
 
 
-def _upsample(lm: LoadedModel, layer: str, m: torch.Tensor, size: int) -> np.ndarray:
-    """The map resampled to input pixels, each unit placed at its receptive-field centre."""
-    import torch.nn.functional as F
-
-    h, w = m.shape
-    if (h, w) == (1, 1):
-        return np.full((size, size), float(m[0, 0]))
-    try:
-        from vizcore.summary import layer_geometry
-
-        g = layer_geometry(lm, lm.resolve(layer), size)
-        coords = (torch.arange(size, dtype=torch.float32) - float(g.start)) / float(g.jump)
-        gy = 2 * coords / max(h - 1, 1) - 1
-        gx = 2 * coords / max(w - 1, 1) - 1
-        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1).unsqueeze(0)
-        up = F.grid_sample(m[None, None], grid, mode="bilinear", padding_mode="border", align_corners=True)
-    except Exception:  # noqa: BLE001 - no geometry for this layer: plain resize
-        up = F.interpolate(m[None, None], size=(size, size), mode="bilinear", align_corners=False)
-    return up[0, 0].numpy()
+# Crops, montages and heat maps are drawn by vizcore.render; these names lived here before and
+# still resolve, so code written against them keeps working.
+_MOVED_TO_RENDER = {"input_image": "input_image", "patch_image": "patch_image", "_upsample": "upsample_map",
+                    "heatmap_overlay": "heatmap_overlay", "_fit": "fit", "channel_montage": "channel_montage",
+                    "layer_montage": "layer_montage"}
 
 
-def heatmap_overlay(lm: LoadedModel, result: MiningResult, layer: str, channel: int, rank: int = 0, *,
-                    alpha: float = 0.55, draw_box: bool = True) -> Image.Image:
-    """The channel's activation map for hit ``rank`` over its input, box outlined.
+def __getattr__(name: str):
+    if name in _MOVED_TO_RENDER:
+        from vizcore import render
 
-    The map is recomputed for that single image; values are scaled to ``[0, max]``
-    of the map (negative values show as zero).
-    """
-    from matplotlib import colormaps
-    from PIL import ImageDraw
-
-    hit = result.hits(layer, channel)[rank]
-    img = input_image(result, hit.file)
-    m = activation_map(lm, layer, channel, hit.file)
-    heat = _upsample(lm, layer, m, img.size[0])
-    top = float(heat.max())
-    heat = np.clip(heat, 0, None) / top if top > 0 else np.zeros_like(heat)
-    rgb = (colormaps["inferno"](heat)[..., :3] * 255).astype(np.uint8)
-    out = Image.blend(img, Image.fromarray(rgb).resize(img.size), alpha)
-    if draw_box:
-        x0, y0, x1, y1 = hit.box
-        ImageDraw.Draw(out).rectangle([x0, y0, x1 - 1, y1 - 1], outline=(0, 255, 255), width=2)
-    return out
-
-
-def _fit(img: Image.Image, cell: int, fill=(40, 40, 40)) -> Image.Image:
-    """``img`` scaled to fit a ``cell`` square, centred on a dark background."""
-    w, h = img.size
-    s = cell / max(w, h, 1)
-    img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BILINEAR)
-    out = Image.new("RGB", (cell, cell), fill)
-    out.paste(img, ((cell - img.size[0]) // 2, (cell - img.size[1]) // 2))
-    return out
-
-
-def channel_montage(result: MiningResult, layer: str, channel: int, *, cell: int = 96, cols: int | None = None,
-                    pad: int = 2) -> Image.Image:
-    """The top-k patches of one channel in a grid (one row unless ``cols``), best first."""
-    hits = result.hits(layer, channel)
-    k = result.k
-    cols = cols or k
-    rows = max(1, -(-k // cols))
-    out = Image.new("RGB", (cols * (cell + pad) + pad, rows * (cell + pad) + pad), (255, 255, 255))
-    for r, _h in enumerate(hits):
-        tile = _fit(patch_image(result, layer, channel, r), cell)
-        out.paste(tile, (pad + (r % cols) * (cell + pad), pad + (r // cols) * (cell + pad)))
-    return out
-
-
-def layer_montage(result: MiningResult, layer: str, channels: Sequence[int] | None = None, *,
-                  cell: int | None = None, rows_per_block: int = 256, pad: int = 2) -> Image.Image:
-    """Every channel's top-k patches: one row per channel (``k`` patches, best first).
-
-    Rows are labelled with the channel number; beyond ``rows_per_block``
-    channels, further blocks of rows continue to the right, so wide layers
-    (2,048 channels) stay a reasonable image. ``cell`` defaults to 64, 48 or
-    32 pixels as the layer widens.
-    """
-    from PIL import ImageDraw
-
-    chans = list(range(result.n_channels(layer))) if channels is None else list(channels)
-    if cell is None:
-        cell = 64 if len(chans) <= 256 else 48 if len(chans) <= 512 else 32
-    label_w = 8 * len(str(max(chans, default=0))) + 6
-    row_w = label_w + result.k * (cell + pad) + pad
-    n_blocks = max(1, -(-len(chans) // rows_per_block))
-    n_rows = min(len(chans), rows_per_block) or 1
-    out = Image.new("RGB", (n_blocks * (row_w + 8), n_rows * (cell + pad) + pad), (255, 255, 255))
-    draw = ImageDraw.Draw(out)
-    todo = []
-    for n, c in enumerate(chans):
-        bx = (n // rows_per_block) * (row_w + 8)
-        y = pad + (n % rows_per_block) * (cell + pad)
-        draw.text((bx + 2, y + cell // 2 - 5), str(c), fill=(0, 0, 0))
-        todo += [(h.file, h.box, (bx + label_w + pad + r * (cell + pad), y))
-                 for r, h in enumerate(result.hits(layer, c))]
-    todo.sort(key=lambda t: t[0])  # file by file: each image is decoded once
-    for file, box, xy in todo:
-        out.paste(_fit(input_image(result, file).crop(box), cell), xy)
-    return out
+        return getattr(render, _MOVED_TO_RENDER[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

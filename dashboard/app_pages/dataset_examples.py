@@ -2,7 +2,7 @@
 
 UI only: mining is :class:`vizcore.patches.MiningJob` (one streaming pass, cached
 on disk per layer), run a few batches per script run so the page shows progress
-and can be stopped; crops, montages and heatmaps come from :mod:`vizcore.patches`.
+and can be stopped; crops, montages and heatmaps come from :mod:`vizcore.render`.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import widgets as w
-from vizcore.patches import patch_image
+from vizcore.render import patch_image
 
 KEY = "dataset_examples"
 st.title("Dataset examples")
@@ -117,14 +117,14 @@ result_key = f"{model}|{weights}|{ds.fingerprint()}|{k}|{batch}|{result.n_images
 
 @st.cache_data(max_entries=4000, show_spinner=False)
 def _montage(key: str, layer: str, channel: int, cell: int, cols: int, _result) -> bytes:
-    from vizcore.patches import channel_montage
+    from vizcore.render import channel_montage
 
     return w.png_bytes(channel_montage(_result, layer, channel, cell=cell, cols=cols))
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
 def _heatmap(key: str, layer: str, channel: int, rank: int, _lm, _result) -> bytes:
-    from vizcore.patches import heatmap_overlay
+    from vizcore.render import heatmap_overlay
 
     return w.png_bytes(heatmap_overlay(_lm, _result, layer, channel, rank))
 

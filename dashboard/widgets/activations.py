@@ -57,7 +57,7 @@ def cached_grids(model: str, weights: str, digest: str, _raw: bytes, size: tuple
                  top: int = 16, order: str = "mean", shared_scale: bool = False, cell: int = 64,
                  layers: tuple[str, ...] | None = None) -> dict[str, dict]:
     """Per layer: ``{"png": grid PNG, "channels": [...]}`` for maps, or the top values for vectors."""
-    from vizcore.activations import channel_grid
+    from vizcore.render import channel_grid
 
     res = cached_extract(model, weights, digest, _raw, size)
     out: dict[str, dict] = {}
@@ -82,7 +82,8 @@ def cached_grids(model: str, weights: str, digest: str, _raw: bytes, size: tuple
 def cached_gradcam(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int],
                    layer: str, target: int | None = None, alpha: float = 0.5) -> bytes:
     """PNG of the Grad-CAM heatmap of ``layer`` over the preprocessed crop (one backward pass)."""
-    from vizcore.activations import gradcam, overlay
+    from vizcore.activations import gradcam
+    from vizcore.render import overlay
 
     lm = get_model(model, weights)
     image = from_raw(_raw, size)

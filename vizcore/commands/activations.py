@@ -54,9 +54,10 @@ def check_layers(model: str, names) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from vizcore.activations import channel_grid, extract
+    from vizcore.activations import extract
     from vizcore.commands._util import load_model_cli, write_json
     from vizcore.commands.predict import read_images
+    from vizcore.render import channel_grid
 
     if args.top < 0 or args.cell < 4:
         raise ValueError("--top must be >= 0 and --cell >= 4")
@@ -78,7 +79,8 @@ def run(args) -> int:
         entry.update(file=fname, channels_shown=chans)
         layers.append(entry)
     if args.gradcam:
-        from vizcore.activations import gradcam, overlay
+        from vizcore.activations import gradcam
+        from vizcore.render import overlay
 
         target = res.predictions[0].index if res.predictions else None
         heats = gradcam(lm, image, [e["name"] for e in layers], target=target)

@@ -1,8 +1,6 @@
 """``vizcore mine``: top-activating dataset patches of every channel of some layers."""
 from __future__ import annotations
 
-import re
-
 ORDER = 60
 
 
@@ -30,11 +28,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def montage_name(layer: str) -> str:
-    """File name of a layer's montage: ``montage_<layer>.png`` with unsafe characters as ``_``."""
-    return "montage_" + re.sub(r"[^A-Za-z0-9._-]+", "_", layer) + ".png"
-
-
 def run(args) -> int:
     import sys
     from pathlib import Path
@@ -43,7 +36,7 @@ def run(args) -> int:
 
     from vizcore.commands._util import load_model_cli, write_json
     from vizcore.data import open_dataset
-    from vizcore.patches import layer_montage, mine_top_patches
+    from vizcore.patches import mine_top_patches
 
     if args.k < 1:
         raise ValueError("--k must be at least 1")
@@ -68,14 +61,10 @@ def run(args) -> int:
         for s in res.skipped:
             print(f"  {s['file']}: {s['error']}", file=sys.stderr)
     if not args.no_montage:
-        from io import BytesIO
+        from vizcore.render import write_montages
 
-        from vizcore.cache import atomic_write_bytes
-
-        for layer in tqdm(list(res.layers), desc="montages", unit="layer", file=sys.stderr):
-            buf = BytesIO()
-            layer_montage(res, layer, cell=args.cell).save(buf, format="PNG")
-            atomic_write_bytes(out / montage_name(layer), buf.getvalue())
+        with tqdm(total=len(res.layers), desc="montages", unit="layer", file=sys.stderr) as mbar:
+            write_montages(res, out, cell=args.cell, progress=lambda done, total: mbar.update(done - mbar.n))
     write_json(res.to_json(), out / "index.json")
     print(f"wrote {out / 'index.json'} ({res.n_images} images, {len(res.layers)} layer(s))", file=sys.stderr)
     return 0

@@ -1,0 +1,76 @@
+"""vizcore.render: montages written in one go equal the per-layer drawing; one home for drawing."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vizcore import render as R
+from vizcore.data import open_dataset
+
+
+@pytest.fixture(scope="module")
+def mined(lite0):
+    from vizcore.patches import mine_top_patches
+
+    ds = open_dataset("samples").subset(range(6))
+    # a map layer with small receptive fields, a deeper one, and a vector layer (whole-image boxes)
+    return mine_top_patches(lite0, ds, ["blocks.1.0", "blocks.4.0", "pool"], k=3, batch_size=6, workers=0,
+                            cache=False)
+
+
+def test_write_montages_equals_layer_montage(mined, tmp_path, monkeypatch):
+    decoded = []
+    real = R._decode_input
+    monkeypatch.setattr(R, "_decode_input", lambda f, p: decoded.append(f) or real(f, p))
+    seen = []
+    paths = R.write_montages(mined, tmp_path, workers=2, progress=lambda d, t: seen.append((d, t)))
+    assert [p.name for p in paths] == ["montage_blocks.1.0.png", "montage_blocks.4.0.png", "montage_pool.png"]
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    # every input decoded once for all three layers
+    files = {h.file for chans in mined.layers.values() for hits in chans for h in hits}
+    assert sorted(decoded) == sorted(files)
+    for layer, path in zip(mined.layers, paths):
+        with Image.open(path) as im:
+            got = np.asarray(im.convert("RGB"))
+        want = np.asarray(R.layer_montage(mined, layer))
+        assert got.shape == want.shape and np.array_equal(got, want), layer
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave nothing behind
+    # a serial run (one worker) draws the same pixels
+    one = R.write_montages(mined, tmp_path / "serial", ["pool"], workers=1)
+    with Image.open(one[0]) as a, Image.open(paths[2]) as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_montage_tiles_are_the_fitted_crops(mined):
+    """Row c of a layer montage holds channel c's crops, best first, each fitted to its cell."""
+    layer, c, cell, pad = "blocks.4.0", 5, 40, 2
+    img = np.asarray(R.layer_montage(mined, layer, [c], cell=cell))
+    label_w = 8 * len(str(c)) + 6
+    for r in range(mined.k):
+        want = np.asarray(R.fit(R.patch_image(mined, layer, c, r), cell))
+        x = label_w + pad + r * (cell + pad)
+        assert np.array_equal(img[pad:pad + cell, x:x + cell], want)
+
+
+def test_fast_png_is_lossless(mined):
+    img = R.layer_montage(mined, "blocks.1.0")
+    fast, default = R.png_bytes(img, fast=True), R.png_bytes(img)
+    for data in (fast, default):
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(img))
+
+
+def test_drawing_has_one_home():
+    """The names that moved into vizcore.render still resolve where they used to live."""
+    from vizcore import activations, patches
+
+    assert patches.patch_image is R.patch_image and patches.layer_montage is R.layer_montage
+    assert patches.heatmap_overlay is R.heatmap_overlay and patches._upsample is R.upsample_map
+    assert activations.channel_grid is R.channel_grid and activations.overlay is R.overlay
+    assert activations.colorize is R.colorize and activations.ORDERS is R.ORDERS
+    with pytest.raises(AttributeError):
+        patches.no_such_name  # noqa: B018
+    lut = R.lut("viridis")
+    assert lut.shape == (256, 3) and lut.dtype == np.uint8 and not lut.flags.writeable
