@@ -377,6 +377,15 @@ _CACHE_LOCK = threading.Lock()
 _KEY_LOCKS: dict[tuple, threading.Lock] = {}
 
 
+def _file_stamp(weights) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of a checkpoint file, ``None`` for other weight arguments."""
+    try:
+        st = os.stat(weights) if weights is not None and os.path.isfile(weights) else None
+    except (OSError, TypeError, ValueError):
+        st = None
+    return (st.st_size, st.st_mtime_ns) if st is not None else None
+
+
 def load_model(name: str, weights: str | os.PathLike | None = "auto", *,
                device: str | torch.device | None = None, progress: bool = True) -> LoadedModel:
     """Build ``name`` with weights resolved as documented; cached once per process.
@@ -387,7 +396,7 @@ def load_model(name: str, weights: str | os.PathLike | None = "auto", *,
     spec = get_spec(name)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    key = (spec.name, str(weights), str(device))
+    key = (spec.name, str(weights), str(device), _file_stamp(weights))  # an overwritten checkpoint reloads
     with _CACHE_LOCK:
         if key in _CACHE:
             return _CACHE[key]
