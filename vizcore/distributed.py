@@ -25,8 +25,8 @@ backend does. How it uses Ray Data (https://docs.ray.io/en/latest/data/):
   hangs). A local Ray gets an explicit object store (``VIZCORE_RAY_OBJECT_STORE_MB``,
   default 512 MB; Ray's default is 30 % of memory, while only small partial
   states travel here).
-- **Faults and stops.** Ray Data restarts a dead actor and retries its task
-  (``max_restarts=-1``, ``max_task_retries=-1``, set here explicitly); a retried
+- **Faults and stops.** Ray Data restarts a dead actor and retries its task (its
+  actor pools default to ``max_restarts=-1`` and ``max_task_retries=-1``); a retried
   batch gives the same partial state, so a SIGKILLed worker does not change the
   result. ``should_stop`` (checked per row) and Ctrl-C end the Ray job: the
   streaming executor is shut down (its actors are killed), and a Ray that this
@@ -261,8 +261,7 @@ def run_ray(p: DatasetPass, dataset: "ImageDataset", *, batch_size: int = 32, pr
                  for j, b in enumerate(batches)]
         req = {k: plan[k] for k in ("num_cpus", "num_gpus") if k in plan}
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), 10_000)).map_batches(
-            actor_cls, batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=plan["size"]),
-            max_restarts=-1, max_task_retries=-1, **req)
+            actor_cls, batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=plan["size"]), **req)
         pending: dict[int, Any] = {}
         skipped: dict[int, list[dict]] = {}
         nxt, done = 0, 0
