@@ -9,20 +9,22 @@ backend does. How it uses Ray Data (https://docs.ray.io/en/latest/data/):
   ``batch_size`` indices), and each Ray Data row is one such batch (its indices and
   file paths). A model sees exactly the images it sees locally, in the same groups,
   so its float arithmetic, and hence every result, is the same bit for bit.
-- **Decoding and the model run in the workers.** ``map_batches`` with a callable
-  class and an actor pool (``compute=ActorPoolStrategy(size=n)``): each actor
-  unpickles the pass once, which loads the model once (from its
-  :class:`~vizcore.passes.ModelRef`), then decodes and steps one batch per call.
-  Only the pickled partial state (and the unreadable files) comes back: no image
-  and no activation map passes through the driver.
+- **Decoding and the model run in the workers.** A first ``map_batches`` decodes
+  each batch in Ray tasks (the pass's transform, shipped once); a second, with a
+  callable class and an actor pool (``compute=ActorPoolStrategy(size=n)``), steps
+  it: each actor unpickles the pass once and loads its model once (from its
+  :class:`~vizcore.passes.ModelRef`). Decoded batches go from task to actor through
+  the object store; only the pickled partial state (and the unreadable files) comes
+  back to the driver: no image and no activation map passes through it.
 - **The driver merges in batch order** as rows arrive (a row that comes early waits
   in a small buffer), so even a pass whose merge adds floats (similarity sums)
   gives the local result exactly. Progress is reported per row.
-- **Resources.** With GPUs in the cluster: one actor per GPU (``num_gpus=1``).
-  Without: one actor per CPU, each claiming ``0.9`` CPU and running one torch
-  thread, so Ray Data's own tasks always find a CPU slot (ray-project/ray
-  issue 44687: actors that claim every CPU starve the read tasks and the pipeline
-  hangs). A local Ray gets an explicit object store (``VIZCORE_RAY_OBJECT_STORE_MB``,
+- **Resources** (:func:`plan_actors`). With GPUs in the cluster: one actor per GPU
+  (``num_gpus=1``). Without: actors of as many torch threads as this process uses
+  (float results of some kernels depend on the thread count), one per
+  ``threads + 1`` CPUs, each claiming a single logical CPU, so the decoding tasks
+  always find a CPU slot (ray-project/ray issue 44687: actors that claim every CPU
+  starve the other tasks and the pipeline hangs). A local Ray gets an explicit object store (``VIZCORE_RAY_OBJECT_STORE_MB``,
   default 512 MB; Ray's default is 30 % of memory, while only small partial
   states travel here).
 - **Faults and stops.** Ray Data restarts a dead actor and retries its task (its
@@ -41,6 +43,7 @@ import logging
 import os
 import pickle
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -49,8 +52,6 @@ from vizcore.passes import DatasetPass, PassInfo, Progress, Stopped, batches_of,
 if TYPE_CHECKING:
     from vizcore.data.datasets import ImageDataset
 
-CPU_PER_ACTOR = 0.9
-"""CPUs each CPU actor claims: below one, so Ray Data's read and split tasks always find a slot."""
 DEFAULT_OBJECT_STORE_MB = 512
 
 
@@ -132,29 +133,55 @@ def _quiet_ray() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def plan_actors(cpus: float, gpus: float, n_batches: int) -> dict[str, Any]:
+def plan_actors(cpus: float, gpus: float, n_batches: int, threads: int | None = None) -> dict[str, Any]:
     """Actor-pool size and per-actor resources for a cluster's CPUs and GPUs.
 
-    GPUs: one actor per GPU, batch size per GPU as given. CPUs: one single-threaded
-    actor per CPU claiming :data:`CPU_PER_ACTOR` of it. Never more actors than batches.
+    GPUs: one actor per GPU (``num_gpus=1``), batch size per GPU as given. CPUs: actors of
+    ``threads`` torch threads each (default ``$VIZCORE_RAY_THREADS``, else this process's
+    ``torch.get_num_threads()``: float results of some kernels depend on the thread count,
+    so the same count as the local engine gives the same bits), one per ``threads + 1``
+    CPUs, each claiming one logical CPU, which leaves CPU slots for the decoding tasks
+    (ray-project/ray issue 44687). Never more actors than batches.
     """
-    env = os.environ.get("VIZCORE_RAY_ACTORS")
+    import torch
+
+    threads = int(threads or os.environ.get("VIZCORE_RAY_THREADS") or torch.get_num_threads())
     if gpus >= 1:
         n, req = int(gpus), {"num_gpus": 1, "num_cpus": 1}
-        threads = max(1, int(cpus // max(1, gpus)) - 1)
     else:
-        n, req = max(1, int(cpus)), {"num_cpus": CPU_PER_ACTOR}
-        threads = 1
-    if env:
-        n = int(env)
+        n, req = max(1, int(cpus // (threads + 1))), {"num_cpus": min(1.0, max(0.1, cpus - 1))}
+    if os.environ.get("VIZCORE_RAY_ACTORS"):
+        n = int(os.environ["VIZCORE_RAY_ACTORS"])
     return {"size": max(1, min(n, n_batches)), "threads": threads, **req}
+
+
+def _decode_args() -> dict[str, Any]:
+    """Resources of a decoding task: one CPU. Given as a function, which also keeps Ray Data
+    from fusing decoding into the actors (decoding would then wait for the model, and the
+    model for decoding, instead of overlapping as with the local engine's loader)."""
+    return {"num_cpus": 1}
+
+
+def _decode_rows(batch: dict, transform_blob: bytes) -> dict:
+    """Ray Data task: decode the images of some batch rows (in the workers, never the driver)."""
+    import numpy as np
+
+    transform = pickle.loads(transform_blob)
+    out = []
+    for files in batch["files"]:
+        files = [(int(i), str(p)) for i, p in json.loads(files)]
+        try:
+            out.append(pickle.dumps(decode_batch(transform, files), protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception as e:  # noqa: BLE001 - re-raised in the driver with its own type and message
+            out.append(pickle.dumps(_picklable(e)))
+    return {"b": np.asarray(batch["b"], dtype=np.int64), "x": np.asarray(out, dtype=object)}
 
 
 class _PassActor:
     """The callable class of ``map_batches``: one pass (and model) per actor, one batch per call.
 
     Subclassed per run with the pickled pass as a class attribute (``blob``), so the
-    actor has no constructor arguments to keep in the object store for restarts.
+    actor has no constructor arguments of its own to keep for restarts.
     """
 
     blob: bytes = b""
@@ -163,11 +190,12 @@ class _PassActor:
     def __init__(self) -> None:
         import torch
 
-        torch.set_num_threads(self.threads)  # Ray sets OMP_NUM_THREADS; torch's intra-op pool follows this
+        torch.set_num_threads(self.threads)  # Ray sets OMP_NUM_THREADS from num_cpus; torch follows this
         self.failed: bytes = b""
         try:
             self.p: DatasetPass = pickle.loads(self.blob)
-            self.transform = self.p.transform()  # loads the model(s), once per actor
+            for key in self.p.refs:
+                self.p.model(key)  # load the model(s), once per actor
         except Exception as e:  # noqa: BLE001 - reported with the first batch, raised in the driver
             self.failed = pickle.dumps(_picklable(e))
 
@@ -175,13 +203,15 @@ class _PassActor:
         import numpy as np
 
         out: dict[str, list] = {"b": [], "state": [], "n": [], "skipped": [], "error": []}
-        for b, files in zip(batch["b"], batch["files"]):
-            files = [(int(i), str(p)) for i, p in json.loads(files)]
+        for b, blob in zip(batch["b"], batch["x"]):
             state, n, skipped, err = None, 0, [], b""
             try:
                 if self.failed:
                     raise pickle.loads(self.failed)
-                x, ok, skipped = decode_batch(self.transform, files)
+                decoded = pickle.loads(blob)
+                if isinstance(decoded, BaseException):
+                    raise decoded
+                x, ok, skipped = decoded
                 state = self.p.step(x, ok) if ok else self.p.empty()
                 n = len(ok)
             except Exception as e:  # noqa: BLE001 - re-raised in the driver with its own type and message
@@ -232,6 +262,7 @@ def run_ray(p: DatasetPass, dataset: "ImageDataset", *, batch_size: int = 32, pr
     """
     import ray
     import ray.data
+    from ray import cloudpickle  # transforms may be closures
     from ray.data import ActorPoolStrategy
 
     if batch_size < 1:
@@ -260,8 +291,11 @@ def run_ray(p: DatasetPass, dataset: "ImageDataset", *, batch_size: int = 32, pr
         items = [{"b": j, "files": json.dumps([[i, dataset.items[i].path] for i in b])}
                  for j, b in enumerate(batches)]
         req = {k: plan[k] for k in ("num_cpus", "num_gpus") if k in plan}
-        ds = ray.data.from_items(items, override_num_blocks=min(len(items), 10_000)).map_batches(
-            actor_cls, batch_size=1, batch_format="numpy", compute=ActorPoolStrategy(size=plan["size"]), **req)
+        with warnings.catch_warnings():
+            # ray_remote_args_fn is deprecated for removal in Ray 2.64 (requirements pin 2.60); it is
+            # the documented way to keep two map stages apart (no fusion) until then.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = _pipeline(ray, cloudpickle, ActorPoolStrategy, p, items, actor_cls, plan, req)
         pending: dict[int, Any] = {}
         skipped: dict[int, list[dict]] = {}
         nxt, done = 0, 0
@@ -297,6 +331,15 @@ def run_ray(p: DatasetPass, dataset: "ImageDataset", *, batch_size: int = 32, pr
         _end(it)
         if started_here:
             shutdown_ray()
+
+
+def _pipeline(ray, cloudpickle, ActorPoolStrategy, p, items, actor_cls, plan, req):  # noqa: N803
+    """Batches as items -> decoding tasks -> the pass's actor pool."""
+    return (ray.data.from_items(items, override_num_blocks=min(len(items), 10_000))
+            .map_batches(_decode_rows, batch_size=1, batch_format="numpy", ray_remote_args_fn=_decode_args,
+                         fn_kwargs={"transform_blob": cloudpickle.dumps(p.transform())})
+            .map_batches(actor_cls, batch_size=1, batch_format="numpy",
+                         compute=ActorPoolStrategy(size=plan["size"]), **req))
 
 
 def _merge_rest(p: DatasetPass, state: Any, pending: dict[int, Any]) -> Any:
