@@ -272,6 +272,20 @@ def _merge_topk(a: TopK, b: TopK, k: int) -> TopK:
     return (*_topk(v, i, p, k), a[3])
 
 
+def _best_of(best: tuple | None, top: TopK, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(C, k)`` best ``(values, images)`` of ``best`` and a batch's ``top``, each image
+    counted once per channel (a batch that comes again, e.g. a retried one, must not raise
+    the floor with copies of the same images)."""
+    v, i = top[0], top[1]
+    if best is None:
+        return v, i
+    dup = (i.unsqueeze(2) == best[1].unsqueeze(1)).any(2) & (i != _NO_IMAGE)  # (C, k) x (C, k): cheap
+    v = v.masked_fill(dup, float("-inf"))
+    i = i.masked_fill(dup, _NO_IMAGE)
+    o = torch.cat([best[0], v], 1).argsort(dim=1, descending=True, stable=True)[:, :k]
+    return torch.cat([best[0], v], 1).gather(1, o), torch.cat([best[1], i], 1).gather(1, o)
+
+
 class MiningPass(DatasetPass):
     """Top-k patch mining as a :class:`~vizcore.passes.DatasetPass`.
 
@@ -323,7 +337,7 @@ class MiningPass(DatasetPass):
         if cache:
             self._load_cached()
         self.modules = {n: p for n, p in self.layer_modules.items() if n not in self._cached}  # to mine
-        self._best: dict[str, torch.Tensor] = {}  # per layer, the (C, k) best values this process has seen
+        self._best: dict[str, tuple] = {}  # per layer, the (C, k) best (values, images) this process has seen
         self._floor: dict[str, torch.Tensor] = {}  # their k-th (last) column
         self._entering: dict[str, float] = {}  # share of the last batch's pairs that could enter the top-k
         self._saved = False
@@ -398,9 +412,8 @@ class MiningPass(DatasetPass):
             top = (*_topk(v, i, p, self.k), hw)
             new[name] = top
             self._entering[name] = 1.0 if enter is None else float(enter.sum()) / max(1, enter.numel())
-            best = top[0] if floor is None else torch.cat([self._best[name], top[0]], 1).topk(self.k, dim=1).values
-            self._best[name] = best
-            self._floor[name] = best[:, -1]
+            self._best[name] = best = _best_of(self._best.get(name), top, self.k)
+            self._floor[name] = best[0][:, -1]
             return True
 
         with torch.inference_mode(), tap(lm.model, list(by_path), reduce=reduce, stop=True, lock=lm.lock):
