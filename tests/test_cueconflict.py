@@ -334,6 +334,11 @@ def test_lite0_decisions_match_a_direct_computation(lite0, cue_conflict_root):
 def test_lite0_on_all_stimuli(lite0, cue_conflict_root):
     r = cc.shape_bias(lite0, cue_conflict_root, batch_size=16)
     assert r.n == 1200 and not r.skipped
+    # The model-vs-human protocol: stimuli as they are (224 px, no resize to 256, no centre crop).
+    assert r.protocol["crop"] is False and r.protocol["resize"] is False and r.protocol["input_size"] == 224
+    # Bundled weights and checksummed stimuli make the decisions deterministic: pinned.
+    assert (r.shape_hits, r.texture_hits) == (197, 626)
+    assert (r.silhouettes.correct, r.edges.correct) == (83, 57)
     assert 0 < r.shape_bias < 1
     assert r.shape_hits + r.texture_hits <= 1200
     # a trained network decides for the shape or the texture class far above chance (2/16)

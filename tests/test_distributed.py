@@ -207,10 +207,13 @@ def test_cli_engine_ray_json_and_ctrl_c_leaves_no_ray_process(lite0, photos, tmp
     cmd = [sys.executable, "-m", "vizcore", "mine", str(files), "--layers", "stem", "--batch-size", "4",
            "--engine", "ray", "--no-montage", "--out", str(tmp_path / "out")]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def our_workers() -> list[int]:
+        return [pid for pid in _worker_pids() if pid in ours()]
+
     t = time.time()
-    while time.time() - t < 240 and not _worker_pids():
+    while time.time() - t < 240 and not our_workers() and proc.poll() is None:
         time.sleep(0.5)
-    assert _worker_pids(), "the Ray job did not start"
+    assert our_workers(), "the Ray job did not start"
     time.sleep(3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -177,3 +177,24 @@ def test_run_pass_rejects_an_unknown_engine(lite0, eight):
 
     with pytest.raises(ValueError, match="unknown engine 'spark'"):
         run_pass(MiningPass(lite0, eight, ["stem"], cache=False), eight, engine="spark")
+
+
+@pytest.mark.slow
+def test_cli_mine_unreadable_folder_is_one_clear_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    for i in range(5):
+        (junk / f"bad{i}.jpg").write_bytes(b"\x00" * 10)
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-m", "vizcore", "mine", str(junk), "--layers", "stem", "--out",
+                        str(tmp_path / "out")], capture_output=True, text=True, cwd=root, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(root)})
+    assert p.returncode == 2
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("vizcore mine: error: no image of junk could be read (5 unreadable): ")
+    assert "bad0.jpg" in last and "(and 2 more)" in last and "Traceback" not in p.stderr
