@@ -180,6 +180,14 @@ def test_dashboard_reads_a_ray_result_without_recomputing(local_ray, lite0, tmp_
     assert not at.get("progress")  # nothing was mined in the page
     best = {c.split(" · ")[0]: c for im in at.image for c in im.captions if c.startswith("channel ")}
     assert best["channel 0"] == f"channel 0 · max {mined.layers['blocks.1.0'][0][0].value:.3g}"
+    # the page's own Ray engine: another layer, mined on the process's Ray, then cached
+    at.radio(key="dataset_examples_engine").set_value("ray")
+    at.selectbox(key="dataset_examples_layer").set_value("blocks.0.0")
+    at.run()
+    assert not at.exception, at.exception
+    assert "mined now" in at.success[0].value and "layer **blocks.0.0**" in at.success[0].value
+    assert any("Ray at" in c.value for c in at.caption)
+    assert mine_top_patches(lite0, "samples", ["blocks.0.0"], k=9, batch_size=16, workers=0).cached
 
 
 def test_cli_engine_ray_json_and_ctrl_c_leaves_no_ray_process(lite0, photos, tmp_path):

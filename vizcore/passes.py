@@ -51,7 +51,10 @@ ENGINES = ("local", "ray")
 class Stopped(RuntimeError):
     """A pass was asked to stop (``should_stop()`` returned true, Ctrl-C, Stop in the app).
 
-    Nothing half-done is cached. ``partial`` holds the state reached, when there is one.
+    Nothing half-done is cached. ``partial`` holds the state reached, when there is one: an
+    object with ``.state`` and ``.info`` (the :class:`PassRun` locally, a
+    :class:`vizcore.distributed.RayPartial` on Ray), so ``p.finish(partial.state, partial.info)``
+    gives the partial result.
     """
 
     def __init__(self, message: str, partial: Any = None):
