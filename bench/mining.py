@@ -49,7 +49,8 @@ def _time(fn, xs: torch.Tensor, batch: int) -> float:
 
 def bench(name: str, n: int, batch: int, repeats: int) -> dict:
     from vizcore.models import load_model
-    from vizcore.patches import PatchMiner
+    from vizcore.data import open_dataset
+    from vizcore.patches import MiningPass
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -61,14 +62,23 @@ def bench(name: str, n: int, batch: int, repeats: int) -> dict:
         with torch.inference_mode():
             lm.model(x)
 
-    miner = PatchMiner(lm, taps, k=9)
+    ds = open_dataset(str(DATA))
+
+    def miner():
+        """A fresh mining pass: ``update(x, idx)`` steps one batch and merges it into its state."""
+        p = MiningPass(lm, ds, taps, k=9, cache=False)
+        state = {"s": p.empty()}
+
+        def update(x, idx):
+            state["s"] = p.merge(state["s"], p.step(x, idx))
+        return update
+
     bare(xs[:batch], None)  # warm-up (allocator, oneDNN kernels)
-    miner.update(xs[:batch], list(range(batch)))
+    miner()(xs[:batch], list(range(batch)))
     fwd, mine = [], []
     for _ in range(repeats):  # interleaved, so load from other processes hits both alike
         fwd.append(_time(bare, xs, batch))
-        miner = PatchMiner(lm, taps, k=9)
-        mine.append(_time(miner.update, xs, batch))
+        mine.append(_time(miner(), xs, batch))
     f, m = statistics.median(fwd), statistics.median(mine)
     return {"model": name, "weights": lm.weights.source, "taps": len(taps), "images": len(xs),
             "forward_ips": f, "mining_ips": m, "ratio": m / f}

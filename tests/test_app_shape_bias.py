@@ -117,7 +117,7 @@ def test_page_scores_several_models_and_shows_what_the_engine_computes(few_stimu
 
 def test_partial_job_resumes_and_head_errors_are_shown(few_stimuli):
     lm = _model("efficientnet_lite0")
-    job = cc.ShapeBiasJob(lm, few_stimuli, batch_size=8, use_cache=False)
+    job = cc.shape_bias_run(lm, few_stimuli, batch_size=8, use_cache=False)
     job.step(1)
     at = _app(few_stimuli, ["efficientnet_lite0"])
     at.select_slider(key=f"{KEY}_batch").set_value(8)

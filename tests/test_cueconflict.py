@@ -179,12 +179,13 @@ def test_progress_stop_cache_and_cue_conflict_folder_alone(colour_stimuli):
 def test_step_by_step_equals_one_run_and_bad_files_are_skipped(colour_stimuli):
     (colour_stimuli / "style-transfer-preprocessed-512" / "cat" / "cat9-dog9.png").write_bytes(b"not a png")
     lm = standin(name="standin-steps")
-    job = cc.ShapeBiasJob(lm, colour_stimuli, batch_size=5, use_cache=False)
+    job = cc.shape_bias_run(lm, colour_stimuli, batch_size=5, use_cache=False)
     assert job.total == 13 and not job.done
-    seen = []
+    seen, steps = [], 0
     while not job.done:
         job.step(1, progress=lambda d, t: seen.append((d, t)))
-    assert seen == [(5, 13), (9, 13), (12, 13), (13, 13)]  # a batch never spans two subsets
+        steps += 1
+    assert steps == 3 and seen[:2] == [(5, 13), (10, 13)] and seen[-1] == (13, 13)  # batches of 5 indices
     stepped = job.result()
     whole = cc.shape_bias(lm, colour_stimuli, batch_size=4, workers=1, use_cache=False)
     for r in (stepped, whole):
@@ -349,6 +350,11 @@ def test_lite0_decisions_match_a_direct_computation(lite0, cue_conflict_root):
 def test_lite0_on_all_stimuli(lite0, cue_conflict_root):
     r = cc.shape_bias(lite0, cue_conflict_root, batch_size=16)
     assert r.n == 1200 and not r.skipped
+    # The model-vs-human protocol: stimuli as they are (224 px, no resize to 256, no centre crop).
+    assert r.protocol["crop"] is False and r.protocol["resize"] is False and r.protocol["input_size"] == 224
+    # Bundled weights and checksummed stimuli make the decisions deterministic: pinned.
+    assert (r.shape_hits, r.texture_hits) == (197, 626)
+    assert (r.silhouettes.correct, r.edges.correct) == (83, 57)
     assert 0 < r.shape_bias < 1
     assert r.shape_hits + r.texture_hits <= 1200
     # a trained network decides for the shape or the texture class far above chance (2/16)

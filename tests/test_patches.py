@@ -255,17 +255,17 @@ def test_interrupted_run_leaves_no_entry(small_folder, lite0):
 
 
 def test_resumable_job_equals_one_pass(small_folder, lite0):
-    from vizcore.patches import MiningJob, mine_top_patches
+    from vizcore.patches import MiningPass, PassRun, mine_top_patches
 
     ds = open_dataset(small_folder)
-    job = MiningJob(lite0, ds, ["blocks.1.0"], k=3, batch_size=3, workers=0, cache=False)
+    run = PassRun(MiningPass(lite0, ds, ["blocks.1.0"], k=3, cache=False), ds, batch_size=3, workers=0)
     steps = 0
-    while not job.step(2):
+    while not run.step(2):
         steps += 1
-        assert not job.result().complete
-    assert steps == 2 and job.pos == 13
+        assert not run.result().complete
+    assert steps == 2 and run.pos == 13
     whole = mine_top_patches(lite0, ds, ["blocks.1.0"], k=3, batch_size=3, workers=0, cache=False)
-    assert job.result().to_json() == whole.to_json()
+    assert run.result().to_json() == whole.to_json()
 
 
 def test_unreadable_files_are_skipped_and_reported(small_folder, lite0, tmp_path):

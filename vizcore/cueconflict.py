@@ -23,6 +23,13 @@ matrix) instead of a loop per image (the averages agree to float rounding; an
 exact tie goes to the alphabetically first category, as with a strict ``>`` over
 the sorted categories).
 
+Stimuli are fed as the authors' model-vs-human toolbox feeds them: at 224 x 224 as
+they are, with no resize to 256 and no centre crop (:func:`stimulus_protocol`, recorded
+in every result); only a model whose input size is not 224 gets them resized.
+
+Scoring is a dataset pass (:class:`ShapeBiasPass`, :mod:`vizcore.passes`): per-image
+decisions, merged exactly, on the local backend or on Ray.
+
 Stimuli come from a local folder laid out like the ``stimuli/`` folder of the
 public repository rgeirhos/texture-vs-shape, or are downloaded from it once:
 :mod:`vizcore.data.stimuli` finds, downloads and checksums them (its names are
@@ -33,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
@@ -50,6 +56,11 @@ from vizcore.data.stimuli import (  # noqa: F401
     locate_stimuli,
     stimuli_digest,
 )
+from vizcore.passes import DatasetPass, PassInfo, PassRun, Stopped, run_pass
+
+__all__ = ["CATEGORIES", "CATEGORY_CLASSES", "Decision", "NoImageNetHeadError", "PassRun", "REFERENCES",
+           "ShapeBiasPass", "ShapeBiasResult", "StimuliError", "Stopped", "SubsetAccuracy", "check_imagenet_head",
+           "decide", "locate_stimuli", "shape_bias", "shape_bias_run", "stimulus_protocol", "stimulus_transform", "summary_lines"]
 
 if TYPE_CHECKING:  # heavy imports stay lazy
     import torch
@@ -135,7 +146,7 @@ PUBLISHED_COUNTS: dict[str, int] = {
 }
 
 #: Bumped whenever the mapping or the scoring changes (part of every cache key).
-MAPPING_VERSION = 1
+MAPPING_VERSION = 2  # 2: stimuli fed as they are (model-vs-human protocol); weights keyed by content
 
 
 def category_matrix(n_classes: int = 1000, *, device=None, dtype=None) -> "torch.Tensor":
@@ -207,8 +218,6 @@ class NoImageNetHeadError(ValueError):
     """The model does not output the 1000 ImageNet classes the decision rule needs."""
 
 
-class Stopped(RuntimeError):
-    """Raised when ``should_stop()`` returned true; nothing is cached."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,6 +277,7 @@ class ShapeBiasResult:
     edges: SubsetAccuracy | None = None
     skipped: tuple[dict, ...] = ()
     seconds: float = 0.0
+    protocol: dict = field(default_factory=dict)
     cached: bool = field(default=False, compare=False)
 
     @property
@@ -325,6 +335,7 @@ class ShapeBiasResult:
         if not self.n:  # every image unreadable: no accuracies (and never NaN in JSON)
             out["shape_accuracy"] = out["texture_accuracy"] = None
         out["skipped"] = list(self.skipped)
+        out["protocol"] = dict(self.protocol)
         out["seconds"] = self.seconds
         if decisions:
             out["decisions"] = [d.to_json() for d in self.decisions]
@@ -340,7 +351,7 @@ class ShapeBiasResult:
                    fingerprint=obj["fingerprint"],
                    decisions=tuple(Decision(**d) for d in obj.get("decisions", [])),
                    skipped=tuple(obj.get("skipped", [])), seconds=float(obj.get("seconds", 0.0)),
-                   cached=cached, **subs)
+                   protocol=dict(obj["protocol"]), cached=cached, **subs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,20 +365,34 @@ def check_imagenet_head(spec: "ModelSpec") -> None:
             "(`python -m vizcore models`)")
 
 
-def _weights_key(lm: "LoadedModel") -> dict:
-    """What identifies the weights: their source, and for random or local ones a content hash."""
-    info = lm.weights
-    key = {"source": info.source, "detail": info.detail}
-    if info.source in ("file", "hub-cache") and Path(info.detail).is_file():
-        st = Path(info.detail).stat()
-        key["file"] = [st.st_size, st.st_mtime_ns]
-    if info.source == "random":  # each process draws its own weights: hash them
-        h = hashlib.sha256()
-        for name, t in lm.model.state_dict().items():
-            h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        key["params"] = h.hexdigest()[:20]
-    return key
+STIMULUS_SIZE = 224
+"""Side of the published cue-conflict, silhouette and edge stimuli, in pixels."""
+
+
+def stimulus_protocol(spec: "ModelSpec") -> dict:
+    """How stimuli are fed to ``spec``: the model-vs-human protocol.
+
+    The stimuli are 224 x 224 and go to the network as they are: no resize to 256 and
+    no centre crop (the ImageNet evaluation pipeline would cut 14 px from every side
+    and move the measured bias). They are resized only when the model's input size
+    differs from 224, then normalised with the model's mean and std.
+    """
+    size = int(spec.input_size)
+    p = spec.preprocess
+    return {"name": "model-vs-human", "stimulus_size": STIMULUS_SIZE, "input_size": size,
+            "resize": size != STIMULUS_SIZE, "crop": False, "interpolation": p.interpolation,
+            "mean": list(p.mean), "std": list(p.std)}
+
+
+def stimulus_transform(spec: "ModelSpec"):
+    """PIL image -> ``(3, S, S)`` normalised tensor under :func:`stimulus_protocol` (``S`` the
+    model's input size). A stimulus already at ``S x S`` passes unchanged (Pillow copies it)."""
+    from torchvision import transforms as T
+
+    proto = stimulus_protocol(spec)
+    s = proto["input_size"]
+    return T.Compose([T.Resize((s, s), interpolation=T.InterpolationMode(proto["interpolation"]), antialias=True),
+                      T.ToTensor(), T.Normalize(proto["mean"], proto["std"])])
 
 
 def _subset(root: Path, subset: str):
@@ -379,163 +404,130 @@ def _subset(root: Path, subset: str):
         return None
 
 
-class ShapeBiasJob:
-    """One model on one set of stimuli, scored all at once (:meth:`run`) or a few batches at a
-    time (:meth:`step`, for a dashboard that shows progress and can stop between steps).
+class ShapeBiasPass(DatasetPass):
+    """The cue-conflict test as a :class:`~vizcore.passes.DatasetPass`.
 
-    The constructor finds the stimuli and looks the result up in the disk cache; when it is
-    there the job is :attr:`done` at once. :meth:`result` builds the result and caches it.
+    Its dataset (:attr:`dataset`) is every stimulus of the root in one list: the
+    cue-conflict images, then the silhouettes and edge drawings when present (each
+    item's ``labels["subset"]`` says which). The partial state of a batch is the
+    decision of each of its images, keyed by index; merging is a union of disjoint
+    keys, exact in any order. The constructor finds the stimuli and looks the result
+    up in the disk cache (:attr:`cached`); :meth:`finish` caches a complete result.
+
+    Args:
+        lm: a loaded 1000-way ImageNet classifier.
+        stimuli_root: a stimuli root or the cue-conflict folder; ``None``: :func:`locate_stimuli`.
+        use_cache: read and write the result on disk.
+        download_progress: show a bar while the stimuli are downloaded.
     """
 
+    kind = "shape-bias"
+
     def __init__(self, lm: "LoadedModel", stimuli_root: str | os.PathLike | None = None, *,
-                 batch_size: int = 16, use_cache: bool = True, download_progress: bool = False):
-        from vizcore.cache import cache_key, load_torch
+                 use_cache: bool = True, download_progress: bool = False):
+        from vizcore.cache import load_torch
+        from vizcore.data.datasets import ImageDataset, ImageItem
+        from vizcore.identity import result_key
 
         check_imagenet_head(lm.spec)
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        self.lm, self.batch_size, self.use_cache = lm, batch_size, use_cache
+        super().__init__({"net": lm})
+        self.use_cache = use_cache
         self.root = locate_stimuli(stimuli_root, progress=download_progress)
         cue = _subset(self.root, "cue-conflict")
         if cue is None:
             raise StimuliError(f"no cue-conflict stimuli under {self.root}")
-        self.sets = {"cue-conflict": cue}
+        sets = {"cue-conflict": cue}
         for name in ("silhouettes", "edges"):
             if (ds := _subset(self.root, name)) is not None:
-                self.sets[name] = ds
+                sets[name] = ds
+        self.subsets = {name: len(ds) for name, ds in sets.items()}
+        self.dataset = ImageDataset("stimuli", [ImageItem(it.path, it.label, {**it.labels, "subset": name})
+                                                for name, ds in sets.items() for it in ds.items], str(self.root))
         self.fingerprint = hashlib.sha256(
-            "".join(f"{k}:{ds.fingerprint()}" for k, ds in self.sets.items()).encode()).hexdigest()[:20]
-        self.key = cache_key(kind="shape_bias", version=MAPPING_VERSION, model=lm.spec.name,
-                             weights=_weights_key(lm), preprocess=lm.spec.preprocess.to_json(),
-                             stimuli=self.fingerprint)
-        self._todo = [(name, i) for name, ds in self.sets.items() for i in range(len(ds))]
-        self.total = len(self._todo)
-        self.pos = 0
-        self._decided: dict[str, list[str | None]] = {name: [None] * len(ds) for name, ds in self.sets.items()}
-        self._skipped: list[dict] = []
-        self._seconds = 0.0
-        self._result: ShapeBiasResult | None = None
+            "".join(f"{k}:{ds.fingerprint()}" for k, ds in sets.items()).encode()).hexdigest()[:20]
+        self.protocol = stimulus_protocol(lm.spec)
+        self.key = result_key("shape_bias", MAPPING_VERSION, lm, None, stimuli=self.fingerprint,
+                              protocol=self.protocol)
+        self.cached: ShapeBiasResult | None = None
         if use_cache and (hit := load_torch("shape_bias", self.key)) is not None:
             try:
-                self._result = ShapeBiasResult.from_json(hit, cached=True)
-                self.pos = self.total
+                self.cached = ShapeBiasResult.from_json(hit, cached=True)
             except (KeyError, TypeError, ValueError):
                 pass  # an entry from an incompatible version: recompute
+        self._saved = False
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.update(cached=None, dataset=None)  # the workers get their files with each batch
+        return state
 
     @property
-    def done(self) -> bool:
-        return self.pos >= self.total
+    def total(self) -> int:
+        return len(self.dataset)
 
-    def _score(self, name: str, xs: "torch.Tensor", idx: Sequence[int]) -> None:
+    def transform(self):
+        return stimulus_transform(self.model("net").spec)
+
+    def empty(self) -> dict[int, str]:
+        return {}
+
+    def step(self, x: "torch.Tensor", indices: Sequence[int]) -> dict[int, str]:
         import torch
 
-        lm = self.lm
+        lm = self.model("net")
         with torch.inference_mode(), lm.lock:  # the lock: no tap of another caller sees this pass
-            logits = lm.model(xs.to(lm.device))
+            logits = lm.model(x.to(lm.device))
         if not torch.is_tensor(logits) or logits.ndim != 2 or logits.shape[-1] != 1000:
             shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
             raise NoImageNetHeadError(
                 f"{lm.spec.name} outputs {shape}, not 1000 ImageNet class scores; "
                 "the cue-conflict decision rule needs a 1000-way ImageNet classifier")
-        out = self._decided[name]
-        for i, d in zip(idx, decide(logits)):
-            out[i] = d
+        return dict(zip((int(i) for i in indices), decide(logits)))
 
-    def step(self, n_batches: int = 1, *, progress: Callable[[int, int], None] | None = None) -> None:
-        """Score the next ``n_batches`` batches, decoding in this thread."""
-        import torch
+    def merge(self, a: dict[int, str], b: dict[int, str]) -> dict[int, str]:
+        return {**a, **b}
 
-        from vizcore.data import ImageLoadError, load_image
-
-        transform = self.lm.transform()
-        t0 = time.perf_counter()
-        for _ in range(n_batches):
-            if self.done:
-                break
-            chunk = self._todo[self.pos:self.pos + self.batch_size]
-            name = chunk[0][0]
-            chunk = [c for c in chunk if c[0] == name]  # a batch never spans two subsets
-            xs, idx = [], []
-            for _, i in chunk:
-                path = self.sets[name].items[i].path
-                try:
-                    xs.append(transform(load_image(path)))
-                    idx.append(i)
-                except (ImageLoadError, OSError) as e:
-                    self._skipped.append({"file": path, "error": str(e) or type(e).__name__, "subset": name})
-            if xs:
-                self._score(name, torch.stack(xs), idx)
-            self.pos += len(chunk)
-            if progress is not None:
-                progress(self.pos, self.total)
-        self._seconds += time.perf_counter() - t0
-
-    def run(self, *, workers: int | None = None, progress: bool | Callable[[int, int], None] = False,
-            should_stop: Callable[[], bool] | None = None) -> None:
-        """Score everything left, decoding in ``workers`` DataLoader processes (overlapping compute)."""
-        from vizcore.data import BatchReport, iter_batches
-
-        if self.done:
-            return
-        bar = None
-        if progress is True:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.total, initial=self.pos, unit="img", desc=f"shape bias {self.lm.spec.name}")
-        transform = self.lm.transform()
-        t0 = time.perf_counter()
-        try:
-            for name, ds in self.sets.items():
-                todo = [i for n, i in self._todo[self.pos:] if n == name]
-                if not todo:
-                    continue
-                report = BatchReport()
-                for xs, idx in iter_batches(ds.subset(todo), transform, batch_size=self.batch_size,
-                                            workers=workers, report=report):
-                    if should_stop is not None and should_stop():
-                        raise Stopped(f"stopped after {self.pos} of {self.total} images")
-                    self._score(name, xs, [todo[i] for i in idx])
-                    self.pos += len(idx)
-                    if bar is not None:
-                        bar.update(len(idx))
-                    elif callable(progress):
-                        progress(self.pos, self.total)
-                self.pos += len(report.skipped)
-                self._skipped += [dict(s, subset=name) for s in report.skipped]
-        finally:
-            self._seconds += time.perf_counter() - t0
-            if bar is not None:
-                bar.close()
-
-    def result(self) -> ShapeBiasResult:
-        """The result (cached on disk the first time); only when :attr:`done`."""
+    def finish(self, state: dict[int, str], info: PassInfo) -> "ShapeBiasResult":
+        """The :class:`ShapeBiasResult` of the decisions so far (cached once complete)."""
         from vizcore.cache import save_torch
 
-        if self._result is not None:
-            return self._result
-        if not self.done:
-            raise RuntimeError(f"the job is not finished ({self.pos} of {self.total} images)")
-        cue = self.sets["cue-conflict"]
-        decisions = tuple(Decision(it.path, it.labels["shape"], it.labels["texture"], d)
-                          for it, d in zip(cue.items, self._decided["cue-conflict"]) if d is not None)
+        if self.cached is not None:
+            return self.cached
+        lm = self.model("net")
+        items = self.dataset.items
+        decisions = tuple(Decision(it.path, it.labels["shape"], it.labels["texture"], state[i])
+                          for i, it in enumerate(items) if it.labels["subset"] == "cue-conflict" and i in state)
         subs = {}
         for name in ("silhouettes", "edges"):
-            if name in self.sets:
-                pairs = [(it.label, d) for it, d in zip(self.sets[name].items, self._decided[name])
-                         if d is not None]
+            if name in self.subsets:
+                pairs = [(it.label, state[i]) for i, it in enumerate(items)
+                         if it.labels["subset"] == name and i in state]
                 subs[name] = SubsetAccuracy(len(pairs), sum(lab == d for lab, d in pairs))
-        self._result = ShapeBiasResult(
-            model=self.lm.spec.name, weights=self.lm.weights.to_json(), stimuli=str(self.root),
-            fingerprint=self.fingerprint, decisions=decisions, skipped=tuple(self._skipped),
-            seconds=self._seconds, **subs)
-        if self.use_cache:
-            save_torch("shape_bias", self.key, self._result.to_json(decisions=True))
-        return self._result
+        subset_of = {it.path: it.labels["subset"] for it in items}
+        skipped = tuple(dict(s, subset=subset_of.get(s["file"], "")) for s in info.skipped)
+        result = ShapeBiasResult(
+            model=lm.spec.name, weights=lm.weights.to_json(), stimuli=str(self.root), fingerprint=self.fingerprint,
+            decisions=decisions, skipped=skipped, seconds=info.seconds, protocol=dict(self.protocol), **subs)
+        if info.complete and self.use_cache and not self._saved:
+            save_torch("shape_bias", self.key, result.to_json(decisions=True))
+            self._saved = True
+        return result
+
+
+def shape_bias_run(lm: "LoadedModel", stimuli_root: str | os.PathLike | None = None, *, batch_size: int = 16,
+                   workers: int | None = 0, use_cache: bool = True) -> PassRun:
+    """A :class:`~vizcore.passes.PassRun` of :class:`ShapeBiasPass` to advance a few batches at a
+    time (the dashboard): already done when the result is cached; ``run.result()`` is the
+    :class:`ShapeBiasResult` (complete once ``run.done``, and then cached on disk)."""
+    p = ShapeBiasPass(lm, stimuli_root, use_cache=use_cache)
+    return PassRun(p, p.dataset, batch_size=batch_size, workers=workers,
+                   indices=[] if p.cached is not None else None)
 
 
 def shape_bias(lm: "LoadedModel", stimuli_root: str | os.PathLike | None = None, *, batch_size: int = 16,
                workers: int | None = None, progress: bool | Callable[[int, int], None] = False,
-               should_stop: Callable[[], bool] | None = None, use_cache: bool = True) -> ShapeBiasResult:
+               should_stop: Callable[[], bool] | None = None, use_cache: bool = True, engine: str = "local",
+               ray_address: str | None = None) -> ShapeBiasResult:
     """Score ``lm`` on the cue-conflict stimuli (and silhouettes and edges, when present).
 
     Args:
@@ -546,16 +538,19 @@ def shape_bias(lm: "LoadedModel", stimuli_root: str | os.PathLike | None = None,
         workers: DataLoader worker processes decoding images (default: the dataset layer's).
         progress: ``True`` for a tqdm bar on stderr, or ``fn(done, total)`` called per batch.
         should_stop: polled between batches; when it returns true :class:`Stopped` is raised.
-        use_cache: read and write the result on disk (key: model, weights, preprocessing,
-            stimuli fingerprint, mapping version).
+        use_cache: read and write the result on disk (key: the weights' content, the stimuli
+            fingerprint, the protocol, the mapping version).
+        engine: ``local`` or ``ray`` (:mod:`vizcore.distributed`); the same decisions.
+        ray_address: the Ray cluster for ``engine="ray"``.
 
     Returns:
-        A :class:`ShapeBiasResult` with every image's decision.
+        A :class:`ShapeBiasResult` with every image's decision and the protocol used.
     """
-    job = ShapeBiasJob(lm, stimuli_root, batch_size=batch_size, use_cache=use_cache,
-                       download_progress=progress is True)
-    job.run(workers=workers, progress=progress, should_stop=should_stop)
-    return job.result()
+    p = ShapeBiasPass(lm, stimuli_root, use_cache=use_cache, download_progress=progress is True)
+    if p.cached is not None:
+        return p.cached
+    return run_pass(p, p.dataset, engine=engine, batch_size=batch_size, workers=workers, progress=progress,
+                    should_stop=should_stop, ray_address=ray_address, require_images=False)
 
 
 def summary_lines(result: ShapeBiasResult) -> list[str]:

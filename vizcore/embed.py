@@ -225,11 +225,13 @@ def embed(lm: LoadedModel, dataset: ImageDataset, layer: str, *, method: str = "
           seed: int = 0, perplexity: float = 30.0, n_neighbors: int = 15, pca_dims: int | None = 50,
           pool: Pooling | int | None = None, backend: str = "auto", batch_size: int = 32,
           workers: int | None = None, progress: bool | Callable[[int, int], None] = False,
-          should_stop: Callable[[], bool] | None = None, cache: bool = True) -> Embedding:
+          should_stop: Callable[[], bool] | None = None, cache: bool = True,
+          engine: str = "local", ray_address: str | None = None) -> Embedding:
     """The 2-D map of ``dataset`` at ``layer`` of ``lm`` with its quality numbers.
 
     Features come from :func:`vizcore.features.extract_features` (shared cache with the
-    probes); see :func:`project` and :func:`embedding_quality` for the other arguments.
+    probes), computed locally or on Ray (``engine``, ``ray_address``); see :func:`project` and
+    :func:`embedding_quality` for the other arguments.
     """
     import torch
 
@@ -240,7 +242,8 @@ def embed(lm: LoadedModel, dataset: ImageDataset, layer: str, *, method: str = "
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     pooling = as_pooling(pool)
     feats = extract_features(lm, dataset, [layer], pool=pooling, batch_size=batch_size, workers=workers,
-                             progress=progress, should_stop=should_stop, cache=cache)
+                             progress=progress, should_stop=should_stop, cache=cache, engine=engine,
+                             ray_address=ray_address)
     x = feats.layers[layer]
     labels = feats.labels(dataset, label)
     params = {"perplexity": perplexity, "pca_dims": pca_dims} if method == "tsne" else (

@@ -11,15 +11,16 @@ logits) are kept as they are; token maps ``(L, D)`` are averaged over tokens.
 
 The pooling runs inside the forward hook (:func:`vizcore.tap.tap` with
 ``reduce=``), so full-resolution maps are never kept for more than one layer
-at a time; the hooks (and the model's lock) are held one batch at a time. Results are cached per layer under ``$VIZCORE_CACHE/features``,
-keyed by model, weights, layer, pooling, preprocessing and the dataset's
-fingerprint; entries are written only once the whole pass has finished, so a
-stopped or failed run leaves nothing behind.
+at a time; the pass is a :class:`FeaturesPass` (:mod:`vizcore.passes`), so it
+runs locally or on Ray with the same result. Results are cached per layer under
+``$VIZCORE_CACHE/features``, keyed by :func:`vizcore.identity.result_key` (the
+weights' content, layer, pooling, preprocessing and the dataset's fingerprint);
+entries are written only once the whole pass has finished, so a stopped or
+failed run leaves nothing behind.
 """
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,17 +29,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vizcore.data.datasets import BatchReport, ImageDataset, iter_batches
+from vizcore.data.datasets import ImageDataset
+from vizcore.identity import result_key
 from vizcore.models import LoadedModel
+from vizcore.passes import DatasetPass, NoImagesError, PassInfo, Progress, Stopped, run_pass
+
+__all__ = ["DEFAULT_TARGET", "FeaturesPass", "Features", "NoImagesError", "Pooling", "Stopped", "as_pooling",
+           "extract_features", "random_twin"]
 
 DEFAULT_TARGET = 9600
 """Features per layer aimed at by the pooling grid (the classic AlexNet probing protocol)."""
-
-Progress = Callable[[int, int], None]
-
-
-class Stopped(RuntimeError):
-    """Raised when ``should_stop()`` asked a long computation to end early."""
 
 
 @dataclass(frozen=True)
@@ -100,29 +100,11 @@ class Features:
         return [dataset.items[int(i)].get_label(kind) for i in self.indices]
 
 
-def _weights_key(lm: LoadedModel) -> str | None:
-    """What identifies the weights, or ``None`` when they cannot be identified (unseeded random)."""
-    w = lm.weights
-    if w.source == "random":
-        return f"random:{w.detail}" if w.detail.startswith("seed") else None
-    if w.source == "file":
-        try:
-            st = os.stat(w.detail)
-            return f"file:{w.detail}:{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            return None
-    return f"{w.source}:{w.detail}"
+CACHE_VERSION = 2  # 2: weights identified by content (vizcore.identity.result_key)
 
 
-def _layer_key(lm: LoadedModel, dataset: ImageDataset, module: str, pooling: Pooling) -> str | None:
-    from vizcore.cache import cache_key
-
-    wk = _weights_key(lm)
-    if wk is None:
-        return None
-    return cache_key(v=1, model=lm.spec.name, weights=wk, layer=module, pooling=pooling.to_json(),
-                     preprocess=lm.spec.preprocess.to_json(), dataset=dataset.fingerprint(),
-                     n=len(dataset))
+def _layer_key(lm: LoadedModel, dataset: ImageDataset, module: str, pooling: Pooling) -> str:
+    return result_key("features", CACHE_VERSION, lm, dataset, layer=module, pooling=pooling.to_json())
 
 
 def _reduce(pooling: Pooling, grids: dict[str, int]):
@@ -141,10 +123,72 @@ def _reduce(pooling: Pooling, grids: dict[str, int]):
     return reduce
 
 
+@dataclass
+class FeatureRows:
+    """Partial state of :class:`FeaturesPass`: pooled rows of some images, in chunks.
+
+    ``indices[j]`` are the dataset indices of the rows of ``x[path][j]``; ``grids`` the
+    pooling grid side per module path (0 for vectors and tokens).
+    """
+
+    indices: list[torch.Tensor] = field(default_factory=list)
+    x: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    grids: dict[str, int] = field(default_factory=dict)
+
+
+class FeaturesPass(DatasetPass):
+    """Pooled features of some module paths, as a :class:`~vizcore.passes.DatasetPass`.
+
+    The partial state of a batch is its pooled rows keyed by dataset index
+    (:class:`FeatureRows`); :meth:`merge` concatenates chunks and :meth:`finish` orders
+    the rows by index, so the result does not depend on how the batches were split or
+    in which order they came back. Pooling runs inside the forward hook, so full maps
+    are never kept for more than one layer at a time; the hooks (and the model's lock)
+    are held one batch at a time, so other users of a shared model get turns.
+    """
+
+    kind = "features"
+
+    def __init__(self, lm: LoadedModel, paths: Sequence[str], pooling: Pooling):
+        super().__init__({"net": lm})
+        self.paths, self.pooling = list(paths), pooling
+
+    def transform(self):
+        return self.model("net").transform()
+
+    def empty(self) -> FeatureRows:
+        return FeatureRows(x={p: [] for p in self.paths})
+
+    def step(self, x: torch.Tensor, indices: Sequence[int]) -> FeatureRows:
+        from vizcore.tap import forward_until, tap
+
+        lm = self.model("net")
+        grids: dict[str, int] = {}
+        with tap(lm.model, self.paths, reduce=_reduce(self.pooling, grids), stop=True, lock=lm.lock) as store, \
+                torch.no_grad():
+            forward_until(lm.model, x.to(lm.device))
+            rows = {p: [store[p]] for p in self.paths}
+        return FeatureRows([torch.as_tensor(list(indices), dtype=torch.long)], rows, grids)
+
+    def merge(self, a: FeatureRows, b: FeatureRows) -> FeatureRows:
+        return FeatureRows(a.indices + b.indices, {p: a.x.get(p, []) + b.x.get(p, []) for p in self.paths},
+                           {**a.grids, **b.grids})
+
+    def finish(self, state: FeatureRows, info: PassInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor],
+                                                                  dict[str, int], list[dict]]:
+        """``(indices (N,), {path: rows (N, F)}, {path: grid}, skipped)``, rows in dataset order."""
+        if not state.indices:
+            return torch.zeros(0, dtype=torch.long), {p: torch.zeros(0, 0) for p in self.paths}, {}, list(info.skipped)
+        idx = torch.cat(state.indices)
+        order = idx.argsort(stable=True)
+        return (idx[order], {p: torch.cat(state.x[p])[order] for p in self.paths},
+                {p: state.grids.get(p, 0) for p in self.paths}, list(info.skipped))
+
+
 def extract_features(lm: LoadedModel, dataset: ImageDataset, layers: Sequence[str] | None = None, *,
                      pool: Pooling | int | None = None, batch_size: int = 32, workers: int | None = None,
                      progress: bool | Progress = False, should_stop: Callable[[], bool] | None = None,
-                     cache: bool = True) -> Features:
+                     cache: bool = True, engine: str = "local", ray_address: str | None = None) -> Features:
     """Pooled features of ``layers`` (tap names or module paths; ``None`` = every tap).
 
     Args:
@@ -156,10 +200,15 @@ def extract_features(lm: LoadedModel, dataset: ImageDataset, layers: Sequence[st
         progress: ``True`` for a tqdm bar on stderr, or ``f(images_done, total)``.
         should_stop: polled between batches; when it returns true :class:`Stopped` is raised
             and nothing is cached.
-        cache: read and write the on-disk cache.
+        cache: read and write the on-disk cache (the same keys whatever the engine).
+        engine: ``local`` or ``ray`` (:mod:`vizcore.distributed`); the same features.
+        ray_address: the Ray cluster for ``engine="ray"``.
 
     Returns:
         :class:`Features` with one ``(N, F)`` float32 array per layer.
+
+    Raises:
+        NoImagesError: no image of the dataset could be read.
     """
     from vizcore.cache import load_torch, save_torch
 
@@ -189,54 +238,24 @@ def extract_features(lm: LoadedModel, dataset: ImageDataset, layers: Sequence[st
                         meta["indices"].numpy(), [dataset.items[int(i)].path for i in meta["indices"]],
                         list(meta["skipped"]), from_cache=True)
 
-    from vizcore.tap import forward_until, tap
-
-    paths = [modules[n] for n in todo]
-    chunks: dict[str, list[torch.Tensor]] = {p: [] for p in paths}
-    path_grids: dict[str, int] = {}
-    report = BatchReport()
-    indices: list[int] = []
-    bar = None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(dataset), unit="img", desc=f"features {lm.spec.name}")
-    try:
-        reduce = _reduce(pooling, path_grids)
-        for xs, idx in iter_batches(dataset, lm.transform(), batch_size=batch_size, workers=workers,
-                                    report=report):
-            if should_stop is not None and should_stop():
-                raise Stopped("stopped before the features were complete")
-            # hooks (and the model's lock) per batch, so other users of a shared model get turns
-            with tap(lm.model, paths, reduce=reduce, stop=True, lock=lm.lock) as store, torch.no_grad():
-                forward_until(lm.model, xs.to(lm.device))
-                for p in paths:
-                    chunks[p].append(store[p])
-            indices += list(idx)
-            done = len(indices) + len(report.skipped)
-            if bar is not None:
-                bar.update(done - bar.n)
-            elif callable(progress):
-                progress(done, len(dataset))
-    finally:
-        if bar is not None:
-            bar.close()
-    if not indices:
-        raise ValueError(f"no image of {dataset.name} could be read ({len(report.skipped)} skipped)")
+    paths = list(dict.fromkeys(modules[n] for n in todo))
+    idx_t, rows, path_grids, skipped = run_pass(
+        FeaturesPass(lm, paths, pooling), dataset, engine=engine, batch_size=batch_size, workers=workers,
+        progress=progress, should_stop=should_stop, ray_address=ray_address)
+    indices = idx_t.tolist()
     if meta is not None and list(meta["indices"].tolist()) != indices:
         out.clear()  # files changed readability since the cached entries: recompute everything
         return extract_features(lm, dataset, layers, pool=pooling, batch_size=batch_size, workers=workers,
-                                progress=progress, should_stop=should_stop, cache=False)
-    idx_t = torch.tensor(indices, dtype=torch.long)
-    for n, p in zip(todo, paths):
-        x = torch.cat(chunks.pop(p))
+                                progress=progress, should_stop=should_stop, cache=False, engine=engine,
+                                ray_address=ray_address)
+    for n in todo:
+        x = rows[modules[n]]
         out[n] = x.numpy()
-        grids[n] = path_grids.get(p, 0)
+        grids[n] = path_grids.get(modules[n], 0)
         if keys[n] is not None:
-            save_torch("features", keys[n], {"x": x, "grid": grids[n], "indices": idx_t,
-                                             "skipped": report.skipped})
+            save_torch("features", keys[n], {"x": x, "grid": grids[n], "indices": idx_t, "skipped": skipped})
     return Features(lm.spec.name, lm.weights.label(), {n: out[n] for n in names}, grids,
-                    idx_t.numpy(), [dataset.items[i].path for i in indices], list(report.skipped))
+                    idx_t.numpy(), [dataset.items[i].path for i in indices], list(skipped))
 
 
 def random_twin(lm_or_name: LoadedModel | str, seed: int = 0) -> LoadedModel:

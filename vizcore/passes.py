@@ -51,7 +51,10 @@ ENGINES = ("local", "ray")
 class Stopped(RuntimeError):
     """A pass was asked to stop (``should_stop()`` returned true, Ctrl-C, Stop in the app).
 
-    Nothing half-done is cached. ``partial`` holds the state reached, when there is one.
+    Nothing half-done is cached. ``partial`` holds the state reached, when there is one: an
+    object with ``.state`` and ``.info`` (the :class:`PassRun` locally, a
+    :class:`vizcore.distributed.RayPartial` on Ray), so ``p.finish(partial.state, partial.info)``
+    gives the partial result.
     """
 
     def __init__(self, message: str, partial: Any = None):
@@ -164,10 +167,38 @@ class PassInfo:
     complete: bool = False
     seconds: float = 0.0
     engine: str = "local"
+    startup_seconds: float = 0.0  # engine start-up (Ray: connecting or starting it, the actor pool), not in seconds
 
     @property
     def done(self) -> int:
         return self.n_images + len(self.skipped)
+
+
+def batches_of(indices: Sequence[int], batch_size: int) -> list[list[int]]:
+    """The batches of a run: consecutive runs of ``batch_size`` of ``indices``, on every backend."""
+    idx = [int(i) for i in indices]
+    return [idx[s:s + batch_size] for s in range(0, len(idx), batch_size)]
+
+
+def decode_batch(transform: Callable[[Any], Any], files: Sequence[tuple[int, str]]
+                 ) -> tuple[Any, list[int], list[dict]]:
+    """Decode one batch in this thread: ``(x stacked, indices decoded, skipped records)``.
+
+    ``x`` is ``None`` when no file of the batch could be read. The same decoding and
+    collation as :func:`vizcore.data.iter_batches`, for backends that decode where they compute.
+    """
+    from vizcore.data.datasets import _collate
+    from vizcore.data.images import ImageLoadError, load_image
+
+    rows = []
+    for i, path in files:
+        try:
+            rows.append((transform(load_image(path)), i, ""))
+        except (ImageLoadError, OSError) as e:
+            rows.append((None, i, str(e) or type(e).__name__))
+    x, ok, bad = _collate(rows)
+    paths = dict(files)
+    return x, ok, [{"file": paths[i], "error": err} for i, err in bad]
 
 
 # ------------------------------------------------------------------------------ local backend

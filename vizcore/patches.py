@@ -14,13 +14,14 @@ Design:
 - The forward hook (``reduce=`` of :func:`vizcore.tap.tap`) turns each map
   ``(B, C, H, W)`` into its per-image maxima and their positions ``(B, C)`` at
   once, so full maps are never kept, and the forward stops at the deepest layer.
-- The running state per layer is three ``(C, k)`` tensors (value, image index,
-  flat position) merged with each batch by two vectorised sorts: memory is
-  bounded by ``C * k`` whatever the dataset size, and there is no Python loop
-  over channels. Ties are broken by value (largest first), then image index
-  (smallest first), so streaming equals a brute-force sort over all maps
-  exactly, and :meth:`MiningResult.merge` of two disjoint parts of a dataset
-  equals mining the whole.
+- Mining is a dataset pass (:class:`MiningPass`, :mod:`vizcore.passes`): the
+  partial state per layer is three ``(C, k)`` tensors (value, image index, flat
+  position), and two states merge by two vectorised sorts: memory is bounded by
+  ``C * k`` whatever the dataset size, and there is no Python loop over channels.
+  Ties are broken by value (largest first), then image index (smallest first),
+  so any split into batches, processes or Ray workers equals a brute-force sort
+  over all maps exactly, and :meth:`MiningResult.merge` of two disjoint parts of
+  a dataset equals mining the whole.
 - One image contributes at most once per channel: its maximum (first position
   in row-major order on ties).
 - Results are cached per layer under ``$VIZCORE_CACHE/patches``, keyed by model,
@@ -42,19 +43,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vizcore.data.datasets import BatchReport, ImageDataset, iter_batches, open_dataset
+from vizcore.data.datasets import ImageDataset, open_dataset
+from vizcore.identity import result_key
 from vizcore.models import LoadedModel
+from vizcore.passes import DatasetPass, NoImagesError, PassInfo, PassRun, Progress, Stopped, no_images_error, run_pass
 from vizcore.tap import forward_until, tap
 
+__all__ = ["Hit", "MiningPass", "MiningResult", "NoImagesError", "PassRun", "Stopped", "activation_map",
+           "mine_top_patches"]
+
 CACHE_KIND = "patches"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: weights identified by content (vizcore.identity.result_key)
 MAX_WITH_INDICES_ABOVE = 0.2
 """Share of a batch's (image, channel) pairs entering the top-k above which the next
 batch takes maxima with positions in one pass, instead of amax plus argmaxes of entrants."""
 _NO_IMAGE = 2**62  # image-index sentinel of an empty slot (sorts after every real index)
-
-Progress = Callable[[int, int], None]
-"""``progress(images_done, images_total)``, called after every batch."""
 
 
 # ------------------------------------------------------------------------ results
@@ -223,7 +226,7 @@ def _batch_max(t: torch.Tensor, *, positions: bool):
         ``(values (B, C), positions (B, C) or None, flat maps (B, C, H*W) or None, (H, W))``.
         Without ``positions`` only ``amax`` runs (several times cheaper than
         max-with-indices on a CPU); the positions are then found afterwards for
-        the few (image, channel) pairs that enter the top-k.
+        the few (image, channel) pairs that can still enter the top-k.
     """
     if t.dim() == 4:
         b, c, h, w = t.shape
@@ -238,92 +241,178 @@ def _batch_max(t: torch.Tensor, *, positions: bool):
                      "use a convolutional map (B, C, H, W) or a vector (B, C)")
 
 
-def _merge_topk(state, v: torch.Tensor, pos: torch.Tensor | None, flat: torch.Tensor | None,
-                idx: torch.Tensor, k: int):
-    """Merge a batch into the running top-k of every channel.
+TopK = tuple  # (values (C, k) float32, image index (C, k) long, flat position (C, k) long, (H, W))
 
-    Args:
-        state: ``(values, image index, flat position)``, each ``(C, k)``, or ``None``.
-        v: the batch's maxima ``(B, C)``.
-        pos: their positions ``(B, C)``, or ``None`` to find them in ``flat``
-            (``(B, C, H*W)``) for the pairs that enter the top-k only.
-        idx: dataset indices of the batch ``(B,)``.
 
-    Returns:
-        The new state, sorted per channel by value (desc), then image index
-        (asc), and how many of the batch's (image, channel) pairs entered it.
+def _topk(v: torch.Tensor, i: torch.Tensor, p: torch.Tensor, k: int):
+    """The top ``k`` of every row of ``(C, n)`` candidates, sorted by value (desc), then image
+    index (asc); fewer than ``k`` candidates are padded with empty slots (``-inf``, no image).
+
+    Two stable sorts give the lexicographic order; rows are only ``2k`` (or ``k + B``)
+    long, so this costs next to nothing beside the forward. Exact and order-free: the
+    result depends only on the set of candidates, which makes :meth:`MiningPass.merge`
+    associative and commutative.
     """
-    v = torch.nan_to_num(v.t(), nan=float("-inf"))
-    c, b = v.shape
-    i = idx.to(v.device).unsqueeze(0).expand(c, b)
-    col = torch.arange(b, device=v.device).unsqueeze(0).expand(c, b)  # batch row, -1 for old entries
-    p = pos.t() if pos is not None else torch.zeros((c, b), dtype=torch.long, device=v.device)
-    if state is not None:
-        v = torch.cat([state[0], v], 1)
-        i = torch.cat([state[1], i], 1)
-        p = torch.cat([state[2], p], 1)
-        col = torch.cat([col.new_full(state[0].shape, -1), col], 1)
-    # Two stable sorts give the lexicographic order (value desc, index asc); the
-    # rows are only k + B long, so this costs next to nothing beside the forward.
     o = i.argsort(dim=1, stable=True)
-    v, i, p, col = v.gather(1, o), i.gather(1, o), p.gather(1, o), col.gather(1, o)
+    v, i, p = v.gather(1, o), i.gather(1, o), p.gather(1, o)
     o = v.argsort(dim=1, descending=True, stable=True)[:, :k]
-    v, i, p, col = v.gather(1, o), i.gather(1, o), p.gather(1, o), col.gather(1, o)
-    ch, slot = (col >= 0).nonzero(as_tuple=True)
-    if pos is None and flat is not None and len(ch):
-        p = p.clone()
-        p[ch, slot] = flat[col[ch, slot], ch].argmax(dim=1)  # first maximum (row-major) on ties
+    v, i, p = v.gather(1, o), i.gather(1, o), p.gather(1, o)
     if v.shape[1] < k:  # fewer images than k so far: pad with empty slots
-        pad = k - v.shape[1]
+        c, pad = v.shape[0], k - v.shape[1]
         v = torch.cat([v, v.new_full((c, pad), float("-inf"))], 1)
         i = torch.cat([i, i.new_full((c, pad), _NO_IMAGE)], 1)
         p = torch.cat([p, p.new_zeros((c, pad))], 1)
-    return (v, i, p), len(ch)
+    return v, i, p
 
 
-class PatchMiner:
-    """The bounded streaming state of a mining: ``(C, k)`` tensors per layer.
+def _merge_topk(a: TopK, b: TopK, k: int) -> TopK:
+    """The top-k of the union of two disjoint top-k states of one layer."""
+    v, i, p = (torch.cat([x, y], 1) for x, y in zip(a[:3], b[:3]))
+    return (*_topk(v, i, p, k), a[3])
+
+
+def _best_of(best: tuple | None, top: TopK, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(C, k)`` best ``(values, images)`` of ``best`` and a batch's ``top``, each image
+    counted once per channel (a batch that comes again, e.g. a retried one, must not raise
+    the floor with copies of the same images)."""
+    v, i = top[0], top[1]
+    if best is None:
+        return v, i
+    dup = (i.unsqueeze(2) == best[1].unsqueeze(1)).any(2) & (i != _NO_IMAGE)  # (C, k) x (C, k): cheap
+    v = v.masked_fill(dup, float("-inf"))
+    i = i.masked_fill(dup, _NO_IMAGE)
+    o = torch.cat([best[0], v], 1).argsort(dim=1, descending=True, stable=True)[:, :k]
+    return torch.cat([best[0], v], 1).gather(1, o), torch.cat([best[1], i], 1).gather(1, o)
+
+
+class MiningPass(DatasetPass):
+    """Top-k patch mining as a :class:`~vizcore.passes.DatasetPass`.
+
+    The partial state of a batch, and of any union of batches, is one :data:`TopK`
+    per layer still to mine: ``(C, k)`` values, dataset indices and flat positions
+    of the maxima, plus the map size. Memory is bounded by ``C * k`` whatever the
+    dataset size, and there is no Python loop over channels. :meth:`merge` keeps the
+    top ``k`` of both by (value desc, index asc), so any split of a dataset into
+    batches, processes or machines gives exactly the result of one loop.
+
+    Construction resolves the layers and loads the layers already in the on-disk
+    cache; the others (``todo``) are mined, in one forward per batch that stops at the
+    deepest of them. :meth:`finish` writes them to the cache once the pass is complete.
 
     Args:
         lm: the loaded model.
-        layers: tap names or module paths (duplicates of one module are merged).
+        dataset: the images (for the cache key; the run is given them again).
+        layers: tap names or module paths (duplicates of one module are merged);
+            ``None`` for every tap.
         k: hits kept per channel.
+        indices: the dataset images the run covers (``None``: all); part of the cache key.
+        cache: read and write the on-disk cache.
     """
 
-    def __init__(self, lm: LoadedModel, layers: Sequence[str], k: int = 9):
+    kind = "mining"
+
+    def __init__(self, lm: LoadedModel, dataset: ImageDataset, layers: Sequence[str] | None = None,
+                 k: int = 9, *, indices: Sequence[int] | None = None, cache: bool = True):
         if k < 1:
             raise ValueError("k must be at least 1")
-        self.lm, self.k = lm, int(k)
-        self.modules: dict[str, str] = {}
-        for name in layers:
+        super().__init__({"net": lm})
+        self.k = int(k)
+        names = list(layers) if layers is not None else [t.name for t in lm.taps()]
+        self.layer_modules: dict[str, str] = {}  # every requested layer, in order
+        for name in names:
             path = lm.resolve(name)
-            if path not in self.modules.values():
-                self.modules[name] = path
-        if not self.modules:
+            if path not in self.layer_modules.values():
+                self.layer_modules[name] = path
+        if not self.layer_modules:
             raise ValueError("no layers to mine")
-        self.state: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self.map_size: dict[str, tuple[int, int]] = {}
-        self._entering: dict[str, float] = {}  # share of the last batch's pairs that entered the top-k
+        self.cache = cache
+        sel = None
+        if indices is not None:
+            sel = hashlib.sha256(np.asarray(list(indices), dtype=np.int64).tobytes()).hexdigest()[:16]
+        self.keys = {name: result_key(CACHE_KIND, CACHE_VERSION, lm, dataset, module=path, k=self.k, indices=sel)
+                     for name, path in self.layer_modules.items()} if cache else {}
+        self._cached: dict[str, list[list[Hit]]] = {}
+        self._cached_meta: dict | None = None
+        if cache:
+            self._load_cached()
+        self.modules = {n: p for n, p in self.layer_modules.items() if n not in self._cached}  # to mine
+        self._best: dict[str, tuple] = {}  # per layer, the (C, k) best (values, images) this process has seen
+        self._floor: dict[str, torch.Tensor] = {}  # their k-th (last) column
+        self._entering: dict[str, float] = {}  # share of the last batch's pairs that could enter the top-k
+        self._saved = False
 
-    def update(self, x: torch.Tensor, indices: Sequence[int]) -> None:
-        """Run one batch ``(B, 3, H, W)`` of images with dataset ``indices`` through the model.
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.update(_cached={}, _best={}, _floor={}, _entering={})  # cached hits stay with the driver
+        return state
 
-        The top-k merge happens inside each layer's hook, while its map is at
-        hand; only the ``(C, k)`` state survives the hook.
+    @property
+    def todo(self) -> dict[str, str]:
+        return self.modules
+
+    @property
+    def from_cache(self) -> bool:
+        """Every layer came from the cache: nothing to run."""
+        return not self.modules
+
+    def _load_cached(self) -> None:
+        from vizcore.cache import load_torch
+
+        for name, key in self.keys.items():
+            state = load_torch(CACHE_KIND, key)
+            if not state or state.get("version") != CACHE_VERSION:
+                continue
+            res = MiningResult._from_state(state)
+            (chans,) = res.layers.values()
+            self._cached[name] = chans
+            self._cached_meta = {"n_images": res.n_images, "skipped": res.skipped}
+
+    # -- the protocol
+    def transform(self):
+        return self.model("net").transform()
+
+    def empty(self) -> dict[str, TopK]:
+        return {}
+
+    def step(self, x: torch.Tensor, indices: Sequence[int]) -> dict[str, TopK]:
+        """One batch ``(B, 3, H, W)`` with dataset ``indices``: the batch's top-k of every layer.
+
+        The maxima are taken inside each layer's hook, while its map is at hand; only
+        ``(B, C)`` values survive the hook. Once this process has seen ``k`` images, pairs
+        below the ``k``-th best value of their channel cannot be in the top-k of any union
+        that includes those images: they get no position (the costly part) and no slot.
         """
-        lm = self.lm
+        lm = self.model("net")
         by_path = {p: n for n, p in self.modules.items()}
         idx = torch.as_tensor(list(indices), dtype=torch.long)
-        new: dict[str, tuple] = {}
+        new: dict[str, TopK] = {}
 
         def reduce(path: str, t: torch.Tensor):
             name = by_path[path]
-            # While many pairs still enter the top-k (the first batches), one max-with-
-            # indices pass is cheapest; later, amax plus a few argmaxes over entrants.
-            v, pos, flat, hw = _batch_max(t, positions=self._entering.get(name, 1.0) > MAX_WITH_INDICES_ABOVE)
-            new[name], n_in = _merge_topk(self.state.get(name), v, pos, flat, idx, self.k)
-            self._entering[name] = n_in / max(1, v.numel())
-            self.map_size[name] = hw
+            floor = self._floor.get(name)
+            # While many pairs still enter (the first batches), one max-with-indices pass is
+            # cheapest; later, amax plus argmaxes over the few pairs that can enter.
+            positions = floor is None or self._entering.get(name, 1.0) > MAX_WITH_INDICES_ABOVE
+            v, pos, flat, hw = _batch_max(t, positions=positions)
+            v = torch.nan_to_num(v, nan=float("-inf")).t()  # (C, B)
+            c, b = v.shape
+            i = idx.to(v.device).unsqueeze(0).expand(c, b)
+            enter = None if floor is None else v >= floor.to(v.device).unsqueeze(1)
+            if pos is not None:
+                p = pos.t()
+            else:
+                p = torch.zeros((c, b), dtype=torch.long, device=v.device)
+                ch, col = enter.nonzero(as_tuple=True)
+                if len(ch):
+                    p[ch, col] = flat[col, ch].argmax(dim=1)  # first maximum (row-major) on ties
+            if enter is not None:  # below the floor: can never be in the top-k
+                v = v.masked_fill(~enter, float("-inf"))
+                i = i.masked_fill(~enter, _NO_IMAGE)
+            top = (*_topk(v, i, p, self.k), hw)
+            new[name] = top
+            self._entering[name] = 1.0 if enter is None else float(enter.sum()) / max(1, enter.numel())
+            self._best[name] = best = _best_of(self._best.get(name), top, self.k)
+            self._floor[name] = best[0][:, -1]
             return True
 
         with torch.inference_mode(), tap(lm.model, list(by_path), reduce=reduce, stop=True, lock=lm.lock):
@@ -331,25 +420,63 @@ class PatchMiner:
         missing = [n for n in self.modules if n not in new]
         if missing:
             raise RuntimeError(f"layers {', '.join(missing)} did not run in the forward pass")
-        self.state = {**self.state, **new}  # all layers advance together, or none
+        return {n: tuple(t.cpu() if torch.is_tensor(t) else t for t in top) for n, top in new.items()}
 
-    def hits(self, files: Sequence[str]) -> dict[str, list[list[Hit]]]:
-        """The hits so far, with receptive-field boxes; ``files[i]`` names dataset image ``i``."""
-        size = self.lm.spec.input_size
-        out = {}
-        for name, path in self.modules.items():
-            if name not in self.state:
-                continue
-            v, i, p = (t.cpu() for t in self.state[name])
-            h, w = self.map_size[name]
-            boxes = _boxes(self.lm, path, (h, w), size)
-            vals, idxs, poss = v.tolist(), i.tolist(), p.tolist()
-            chans = []
-            for c in range(len(vals)):
-                chans.append([Hit(files[ii], vv, pp // w, pp % w, boxes(pp // w, pp % w), ii)
-                              for vv, ii, pp in zip(vals[c], idxs[c], poss[c]) if ii != _NO_IMAGE])
-            out[name] = chans
+    def merge(self, a: dict[str, TopK], b: dict[str, TopK]) -> dict[str, TopK]:
+        out = dict(a)
+        for name, top in b.items():
+            out[name] = _merge_topk(out[name], top, self.k) if name in out else top
         return out
+
+    def finish(self, state: dict[str, TopK], info: PassInfo) -> "MiningResult":
+        """The :class:`MiningResult` of the merged state, cached layers included, layers in
+        request order; a complete pass is written to the cache (once)."""
+        lm = self.model("net") if self.modules else None
+        if self.modules and info.complete and info.n_images == 0 and info.done:
+            raise no_images_error(info.dataset.name, info.skipped)
+        fresh = _hits(lm, self.modules, state, info.dataset) if self.modules else {}
+        layers = {n: (self._cached[n] if n in self._cached else fresh[n])
+                  for n in self.layer_modules if n in self._cached or n in fresh}
+        res = self._result(info, layers)
+        if info.complete and self.cache and self.modules and not self._saved:
+            from vizcore.cache import save_torch
+
+            for name, path in self.modules.items():
+                one = replace(res, layers={name: res.layers[name]}, modules={name: path}, cached=False)
+                save_torch(CACHE_KIND, self.keys[name], one._state())
+            self._saved = True
+        return res
+
+    def _result(self, info: PassInfo, layers: dict[str, list[list[Hit]]]) -> "MiningResult":
+        lm = self.model("net")
+        if self.modules:
+            n_images, skipped = info.n_images, list(info.skipped)
+        else:
+            n_images, skipped = self._cached_meta["n_images"], self._cached_meta["skipped"]
+        return MiningResult(
+            model=lm.name, weights=lm.weights.to_json(), dataset=info.dataset.to_json(), n_images=n_images,
+            skipped=skipped, k=self.k, input_size=lm.spec.input_size, preprocess=lm.spec.preprocess.to_json(),
+            layers=layers, modules={n: self.layer_modules[n] for n in layers},
+            complete=info.complete or not self.modules, cached=not self.modules)
+
+
+def _hits(lm: LoadedModel, modules: dict[str, str], state: dict[str, TopK], dataset: ImageDataset
+          ) -> dict[str, list[list[Hit]]]:
+    """The hits of a state, with receptive-field boxes."""
+    size = lm.spec.input_size
+    out = {}
+    for name, path in modules.items():
+        if name not in state:
+            continue
+        v, i, p, (h, w) = state[name]
+        boxes = _boxes(lm, path, (h, w), size)
+        vals, idxs, poss = v.tolist(), i.tolist(), p.tolist()
+        chans = []
+        for c in range(len(vals)):
+            chans.append([Hit(dataset.items[ii].path, vv, pp // w, pp % w, boxes(pp // w, pp % w), ii)
+                          for vv, ii, pp in zip(vals[c], idxs[c], poss[c]) if ii != _NO_IMAGE])
+        out[name] = chans
+    return out
 
 
 def _boxes(lm: LoadedModel, path: str, hw: tuple[int, int], size: int) -> Callable[[int, int], tuple]:
@@ -373,182 +500,11 @@ def _boxes(lm: LoadedModel, path: str, hw: tuple[int, int], size: int) -> Callab
     return box
 
 
-def _weights_digest(lm: LoadedModel) -> str | None:
-    """Random-init weights differ per process: key them by their values."""
-    if lm.weights.source != "random":
-        return None
-    h = hashlib.sha256()
-    params = list(lm.model.parameters())
-    for t in params[:2] + params[-2:]:
-        h.update(t.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def _cache_key(lm: LoadedModel, ds: ImageDataset, path: str, k: int, indices: Sequence[int] | None,
-               fingerprint: str) -> str:
-    from vizcore.cache import cache_key
-
-    sel = None
-    if indices is not None:
-        sel = hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
-    return cache_key(kind=CACHE_KIND, version=CACHE_VERSION, model=lm.name,
-                     weights=[lm.weights.source, lm.weights.detail, _weights_digest(lm)],
-                     module=path, k=k, preprocess=lm.spec.preprocess.to_json(),
-                     dataset=fingerprint, indices=sel)
-
-
-class MiningJob:
-    """A mining that can run in steps (for the dashboard) and caches itself when done.
-
-    Layers found in the cache are loaded at once; the rest are mined together in
-    one pass. :meth:`step` processes some batches and can be called again to
-    go on; when the last batch is done the new layers are written to the cache.
-
-    Args:
-        lm: the loaded model.
-        dataset: an :class:`ImageDataset` or a spec for :func:`open_dataset`.
-        layers: tap names or module paths; ``None`` for all the model's taps.
-        k: hits kept per channel.
-        batch_size, workers: passed to :func:`vizcore.data.iter_batches`.
-        indices: mine only these dataset images (e.g. one part, to merge later).
-        cache: read and write the on-disk cache.
-    """
-
-    def __init__(self, lm: LoadedModel, dataset: ImageDataset | str, layers: Sequence[str] | None = None, *,
-                 k: int = 9, batch_size: int = 32, workers: int | None = None,
-                 indices: Sequence[int] | None = None, cache: bool = True):
-        self.lm = lm
-        self.ds = dataset if isinstance(dataset, ImageDataset) else open_dataset(dataset)
-        names = list(layers) if layers is not None else [t.name for t in lm.taps()]
-        self.miner = PatchMiner(lm, names, k)
-        self.k, self.batch_size, self.workers, self.cache = int(k), int(batch_size), workers, cache
-        self.indices = list(range(len(self.ds))) if indices is None else [int(i) for i in indices]
-        self._sel = None if indices is None else self.indices
-        self.fingerprint = self.ds.fingerprint()
-        self.pos = 0  # images of self.indices done (mined or skipped)
-        self.n_done = 0  # images mined
-        self.report = BatchReport()
-        self.layer_modules = dict(self.miner.modules)  # every requested layer, in order
-        self.cached: dict[str, list[list[Hit]]] = {}
-        self._cached_meta: dict | None = None
-        if cache:
-            self._load_cached()
-        self.todo = {n: p for n, p in self.miner.modules.items() if n not in self.cached}
-        self.miner.modules = dict(self.todo)
-        self.saved = False
-        self._final: dict[str, list[list[Hit]]] | None = None
-
-    @property
-    def total(self) -> int:
-        return len(self.indices)
-
-    @property
-    def done(self) -> bool:
-        return not self.todo or self.pos >= self.total
-
-    @property
-    def from_cache(self) -> bool:
-        return not self.todo
-
-    def _key(self, path: str) -> str:
-        return _cache_key(self.lm, self.ds, path, self.k, self._sel, self.fingerprint)
-
-    def _load_cached(self) -> None:
-        from vizcore.cache import load_torch
-
-        for name, path in self.miner.modules.items():
-            state = load_torch(CACHE_KIND, self._key(path))
-            if not state or state.get("version") != CACHE_VERSION:
-                continue
-            res = MiningResult._from_state(state)
-            (chans,) = res.layers.values()
-            self.cached[name] = chans
-            self._cached_meta = {"n_images": res.n_images, "skipped": res.skipped}
-
-    def step(self, max_batches: int | None = None, *, progress: Progress | None = None,
-             should_stop: Callable[[], bool] | None = None) -> bool:
-        """Mine up to ``max_batches`` more batches (all that are left if ``None``).
-
-        Returns:
-            ``True`` when the mining has finished (and been cached).
-        """
-        if self.done:
-            self._finish()
-            return True
-        end = self.total if max_batches is None else min(self.total, self.pos + max_batches * self.batch_size)
-        chunk = self.indices[self.pos:end]
-        sub = self.ds.subset(chunk)
-        start = self.pos
-        batches = iter_batches(sub, self.lm.transform(), batch_size=self.batch_size, workers=self.workers,
-                               report=self.report)
-        try:
-            while True:
-                # Asked before the next batch is read, so a stopped run reports only what it did.
-                if should_stop is not None and should_stop():
-                    break
-                try:
-                    x, local = next(batches)
-                except StopIteration:
-                    self.pos = end
-                    break
-                self.miner.update(x, [chunk[j] for j in local])
-                self.n_done += len(local)
-                # Batches are contiguous runs of the chunk, so everything before this point is done
-                # (a batch of unreadable files only shows up in report.skipped).
-                self.pos = min(end, start + (local[-1] // self.batch_size + 1) * self.batch_size)
-                if progress is not None:
-                    progress(self.pos, self.total)
-        finally:
-            batches.close()  # ends the loader (and its worker processes) now
-        if self.done:
-            self._finish()
-        return self.done
-
-    def run(self, *, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> bool:
-        return self.step(None, progress=progress, should_stop=should_stop)
-
-    def _finish(self) -> None:
-        if self._final is None and self.todo:
-            self._final = self.miner.hits(self.ds.paths)
-        if self.saved or not self.cache or not self.todo:
-            return
-        from vizcore.cache import save_torch
-
-        fresh = self._result(self._final, complete=True)
-        for name, path in self.todo.items():
-            one = replace(fresh, layers={name: fresh.layers[name]}, modules={name: path})
-            save_torch(CACHE_KIND, self._key(path), one._state())
-        self.saved = True
-
-    def _result(self, layers: dict[str, list[list[Hit]]], *, complete: bool) -> MiningResult:
-        lm = self.lm
-        if self.todo:
-            n_images, skipped = self.n_done, list(self.report.skipped)
-        else:
-            n_images, skipped = self._cached_meta["n_images"], self._cached_meta["skipped"]
-        return MiningResult(
-            model=lm.name, weights=lm.weights.to_json(), dataset=self.ds.to_json(), n_images=n_images,
-            skipped=skipped, k=self.k, input_size=lm.spec.input_size, preprocess=lm.spec.preprocess.to_json(),
-            layers=layers, modules={n: self.layer_modules[n] for n in layers}, complete=complete,
-            cached=not self.todo)
-
-    def result(self) -> MiningResult:
-        """The hits so far (``complete=False`` until every image is done), layers in request order."""
-        if not self.todo:
-            fresh = {}
-        elif self.done and self._final is not None:
-            fresh = self._final  # converted once when the pass ended
-        else:
-            fresh = self.miner.hits(self.ds.paths)
-        layers = {n: (self.cached[n] if n in self.cached else fresh[n])
-                  for n in self.layer_modules if n in self.cached or n in fresh}
-        return self._result(layers, complete=self.done)
-
-
 def mine_top_patches(lm: LoadedModel, dataset: ImageDataset | str, layers: Sequence[str] | None = None, *,
                      k: int = 9, batch_size: int = 32, workers: int | None = None,
                      progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-                     cache: bool = True, indices: Sequence[int] | None = None) -> MiningResult:
+                     cache: bool = True, indices: Sequence[int] | None = None, engine: str = "local",
+                     ray_address: str | None = None) -> MiningResult:
     """Mine the top-``k`` images of every channel of ``layers`` in one pass over ``dataset``.
 
     Args:
@@ -558,20 +514,34 @@ def mine_top_patches(lm: LoadedModel, dataset: ImageDataset | str, layers: Seque
         k: hits kept per channel (default 9).
         batch_size, workers: data loading (see :func:`vizcore.data.iter_batches`).
         progress: ``progress(images_done, images_total)`` after each batch.
-        should_stop: checked before each batch; when it returns ``True`` the run
+        should_stop: checked between batches; when it returns ``True`` the run
             ends and the partial result comes back with ``complete=False`` (not cached).
         cache: reuse and write the on-disk cache (a second identical call does not
-            run the model).
+            run the model; a result computed on Ray lands under the same keys).
         indices: mine only these dataset images (results of disjoint parts merge
             exactly with :meth:`MiningResult.merge`).
+        engine: ``local`` or ``ray`` (see :mod:`vizcore.distributed`); the same result.
+        ray_address: the Ray cluster for ``engine="ray"`` (default ``$RAY_ADDRESS``, else a local Ray).
 
     Returns:
         A :class:`MiningResult`; ``skipped`` lists the files that could not be read.
+
+    Raises:
+        NoImagesError: no image of the dataset could be read.
     """
-    job = MiningJob(lm, dataset, layers, k=k, batch_size=batch_size, workers=workers, indices=indices,
-                    cache=cache)
-    job.run(progress=progress, should_stop=should_stop)
-    return job.result()
+    ds = dataset if isinstance(dataset, ImageDataset) else open_dataset(dataset)
+    p = MiningPass(lm, ds, layers, k, indices=indices, cache=cache)
+    total = len(ds) if indices is None else len(indices)
+    if p.from_cache:
+        return p.finish(p.empty(), PassInfo(ds, total=total, complete=True))
+    try:
+        return run_pass(p, ds, engine=engine, batch_size=batch_size, workers=workers, progress=progress or False,
+                        should_stop=should_stop, indices=indices, ray_address=ray_address)
+    except Stopped as e:
+        if e.partial is None:
+            raise
+        return p.finish(e.partial.state, e.partial.info)  # complete=False: never cached
+
 
 
 # ------------------------------------------------------------------ maps

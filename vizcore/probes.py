@@ -362,7 +362,8 @@ def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers:
                test_size: float = 0.25, folds: int | None = None, seed: int = 0, C: float = 1.0,
                max_iter: int = 1000, pool: Pooling | int | None = None, fit_device: str = "auto",
                batch_size: int = 32, workers: int | None = None, progress: bool | Callable[[str, int, int], None] = False,
-               should_stop: Callable[[], bool] | None = None, cache: bool = True) -> ProbeResult:
+               should_stop: Callable[[], bool] | None = None, cache: bool = True,
+               engine: str = "local", ray_address: str | None = None) -> ProbeResult:
     """Linear probes of every tap (or ``layers``) of ``model`` for ``label`` on ``dataset``.
 
     Args:
@@ -385,6 +386,8 @@ def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers:
             ``"features"``/``"fit"`` (``"random features"``/``"random fit"`` for the twin).
         should_stop: polled often; raising :class:`Stopped` when it returns true.
         cache: use the on-disk caches for features and for the finished result.
+        engine, ray_address: where the features are computed (``local`` or ``ray``; see
+            :func:`vizcore.features.extract_features`); the same result either way.
 
     Returns:
         :class:`ProbeResult` (layers in network order).
@@ -425,7 +428,8 @@ def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers:
         fprog = True if progress is True else (
             (lambda d, t: progress(f"{tag}features".strip(), d, t)) if callable(progress) else False)
         feats = extract_features(lm, dataset, names, pool=pooling, batch_size=batch_size, workers=workers,
-                                 progress=fprog, should_stop=should_stop, cache=cache)
+                                 progress=fprog, should_stop=should_stop, cache=cache, engine=engine,
+                                 ray_address=ray_address)
         bar = None
         if progress is True:
             from tqdm.auto import tqdm

@@ -1,8 +1,9 @@
 """Dataset examples: the image patches that excite each channel of a layer most.
 
-UI only: mining is :class:`vizcore.patches.MiningJob` (one streaming pass, cached
-on disk per layer), run a few batches per script run so the page shows progress
-and can be stopped; crops, montages and heatmaps come from :mod:`vizcore.render`.
+UI only: mining is a :class:`vizcore.patches.MiningPass` (one streaming pass, cached
+on disk per layer), run a few batches per script run (:class:`vizcore.passes.PassRun`)
+so the page shows progress and can be stopped, or on Ray in one call; crops, montages and
+heatmaps come from :mod:`vizcore.render`.
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ with st.sidebar:
     earlier = st.toggle("Also mine every earlier layer", value=True, key=f"{KEY}_earlier",
                         help="The forward pass runs through them anyway, so mining them in the same pass "
                              "costs little and makes them instant later.")
+    engine = w.engine_input(KEY)
 
 w.weights_badge(lm)
 ds = w.open_dataset_or_stop(spec)
@@ -60,20 +62,21 @@ job_id = (model, weights, spec, ds.fingerprint(), tuple(layers), k, batch)
 
 # ------------------------------------------------------------------------------ mining
 def _job():
-    from vizcore.patches import MiningJob
+    from vizcore.patches import MiningPass, PassRun
 
     state = st.session_state.get(f"{KEY}_job")
     if state is None or state["id"] != job_id:
-        state = {"id": job_id, "job": MiningJob(lm, ds, layers, k=k, batch_size=batch, workers=0),
-                 "stopped": False}
+        p = MiningPass(lm, ds, layers, k=k)  # loads the layers already cached (by any engine)
+        state = {"id": job_id, "pass": p, "run": PassRun(p, ds, batch_size=batch, workers=0),
+                 "stopped": False, "result": None}
         st.session_state[f"{KEY}_job"] = state
     return state
 
 
 state = _job()
-job = state["job"]
+job, mining = state["run"], state["pass"]
 status = st.container()
-if not job.done:
+if not mining.from_cache and not job.done and state["result"] is None:
     with status:
         c1, c2 = st.columns([4, 1])
         if state["stopped"]:
@@ -86,17 +89,38 @@ if not job.done:
                 state["stopped"] = True
                 st.rerun()
             bar = c1.progress(job.pos / max(job.total, 1),
-                              text=f"Mining {len(job.todo)} layer(s) of {model} over {ds.name}: "
+                              text=f"Mining {len(mining.todo)} layer(s) of {model} over {ds.name}: "
                                    f"{job.pos}/{job.total} images")
 
             def _progress(done: int, total: int) -> None:
                 bar.progress(done / max(total, 1), text=f"Mining {ds.name}: {done}/{total} images")
 
-            # A few batches per script run: the Stop button is read between runs.
-            job.step(max(1, 64 // batch), progress=_progress)
+            try:
+                if engine == "ray":
+                    # One call: Stop reruns the script, which ends the Ray job (nothing is cached).
+                    from vizcore.passes import run_pass
+
+                    w.ray_or_stop()
+                    state["result"] = run_pass(mining, ds, engine="ray", batch_size=batch, progress=_progress)
+                else:
+                    # A few batches per script run: the Stop button is read between runs.
+                    job.step(max(1, 64 // batch), progress=_progress)
+            except ValueError as e:  # no readable image, a layer that cannot be mined, ...
+                st.error(str(e))
+                st.stop()
             st.rerun()
 
-result = job.result()
+try:
+    if state["result"] is None and mining.from_cache:
+        from vizcore.passes import PassInfo
+
+        state["result"] = mining.finish(mining.empty(), PassInfo(ds, total=len(ds), complete=True))
+    elif state["result"] is None and job.done:
+        state["result"] = job.result()  # converted (and cached on disk) once
+    result = state["result"] if state["result"] is not None else job.result()
+except ValueError as e:  # no image of the dataset could be read
+    st.error(str(e))
+    st.stop()
 if layer not in result.layers:
     st.info("Nothing mined yet.")
     st.stop()

@@ -38,6 +38,7 @@ with st.sidebar:
     late = st.selectbox("Late layer", taps, index=taps.index(late_default), key=f"{KEY}_late")
     st.subheader("Dataset")
     spec, default_label = w.dataset_input(KEY, sources=("cue-conflict", "folder", "samples"))
+    engine = w.engine_input(KEY)
     kinds = ["class", "shape", "texture"]
     label = st.selectbox("Colour by", kinds, index=kinds.index(default_label), key=f"{KEY}_label")
     st.subheader("Projection")
@@ -65,10 +66,12 @@ if st.session_state.get(f"{KEY}_pending") == request and request not in results:
     from vizcore.embed import Stopped, embed
     from vizcore.features import extract_features
 
+    if engine == "ray":
+        w.ray_or_stop()
     bar = st.progress(0.0, text="Features…")
     try:
         # one pass for both layers (shared cache), then the two projections
-        extract_features(lm, ds, list(dict.fromkeys([early, late])), workers=0, batch_size=16,
+        extract_features(lm, ds, list(dict.fromkeys([early, late])), workers=0, batch_size=16, engine=engine,
                          progress=lambda d, t: bar.progress(0.7 * d / max(1, t), text=f"features {d}/{t}"))
         maps = []
         for i, layer in enumerate((early, late)):

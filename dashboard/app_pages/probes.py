@@ -30,6 +30,7 @@ with st.sidebar:
                                help="The same architecture with seeded random weights, on the same split.")
     st.subheader("Dataset")
     spec, default_label = w.dataset_input(KEY, sources=("cue-conflict", "folder", "samples"))
+    engine = w.engine_input(KEY)
     kinds = ["class", "shape", "texture", "shape + texture"]
     label = st.selectbox("Label to decode", kinds, index=kinds.index(default_label), key=f"{KEY}_label",
                          help="shape / texture: the two labels of each cue-conflict stimulus; both to see at "
@@ -79,6 +80,8 @@ if st.session_state.get(f"{KEY}_pending") == rkey and rkey not in results:
     from vizcore.features import random_twin
     from vizcore.probes import Stopped, fit_probes
 
+    if engine == "ray":
+        w.ray_or_stop()
     done: list = []
     bar = st.progress(0.0, text="Starting…")
     twins = [False, True] if compare_random else [False]
@@ -94,7 +97,7 @@ if st.session_state.get(f"{KEY}_pending") == rkey and rkey not in results:
                 bar.progress(min(1.0, (ji + frac) / len(jobs)), text=f"{what}: {stage} {d}/{t}")
 
             res = fit_probes(net, ds, layers=_layers_for(lm), label=lab, folds=folds, test_size=test_size,
-                             seed=seed, workers=0, batch_size=16, progress=progress)
+                             seed=seed, workers=0, batch_size=16, progress=progress, engine=engine)
             done.append(res.to_json())
         results[rkey] = done
         bar.progress(1.0, text="Done")

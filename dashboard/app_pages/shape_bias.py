@@ -1,7 +1,7 @@
 """Texture vs shape: the cue-conflict test of Geirhos et al. (ICLR 2019) for several models.
 
-UI only: scoring is :class:`vizcore.cueconflict.ShapeBiasJob` (results cached on disk per
-model, weights and stimuli), run a few batches per script run so the page shows progress
+UI only: scoring is a :class:`vizcore.passes.PassRun` of :class:`vizcore.cueconflict.ShapeBiasPass`
+(results cached on disk per model, weights and stimuli), run a few batches per script run so the page shows progress
 and can be stopped and resumed; the published reference points come from
 :data:`vizcore.cueconflict.REFERENCES` and are drawn apart from measured values.
 """
@@ -77,7 +77,7 @@ except Exception as e:  # noqa: BLE001 - offline without stimuli, wrong folder, 
 
 # ------------------------------------------------------------------------------- the jobs
 jobs_state: dict = st.session_state.setdefault(f"{KEY}_jobs", {})
-jobs: dict[str, cc.ShapeBiasJob] = {}
+jobs: dict[str, cc.PassRun] = {}
 loaded = {}
 for name in models:
     try:
@@ -97,7 +97,7 @@ for name in models:
     job = jobs_state.get(job_id)
     if job is None:
         try:
-            job = cc.ShapeBiasJob(lm, root, batch_size=batch)
+            job = cc.shape_bias_run(lm, root, batch_size=batch)
         except cc.NoImageNetHeadError as e:
             st.error(str(e))
             continue

@@ -105,22 +105,26 @@ def _featviz(model: str, weights: str, layer: str, channels: tuple[int, ...], st
              "final": r.objective_final} for r in out]
 
 
-def _job(model: str, weights: str, spec: str, layers: tuple[str, ...]):
-    from vizcore.patches import MiningJob
+def _cached(model: str, weights: str, spec: str, layers: tuple[str, ...]) -> bool:
+    """Whether every layer's top images are in the engine's disk cache (nothing to mine)."""
+    from vizcore.patches import MiningPass
 
     lm = w.get_model(model, weights)
-    return MiningJob(lm, w.open_dataset_or_stop(spec), list(layers), k=K, batch_size=16, workers=0)
+    return MiningPass(lm, w.open_dataset_or_stop(spec), list(layers), k=K).from_cache
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _mine(model: str, weights: str, spec: str, fingerprint: str, layers: tuple[str, ...]):
     """Top-``K`` hits of ``layers`` over a dataset: the engine's disk cache, or one pass with progress."""
-    job = _job(model, weights, spec, layers)
-    if not job.done:
-        bar = st.progress(0.0, text=f"Mining {job.total} images…")
-        job.run(progress=lambda d, n: bar.progress(d / max(n, 1), text=f"Mining: {d}/{n} images"))
-        bar.empty()
-    return job.result()
+    from vizcore.patches import mine_top_patches
+
+    lm = w.get_model(model, weights)
+    ds = w.open_dataset_or_stop(spec)
+    bar = st.progress(0.0, text=f"Mining {len(ds)} images…")
+    result = mine_top_patches(lm, ds, list(layers), k=K, batch_size=16, workers=0,
+                              progress=lambda d, n: bar.progress(d / max(n, 1), text=f"Mining: {d}/{n} images"))
+    bar.empty()
+    return result
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -338,7 +342,7 @@ if not dataset:
 else:
     ds = w.open_dataset_or_stop(dataset)
     job_key = (model, weights, dataset, ds.fingerprint(), mine_layers)
-    if _job(model, weights, dataset, mine_layers).from_cache or st.session_state.get(f"{KEY}_mined") == job_key \
+    if _cached(model, weights, dataset, mine_layers) or st.session_state.get(f"{KEY}_mined") == job_key \
             or st.button(f"Find the top images in {ds.name} ({len(ds)} images)", key=f"{KEY}_mine",
                          icon=":material/search:"):
         st.session_state[f"{KEY}_mined"] = job_key

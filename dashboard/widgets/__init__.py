@@ -15,7 +15,8 @@ from dashboard.widgets.activations import (
     GRID_ORDERS, activation_overview, cached_extract, cached_gradcam, cached_grids,
 )
 from dashboard.widgets.datasets import (
-    DATASET_SOURCES, SHARED_DATA, allowed_path_or_stop, data_roots, dataset_input, open_dataset_or_stop,
+    DATASET_SOURCES, ENGINES, SHARED_DATA, allowed_path_or_stop, data_roots, dataset_input, engine_input,
+    open_dataset_or_stop, ray_or_stop,
 )
 from dashboard.widgets.errors import errors_shown, one_line, show_error
 from dashboard.widgets.figures import nearest_tap, predictions_figure, vector_figure
@@ -31,11 +32,11 @@ from dashboard.widgets.models import (
 )
 
 __all__ = [
-    "DATASET_SOURCES", "GRID_ORDERS", "PAGE_DATASET_EXAMPLES", "PAGE_FEATURE_VIZ", "SHARED_DATA",
+    "DATASET_SOURCES", "ENGINES", "GRID_ORDERS", "PAGE_DATASET_EXAMPLES", "PAGE_FEATURE_VIZ", "SHARED_DATA",
     "activation_overview", "cached_extract", "cached_gradcam", "cached_grids", "channel_links",
-    "dataset_input", "from_raw", "get_model", "image_digest", "image_input", "image_payload",
+    "dataset_input", "engine_input", "from_raw", "get_model", "image_digest", "image_input", "image_payload",
     "layer_picker", "load_model_or_stop", "model_picker", "nearest_tap", "open_dataset_or_stop",
-    "png_bytes", "predictions_figure", "receive_channel_target", "SESSION_IMAGE", "session_image",
+    "png_bytes", "predictions_figure", "ray_or_stop", "receive_channel_target", "SESSION_IMAGE", "session_image",
     "set_channel_target", "set_session_image",
     "PAGE_UNIT", "unit_link", "unit_params", "unit_url", "vector_figure", "weights_badge", "weights_picker",
 ]

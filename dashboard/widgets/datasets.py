@@ -136,3 +136,36 @@ def open_dataset_or_stop(spec: str):
                          "skipped (not an image file)", icon=":material/warning:"):
             st.dataframe(ds.unlisted, hide_index=True)
     return ds
+
+
+# ----------------------------------------------------------------------- engines
+ENGINES = {"local": "This process", "ray": "Ray"}
+
+
+def engine_input(key: str) -> str:
+    """Where a dataset pass runs: ``local`` (default) or ``ray`` (Ray Data; the same results)."""
+    return st.radio("Engine", list(ENGINES), format_func=ENGINES.__getitem__, horizontal=True,
+                    key=f"{key}_engine",
+                    help="Ray runs the pass on Ray Data workers: the cluster at $RAY_ADDRESS, else a local "
+                         "Ray with this machine's CPUs (started once per dashboard process). Results are "
+                         "identical and land in the same cache.")
+
+
+@st.cache_resource(show_spinner="Starting Ray…")
+def _ray(address: str | None):
+    """Ray, initialised once per dashboard process (never on a rerun), shared by every session."""
+    from vizcore.distributed import init_ray
+
+    return init_ray(address)
+
+
+def ray_or_stop():
+    """The process's Ray (:class:`vizcore.distributed.RayInfo`); an error and ``st.stop()`` when it
+    cannot start or be reached."""
+    try:
+        info = _ray(os.environ.get("RAY_ADDRESS") or None)
+    except Exception as e:  # noqa: BLE001 - unreachable cluster, Ray not installed, ...
+        st.error(f"Ray is not available: {e}")
+        st.stop()
+    st.caption(f"Ray at {info.address}: {info.cpus:g} CPUs, {info.gpus:g} GPUs")
+    return info

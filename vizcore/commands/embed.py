@@ -5,7 +5,7 @@ ORDER = 90
 
 
 def register(sub) -> None:
-    from vizcore.commands._util import add_model_args
+    from vizcore.commands._util import add_engine_args, add_model_args
 
     p = sub.add_parser(
         "embed", help="2-D map of a dataset's pooled features at one layer, with quality numbers",
@@ -26,6 +26,7 @@ def register(sub) -> None:
     p.add_argument("--workers", type=int, default=None, help="data-loading processes")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the caches")
     p.add_argument("--out", required=True, metavar="FILE.csv", help="CSV to write (JSON goes beside it)")
+    add_engine_args(p)
     p.set_defaults(func=run)
 
 
@@ -44,7 +45,8 @@ def run(args) -> int:
     lm.resolve(args.layer)  # a bad layer name fails before any work, with close matches
     e = embed(lm, ds, args.layer, method=args.method, label=args.label, seed=args.seed,
               perplexity=args.perplexity, n_neighbors=args.neighbors, pool=args.pool_target,
-              batch_size=args.batch_size, workers=args.workers, progress=True, cache=not args.no_cache)
+              batch_size=args.batch_size, workers=args.workers, progress=True, cache=not args.no_cache,
+              engine=args.engine, ray_address=args.ray_address)
     out.parent.mkdir(parents=True, exist_ok=True)
     e.write_csv(out)
     info = e.to_json()

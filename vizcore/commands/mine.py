@@ -5,7 +5,7 @@ ORDER = 60
 
 
 def register(sub) -> None:
-    from vizcore.commands._util import add_model_args
+    from vizcore.commands._util import add_engine_args, add_model_args
 
     p = sub.add_parser(
         "mine", help="mine the top-k dataset patches of every channel of some layers",
@@ -25,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--cell", type=int, default=None,
                    help="montage patch size in pixels (default 64, smaller for wide layers)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_engine_args(p)
     p.set_defaults(func=run)
 
 
@@ -52,7 +53,8 @@ def run(args) -> int:
             bar.update(done - bar.n)
 
         res = mine_top_patches(lm, ds, layers, k=args.k, batch_size=args.batch_size,
-                               workers=args.workers, progress=progress, cache=not args.no_cache)
+                               workers=args.workers, progress=progress, cache=not args.no_cache,
+                               engine=args.engine, ray_address=args.ray_address)
         bar.update(len(ds) - bar.n)
     if res.cached:
         print("results from cache", file=sys.stderr)

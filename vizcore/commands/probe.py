@@ -5,7 +5,7 @@ ORDER = 80
 
 
 def register(sub) -> None:
-    from vizcore.commands._util import add_model_args
+    from vizcore.commands._util import add_engine_args, add_model_args
 
     p = sub.add_parser(
         "probe", help="linear-probe accuracy of every layer on a labelled dataset",
@@ -34,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the caches")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON to FILE")
+    add_engine_args(p)
     p.set_defaults(func=run)
 
 
@@ -75,7 +76,8 @@ def run(args) -> int:
     res = fit_probes(lm, ds, layers=args.layers, label=args.label, compare_random=args.random_init,
                      random_seed=args.seed, test_size=args.test_size, folds=args.folds, seed=args.seed, C=args.C,
                      pool=Pooling(target=args.pool_target, grid=args.grid), fit_device=args.fit,
-                     batch_size=args.batch_size, workers=args.workers, progress=True, cache=not args.no_cache)
+                     batch_size=args.batch_size, workers=args.workers, progress=True, cache=not args.no_cache,
+                                  engine=args.engine, ray_address=args.ray_address)
     if res.skipped:
         print(f"skipped {len(res.skipped)} unreadable file(s)", file=sys.stderr)
     if args.out:

@@ -5,7 +5,7 @@ ORDER = 100
 
 
 def register(sub) -> None:
-    from vizcore.commands._util import add_model_args
+    from vizcore.commands._util import add_engine_args, add_model_args
 
     p = sub.add_parser(
         "shape-bias", help="texture vs shape: shape bias on the cue-conflict stimuli (Geirhos et al. 2019)",
@@ -24,6 +24,7 @@ def register(sub) -> None:
     p.add_argument("--decisions", action="store_true", help="include every image's decision in the JSON")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON result to FILE")
+    add_engine_args(p)
     p.set_defaults(func=run)
 
 
@@ -40,7 +41,8 @@ def run(args) -> int:
     root = locate_stimuli(args.stimuli)
     lm = load_model_cli(args)
     result = shape_bias(lm, root, batch_size=args.batch_size, workers=args.workers,
-                        progress=True, use_cache=not args.no_cache)
+                        progress=True, use_cache=not args.no_cache,
+                        engine=args.engine, ray_address=args.ray_address)
     obj = result.to_json(decisions=args.decisions)
     if args.out:
         write_json(obj, args.out)

@@ -1,0 +1,232 @@
+"""The Ray backend (vizcore.distributed): the same results as the local backend, on a local Ray.
+
+One local Ray (2 CPUs, a small object store) serves the whole module; each test runs real
+passes of the bundled EfficientNet-Lite0 over at least 200 real images and compares with
+the local backend: mining byte for byte, features within 1e-5 (they are equal), shape-bias
+decisions identical. Also: a SIGKILLed actor changes nothing, Stop and Ctrl-C end the Ray
+job and leave nothing cached and no process behind, and a Ray result is read from the same
+cache by the dashboard.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+ray = pytest.importorskip("ray")
+
+ROOT = Path(__file__).resolve().parents[1]
+N_IMAGES = 200
+LAYERS = ["stem", "blocks.1.0", "blocks.3.0"]  # real taps; the forward stops at blocks.3 (quick)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray with 2 CPUs, started once for the module and shut down after it."""
+    from vizcore.distributed import init_ray, shutdown_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    info = init_ray(num_cpus=2, object_store_mb=256)
+    yield info
+    shutdown_ray()
+
+
+@pytest.fixture(scope="module")
+def photos(imagenet_samples):
+    from vizcore.data import image_folder
+
+    return image_folder(imagenet_samples).subset(range(N_IMAGES), name=f"imagenet-samples-{N_IMAGES}")
+
+
+@pytest.fixture(scope="module")
+def mined_locally(lite0, photos):
+    from vizcore.patches import mine_top_patches
+
+    return mine_top_patches(lite0, photos, LAYERS, k=5, batch_size=16, workers=1, cache=False)
+
+
+def _index_json(res) -> str:
+    return json.dumps(res.to_json(), indent=2)
+
+
+def _worker_pids(kind: str = "mining") -> list[int]:
+    """Processes of this machine running our pass as a Ray actor (``ray::MapWorker(...VizcorePass_<kind>...)``)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if f"VizcorePass_{kind}".encode() in cmd:
+            out.append(int(pid))
+    return out
+
+
+def _wait_gone(pids_fn, seconds: float = 30.0) -> list[int]:
+    t = time.time() + seconds
+    while time.time() < t and pids_fn():
+        time.sleep(0.5)
+    return pids_fn()
+
+
+def test_mining_on_ray_gives_the_local_index_json_and_cache(local_ray, lite0, photos, mined_locally):
+    from vizcore.patches import mine_top_patches
+
+    seen = []
+    on_ray = mine_top_patches(lite0, photos, LAYERS, k=5, batch_size=16, engine="ray",
+                              progress=lambda d, t: seen.append((d, t)))
+    assert on_ray.complete and on_ray.n_images == N_IMAGES and not on_ray.cached
+    assert _index_json(on_ray) == _index_json(mined_locally)  # byte for byte (no timing fields in it)
+    assert seen[-1] == (N_IMAGES, N_IMAGES) and len(seen) == N_IMAGES // 16 + 1
+    # the Ray result landed under the local keys: a local call reads it without running the model
+    again = mine_top_patches(lite0, photos, LAYERS, k=5, batch_size=16, workers=0)
+    assert again.cached and _index_json(again) == _index_json(mined_locally)
+
+
+def test_killed_actor_is_restarted_and_the_result_is_unchanged(local_ray, lite0, photos, mined_locally):
+    from vizcore.patches import mine_top_patches
+
+    killed: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        if not killed and done >= 32:
+            pids = _worker_pids()
+            assert pids, "no actor process found"
+            os.kill(pids[0], signal.SIGKILL)
+            killed.append(pids[0])
+
+    res = mine_top_patches(lite0, photos, LAYERS, k=5, batch_size=16, engine="ray", cache=False,
+                           progress=progress)
+    assert killed
+    assert _index_json(res) == _index_json(mined_locally)
+
+
+def test_stop_ends_the_ray_job_and_caches_nothing(local_ray, lite0, photos, tmp_path, monkeypatch):
+    from vizcore.patches import mine_top_patches
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] >= 2
+
+    part = mine_top_patches(lite0, photos, LAYERS, k=5, batch_size=16, engine="ray", should_stop=should_stop)
+    assert not part.complete and 0 < part.n_images < N_IMAGES
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.pt"))
+    assert _wait_gone(_worker_pids) == []  # the actor pool is gone; the module's Ray stays up
+    assert ray.is_initialized()
+
+
+def test_features_on_ray_match_local(local_ray, lite0, photos):
+    from vizcore.features import extract_features
+
+    layers = ["blocks.2.0", "blocks.4.0"]
+    here = extract_features(lite0, photos, layers, batch_size=16, workers=1, cache=False)
+    there = extract_features(lite0, photos, layers, batch_size=16, cache=False, engine="ray")
+    assert there.files == here.files and np.array_equal(there.indices, here.indices)
+    for name in layers:
+        assert there.layers[name].shape == here.layers[name].shape == (N_IMAGES, here.layers[name].shape[1])
+        assert np.abs(there.layers[name] - here.layers[name]).max() <= 1e-5
+    assert there.grids == here.grids
+
+
+def test_shape_bias_on_ray_makes_the_same_decisions(local_ray, lite0, cue_conflict_root):
+    from vizcore.cueconflict import ShapeBiasPass
+    from vizcore.passes import run_pass
+
+    p = ShapeBiasPass(lite0, cue_conflict_root, use_cache=False)
+    picks = list(range(0, len(p.dataset), len(p.dataset) // N_IMAGES))[:N_IMAGES]  # every subset
+    assert len(picks) == N_IMAGES and {p.dataset.items[i].labels["subset"] for i in picks} == \
+        {"cue-conflict", "silhouettes", "edges"}
+    here = run_pass(p, p.dataset, batch_size=16, workers=1, indices=picks)
+    there = run_pass(p, p.dataset, batch_size=16, engine="ray", indices=picks)
+    assert there.to_json(decisions=True) | {"seconds": 0} == here.to_json(decisions=True) | {"seconds": 0}
+    assert (there.shape_hits, there.texture_hits, there.silhouettes, there.edges) == \
+        (here.shape_hits, here.texture_hits, here.silhouettes, here.edges)
+    assert there.shape_hits + there.texture_hits > 0
+
+
+def test_dashboard_reads_a_ray_result_without_recomputing(local_ray, lite0, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from vizcore.patches import mine_top_patches
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "shared-cache"))  # the cluster's shared folder
+    mined = mine_top_patches(lite0, "samples", ["blocks.1.0"], k=9, batch_size=16, engine="ray")
+    assert mined.complete and not mined.cached
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=240)
+    at.run()
+    at.session_state["dataset_examples_layer"] = "blocks.1.0"
+    at.session_state["dataset_examples_earlier"] = False
+    at.session_state["dataset_examples_heat"] = False
+    at.switch_page("app_pages/dataset_examples.py")
+    at.run()
+    assert not at.exception, at.exception
+    ok = [s.value for s in at.success]
+    assert ok and "from the cache" in ok[0] and "10 images of **samples**" in ok[0]
+    assert not at.get("progress")  # nothing was mined in the page
+    best = {c.split(" · ")[0]: c for im in at.image for c in im.captions if c.startswith("channel ")}
+    assert best["channel 0"] == f"channel 0 · max {mined.layers['blocks.1.0'][0][0].value:.3g}"
+    # the page's own Ray engine: another layer, mined on the process's Ray, then cached
+    at.radio(key="dataset_examples_engine").set_value("ray")
+    at.selectbox(key="dataset_examples_layer").set_value("blocks.0.0")
+    at.run()
+    assert not at.exception, at.exception
+    assert "mined now" in at.success[0].value and "layer **blocks.0.0**" in at.success[0].value
+    assert at.session_state["dataset_examples_job"]["run"].pos == 0  # the local loop never ran: Ray did it
+    assert mine_top_patches(lite0, "samples", ["blocks.0.0"], k=9, batch_size=16, workers=0).cached
+
+
+def test_cli_engine_ray_json_and_ctrl_c_leaves_no_ray_process(lite0, photos, tmp_path):
+    """Ctrl-C during `vizcore mine --engine ray` (which starts its own local Ray): exit 130,
+    nothing cached or written, every process of that Ray gone (found by a marker in their
+    environment)."""
+    mark = uuid.uuid4().hex
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VIZCORE_CACHE": str(tmp_path / "cache"),
+           "VIZCORE_TEST_MARK": mark}
+    env.pop("RAY_ADDRESS", None)
+
+    def ours() -> list[int]:
+        pids = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    if f"VIZCORE_TEST_MARK={mark}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                        pids.append(int(pid))
+                except OSError:
+                    pass
+        return pids
+
+    files = tmp_path / "few.txt"
+    files.write_text("\n".join(photos.paths[:120]))
+    cmd = [sys.executable, "-m", "vizcore", "mine", str(files), "--layers", "stem", "--batch-size", "4",
+           "--engine", "ray", "--no-montage", "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def our_workers() -> list[int]:
+        return [pid for pid in _worker_pids() if pid in ours()]
+
+    t = time.time()
+    while time.time() - t < 240 and not our_workers() and proc.poll() is None:
+        time.sleep(0.5)
+    assert our_workers(), "the Ray job did not start"
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert not (tmp_path / "cache" / "patches").exists() or not any((tmp_path / "cache" / "patches").iterdir())
+    assert not (tmp_path / "out" / "index.json").exists()
+    assert _wait_gone(ours) == []
