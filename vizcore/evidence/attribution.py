@@ -210,7 +210,7 @@ def gradcam_raw(lm: LoadedModel, x: torch.Tensor, target: int, module_path: str)
 
     The layer's channels are weighted by their spatially averaged gradient of the
     class score and summed (Selvaraju et al., 2017, https://arxiv.org/abs/1610.02391).
-    Layers without spatial extent give ``(1, 1)``.
+    Layers whose output is not a ``(C, h, w)`` map raise :class:`MethodNotApplicable`.
     """
     from captum.attr import LayerGradCam
 
@@ -221,7 +221,7 @@ def gradcam_raw(lm: LoadedModel, x: torch.Tensor, target: int, module_path: str)
                                                       relu_attributions=False)
     a = attr.detach().float()
     if a.dim() != 4:
-        return a.reshape(1, 1).cpu()
+        raise MethodNotApplicable(f"{module_path} of {lm.name} outputs no spatial map")
     return a[0].sum(0).cpu()
 
 
