@@ -313,7 +313,7 @@ class EvidenceReport:
 
 
 def explain(lm: LoadedModel, image: Image.Image, target: int | str | None, methods: Sequence[str], *,
-            settings: dict[str, dict] | None = None, steps: int = 32, seed: int = 0,
+            settings: dict[str, dict] | None = None, steps: int = 32, seed: int = 0, random_grid: int = 7,
             progress: Callable[[str, int, int], None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> EvidenceReport:
     """Every method's map for one class, each with deletion/insertion scores, and a random
@@ -324,6 +324,7 @@ def explain(lm: LoadedModel, image: Image.Image, target: int | str | None, metho
         settings: per-method settings, e.g. ``{"occlusion": {"window": 32}}``.
         steps: steps of the deletion and insertion curves.
         seed: seed of the random baseline map.
+        random_grid: side of the random map's lattice (see :func:`random_map`).
         progress: ``progress(stage, done, total)``; ``stage`` is a method name,
             ``"<method> faithfulness"`` or ``"random"``.
     """
@@ -345,7 +346,7 @@ def explain(lm: LoadedModel, image: Image.Image, target: int | str | None, metho
                            **settings.get(n, {}))
         scores[n] = faithfulness(lm, x, maps[n].map, tgt.index, steps=steps,
                                  progress=stage(f"{n} faithfulness"), should_stop=should_stop)
-    rnd = faithfulness(lm, x, random_map(tuple(x.shape[-2:]), seed), tgt.index, steps=steps,
+    rnd = faithfulness(lm, x, random_map(tuple(x.shape[-2:]), seed, random_grid), tgt.index, steps=steps,
                        progress=stage("random"), should_stop=should_stop)
     return EvidenceReport(lm.name, lm.weights.to_json(), tgt, float(logits[0, tgt.index]), maps, scores, rnd,
-                          {"steps": steps, "seed": seed, "random_grid": 14})
+                          {"steps": steps, "seed": seed, "random_grid": random_grid})

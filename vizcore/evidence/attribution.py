@@ -8,6 +8,7 @@ model's parameters have ``requires_grad=False``).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable
 
 import torch
@@ -135,7 +136,8 @@ def guided_method(lm: LoadedModel, x: torch.Tensor, target: int, *, progress=Non
                   reduce: str = "abs-max") -> RawEvidence:
     from captum.attr import GuidedBackprop
 
-    with lm.lock, torch.enable_grad():
+    with lm.lock, torch.enable_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # captum's notice that it hooks the ReLUs (removed afterwards)
         attr = GuidedBackprop(lm.model).attribute(_input(x), target=int(target))
     caveats = _relu_caveats(lm, "guided backpropagation") + (
         "guided backpropagation largely reconstructs the image and changes little with the class "
@@ -150,7 +152,8 @@ def deconv_method(lm: LoadedModel, x: torch.Tensor, target: int, *, progress=Non
                   reduce: str = "abs-max") -> RawEvidence:
     from captum.attr import Deconvolution
 
-    with lm.lock, torch.enable_grad():
+    with lm.lock, torch.enable_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         attr = Deconvolution(lm.model).attribute(_input(x), target=int(target))
     caveats = _relu_caveats(lm, "deconvolution") + (
         "deconvolution maps are nearly independent of the class (Nie et al., ICML 2018)",)

@@ -52,13 +52,15 @@ class Faithfulness:
         return out
 
 
-def random_map(shape: tuple[int, int], seed: int = 0, grid: int = 14) -> np.ndarray:
+def random_map(shape: tuple[int, int], seed: int = 0, grid: int = 7) -> np.ndarray:
     """A random map at ``shape``: uniform noise on a ``grid`` x ``grid`` lattice, upsampled bilinearly.
 
-    The baseline removes pixels in blobs, as the maps it is compared with do: removing
-    scattered single pixels is a different corruption (salt-and-pepper noise) with its
-    own effect on the network, which would make every map look good or bad for the
-    wrong reason.
+    The granularity matters as much as the ranking: deleting many scattered blobs
+    harms a network far more than deleting one region of the same area, so a fine
+    random map gets a low deletion area whatever the image shows. The default 7x7
+    lattice matches the coarsest maps compared with it (CAM and Grad-CAM at stride 32
+    of a 224 crop); on lite0 and 12 ImageNet photos CAM beat it on deletion for 9 of
+    12, a 14x14 lattice for 4 of 12 and a 56x56 one for none.
     """
     g = torch.Generator().manual_seed(int(seed))
     coarse = torch.rand(1, 1, grid, grid, generator=g)
