@@ -59,13 +59,16 @@ def run(args) -> int:
     from vizcore.cache import atomic_write_bytes
     from vizcore.commands._util import load_model_cli, write_json
     from vizcore.commands.predict import read_images
-    from vizcore.evidence import explain, get_method
+    from vizcore.evidence import explain, get_method, resolve_target
+    from vizcore.models import get_spec
 
     for m in args.methods:
         get_method(m)  # unknown names fail first, with the closest valid ones
     if args.steps < 1:
         raise ValueError("--steps must be at least 1")
     image = read_images([args.image])[0]
+    if str(args.target).strip().lower() != "top1":
+        resolve_target(get_spec(args.model), args.target)  # an unknown class fails before the model loads
     lm = load_model_cli(args)
     if args.random_grid < 1:
         raise ValueError("--random-grid must be at least 1")

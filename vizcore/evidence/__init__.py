@@ -33,7 +33,7 @@ from vizcore.evidence.registry import (
     list_methods,
     method,
 )
-from vizcore.models import LoadedModel
+from vizcore.models import LoadedModel, ModelSpec
 from vizcore.summary import Geometry
 
 __all__ = [
@@ -120,15 +120,20 @@ def _logits(lm: LoadedModel, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def resolve_target(lm: LoadedModel, target: int | str | None, logits: torch.Tensor | None = None) -> Target:
+def resolve_target(lm: LoadedModel | ModelSpec, target: int | str | None,
+                   logits: torch.Tensor | None = None) -> Target:
     """The class meant by ``target``: an index, a label (case-insensitive) or ``"top1"``/``None``.
 
+    ``lm`` may be a loaded model or just its spec (to check a label before loading).
     ``logits`` ``(1, K)`` are needed for ``top1``. Unknown labels raise
     :class:`UnknownClassError` naming the closest labels.
     """
     import difflib
 
-    cats = list(lm.categories or [])
+    if isinstance(lm, ModelSpec):
+        cats = list(lm.categories() if lm.categories else [])
+    else:
+        cats = list(lm.categories or [])
     if not cats:
         raise UnknownClassError(f"{lm.name} has no class names; it cannot be explained by class")
     if target is None or (isinstance(target, str) and target.strip().lower() == "top1"):
