@@ -169,14 +169,44 @@ def test_guided_and_deconv_on_relu6_lite0_are_the_plain_gradient(lite0, cat_x):
     assert _no_hooks(lite0.model) and not any(p.requires_grad for p in lite0.model.parameters())
 
 
-def test_guided_backprop_on_resnet18_differs_from_the_gradient(resnet18_random):
+class _GuidedReLU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g.clamp_min(0) * (x > 0)
+
+
+class _GuidedModule(torch.nn.Module):
+    def forward(self, x):
+        return _GuidedReLU.apply(x)
+
+
+def test_guided_backprop_on_resnet18_matches_a_hand_rolled_one_with_reused_relus(resnet18_random):
+    import copy
+
+    # torchvision's BasicBlock calls its one ReLU module twice; captum must rewrite both calls.
     torch.manual_seed(2)
     x = torch.randn(1, 3, 224, 224)
     ev = evidence(resnet18_random, x, 3, "guided")
+    with resnet18_random.lock:
+        twin = copy.deepcopy(resnet18_random.model)
+    for mod in list(twin.modules()):
+        for name, child in list(mod.named_children()):
+            if type(child) is torch.nn.ReLU:
+                setattr(mod, name, _GuidedModule())
     xg = x.clone().requires_grad_(True)
     with torch.enable_grad():
-        resnet18_random.model(xg)[0, 3].backward()
-    assert not np.allclose(ev.raw, xg.grad[0].abs().amax(0).numpy(), rtol=1e-2)
+        twin(xg)[0, 3].backward()
+    np.testing.assert_allclose(ev.raw, xg.grad[0].abs().amax(0).numpy(), rtol=1e-4, atol=1e-8)
+    xp = x.clone().requires_grad_(True)
+    with torch.enable_grad():
+        resnet18_random.model(xp)[0, 3].backward()
+    assert not np.allclose(ev.raw, xp.grad[0].abs().amax(0).numpy(), rtol=1e-2)  # not the plain gradient
     assert not any("plain input gradient" in c for c in ev.caveats)
     assert _no_hooks(resnet18_random.model)
 
