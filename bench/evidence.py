@@ -52,8 +52,9 @@ def bench_model(name: str, weights: str, image, repeats: int, occ_repeats: int) 
         fn()
         return time.perf_counter() - t0
 
-    def pairs(fn, base, n: int) -> tuple[float, float, float]:
-        fn(), base()  # warm-up (lazy imports, geometry tracing, allocator)
+    def pairs(fn, base, n: int, warm: bool = True) -> tuple[float, float, float]:
+        if warm:
+            fn(), base()  # warm-up (lazy imports, geometry tracing, allocator)
         tf, tb, rs = [], [], []
         for r in range(n):
             if r % 2:
@@ -80,7 +81,7 @@ def bench_model(name: str, weights: str, image, repeats: int, occ_repeats: int) 
                 lm.model(xb[: min(batch, n - i)])
 
     occ = lambda: evidence(lm, x, target, "occlusion", window=window, stride=stride, batch=batch)  # noqa: E731
-    t, b, r = pairs(occ, plain_batches, occ_repeats)
+    t, b, r = pairs(occ, plain_batches, occ_repeats, warm=False)  # warmed up above
     rows.append({"model": name, "method": "occlusion", "seconds": t,
                  "baseline": f"{n + 1} images in batches of {batch}", "baseline_s": b, "ratio": r})
     for row in rows:
