@@ -34,6 +34,8 @@ PAGES = {
         st.Page(str(ROOT / "app_pages" / "compare.py"), title="Compare", icon=":material/compare:", url_path="compare"),
         st.Page(str(ROOT / "app_pages" / "architectures.py"), title="Architectures", icon=":material/account_tree:",
                 url_path="architectures"),
+        st.Page(str(ROOT / "app_pages" / "evidence.py"), title="Evidence", icon=":material/travel_explore:",
+                url_path="evidence"),
     ],
     "What units want": [
         st.Page(str(ROOT / "app_pages" / "dataset_examples.py"), title="Dataset examples", icon=":material/grid_view:",

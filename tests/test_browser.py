@@ -148,3 +148,30 @@ def test_upload_shows_grid_and_predictions(server, chromium_path, tmp_path, lite
                 _save_screenshot(page)
         finally:
             browser.close()
+
+
+def test_evidence_page_shows_overlays_scores_and_curves(server, chromium_path):
+    """The Evidence page in a real browser: CAM and Grad-CAM overlays with their scores and the curves."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - requirements include it
+        need(False, "the playwright Python package is not installed")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(300_000)
+            page.goto(f"{server}/evidence")
+            page.get_by_text("cam · raw 7×7").first.wait_for()
+            page.get_by_text("gradcam · raw 7×7").first.wait_for()
+            page.get_by_text("Random map").first.wait_for()
+            chart = page.locator('[data-testid="stPlotlyChart"]').first
+            chart.wait_for(state="visible")
+            page.wait_for_function("el => el.textContent.includes('Deletion')", arg=chart.element_handle())
+            overlay = page.locator('[data-testid="stImage"] img').nth(1)
+            page.wait_for_function("img => img.complete && img.naturalWidth == 224", arg=overlay.element_handle())
+            assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()

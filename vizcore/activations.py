@@ -342,33 +342,32 @@ def gradcam(lm: LoadedModel, image: Image.Image, layers: Sequence[str],
     Returns:
         name -> ``(H, W)`` float32 array in ``[0, 1]`` at the input size.
     """
-    from captum.attr import LayerGradCam
+    from vizcore.evidence.attribution import gradcam_raw
+    from vizcore.evidence.registry import MethodNotApplicable
 
     req = _requested(lm, list(layers))
     x = preprocess(lm, image)
     size = tuple(x.shape[-2:])
-    modules = dict(lm.model.named_modules())
     out: dict[str, np.ndarray] = {}
-    # captum attaches its own hooks to the shared model: hold the lock throughout,
-    # so no other thread runs a forward pass through the model meanwhile.
-    with lm.lock, torch.enable_grad():
-        if target is None:
-            with torch.no_grad():
-                logits = _logits(lm.model(x))
-            if logits is None:
-                raise ValueError(f"{lm.name} has no classification head; give a target index")
-            target = int(logits[0].argmax())
-        for name, path, _kind in req:
-            inp = x.detach().clone().requires_grad_(True)
-            attr = LayerGradCam(lm.model, modules[path]).attribute(inp, target=int(target),
-                                                                   relu_attributions=True)
-            if attr.dim() != 4 or attr.shape[-1] * attr.shape[-2] <= 1:
-                continue
-            heat = torch.nn.functional.interpolate(attr.detach().float(), size=size, mode="bilinear",
-                                                   align_corners=False)[0, 0].clamp_min(0)
-            m = float(heat.max())
-            heat = heat / m if m > 0 else torch.zeros_like(heat)
-            out[name] = heat.cpu().numpy().astype(np.float32)
+    if target is None:
+        with lm.lock, torch.no_grad():
+            logits = _logits(lm.model(x))
+        if logits is None:
+            raise ValueError(f"{lm.name} has no classification head; give a target index")
+        target = int(logits[0].argmax())
+    for name, path, _kind in req:
+        # The one Grad-CAM of the engine lives in vizcore.evidence (captum, under the model's lock).
+        try:
+            raw = gradcam_raw(lm, x, int(target), path)
+        except MethodNotApplicable:  # fully connected layers have no map
+            continue
+        if raw.numel() <= 1:
+            continue
+        heat = torch.nn.functional.interpolate(raw.clamp_min(0)[None, None], size=size, mode="bilinear",
+                                               align_corners=False)[0, 0].clamp_min(0)
+        m = float(heat.max())
+        heat = heat / m if m > 0 else torch.zeros_like(heat)
+        out[name] = heat.cpu().numpy().astype(np.float32)
     return out
 
 
