@@ -6,6 +6,7 @@
 - :mod:`.figures`: plotly figures shared by pages.
 - :mod:`.datasets`: the dataset widgets of the dataset-driven pages.
 - :mod:`.links`: cross-page links (the channel a page opens on).
+- :mod:`.progress`: the one progress widget of long jobs (time left, Run/Stop, partial results).
 
 Pages import this package as ``w`` and use the names re-exported here.
 Session-state keys are prefixed with the calling page's ``key``.
@@ -20,14 +21,17 @@ from dashboard.widgets.links import (
     PAGE_DATASET_EXAMPLES, PAGE_FEATURE_VIZ, channel_links, receive_channel_target, set_channel_target,
 )
 from dashboard.widgets.models import (
-    get_model, layer_picker, load_model_or_stop, model_picker, weights_badge, weights_picker,
+    get_model, layer_picker, load_model_or_stop, model_label, model_picker, trained_models, trained_now,
+    weights_badge, weights_now, weights_picker,
 )
+from dashboard.widgets.progress import duration, eta_text, progress_bar, stepped_job
 
 __all__ = [
     "DATASET_SOURCES", "GRID_ORDERS", "PAGE_DATASET_EXAMPLES", "PAGE_FEATURE_VIZ", "SHARED_DATA",
     "activation_overview", "cached_extract", "cached_gradcam", "cached_grids", "channel_links",
-    "dataset_input", "from_raw", "get_model", "image_digest", "image_input", "image_payload",
-    "layer_picker", "load_model_or_stop", "model_picker", "nearest_tap", "open_dataset_or_stop",
-    "png_bytes", "predictions_figure", "receive_channel_target", "set_channel_target",
-    "vector_figure", "weights_badge", "weights_picker",
+    "dataset_input", "duration", "eta_text", "from_raw", "get_model", "image_digest", "image_input", "image_payload",
+    "layer_picker", "load_model_or_stop", "model_label", "model_picker", "nearest_tap", "open_dataset_or_stop",
+    "png_bytes", "predictions_figure", "progress_bar", "receive_channel_target", "set_channel_target",
+    "stepped_job", "trained_models", "trained_now", "vector_figure", "weights_badge", "weights_now",
+    "weights_picker",
 ]
