@@ -227,6 +227,8 @@ def open_dataset(spec: str | os.PathLike) -> ImageDataset:
     """Parse a dataset spec.
 
     - ``samples``: the built-in photographs;
+    - ``imagenet-samples`` (or ``imagenet-samples:DIR``): one photo per ImageNet class
+      (:mod:`vizcore.data.imagenet_samples`; ``$VIZCORE_IMAGENET_SAMPLES``, the cache, else a download);
     - ``cifar10`` / ``stl10`` (optionally ``cifar10:train``): torchvision sets;
     - ``cue-conflict:ROOT``, ``silhouettes:ROOT``, ``edges:ROOT``: Geirhos stimuli;
     - a folder path (class subfolders or flat); a ``.txt`` file listing images; an image file.
@@ -235,6 +237,10 @@ def open_dataset(spec: str | os.PathLike) -> ImageDataset:
     if s == "samples":
         return samples_dataset()
     head, _, rest = s.partition(":")
+    if head == "imagenet-samples":
+        from vizcore.data.imagenet_samples import imagenet_samples_dataset
+
+        return imagenet_samples_dataset(rest or None)
     if head.lower() in TORCHVISION_SETS and (rest in ("", "train", "test", "unlabeled")):
         return torchvision_dataset(head, split=rest or "test")
     if head in ("cue-conflict", "silhouettes", "edges") and rest:
@@ -247,8 +253,8 @@ def open_dataset(spec: str | os.PathLike) -> ImageDataset:
         return image_folder(p)
     if p.is_file():
         return file_list([p], name=p.stem)
-    raise FileNotFoundError(f"no such dataset: {s} (a folder, a .txt list, samples, cifar10, stl10, "
-                            "or cue-conflict:ROOT)")
+    raise FileNotFoundError(f"no such dataset: {s} (a folder, a .txt list, samples, imagenet-samples, "
+                            "cifar10, stl10, or cue-conflict:ROOT)")
 
 
 class _Decoded(torch.utils.data.Dataset):
