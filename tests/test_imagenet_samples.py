@@ -83,6 +83,10 @@ def test_download_labels_and_dataset(archive, tmp_path, monkeypatch, capfd):
         ("517", "n03126707", "crane", "n03126707_crane.JPEG"),   # the machine
     ]
     assert json.loads((dest / "manifest.json").read_text())["digest"] == digest
+    seen = []  # the dashboard's bar: bytes done and total
+    ims.download_samples(tmp_path / "again", url=url, count=3, digest=digest, progress=lambda d, t: seen.append((d, t)))
+    size = (tmp_path / "www" / "master.zip").stat().st_size
+    assert seen and seen[-1] == (size, size)
     ds = open_dataset(f"imagenet-samples:{dest}")
     assert ds.name == "imagenet-samples" and len(ds) == 3
     assert ds.labels() == ["tench", "crane", "crane"]

@@ -32,6 +32,7 @@ import tempfile
 import urllib.error
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 from vizcore.data.datasets import IMAGE_EXTS, ImageDataset, image_folder
 
@@ -124,7 +125,8 @@ def _members(zf: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, str]]:
     return out
 
 
-def download_samples(dest: str | os.PathLike | None = None, *, url: str | None = None, progress: bool = True,
+def download_samples(dest: str | os.PathLike | None = None, *, url: str | None = None,
+                     progress: bool | Callable[[int, int | None], None] = True,
                      count: int | str | None = "published", digest: str | None = "published",
                      timeout: float | None = None) -> Path:
     """Download the repository archive, extract its photos into ``dest`` and write ``labels.csv``.
@@ -132,7 +134,7 @@ def download_samples(dest: str | os.PathLike | None = None, *, url: str | None =
     Args:
         dest: target folder (default :func:`default_dir`); must not exist or be empty.
         url: the archive (default :data:`SAMPLES_URL`).
-        progress: a tqdm bar for the download.
+        progress: ``True`` for a tqdm bar, or ``progress(bytes_done, bytes_total or None)``.
         count: images the archive must hold; ``"published"`` is :data:`SAMPLES_COUNT` (1,000),
             ``None`` any number.
         digest: expected :func:`samples_digest`; ``"published"`` is :data:`SAMPLES_DIGEST`
