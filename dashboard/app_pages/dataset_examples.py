@@ -1,8 +1,10 @@
 """Dataset examples: the image patches that excite each channel of a layer most.
 
 UI only: mining is :class:`vizcore.patches.MiningJob` (one streaming pass, cached
-on disk per layer), run a few batches per script run so the page shows progress
-and can be stopped; crops, montages and heatmaps come from :mod:`vizcore.patches`.
+on disk per layer). It starts on the **Mine** button, never on a sidebar change, and runs a
+few batches per step of the shared progress widget (:func:`dashboard.widgets.stepped_job`),
+so the page shows the time left, fills the channel grid in as images are mined and can be
+stopped; crops, montages and heatmaps come from :mod:`vizcore.patches`.
 """
 from __future__ import annotations
 
@@ -41,8 +43,10 @@ lm = w.load_model_or_stop(model, weights)
 with st.sidebar:
     layer = w.layer_picker(lm, KEY)
     st.subheader("Dataset")
-    spec, _ = w.dataset_input(KEY, sources=("samples", "folder", "cue-conflict", "cifar10", "stl10"),
-                              folder_default="imagenet-samples")
+    # The ImageNet sample images first: 1,000 photos, one per class, so each channel finds its own
+    # photos (on the 10 built-in photos with k = 9 every channel shows nearly the same ones).
+    spec, _ = w.dataset_input(KEY, sources=("imagenet-samples", "samples", "folder", "cue-conflict",
+                                            "cifar10", "stl10"))
     st.subheader("Mining")
     k = st.slider("Patches per channel (k)", 1, 16, 9, key=f"{KEY}_k")
     batch = st.select_slider("Batch size", [4, 8, 16, 32, 64], value=16, key=f"{KEY}_batch")
@@ -64,8 +68,7 @@ def _job():
 
     state = st.session_state.get(f"{KEY}_job")
     if state is None or state["id"] != job_id:
-        state = {"id": job_id, "job": MiningJob(lm, ds, layers, k=k, batch_size=batch, workers=0),
-                 "stopped": False}
+        state = {"id": job_id, "job": MiningJob(lm, ds, layers, k=k, batch_size=batch, workers=0)}
         st.session_state[f"{KEY}_job"] = state
     return state
 
@@ -73,28 +76,44 @@ def _job():
 state = _job()
 job = state["job"]
 status = st.container()
-if not job.done:
-    with status:
-        c1, c2 = st.columns([4, 1])
-        if state["stopped"]:
-            c1.warning(f"Stopped after {job.pos} of {job.total} images: partial results, not cached.")
-            if c2.button("Resume", key=f"{KEY}_resume", icon=":material/play_arrow:"):
-                state["stopped"] = False
-                st.rerun()
-        else:
-            if c2.button("Stop", key=f"{KEY}_stop", icon=":material/stop:"):
-                state["stopped"] = True
-                st.rerun()
-            bar = c1.progress(job.pos / max(job.total, 1),
-                              text=f"Mining {len(job.todo)} layer(s) of {model} over {ds.name}: "
-                                   f"{job.pos}/{job.total} images")
+MINE_NOTE = (f"Press **Mine** to find the top {k} images of every channel of {layer}"
+             f"{' and the layers before it' if len(layers) > 1 else ''} in {len(ds):,} images of {ds.name} "
+             "(one pass; cached on disk, so it runs once).")
 
-            def _progress(done: int, total: int) -> None:
-                bar.progress(done / max(total, 1), text=f"Mining {ds.name}: {done}/{total} images")
 
-            # A few batches per script run: the Stop button is read between runs.
-            job.step(max(1, 64 // batch), progress=_progress)
-            st.rerun()
+def _partial_grid() -> None:
+    """The first channels' top images so far: the grid fills in while the pass runs."""
+    part = job.result()
+    if layer not in part.layers:
+        return
+    st.caption(f"So far: the top {k} of the first {part.n_images:,} images for each channel "
+               f"(the first 12 of {part.n_channels(layer)} channels).")
+    cols = st.columns(6)
+    for n in range(min(12, part.n_channels(layer))):
+        hits = part.layers[layer][n]
+        with cols[n % 6]:
+            if hits:
+                st.image(_montage(f"{job_key}|partial|{part.n_images}", layer, n, 40, cols_k, part),
+                         caption=f"channel {n} · max {hits[0].value:.3g}")
+
+
+@st.cache_data(max_entries=4000, show_spinner=False)
+def _montage(key: str, layer: str, channel: int, cell: int, cols: int, _result) -> bytes:
+    from vizcore.patches import channel_montage
+
+    return w.png_bytes(channel_montage(_result, layer, channel, cell=cell, cols=cols))
+
+
+cols_k = max(1, int(round(k ** 0.5)))
+job_key = "|".join(map(str, job_id))
+with status:
+    done = w.stepped_job(
+        KEY, job_id, counts=lambda: (job.total if job.done else job.pos, job.total),
+        step=lambda progress: job.step(max(1, 64 // batch), progress=progress),
+        what=f"Mining {len(job.todo)} layer(s) of {model} over {ds.name}", partial=_partial_grid,
+        start_label="Mine", idle_note=MINE_NOTE)
+if not done:
+    st.stop()
 
 result = job.result()
 if layer not in result.layers:
@@ -113,13 +132,6 @@ with status:
             st.dataframe(result.skipped, hide_index=True)
 
 result_key = f"{model}|{weights}|{ds.fingerprint()}|{k}|{batch}|{result.n_images}|{result.complete}"
-
-
-@st.cache_data(max_entries=4000, show_spinner=False)
-def _montage(key: str, layer: str, channel: int, cell: int, cols: int, _result) -> bytes:
-    from vizcore.patches import channel_montage
-
-    return w.png_bytes(channel_montage(_result, layer, channel, cell=cell, cols=cols))
 
 
 @st.cache_data(max_entries=512, show_spinner=False)
@@ -142,7 +154,6 @@ chans = list(range(n_ch))
 if order == "strongest":
     chans.sort(key=lambda c: -(result.layers[layer][c][0].value if result.layers[layer][c] else float("-inf")))
 shown = chans[(page - 1) * per_page: page * per_page]
-cols_k = max(1, int(round(k ** 0.5)))
 grid = st.container(height=620)
 with grid:
     cols = st.columns(4)
