@@ -94,8 +94,8 @@ def progress_bar(key: str, done: int, total: int, *, what: str, phase: Hashable 
 
 def stepped_job(key: str, job_id: Hashable, *, counts: Counts, step: Callable[[Progress], None], what: str,
                 partial: Callable[[], None] | None = None, start_label: str = "Run", autostart: bool = False,
-                unit: str = "images", rate_unit: str = "img", phase: Callable[[], Hashable] | None = None,
-                idle_note: str = "") -> bool:
+                unit: str = "images", rate_unit: str = "img",
+                stage: Callable[[], "tuple[int, int, str, str, str]"] | None = None, idle_note: str = "") -> bool:
     """Run/Stop buttons, a progress bar with the time left, and the partial results of a long job.
 
     Args:
@@ -108,7 +108,9 @@ def stepped_job(key: str, job_id: Hashable, *, counts: Counts, step: Callable[[P
         start_label: the start button's label ("Run", "Mine", ...); "Resume" after a stop.
         autostart: run without a press (a job the page may start by itself).
         unit, rate_unit: "images" / "img", or e.g. "layers" / "layer".
-        phase: ``() -> label`` of the current stage (features, fits, ...); a new stage restarts the clock.
+        stage: for a job of several stages measured in different units (a feature pass in images,
+            then probe fits in layers): ``() -> (done, total, unit, rate_unit, label)`` of the current
+            stage, which the bar shows instead of ``counts``; a new stage restarts the clock.
         idle_note: shown beside the start button (what pressing it will do, how long it takes).
 
     Returns:
@@ -148,15 +150,28 @@ def stepped_job(key: str, job_id: Hashable, *, counts: Counts, step: Callable[[P
         if c2.button("Stop", key=f"{key}_stop", icon=":material/stop:"):
             ctl.update(running=False, stopped=True)
             st.rerun(scope="app")
-        label = (lambda: f"{what} · {phase()}" if phase is not None else what)
-        bar = progress_bar(key, done, total, what=label(), unit=unit, rate_unit=rate_unit)
+        def now() -> tuple[int, int, str, str, str]:
+            if stage is not None:
+                d, t, u, ru, label = stage()
+                return d, t, u, ru, f"{what} · {label}"
+            return (*counts(), unit, rate_unit, what)
+
+        def draw(d: int | None = None, t: int | None = None, bar=None):
+            sd, stt, u, ru, label = now()
+            return progress_bar(key, sd if d is None else d, stt if t is None else t, what=label, unit=u,
+                                rate_unit=ru, bar=bar)
+
+        bar = draw()
         try:
-            step(lambda d, t: progress_bar(key, d, t, what=label(), unit=unit, rate_unit=rate_unit, bar=bar))
+            step(lambda d, t: draw(d, t, bar=bar))
         except Exception as e:  # noqa: BLE001 - shown on the page; the job keeps what it had done
             ctl.update(running=False, error=f"{what}: {e}")
             st.rerun(scope="app")
         done, total = counts()
-        progress_bar(key, done, total, what=label(), unit=unit, rate_unit=rate_unit, bar=bar)
+        if done < total:
+            draw(bar=bar)
+        else:
+            bar.progress(1.0, text=f"{what}: done")
         if partial is not None:
             partial()
         if done >= total:
