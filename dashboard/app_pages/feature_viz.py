@@ -151,6 +151,21 @@ if run:
             save_torch("featviz", ckey, cached)
     st.session_state[f"{KEY}_shown"] = {"key": ckey, "settings": settings, **cached}
 
+def explain_numbers(used: dict, res: list[dict], best: dict) -> str:
+    """One line that says what the numbers under the images are, with the first image's own numbers."""
+    r = res[0]
+    what = {"channel": "the channel's mean activation", "neuron": "the activation at the centre of the map",
+            "-channel": "minus the channel's mean activation", "-neuron": "minus the centre activation"}
+    line = (f"**How to read the numbers** (e.g. channel {r['channel']}: objective {r['objective_start']:.3g} → "
+            f"{r['objective_final']:.3g}" + (f"; best photo {best[r['channel']]:.3g}" if r["channel"] in best else "")
+            + f"): the objective, {what.get(used['objective'], used['objective'])}, on the starting noise → "
+            f"after {used['steps']} steps of gradient ascent")
+    if best:
+        line += ("; *photos best*: the largest value of the same objective over the built-in photos, for scale "
+                 "(an image made for the channel usually beats every real photo)")
+    return line + "."
+
+
 shown = st.session_state.get(f"{KEY}_shown")
 if shown:
     res, pngs, used = shown["results"], shown["png"], shown["settings"]
@@ -163,6 +178,7 @@ if shown:
     st.subheader(f"{used['model']} · {used['layer']}")
     st.caption(f"{used['steps']} steps at {used['size']} px, {used['param']} parameterisation, "
                f"{used['transforms']} transforms, seed {used['seed']}.")
+    st.markdown(explain_numbers(used, res, best))
     st.download_button("Settings (JSON)", json.dumps({"settings": used, "results": res}, indent=2),
                        file_name=f"featviz_{used['model']}_{used['layer']}.json", mime="application/json",
                        key=f"{KEY}_dl_json")
