@@ -128,3 +128,59 @@ def test_imagenet_samples_default_mine_button_time_left_and_partial_grid(lite0, 
     assert len([c for im in at.image for c in im.captions]) == 12  # the partial grid stays
     at.button(key="dataset_examples_start").click().run()
     assert "128/1,000 images" in at.get("progress")[0].proto.text
+
+
+def test_imagenet_samples_download_button(tmp_path, monkeypatch):
+    """Without the photos on this machine, the dataset choice offers one Download (from a stand-in server
+    here), with a progress bar; offline it says why in one message, and nothing is mined."""
+    import functools
+    import http.server
+    import io
+    import threading
+    import zipfile
+
+    from PIL import Image
+
+    import dashboard.widgets.datasets as wd
+    from vizcore.data import imagenet_samples as ims
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "vc"))
+    monkeypatch.delenv("VIZCORE_IMAGENET_SAMPLES", raising=False)
+    monkeypatch.setattr(wd, "SHARED_DATA", tmp_path / "no-shared-data")
+    www = tmp_path / "www"
+    www.mkdir()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, name in enumerate(["n01440764_tench", "n01443537_goldfish"]):
+            img = io.BytesIO()
+            Image.new("RGB", (32, 32), (200 * i, 50, 50)).save(img, format="JPEG")
+            zf.writestr(f"imagenet-sample-images-master/{name}.JPEG", img.getvalue())
+    (www / "master.zip").write_bytes(buf.getvalue())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a, **k: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(ims, "SAMPLES_URL", f"http://127.0.0.1:{srv.server_address[1]}/master.zip")
+        monkeypatch.setattr(ims, "SAMPLES_COUNT", 2)
+        at = AppTest.from_file(APP, default_timeout=240)
+        at.run()
+        at.switch_page(PAGE).run()
+        assert not at.exception, at.exception
+        assert at.radio(key="dataset_examples_source").value == "imagenet-samples"
+        assert any("Not on this machine yet" in c.value for c in at.sidebar.caption)
+        assert "Choose a dataset" in at.info[0].value
+        assert not [b for b in at.button if b.key == "dataset_examples_start"]
+        monkeypatch.setenv("VIZCORE_OFFLINE", "1")  # offline: one clear message, nothing breaks
+        at.button(key="dataset_examples_dl_imagenet").click().run()
+        assert not at.exception, at.exception
+        assert any("VIZCORE_OFFLINE=1" in e.value for e in at.error)
+        monkeypatch.setenv("VIZCORE_OFFLINE", "0")
+        at.button(key="dataset_examples_dl_imagenet").click().run()
+        assert not at.exception, at.exception
+        assert ims.find_samples() == ims.default_dir()
+        assert any(f"From {ims.default_dir()}" in c.value for c in at.sidebar.caption)
+        assert "in 2 images of imagenet-samples" in at.info[0].value  # ready to mine, not mined
+    finally:
+        srv.shutdown()
+        srv.server_close()

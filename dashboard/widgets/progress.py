@@ -35,7 +35,7 @@ def duration(seconds: float) -> str:
     s = max(0, round(seconds))
     if s < 90:
         return f"{s} s"
-    if s < 3600:
+    if round(s / 60) < 60:
         return f"{round(s / 60)} min"
     return f"{s // 3600} h {round(s % 3600 / 60):02d} min"
 
