@@ -37,7 +37,8 @@ def duration(seconds: float) -> str:
         return f"{s} s"
     if round(s / 60) < 60:
         return f"{round(s / 60)} min"
-    return f"{s // 3600} h {round(s % 3600 / 60):02d} min"
+    m = round(s / 60)
+    return f"{m // 60} h {m % 60:02d} min"
 
 
 def eta_text(done: int, total: int, seconds: float | None, done_at_start: int = 0, *,
