@@ -127,30 +127,38 @@ def stepped_job(key: str, job_id: Hashable, *, counts: Counts, step: Callable[[P
         ctl["running"] = False
         return True
 
+    def start() -> None:
+        ctl.update(running=True, stopped=False, error=None)
+        st.session_state.pop(f"{key}_clock", None)  # a resumed job measures its speed afresh
+
+    def stop() -> None:
+        ctl.update(running=False, stopped=True)
+
+    # The buttons live outside the fragment: a click there reruns the whole page, which interrupts a
+    # step at its next progress update (a click inside a fragment waits for the step to end), and
+    # the callbacks set the state before that rerun starts.
+    c1, c2 = st.columns([1, 5], vertical_alignment="center")
+    if not ctl["running"]:
+        c1.button("Resume" if done else start_label, key=f"{key}_start", type="primary",
+                  icon=":material/play_arrow:", on_click=start)
+        if ctl["error"]:
+            c2.error(ctl["error"])
+        elif ctl["stopped"]:
+            c2.warning(f"Stopped after {done:,} of {total:,} {unit}; the results so far are shown below, "
+                       "and nothing half-done is cached. Resume continues where it stopped.")
+        elif idle_note:
+            c2.info(idle_note)
+        if partial is not None and done:
+            partial()
+        return False
+    c1.button("Stop", key=f"{key}_stop", icon=":material/stop:", on_click=stop)
+    c2.empty()  # replaces the idle message at once (else it lingers, greyed, through the first step)
+
     def body() -> None:
         done, total = counts()
-        if done >= total:  # finished in an earlier fragment rerun: let the page draw the results
-            ctl["running"] = False
+        if done >= total or not ctl["running"]:  # finished or stopped since: let the page redraw
             st.rerun(scope="app")
-        c1, c2 = st.columns([5, 1])
-        if not ctl["running"]:
-            if ctl["error"]:
-                st.error(ctl["error"])
-            elif ctl["stopped"]:
-                c1.warning(f"Stopped after {done:,} of {total:,} {unit}; the results so far are shown below, "
-                           "and nothing half-done is cached. Resume continues where it stopped.")
-            elif idle_note:
-                c1.info(idle_note)
-            label = "Resume" if done else start_label
-            if c2.button(label, key=f"{key}_start", type="primary", icon=":material/play_arrow:"):
-                ctl.update(running=True, stopped=False, error=None)
-                st.rerun(scope="app")
-            if partial is not None and done:
-                partial()
-            return
-        if c2.button("Stop", key=f"{key}_stop", icon=":material/stop:"):
-            ctl.update(running=False, stopped=True)
-            st.rerun(scope="app")
+
         def now() -> tuple[int, int, str, str, str]:
             if stage is not None:
                 d, t, u, ru, label = stage()
@@ -179,6 +187,6 @@ def stepped_job(key: str, job_id: Hashable, *, counts: Counts, step: Callable[[P
             ctl["running"] = False
             st.rerun(scope="app")
 
-    st.fragment(body, run_every=TICK_S if ctl["running"] else None)()
+    st.fragment(body, run_every=TICK_S)()
     done, total = counts()
     return done >= total
