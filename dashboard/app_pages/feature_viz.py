@@ -132,13 +132,16 @@ if run:
     if cached is None:
         stop_col = b2.empty()
         stop_col.button("Stop", key=f"{KEY}_stop_button", on_click=_request_stop)
-        bar = st.progress(0.0, text="Starting…")
+        what = f"Optimising {len(channels)} channel(s)"
+        st.session_state.pop(f"{KEY}_clock", None)  # a new run measures its own speed
+        bar = w.progress_bar(KEY, 0, int(steps), what=what, unit="steps", rate_unit="step")
         from vizcore.featureviz import render
 
         def progress(step: int, total: int, values: list) -> None:
             # every update is also where Streamlit can interrupt the run when Stop is pressed
             mean = sum(values) / max(1, len(values))
-            bar.progress(step / total, text=f"step {step}/{total} · mean objective {mean:.3g}")
+            w.progress_bar(KEY, step, total, what=what, unit="steps", rate_unit="step", bar=bar,
+                           note=f"mean objective {mean:.3g}")
 
         results = render(lm, layer, channels, objective=objective, param=param, steps=int(steps), lr=float(lr),
                          size=int(size), seed=int(seed), transforms=transforms, diversity=float(diversity),

@@ -80,12 +80,14 @@ class Clock:
 
 
 def progress_bar(key: str, done: int, total: int, *, what: str, phase: Hashable = None,
-                 unit: str = "images", rate_unit: str = "img", bar=None):
+                 unit: str = "images", rate_unit: str = "img", bar=None, note: str = ""):
     """Draw (or update ``bar``) ``what: done/total unit · rate · about N s left``; returns the bar.
 
     The fraction of the bar and its text come from the same counts, so they always agree.
+    ``note`` is appended (e.g. the current objective) without restarting the clock.
     """
     text = f"{what}: " + Clock(f"{key}_clock").text((what, phase), done, total, unit=unit, rate_unit=rate_unit)
+    text += f" · {note}" if note else ""
     frac = min(1.0, done / total) if total else 1.0
     if bar is None:
         return st.progress(frac, text=text)
