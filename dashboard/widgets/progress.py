@@ -12,9 +12,10 @@ includes everything the page does between steps.
 The job advances inside an ``st.fragment`` that reruns itself every
 :data:`TICK_S` seconds while the job runs: each rerun does one step and redraws the
 bar and the partial results (the ``partial`` callable) without redrawing the page;
-the whole page reruns once the job has finished or is stopped. A test (AppTest) that
-calls ``at.run()`` advances the job by one step per call and sees every
-intermediate state.
+the whole page reruns once the job has finished or is stopped. Run and Stop sit
+outside the fragment, so Stop interrupts a step at its next progress update. A test
+(AppTest) that calls ``at.run()`` advances the job by one step per call and sees
+every intermediate state.
 """
 from __future__ import annotations
 
@@ -106,8 +107,9 @@ def stepped_job(key: str, job_id: Hashable, *, counts: Counts, step: Callable[[P
         job_id: identifies the job; another id (changed settings) is another job, not yet running.
         counts: ``() -> (done, total)`` of the current phase, without doing any work.
         step: does a bounded amount of work (a few batches, one layer); may call ``progress(done, total)``.
-        what: the bar's label (a callable's value is not needed: pages rebuild it each run).
-        partial: draws the results so far (inside the fragment, so they grow while the job runs).
+        what: the bar's label.
+        partial: draws the results so far (inside the fragment, so they grow while the job runs;
+            after a stop, below the Resume button).
         start_label: the start button's label ("Run", "Mine", ...); "Resume" after a stop.
         autostart: run without a press (a job the page may start by itself).
         unit, rate_unit: "images" / "img", or e.g. "layers" / "layer".
