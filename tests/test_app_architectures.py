@@ -121,7 +121,8 @@ def test_input_size_all_rows_googlenet_table_and_bad_timm_name():
     from vizcore.summary import inception_table
 
     tv, paper = inception_table(224, variant="torchvision"), inception_table(224, variant="paper")
-    assert list(inc["tv vs Table 1"]) == [f"{100 * (t.macs - p.paper_ops) / p.paper_ops:+.1f} %" for t, p in zip(tv, paper)]
+    assert list(inc["tv vs Table 1"]) == [f"{100 * (t.macs - p.paper_ops) / p.paper_ops:+.1f} %"
+                                          for t, p in zip(tv, paper)]
     assert all(float(v.split()[0]) < 0 for v in inc["tv vs Table 1"])
     assert all(abs(float(v.split()[0])) < 1 for v in inc["paper layout vs Table 1"][:7])
     assert len(inc.columns) == 10

@@ -191,7 +191,8 @@ def download_samples(dest: str | os.PathLike | None = None, *, url: str | None =
             raise SamplesError(f"incomplete ImageNet samples in {url}: {len(rows)} photos, expected {count}")
         got = samples_digest(out)
         if digest is not None and got != digest:
-            raise SamplesError(f"checksum mismatch for the ImageNet samples from {url}: {got[:16]}… != {digest[:16]}…")
+            raise SamplesError(f"checksum mismatch for the ImageNet samples from {url}: "
+                               f"{got[:16]}… != {digest[:16]}…")
         rows.sort(key=lambda r: r["index"])
         with open(out / "labels.csv", "w", newline="") as f:
             wr = csv.DictWriter(f, fieldnames=["index", "wnid", "label", "file"])
