@@ -130,6 +130,7 @@ def test_imagenet_samples_default_mine_button_time_left_and_partial_grid(lite0, 
     assert "128/1,000 images" in at.get("progress")[0].proto.text
 
 
+@pytest.mark.slow
 def test_imagenet_samples_download_button(tmp_path, monkeypatch):
     """Without the photos on this machine, the dataset choice offers one Download (from a stand-in server
     here), with a progress bar; offline it says why in one message, and nothing is mined."""

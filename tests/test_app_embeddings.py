@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
@@ -56,6 +57,7 @@ def test_embeddings_page_two_layers_with_quality(lite0, small_folder):
     assert any("zz_cat.png · dog" in c for im in at.image for c in im.captions)
 
 
+@pytest.mark.slow
 def test_cue_conflict_palette_sentence_and_texture_colouring(lite0, cue_conflict_root, tmp_path):
     """16 shape classes get 16 distinct colours (the same in both maps); the sentence under the maps says
     what the numbers mean; one press recolours by texture, with the reason."""

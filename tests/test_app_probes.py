@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
@@ -94,6 +95,7 @@ def test_probes_page_shape_and_texture_of_cue_conflict(lite0, cue_conflict_root,
     assert "grouped by exemplar" in at.success[0].value
 
 
+@pytest.mark.slow
 def test_defaults_and_curve_grows_layer_by_layer(lite0, small_folder):
     """Defaults: five curated taps, no random twin (opt-in). A run shows the time left, and the curve
     has one more layer after each step; Stop keeps the probes done, Resume goes on."""

@@ -147,6 +147,7 @@ def test_partial_job_resumes_and_head_errors_are_shown(few_stimuli):
     assert any("no 1000-class ImageNet head" in e.value for e in at.error)
 
 
+@pytest.mark.slow
 def test_running_estimate_with_interval_and_time_left(cue_conflict_root, tmp_path):
     """While scoring, the page shows done/total, img/s, the time left and the shape bias so far with its
     95 % Wilson interval, computed from the decisions on the images scored so far."""
