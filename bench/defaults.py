@@ -7,7 +7,7 @@ pass over them costs: decoding each image once and one bare forward of the bundl
 t-SNE); seconds on an idle 2-core CPU are about ``ratio x baseline seconds there``. Target: each
 default job about a minute on a 2-core CPU.
 
-    python bench/defaults.py [--jobs mining probes embeddings shape_bias]
+    python bench/defaults.py [--jobs mining probes embeddings shape_bias] [--sample 160]
 """
 from __future__ import annotations
 
@@ -113,6 +113,7 @@ JOBS = {"mining": job_mining, "probes": job_probes, "embeddings": job_embeddings
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", nargs="+", default=list(JOBS), choices=list(JOBS))
+    ap.add_argument("--sample", type=int, default=160, help="images of the baseline measured before and after")
     args = ap.parse_args()
     os.environ["VIZCORE_CACHE"] = tempfile.mkdtemp(prefix="vizcore-bench-")  # cold cache
     from vizcore import apply_speed_settings
@@ -125,10 +126,14 @@ def main() -> None:
     print(f"{'job':<12} {'images':>6} {'job s':>8} {'baseline s':>10} {'ratio':>6}")
     for name in args.jobs:
         ds, run = JOBS[name](lm)
-        base = baseline(lm, ds)
+        # The baseline is measured on a sample just before and just after the job and scaled to all its
+        # images, so a change in the machine's load during a long job moves both figures alike.
+        sample = _subset(ds, min(len(ds), args.sample))
+        before = baseline(lm, sample)
         t = time.perf_counter()
         run()
         secs = time.perf_counter() - t
+        base = (before + baseline(lm, sample)) / 2 * len(ds) / len(sample)
         print(f"{name:<12} {len(ds):>6} {secs:>8.1f} {base:>10.1f} {secs / base:>6.2f}", flush=True)
 
 
