@@ -40,6 +40,13 @@ def _table(at: AppTest):
     return _frame(at, "rf")
 
 
+def _si(x: float) -> str:
+    """The page's units, written out independently: three or four significant digits and k, M, G."""
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if x >= scale:
+            return f"{x / scale:.2f} {unit}" if x / scale < 10 else f"{x / scale:.1f} {unit}"
+    return str(int(x))
+
 
 def test_page_renders_table_and_charts_for_two_models():
     at = _app()
@@ -53,7 +60,14 @@ def test_page_renders_table_and_charts_for_two_models():
     assert list(df["name"]) == [r.name for r in ref.rows]
     pool5 = df[df["name"] == "pool5"].iloc[0]
     assert (pool5["rf"], pool5["jump"], pool5["output_shape"]) == (212, 32, "512x7x7")
-    assert df["params"].sum() == ref.total_params == 138_357_544
+    assert ref.total_params == 138_357_544
+    # readable units: every row's count in k / M / G
+    assert list(df["params"]) == [_si(r.params) for r in ref.rows]
+    assert list(df["macs"]) == [_si(r.macs) for r in ref.rows]
+    row = {r["name"]: r for _, r in df.iterrows()}
+    assert row["conv1_2"]["macs"] == "1.85 G" and row["fc6"]["params"] == "102.8 M" and row["pool5"]["params"] == "0"
+    assert len(df) == len(ref.rows) > 10
+    assert [m.value for m in at.metric][:2] == ["138.4 M", "15.5 G"]
 
     at.selectbox(key=f"{KEY}_table_model").set_value("resnet18").run()
     df = _table(at)
@@ -63,6 +77,13 @@ def test_page_renders_table_and_charts_for_two_models():
     assert len(charts) == 3  # parameters, MACs, receptive field against depth
     for fig in charts:
         assert {t["name"] for t in fig["data"]} == {"vgg16", "resnet18"}
+        # one clearly distinct colour and marker per network; log axes: a tick per decade, 10 / 100 / 1k
+        assert len({t["line"]["color"] for t in fig["data"]}) == 2
+        assert len({t["marker"]["symbol"] for t in fig["data"]}) == 2
+        assert fig["layout"]["yaxis"]["type"] == "log"
+        assert fig["layout"]["yaxis"]["tickformat"] == "~s" and fig["layout"]["yaxis"]["dtick"] == 1
+    colours = [t["line"]["color"] for t in charts[0]["data"]]
+    assert colours == ["rgb(228,26,28)", "rgb(55,126,184)"]  # red, blue (ColorBrewer Set1)
     params_chart, macs_chart, rf_chart = charts
     vgg = next(t for t in rf_chart["data"] if t["name"] == "vgg16")
     assert _values(vgg["y"]) == [r.rf for r in ref.rows]
@@ -73,6 +94,7 @@ def test_page_renders_table_and_charts_for_two_models():
     assert _values(res["y"]) == [r.macs for r in summarize("resnet18").rows if r.macs > 0]
     at.toggle(key=f"{KEY}_log").set_value(False).run()
     macs_chart = json.loads(at.get("plotly_chart")[1].proto.spec)
+    assert macs_chart["layout"]["yaxis"]["tickformat"] == "~s" and "dtick" not in macs_chart["layout"]["yaxis"]
     res = next(t for t in macs_chart["data"] if t["name"] == "resnet18")
     assert _values(res["y"]) == [r.macs for r in summarize("resnet18").rows]
 
@@ -93,8 +115,17 @@ def test_input_size_all_rows_googlenet_table_and_bad_timm_name():
     # GoogLeNet's inception table beside the paper
     inc = _frame(at, "block")
     assert list(inc["block"])[:2] == ["inception3a", "inception3b"]
-    assert inc.iloc[0]["ops (Table 1)"] == 128_000_000
-    assert round(inc.iloc[0]["MACs (paper layout)"] / 1e6) == 128
+    assert inc.iloc[0]["ops (Table 1)"] == "128.0 M"
+    assert inc.iloc[0]["MACs (paper layout)"] == "128.0 M"
+    # the difference columns: torchvision's 3x3 "5x5" branch costs less than Table 1; the paper layout matches
+    from vizcore.summary import inception_table
+
+    tv, paper = inception_table(224, variant="torchvision"), inception_table(224, variant="paper")
+    assert list(inc["tv vs Table 1"]) == [f"{100 * (t.macs - p.paper_ops) / p.paper_ops:+.1f} %"
+                                          for t, p in zip(tv, paper)]
+    assert all(float(v.split()[0]) < 0 for v in inc["tv vs Table 1"])
+    assert all(abs(float(v.split()[0])) < 1 for v in inc["paper layout vs Table 1"][:7])
+    assert len(inc.columns) == 10
 
     at.toggle(key=f"{KEY}_own_size").set_value(False).run()
     at.number_input(key=f"{KEY}_size").set_value(160).run()

@@ -67,16 +67,27 @@ def test_nearest_tap_relative_depth():
         nearest_tap([], 0.5)
 
 
-def test_default_three_models_side_by_side():
+def test_default_models_are_trained_and_twin():
+    """Offline, Compare opens with weights on this machine: the bundled model, its random-init twin
+    and another installed trained model (EfficientNet-Lite1/2 packages, hub cache) when there is one."""
+    from dashboard.widgets.models import trained_models, weights_now
+
     at = _app()
     assert not at.error and not at.warning
+    others = trained_models(exclude=["efficientnet_lite0"])
+    expected = ["efficientnet_lite0", "efficientnet_lite0@random"] + others[:1]
+    assert at.multiselect(key=f"{KEY}_models").value == expected
     cols = _columns(at)
-    assert [c["model"] for c in cols] == ["efficientnet_lite0", "resnet18", "alexnet"]
+    assert [c["model"] for c in cols] == ["efficientnet_lite0", "efficientnet_lite0 (random init)"] + others[:1]
     assert "weights: package" in cols[0]["badge"]
-    assert all("weights: random init" in c["badge"] for c in cols[1:])
+    assert "weights: random init" in cols[1]["badge"]
+    for c in cols[2:]:  # never two random networks by default
+        assert "weights: random init" not in c["badge"] and weights_now(c["model"]) in ("package", "hub-cache")
     cat = load_sample("cat")
-    for c in cols:
-        res = extract(_model(c["model"]), cat)
+    for c, entry in zip(cols, expected):
+        name, _, rnd = entry.partition("@")
+        lm = _model(name) if not rnd else load_model(name, "random")
+        res = extract(lm, cat)
         names = _spatial(res)
         i, rel = nearest_tap(names, 0.5)
         assert c["tap"].startswith(f"**{names[i]}**"), c
@@ -84,13 +95,30 @@ def test_default_three_models_side_by_side():
         _, chans = channel_grid(res.layers[names[i]].output, top=16, order="mean")
         assert c["grids"] == [f"top 16 channels by mean: {', '.join(map(str, chans))}"]
         assert c["predictions"] == [f"{p.label} ({p.index})" for p in res.predictions]
-    # The depth chart below the columns: one curve per model.
+    # trained and untrained lite0 disagree about the cat
+    assert cols[0]["predictions"] != cols[1]["predictions"]
     depth_chart = json.loads(at.get("plotly_chart")[-1].proto.spec)
-    assert [t["name"] for t in depth_chart["data"]] == ["efficientnet_lite0", "resnet18", "alexnet"]
+    assert [t["name"] for t in depth_chart["data"]] == [c["model"] for c in cols]
+
+
+def test_pickers_mark_trained_and_random_models():
+    """The options say which models have trained weights now (as `vizcore models` does)."""
+    at = _app()
+    ms = at.multiselect(key=f"{KEY}_models")
+    opts = dict(zip(ms.proto.options, ms.proto.options))
+    assert "✓ efficientnet_lite0 · trained (bundled)" in opts
+    assert "efficientnet_lite0 · random init" in opts
+    assert "○ vgg_c · random init only" in opts  # no published weights at all
+    at.switch_page("app_pages/activations.py").run()
+    box = at.selectbox(key="activations_model")
+    assert "✓ efficientnet_lite0 · trained (bundled)" in box.options
+    assert "○ vgg_c · random init only" in box.options
+    assert box.value == "efficientnet_lite0"
 
 
 def test_depth_slider_moves_every_model():
     at = _app()
+    at.multiselect(key=f"{KEY}_models").set_value(["efficientnet_lite0", "resnet18", "alexnet"]).run()
     at.slider(key=f"{KEY}_depth").set_value(0.0).run()
     assert [c["tap"].split("**")[1] for c in _columns(at)] == ["stem", "conv1", "conv1"]
     at.slider(key=f"{KEY}_depth").set_value(1.0).run()

@@ -1,17 +1,26 @@
-"""AppTest of the Dataset examples page: mining the built-in samples with the bundled model."""
+"""AppTest of the Dataset examples page: mining the built-in samples with the bundled model; the Mine
+button, the ImageNet sample images, the time left and the grid filling in while mining runs."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGE = "app_pages/dataset_examples.py"
 
 
-def _open(at: AppTest) -> AppTest:
+def _open(at: AppTest, source: str = "samples") -> AppTest:
+    at.session_state["dataset_examples_source"] = source
     at.switch_page(PAGE)
     return at.run()
+
+
+def _mine(at: AppTest) -> AppTest:
+    assert [b.label for b in at.button if b.key == "dataset_examples_start"] == ["Mine"]
+    return at.button(key="dataset_examples_start").click().run()
 
 
 def test_page_mines_samples_and_renders_grid(lite0, tmp_path, monkeypatch):
@@ -23,6 +32,9 @@ def test_page_mines_samples_and_renders_grid(lite0, tmp_path, monkeypatch):
     _open(at)
     assert not at.exception, at.exception
     assert at.title[0].value == "Dataset examples"
+    assert not at.success and "Press **Mine**" in at.info[0].value  # nothing mined before the press
+    _mine(at)
+    assert not at.exception, at.exception
     ok = [s.value for s in at.success]
     assert ok and "10 images of **samples**" in ok[0] and "24 channels" in ok[0] and "mined now" in ok[0]
     captions = [c for im in at.image for c in im.captions]
@@ -53,6 +65,7 @@ def test_channel_target_preselects_layer_and_channel(lite0):
     at.run()
     at.session_state["channel_target"] = {"model": "efficientnet_lite0", "layer": "blocks.0.0", "channel": 5}
     _open(at)
+    _mine(at)
     assert not at.exception, at.exception
     assert at.selectbox(key="dataset_examples_layer").value == "blocks.0.0"
     assert at.number_input(key="dataset_examples_channel").value == 5
@@ -75,3 +88,100 @@ def test_channel_target_preselects_layer_and_channel(lite0):
     assert len(fv) == 1
     start, final = (float(s) for s in fv[0].split("(")[0].replace("objective", "").split("→"))
     assert final > start
+
+
+@pytest.mark.slow
+def test_imagenet_samples_default_mine_button_time_left_and_partial_grid(lite0, imagenet_samples, monkeypatch,
+                                                                         tmp_path):
+    """The default dataset is the ImageNet sample images once present; mining starts on Mine only,
+    shows done/total, img/s and the time left, fills the grid in, and stops and resumes."""
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path))
+    monkeypatch.setenv("VIZCORE_IMAGENET_SAMPLES", str(imagenet_samples))
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.run()
+    at.session_state["dataset_examples_layer"] = "blocks.1.0"
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    assert at.radio(key="dataset_examples_source").value == "imagenet-samples"
+    assert "1,000 images of imagenet-samples" in at.info[0].value
+    at.run()  # sidebar changes and reruns never mine
+    assert not at.get("progress") and not at.image
+    _mine(at)
+    assert not at.exception, at.exception
+    (bar,) = [p.proto.text for p in at.get("progress")]
+    # one step: 4 batches of 16; the bar's fraction and text come from the same counts
+    assert re.fullmatch(r"Mining 3 layer\(s\) of efficientnet_lite0 over imagenet-samples: 64/1,000 images · "
+                        r"[0-9.]+ (img/s|s/img) · about \d+ (s|min) left", bar), bar
+    assert at.get("progress")[0].proto.value == 6  # percent: 64 / 1000
+    assert any("top 9 of the first 64 images" in c.value for c in at.caption)
+    grid = sorted((c for im in at.image for c in im.captions), key=lambda c: int(c.split()[1]))
+    from vizcore.patches import mine_top_patches
+
+    ref = mine_top_patches(lite0, f"imagenet-samples:{imagenet_samples}", ["blocks.1.0"], k=9, batch_size=16,
+                           workers=0, cache=False, indices=range(64))
+    assert grid == [f"channel {c} · max {ref.layers['blocks.1.0'][c][0].value:.3g}" for c in range(12)]
+    assert not at.success  # not finished
+    at.button(key="dataset_examples_stop").click().run()
+    assert not at.exception, at.exception
+    assert "Stopped after 64 of 1,000 images" in at.warning[0].value
+    assert [b.label for b in at.button if b.key == "dataset_examples_start"] == ["Resume"]
+    assert len([c for im in at.image for c in im.captions]) == 12  # the partial grid stays
+    at.button(key="dataset_examples_start").click().run()
+    assert "128/1,000 images" in at.get("progress")[0].proto.text
+
+
+@pytest.mark.slow
+def test_imagenet_samples_download_button(tmp_path, monkeypatch):
+    """Without the photos on this machine, the dataset choice offers one Download (from a stand-in server
+    here), with a progress bar; offline it says why in one message, and nothing is mined."""
+    import functools
+    import http.server
+    import io
+    import threading
+    import zipfile
+
+    from PIL import Image
+
+    import dashboard.widgets.datasets as wd
+    from vizcore.data import imagenet_samples as ims
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "vc"))
+    monkeypatch.delenv("VIZCORE_IMAGENET_SAMPLES", raising=False)
+    monkeypatch.setattr(wd, "SHARED_DATA", tmp_path / "no-shared-data")
+    www = tmp_path / "www"
+    www.mkdir()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, name in enumerate(["n01440764_tench", "n01443537_goldfish"]):
+            img = io.BytesIO()
+            Image.new("RGB", (32, 32), (200 * i, 50, 50)).save(img, format="JPEG")
+            zf.writestr(f"imagenet-sample-images-master/{name}.JPEG", img.getvalue())
+    (www / "master.zip").write_bytes(buf.getvalue())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a, **k: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(ims, "SAMPLES_URL", f"http://127.0.0.1:{srv.server_address[1]}/master.zip")
+        monkeypatch.setattr(ims, "SAMPLES_COUNT", 2)
+        at = AppTest.from_file(APP, default_timeout=240)
+        at.run()
+        at.switch_page(PAGE).run()
+        assert not at.exception, at.exception
+        assert at.radio(key="dataset_examples_source").value == "imagenet-samples"
+        assert any("Not on this machine yet" in c.value for c in at.sidebar.caption)
+        assert "Choose a dataset" in at.info[0].value
+        assert not [b for b in at.button if b.key == "dataset_examples_start"]
+        monkeypatch.setenv("VIZCORE_OFFLINE", "1")  # offline: one clear message, nothing breaks
+        at.button(key="dataset_examples_dl_imagenet").click().run()
+        assert not at.exception, at.exception
+        assert any("VIZCORE_OFFLINE=1" in e.value for e in at.error)
+        monkeypatch.setenv("VIZCORE_OFFLINE", "0")
+        at.button(key="dataset_examples_dl_imagenet").click().run()
+        assert not at.exception, at.exception
+        assert ims.find_samples() == ims.default_dir()
+        assert any(f"From {ims.default_dir()}" in c.value for c in at.sidebar.caption)
+        assert "in 2 images of imagenet-samples" in at.info[0].value  # ready to mine, not mined
+    finally:
+        srv.shutdown()
+        srv.server_close()

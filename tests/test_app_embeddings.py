@@ -3,10 +3,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGE = "app_pages/embeddings.py"
+
+
+def _run_to_end(at: AppTest, press: bool = True, max_steps: int = 10) -> AppTest:
+    """Press Compute maps, then one step per script run (features, early map, late map)."""
+    if press:
+        at.button(key="embeddings_start").click().run()
+    for _ in range(max_steps):
+        assert not at.exception, at.exception
+        if not at.get("progress") and len(at.get("plotly_chart")) == 2:
+            return at
+        at.run()
+    raise AssertionError("the maps did not finish")
 
 
 def test_embeddings_page_two_layers_with_quality(lite0, small_folder):
@@ -21,7 +34,7 @@ def test_embeddings_page_two_layers_with_quality(lite0, small_folder):
     assert at.title[0].value == "Embeddings"
     assert at.selectbox(key="embeddings_early").value == "stem"
     assert at.selectbox(key="embeddings_late").value == "pool"
-    at.button(key="embeddings_run").click().run()
+    _run_to_end(at)
     assert not at.exception, at.exception
     assert [s.value for s in at.subheader][:2] == ["early: stem", "late: pool"]
     metrics = {}
@@ -42,3 +55,54 @@ def test_embeddings_page_two_layers_with_quality(lite0, small_folder):
     at.selectbox(key="embeddings_inspect").set_value("zz_cat.png").run()
     assert not at.exception, at.exception
     assert any("zz_cat.png · dog" in c for im in at.image for c in im.captions)
+
+
+@pytest.mark.slow
+def test_cue_conflict_palette_sentence_and_texture_colouring(lite0, cue_conflict_root, tmp_path):
+    """16 shape classes get 16 distinct colours (the same in both maps); the sentence under the maps says
+    what the numbers mean; one press recolours by texture, with the reason."""
+    import json
+    import shutil
+
+    root = tmp_path / "cc"  # the first two conflict images of each shape class: 32 stimuli
+    for d in sorted((cue_conflict_root / "style-transfer-preprocessed-512").iterdir()):
+        files = [f for f in sorted(d.iterdir()) if f.stem.split("-")[1].rstrip("0123456789") != d.name][:2]
+        (root / "style-transfer-preprocessed-512" / d.name).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, root / "style-transfer-preprocessed-512" / d.name / f.name)
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.run()
+    at.switch_page(PAGE)
+    at.session_state["embeddings_source"] = "cue-conflict"
+    at.session_state["embeddings_cc"] = str(root)
+    at.session_state["embeddings_method"] = "pca"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="embeddings_label").value == "shape"
+    at.button(key="embeddings_start").click().run()  # step 1: the features; the bar moves on to the maps
+    assert at.get("progress")[0].proto.text == "Embeddings · PCA: 0/2 maps · measuring speed…"
+    at.run()  # step 2: the early map shows before the late one is made
+    assert at.get("progress")[0].proto.text.startswith("Embeddings · PCA: 1/2 maps · ")
+    assert "left" in at.get("progress")[0].proto.text
+    assert [s.value for s in at.main.subheader] == ["early: stem"] and len(at.get("plotly_chart")) == 1
+    _run_to_end(at, press=False)
+
+    def colours(chart) -> dict[str, str]:
+        return {t["name"]: t["marker"]["color"] for t in json.loads(chart.proto.spec)["data"]}
+
+    early, late = (colours(c) for c in at.get("plotly_chart"))
+    assert len(early) == 16 and len(set(early.values())) == 16  # 16 classes, 16 colours
+    assert early == late  # one class, one colour, in both maps
+    text = " ".join(m.value for m in at.markdown)
+    assert "nearest neighbours" in text and "chance is about 0.06 with 16 classes" in text
+    assert "Trustworthiness" in text
+    assert any("colour them by **texture**" in i.value for i in at.info)
+    at.button(key="embeddings_swap_label").click().run()  # recolour by texture: starts by itself
+    _run_to_end(at, press=False)
+    assert at.selectbox(key="embeddings_label").value == "texture"
+    assert any("Coloured by **texture**" in i.value for i in at.info)
+    tex = colours(at.get("plotly_chart")[1])
+    from vizcore.data import open_dataset
+
+    assert sorted(tex) == open_dataset(f"cue-conflict:{root}").classes("texture")
+    assert len(set(tex.values())) == len(tex)

@@ -46,6 +46,11 @@ def test_page_renders_runs_and_offers_downloads():
     captions = [c for el in at.get("image") for c in el.captions]
     assert any("channel 1:" in c and "photos best" in c for c in captions), captions
     assert any("channel 4:" in c for c in captions), captions
+    # one line says what the numbers mean, with the first image's own numbers
+    (line,) = [m.value for m in at.markdown if m.value.startswith("**How to read the numbers**")]
+    first = captions[0].split(":", 1)[1].split("·")[0].strip()  # "start → final"
+    assert f"objective {first}; best photo " in line
+    assert "on the starting noise → after" in line and "*photos best*" in line
     labels = [b.proto.label for b in at.get("download_button")]
     assert labels.count("PNG") == 2 and "Settings (JSON)" in labels
     # second run with the same settings comes from the disk cache (same images)

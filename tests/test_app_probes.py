@@ -1,6 +1,10 @@
-"""AppTest of the Linear probes page: a run on a small labelled folder, chart, table, CSV export."""
+"""AppTest of the Linear probes page: a run on a small labelled folder, chart, table, CSV export;
+the run goes step by step (one ``at.run()`` per step), so the curve growing layer by layer and the
+time left are seen before the run ends."""
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,17 @@ APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGE = "app_pages/probes.py"
 
 
+def _run_to_end(at: AppTest, max_steps: int = 60) -> AppTest:
+    """Press Run probes, then advance one step per script run until the results (or an error) show."""
+    at.button(key="probes_start").click().run()
+    for _ in range(max_steps):
+        assert not at.exception, at.exception
+        if at.success or at.error:
+            return at
+        at.run()
+    raise AssertionError("the probe run did not finish")
+
+
 def test_probes_page_runs_and_exports(lite0, small_folder):
     at = AppTest.from_file(APP, default_timeout=600)
     at.run()
@@ -17,11 +32,12 @@ def test_probes_page_runs_and_exports(lite0, small_folder):
     at.session_state["probes_source"] = "folder"
     at.session_state["probes_folder"] = str(small_folder)
     at.session_state["probes_max_layers"] = 3
+    at.session_state["probes_random"] = True
     at.run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Linear probes"
     assert any("13 images" in m.value for m in at.markdown)
-    at.button(key="probes_run").click().run()
+    _run_to_end(at)
     assert not at.exception, at.exception
     assert at.success and "Probed 2 network(s)" in at.success[0].value
     df = at.dataframe[0].value
@@ -38,9 +54,6 @@ def test_probes_page_runs_and_exports(lite0, small_folder):
     assert at.get("plotly_chart")
     assert at.get("download_button")
 
-    # Stop clears a pending run and says so
-    at.button(key="probes_stop").click().run()
-    assert not at.exception and any("Stopped" in m.value for m in at.warning)
 
 
 def test_probes_page_explains_unusable_labels():
@@ -50,7 +63,7 @@ def test_probes_page_explains_unusable_labels():
     at.session_state["probes_source"] = "samples"  # one image per class: nothing to split
     at.session_state["probes_max_layers"] = 2
     at.run()
-    at.button(key="probes_run").click().run()
+    _run_to_end(at)
     assert not at.exception, at.exception
     assert at.error and "at least 2 classes" in at.error[0].value
 
@@ -76,8 +89,48 @@ def test_probes_page_shape_and_texture_of_cue_conflict(lite0, cue_conflict_root,
     at.session_state["probes_random"] = False
     at.run()
     assert not at.exception, at.exception
-    at.button(key="probes_run").click().run()
+    _run_to_end(at)
     assert not at.exception, at.exception
     df = at.dataframe[0].value
     assert sorted(set(df["label"])) == ["shape", "texture"] and len(df) == 4
     assert "grouped by exemplar" in at.success[0].value
+
+
+@pytest.mark.slow
+def test_defaults_and_curve_grows_layer_by_layer(lite0, small_folder):
+    """Defaults: five curated taps, no random twin (opt-in). A run shows the time left, and the curve
+    has one more layer after each step; Stop keeps the probes done, Resume goes on."""
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.run()
+    at.switch_page(PAGE)
+    at.session_state["probes_source"] = "folder"
+    at.session_state["probes_folder"] = str(small_folder)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.toggle(key="probes_random").value is False
+    assert at.number_input(key="probes_max_layers").value == 5
+    assert "then 5 probes" in at.info[0].value and not at.get("progress")
+    at.button(key="probes_start").click().run()  # step 1: the feature pass
+    assert not at.exception, at.exception
+    (bar,) = [p.proto.text for p in at.get("progress")]
+    assert re.fullmatch(r"Linear probes · efficientnet_lite0: probes: 0/5 probes · measuring speed…", bar), bar
+    seen = []
+    for step in range(1, 6):
+        at.run()  # one probe per step
+        assert not at.exception, at.exception
+        if step < 5:
+            chart = json.loads(at.get("plotly_chart")[0].proto.spec)
+            seen.append(len(chart["data"][0]["x"]))
+            text = at.get("progress")[0].proto.text
+            assert re.fullmatch(rf"Linear probes · efficientnet_lite0: probes: {step}/5 probes · "
+                                r"[0-9.]+ (probe/s|s/probe) · about \d+ (s|min) left", text), text
+            assert not at.success
+        if step == 2:
+            at.button(key="probes_stop").click().run()
+            assert "Stopped after" in at.warning[0].value
+            assert len(json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]["x"]) == 2  # kept
+            at.button(key="probes_start").click()  # Resume: the next at.run() goes on
+    assert seen == [1, 2, 3, 4]  # fewer layers than requested while running, one more each step
+    assert at.success and "Probed 1 network(s)" in at.success[0].value
+    df = at.dataframe[0].value
+    assert len(df) == 5 and set(df["weights"]) == {"package"}

@@ -42,6 +42,17 @@ def _model(name: str):
         return load_model(name)  # "auto", as the page asks: bundled for lite0, random init offline otherwise
 
 
+def _run_to_end(at: AppTest, max_steps: int = 40) -> AppTest:
+    """Press Run (or Resume), then one step per script run until the results show."""
+    at.button(key=f"{KEY}_start").click().run()
+    for _ in range(max_steps):
+        assert not at.exception, at.exception
+        if (at.dataframe and not at.get("progress")) or at.error:  # every model scored, or a failure
+            return at
+        at.run()
+    raise AssertionError("scoring did not finish")
+
+
 def _app(stimuli: Path, models: list[str]) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=300)
     at.run()
@@ -59,7 +70,7 @@ def test_page_scores_several_models_and_shows_what_the_engine_computes(few_stimu
     # nothing computed yet: one Run button, the work left, no results
     assert any("2 model(s) to score" in i.value for i in at.info)
     assert not at.get("plotly_chart")
-    at.button(key=f"{KEY}_run").click().run()
+    _run_to_end(at)
     assert not at.exception, at.exception
 
     # badges: bundled weights for lite0, random init (offline fallback) for mobilenet_v3_small
@@ -124,13 +135,59 @@ def test_partial_job_resumes_and_head_errors_are_shown(few_stimuli):
     at.session_state[f"{KEY}_jobs"] = {("efficientnet_lite0", "auto", str(few_stimuli), 8): job}
     at.run()
     assert any("partly done" in i.value and f"{job.total - 8} images left" in i.value for i in at.info)
-    assert at.button(key=f"{KEY}_run").label == "Resume"
-    at.button(key=f"{KEY}_run").click().run()
+    assert at.button(key=f"{KEY}_start").label == "Resume"
+    _run_to_end(at)
     assert not at.exception, at.exception
     assert job.done and at.dataframe[0].value["images"][0] == 16
-    assert not at.session_state[f"{KEY}_running"]
+    assert not at.session_state[f"{KEY}_job_ctl"]["running"]
 
     # a model without a 1000-class ImageNet head: a clear message, no crash
     at.text_input(key=f"{KEY}_timm").set_value("timm/fastvit_mci0").run()
     assert not at.exception, at.exception
     assert any("no 1000-class ImageNet head" in e.value for e in at.error)
+
+
+@pytest.mark.slow
+def test_running_estimate_with_interval_and_time_left(cue_conflict_root, tmp_path):
+    """While scoring, the page shows done/total, img/s, the time left and the shape bias so far with its
+    95 % Wilson interval, computed from the decisions on the images scored so far."""
+    import re
+
+    import torch
+
+    from vizcore.data import cue_conflict_dataset, load_image
+    from vizcore.probes import wilson_interval
+
+    root = tmp_path / "four"  # the first four conflict images of each shape class: 64 images
+    for d in sorted((cue_conflict_root / "style-transfer-preprocessed-512").iterdir()):
+        files = [f for f in sorted(d.iterdir()) if f.stem.split("-")[1].rstrip("0123456789") != d.name][:4]
+        (root / "style-transfer-preprocessed-512" / d.name).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, root / "style-transfer-preprocessed-512" / d.name / f.name)
+    at = _app(root, ["efficientnet_lite0"])
+    at.select_slider(key=f"{KEY}_batch").set_value(4).run()
+    at.button(key=f"{KEY}_start").click().run()  # one step: 4 batches of 4 images
+    assert not at.exception, at.exception
+    (bar,) = [p.proto.text for p in at.get("progress")]
+    assert re.fullmatch(r"Scoring 1 model\(s\) on the stimuli: 16/64 images · [0-9.]+ (img/s|s/img) · "
+                        r"about \d+ (s|min) left", bar), bar
+    assert not at.dataframe  # not finished
+
+    lm = _model("efficientnet_lite0")
+    first = cue_conflict_dataset(root).items[:16]
+    with torch.no_grad():
+        logits = lm.model(torch.stack([lm.transform()(load_image(it.path)) for it in first]))
+    decisions = cc.decide(logits)
+    s_hits = sum(d == it.labels["shape"] for d, it in zip(decisions, first))
+    t_hits = sum(d == it.labels["texture"] for d, it in zip(decisions, first))
+    lines = [m.value for m in at.markdown if "so far" in m.value]
+    if s_hits + t_hits:
+        lo, hi = wilson_interval(s_hits, s_hits + t_hits)
+        assert lines == [f"**efficientnet_lite0** so far: shape bias **{s_hits / (s_hits + t_hits):.3f}** "
+                         f"(95 % interval {lo:.3f} to {hi:.3f}) from {s_hits + t_hits} shape-or-texture "
+                         "decisions among 16 of 64 cue-conflict images."]
+    else:
+        assert lines == []
+    at.run()  # the next step: the estimate moves on
+    assert "32/64 images" in at.get("progress")[0].proto.text
+    assert any("among 32 of 64 cue-conflict images" in m.value for m in at.markdown)

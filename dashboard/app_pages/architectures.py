@@ -2,12 +2,17 @@
 
 UI only: the engine call is :func:`vizcore.summary.summarize` (models traced on the meta
 device, no weights), cached with ``st.cache_data``.
+
+Readable at a glance: counts in SI units (1.85 G, 138.4 M), every row shown (no scroll box),
+log axes with one tick per decade labelled 10, 100, 1k, and one strongly distinct colour (and
+marker) per network.
 """
 from __future__ import annotations
 
 import pandas as pd
 import plotly.express as px
 import streamlit as st
+from plotly.colors import qualitative
 
 from dashboard.widgets import show_error
 from vizcore.data import load_sample, sample_names
@@ -15,6 +20,29 @@ from vizcore.models import list_models
 
 KEY = "architectures"
 DEFAULT = ["vgg16", "googlenet", "resnet50"]
+# Strongly distinct hues first (ColorBrewer Set1 without its yellow, hard to see on white), then Dark2.
+COLOURS = [c for c in qualitative.Set1 if c != "rgb(255,255,51)"] + list(qualitative.Dark2)
+SYMBOLS = ["circle", "square", "diamond", "triangle-up", "x", "cross", "star", "triangle-down"]
+
+
+def si(x: float) -> str:
+    """``1.85 G``, ``138.4 M``, ``36.9 k``, ``512``: counts a person reads at a glance."""
+    x = float(x)
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            v = x / scale
+            return f"{v:.2f} {unit}" if abs(v) < 10 else f"{v:.1f} {unit}"
+    return f"{x:.0f}"
+
+
+def percent_diff(a: float, b: float) -> str:
+    """``a`` relative to ``b``: ``-23.1 %``, ``+0.0 %``."""
+    return "n/a" if not b else f"{100 * (a - b) / b:+.1f} %"
+
+
+def readable_axes(fig, log_y: bool) -> None:
+    """One tick per decade on log axes, SI labels (10, 100, 1k, 1M, 1G) on both kinds."""
+    fig.update_yaxes(tickformat="~s", **({"dtick": 1} if log_y else {}))
 
 st.title("Architectures")
 st.caption("How big each layer is, what it costs and how much of the image its units see: output "
@@ -35,10 +63,12 @@ def inception_json(size: int) -> list[dict]:
 
     tv = inception_table(size, variant="torchvision")
     paper = inception_table(size, variant="paper")
-    return [{"block": t.block, "output shape": "x".join(map(str, t.output_shape)),
-             "params (torchvision)": t.params, "MACs (torchvision)": t.macs,
-             "conv weights (paper layout)": p.conv_weights, "MACs (paper layout)": p.macs,
-             "params (Table 1)": p.paper_params, "ops (Table 1)": p.paper_ops}
+    return [{"block": t.block, "output": "x".join(map(str, t.output_shape)),
+             "params (tv)": si(t.params), "params (paper layout)": si(p.conv_weights),
+             "params (Table 1)": si(p.paper_params),
+             "MACs (tv)": si(t.macs), "MACs (paper layout)": si(p.macs), "ops (Table 1)": si(p.paper_ops),
+             "tv vs Table 1": percent_diff(t.macs, p.paper_ops),
+             "paper layout vs Table 1": percent_diff(p.macs, p.paper_ops)}
             for t, p in zip(tv, paper)]
 
 
@@ -122,24 +152,30 @@ st.subheader("Per layer")
 table_model = st.selectbox("Network", list(summaries), key=f"{KEY}_table_model")
 js = summaries[table_model]
 c1, c2, c3 = st.columns(3)
-c1.metric("Parameters", f"{js['total_params'] / 1e6:.2f} M")
-c2.metric("MACs per image", f"{js['total_macs'] / 1e9:.3f} G")
+c1.metric("Parameters", si(js["total_params"]))
+c2.metric("MACs per image", si(js["total_macs"]))
 c3.metric("Input", f"{js['input_size']} x {js['input_size']}")
 df = frame(js)
+shown = df.drop(columns=["model"])
+shown["params"] = shown["params"].map(si)
+shown["macs"] = shown["macs"].map(si)
 st.dataframe(
-    df.drop(columns=["model"]), hide_index=True,
+    shown, hide_index=True, width="stretch", height="content",  # every row, no 10-row scroll box
     column_config={
         "depth": st.column_config.NumberColumn("relative depth", format="%.2f"),
         "output_shape": "output (C x H x W)",
-        "params": st.column_config.NumberColumn("params", format="%d"),
-        "macs": st.column_config.NumberColumn("MACs", format="%d"),
+        "params": st.column_config.TextColumn("params", help="k = 10³, M = 10⁶, G = 10⁹"),
+        "macs": st.column_config.TextColumn("MACs",
+                                            help="multiply-accumulates per image; k = 10³, M = 10⁶, G = 10⁹"),
         "rf": st.column_config.NumberColumn("receptive field (px)", help="theoretical, in input pixels"),
         "jump": st.column_config.NumberColumn("jump (px)", help="input pixels between neighbouring units"),
         "start": st.column_config.NumberColumn("start", help="input coordinate of the centre of unit (0, 0)'s field",
                                                format="%.1f"),
     })
-st.caption("Click a column header to sort. Receptive fields can exceed the input: they include the "
-           "padding. Layers after global pooling (or a squeeze-and-excitation gate) see the whole image.")
+st.download_button("Download table (CSV, exact counts)", df.to_csv(index=False).encode(),
+                   file_name=f"{table_model}_layers.csv", mime="text/csv", key=f"{KEY}_csv")
+st.caption("Rows in network order; the CSV has the exact counts. Receptive fields can exceed the input: they "
+           "include the padding. Layers after global pooling (or a squeeze-and-excitation gate) see the whole image.")
 
 st.subheader("What one unit sees")
 spatial = [r for r in js["layers"] if len(r["output_shape"]) == 3]
@@ -172,8 +208,12 @@ hover = ["name", "kind", "output_shape", "jump"]
 for col, title in (("params", "Parameters"), ("macs", "Multiply-accumulates"), ("rf", "Receptive field (pixels)")):
     # on a log axis, layers without parameters or MACs (pools, activations) are left out
     data = all_df[all_df[col] > 0] if log_y else all_df
-    fig = px.line(data, x="depth", y=col, color="model", markers=True, hover_data=hover, log_y=log_y, title=title,
-                  labels={"depth": "relative depth (first tap 0, last 1)", col: title})
+    fig = px.line(data, x="depth", y=col, color="model", symbol="model", markers=True, hover_data=hover,
+                  log_y=log_y, title=title, labels={"depth": "relative depth (first tap 0, last 1)", col: title},
+                  color_discrete_sequence=COLOURS, symbol_sequence=SYMBOLS,
+                  category_orders={"model": list(summaries)})
+    fig.update_traces(line={"width": 2.5}, marker={"size": 7})
+    readable_axes(fig, log_y)
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend_title_text="")
     st.plotly_chart(fig, key=f"{KEY}_chart_{col}")
 
@@ -183,5 +223,7 @@ if "googlenet" in summaries:
             "Szegedy et al. 2015 ([arXiv:1409.4842](https://arxiv.org/abs/1409.4842)), Table 1. "
             "torchvision's GoogLeNet uses a **3x3** convolution in the \"5x5\" branch (pytorch/vision#906), "
             "BatchNorm after every convolution and no LRN, so it has fewer weights and MACs; the "
-            "*paper layout* columns put the 5x5 convolutions back and match the paper's ops column.")
-        st.dataframe(pd.DataFrame(inception_json(summaries["googlenet"]["input_size"])), hide_index=True)
+            "*paper layout* columns put the 5x5 convolutions back and match the paper's ops column. "
+            "The last two columns: each layout's MACs against Table 1's ops (tv: torchvision).")
+        st.dataframe(pd.DataFrame(inception_json(summaries["googlenet"]["input_size"])), hide_index=True,
+                     width="stretch", height="content")

@@ -3,6 +3,11 @@
 Relative depth of a tap is its position among the model's taps scaled to 0..1 (first tap 0,
 last tap 1). The slider picks, in each model, the tap nearest that depth. Each model's full
 extraction is cached, so moving the slider only re-draws.
+
+Each entry of the model list is a network *with its weights*: ``name`` (the best weights
+available, as everywhere) or ``name@random`` (its seeded random-init twin), so the same
+architecture can be compared trained and untrained. The defaults use only weights on this
+machine: the bundled model, its random twin and another installed trained model, if any.
 """
 from __future__ import annotations
 
@@ -13,7 +18,23 @@ from dashboard import widgets as w
 from vizcore.models import list_models
 
 KEY = "compare"
-DEFAULT_MODELS = ["efficientnet_lite0", "resnet18", "alexnet"]
+RANDOM = "@random"
+
+
+def _split(entry: str) -> tuple[str, str]:
+    """``"resnet18@random"`` -> ``("resnet18", "random")``; ``"resnet18"`` -> ``("resnet18", "auto")``."""
+    return (entry[: -len(RANDOM)], "random") if entry.endswith(RANDOM) else (entry, "auto")
+
+
+def _label(entry: str) -> str:
+    name, weights = _split(entry)
+    return w.model_label(name, weights)
+
+
+def default_entries(names: list[str]) -> list[str]:
+    """The bundled model, its random-init twin, and one more model with trained weights on this machine."""
+    first = next(iter(w.trained_models()), names[0])
+    return [first, first + RANDOM] + w.trained_models(exclude=[first])[:1]
 
 st.title("Compare architectures")
 st.caption("The same image through several networks. Slide through relative depth to see what "
@@ -22,9 +43,11 @@ st.caption("The same image through several networks. Slide through relative dept
 names = list_models()
 with st.sidebar:
     st.subheader("Networks")
-    models = st.multiselect("Models (2 to 4)", names, default=[m for m in DEFAULT_MODELS if m in names],
-                            max_selections=4, key=f"{KEY}_models")
-    weights = w.weights_picker(KEY)
+    entries = st.multiselect(
+        "Models (2 to 4)", names + [n + RANDOM for n in names], default=default_entries(names),
+        max_selections=4, key=f"{KEY}_models", format_func=_label,
+        help="✓ trained weights available now; ○ random initialisation only. Every model is also "
+             "listed as its random-init twin (seeded), to compare the same network trained and untrained.")
     st.subheader("Channel grids")
     top = st.slider("Channels per grid", 4, 36, 16, step=4, key=f"{KEY}_top")
     order = st.radio("Rank channels by", w.GRID_ORDERS, key=f"{KEY}_order", horizontal=True)
@@ -33,7 +56,7 @@ with st.sidebar:
                           help="Align over layers with spatial maps only (skip pooled, fc and logits).")
 
 image, caption = w.image_input(KEY)
-if len(models) < 2:
+if len(entries) < 2:
     st.warning("Choose at least two models in the sidebar to compare them.")
     st.stop()
 
@@ -42,10 +65,12 @@ depth = st.slider("Relative depth (0 = first layer, 1 = last)", 0.0, 1.0, 0.5, s
 digest, raw, size = w.image_payload(image)
 
 curves = []
-cols = st.columns(len(models))
-for col, model in zip(cols, models):
+cols = st.columns(len(entries))
+for col, entry in zip(cols, entries):
+    model, weights = _split(entry)
+    title = model if weights == "auto" else f"{model} (random init)"
     with col:
-        st.subheader(model)
+        st.subheader(title)
         try:
             lm = w.get_model(model, weights)
         except Exception as e:  # noqa: BLE001 - show, keep the other columns alive
@@ -74,17 +99,17 @@ for col, model in zip(cols, models):
                      + ", ".join(map(str, g["channels"])))
         else:
             st.plotly_chart(w.vector_figure(g["channels"], g["values"], height=160),
-                            key=f"{KEY}_vec_{model}")
+                            key=f"{KEY}_vec_{entry}")
         st.caption(f"active units {la['frac_active'].mean():.1%} · mean {la['mean'].mean():.3g}")
         w.unit_link(model, weights, la["name"], g["channels"][0], label=f"Unit page: {la['name']} · {g['channels'][0]}",
                     help="The first channel of the grid on its own page (other channels: from its drivers "
                          "or the sidebar there).")
         if ov["predictions"]:
-            st.plotly_chart(w.predictions_figure(ov["predictions"], height=180), key=f"{KEY}_pred_{model}")
+            st.plotly_chart(w.predictions_figure(ov["predictions"], height=180), key=f"{KEY}_pred_{entry}")
         else:
             st.caption("no ImageNet classification head: no predictions")
         n = len(layers)
-        curves.append((model, [i / (n - 1) if n > 1 else 0.0 for i in range(n)],
+        curves.append((title, [i / (n - 1) if n > 1 else 0.0 for i in range(n)],
                        [float(x["frac_active"].mean()) for x in layers], [x["name"] for x in layers]))
 
 if curves:

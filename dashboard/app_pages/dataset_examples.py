@@ -1,9 +1,11 @@
 """Dataset examples: the image patches that excite each channel of a layer most.
 
-UI only: mining is a :class:`vizcore.patches.MiningPass` (one streaming pass, cached
-on disk per layer), run a few batches per script run (:class:`vizcore.passes.PassRun`)
-so the page shows progress and can be stopped, or on Ray in one call; crops, montages and
-heatmaps come from :mod:`vizcore.render`.
+UI only: mining is a :class:`vizcore.patches.MiningPass` (one streaming pass, cached on disk
+per layer). It starts on the **Mine** button, never on a sidebar change, and runs a few batches
+per step of the shared progress widget (:func:`dashboard.widgets.stepped_job`) through a
+:class:`vizcore.passes.PassRun` (or on Ray in one call), so the page shows the time left, fills
+the channel grid in as images are mined and can be stopped; crops, montages and heatmaps come
+from :mod:`vizcore.render`.
 """
 from __future__ import annotations
 
@@ -42,8 +44,10 @@ lm = w.load_model_or_stop(model, weights)
 with st.sidebar:
     layer = w.layer_picker(lm, KEY)
     st.subheader("Dataset")
-    spec, _ = w.dataset_input(KEY, sources=("samples", "folder", "cue-conflict", "cifar10", "stl10"),
-                              folder_default="imagenet-samples")
+    # The ImageNet sample images first: 1,000 photos, one per class, so each channel finds its own
+    # photos (on the 10 built-in photos with k = 9 every channel shows nearly the same ones).
+    spec, _ = w.dataset_input(KEY, sources=("imagenet-samples", "samples", "folder", "cue-conflict",
+                                            "cifar10", "stl10"))
     st.subheader("Mining")
     k = st.slider("Patches per channel (k)", 1, 16, 9, key=f"{KEY}_k")
     batch = st.select_slider("Batch size", [4, 8, 16, 32, 64], value=16, key=f"{KEY}_batch")
@@ -67,8 +71,7 @@ def _job():
     state = st.session_state.get(f"{KEY}_job")
     if state is None or state["id"] != job_id:
         p = MiningPass(lm, ds, layers, k=k)  # loads the layers already cached (by any engine)
-        state = {"id": job_id, "pass": p, "run": PassRun(p, ds, batch_size=batch, workers=0),
-                 "stopped": False, "result": None}
+        state = {"id": job_id, "pass": p, "run": PassRun(p, ds, batch_size=batch, workers=0), "result": None}
         st.session_state[f"{KEY}_job"] = state
     return state
 
@@ -76,39 +79,59 @@ def _job():
 state = _job()
 job, mining = state["run"], state["pass"]
 status = st.container()
-if not mining.from_cache and not job.done and state["result"] is None:
-    with status:
-        c1, c2 = st.columns([4, 1])
-        if state["stopped"]:
-            c1.warning(f"Stopped after {job.pos} of {job.total} images: partial results, not cached.")
-            if c2.button("Resume", key=f"{KEY}_resume", icon=":material/play_arrow:"):
-                state["stopped"] = False
-                st.rerun()
-        else:
-            if c2.button("Stop", key=f"{KEY}_stop", icon=":material/stop:"):
-                state["stopped"] = True
-                st.rerun()
-            bar = c1.progress(job.pos / max(job.total, 1),
-                              text=f"Mining {len(mining.todo)} layer(s) of {model} over {ds.name}: "
-                                   f"{job.pos}/{job.total} images")
+MINE_NOTE = (f"Press **Mine** to find the top {k} images of every channel of {layer}"
+             f"{' and the layers before it' if len(layers) > 1 else ''} in {len(ds):,} images of {ds.name} "
+             "(one pass; cached on disk, so it runs once).")
 
-            def _progress(done: int, total: int) -> None:
-                bar.progress(done / max(total, 1), text=f"Mining {ds.name}: {done}/{total} images")
 
-            try:
-                if engine == "ray":
-                    # One call: Stop reruns the script, which ends the Ray job (nothing is cached).
-                    from vizcore.passes import run_pass
+def _partial_grid() -> None:
+    """The first channels' top images so far: the grid fills in while the pass runs."""
+    part = job.result()
+    if layer not in part.layers:
+        return
+    st.caption(f"So far: the top {k} of the first {part.n_images:,} images for each channel "
+               f"(the first 12 of {part.n_channels(layer)} channels).")
+    cols = st.columns(6)
+    for n in range(min(12, part.n_channels(layer))):
+        hits = part.layers[layer][n]
+        with cols[n % 6]:
+            if hits:
+                st.image(_montage(f"{job_key}|partial|{part.n_images}", layer, n, 40, cols_k, part),
+                         caption=f"channel {n} · max {hits[0].value:.3g}")
 
-                    w.ray_or_stop()
-                    state["result"] = run_pass(mining, ds, engine="ray", batch_size=batch, progress=_progress)
-                else:
-                    # A few batches per script run: the Stop button is read between runs.
-                    job.step(max(1, 64 // batch), progress=_progress)
-            except ValueError as e:  # no readable image, a layer that cannot be mined, ...
-                st.error(str(e))
-                st.stop()
-            st.rerun()
+
+@st.cache_data(max_entries=4000, show_spinner=False)
+def _montage(key: str, layer: str, channel: int, cell: int, cols: int, _result) -> bytes:
+    from vizcore.render import channel_montage
+
+    return w.png_bytes(channel_montage(_result, layer, channel, cell=cell, cols=cols))
+
+
+def _step(progress) -> None:
+    if engine == "ray":
+        # One call: Stop reruns the script, which ends the Ray job (nothing is cached).
+        from vizcore.passes import run_pass
+
+        w.ray_or_stop()
+        state["result"] = run_pass(mining, ds, engine="ray", batch_size=batch, progress=progress)
+    else:
+        job.step(max(1, 64 // batch), progress=progress)  # a few batches per step: Stop is read between
+
+
+def _counts() -> tuple[int, int]:
+    finished = job.done or state["result"] is not None
+    return (job.total if finished else job.pos), job.total
+
+
+cols_k = max(1, int(round(k ** 0.5)))
+job_key = "|".join(map(str, job_id))
+with status:
+    done = mining.from_cache or state["result"] is not None or w.stepped_job(
+        KEY, job_id, counts=_counts, step=_step,
+        what=f"Mining {len(mining.todo)} layer(s) of {model} over {ds.name}", partial=_partial_grid,
+        start_label="Mine", idle_note=MINE_NOTE)
+if not done:
+    st.stop()
 
 try:
     if state["result"] is None and mining.from_cache:
@@ -139,13 +162,6 @@ with status:
 result_key = f"{model}|{weights}|{ds.fingerprint()}|{k}|{batch}|{result.n_images}|{result.complete}"
 
 
-@st.cache_data(max_entries=4000, show_spinner=False)
-def _montage(key: str, layer: str, channel: int, cell: int, cols: int, _result) -> bytes:
-    from vizcore.render import channel_montage
-
-    return w.png_bytes(channel_montage(_result, layer, channel, cell=cell, cols=cols))
-
-
 @st.cache_data(max_entries=512, show_spinner=False)
 def _heatmap(key: str, layer: str, channel: int, rank: int, _lm, _result) -> bytes:
     from vizcore.render import heatmap_overlay
@@ -166,7 +182,6 @@ chans = list(range(n_ch))
 if order == "strongest":
     chans.sort(key=lambda c: -(result.layers[layer][c][0].value if result.layers[layer][c] else float("-inf")))
 shown = chans[(page - 1) * per_page: page * per_page]
-cols_k = max(1, int(round(k ** 0.5)))
 grid = st.container(height=620)
 with grid:
     cols = st.columns(4)

@@ -6,6 +6,11 @@ trustworthiness). Plotly's hover boxes cannot show images, so the hover names th
 file and its label, and clicking or lasso-selecting points shows their thumbnails
 below the maps (``st.plotly_chart(on_select="rerun")``); a point can also be picked
 from a list.
+
+The work (one feature pass for both layers, then one projection per layer) goes in steps of the
+shared progress widget (:func:`dashboard.widgets.stepped_job`): the time left, Stop, and the
+early map as soon as it is ready. Every class gets its own colour (plotly's 26-colour Alphabet
+palette beyond 10 classes), the same in both maps.
 """
 from __future__ import annotations
 
@@ -40,7 +45,12 @@ with st.sidebar:
     spec, default_label = w.dataset_input(KEY, sources=("cue-conflict", "folder", "samples"))
     engine = w.engine_input(KEY)
     kinds = ["class", "shape", "texture"]
-    label = st.selectbox("Colour by", kinds, index=kinds.index(default_label), key=f"{KEY}_label")
+    label = st.selectbox("Colour by", kinds, index=kinds.index(default_label), key=f"{KEY}_label",
+                         help="class: the folder's labels; shape / texture: the two labels of each "
+                              "cue-conflict stimulus (colour by texture to see a texture bias).")
+    max_images = st.number_input("Images (0 = all)", 0, 100_000, 600, step=100, key=f"{KEY}_max_images",
+                                 help="An evenly spaced subset (every class kept): about a minute on a "
+                                      "2-core CPU; all 1,200 cue-conflict stimuli take about twice as long.")
     st.subheader("Projection")
     method = st.radio("Method", list(METHODS), format_func=METHODS.__getitem__, key=f"{KEY}_method")
     seed = int(st.number_input("Seed", 0, 10_000, 0, key=f"{KEY}_seed"))
@@ -48,84 +58,141 @@ with st.sidebar:
 
 w.weights_badge(lm)
 ds = w.open_dataset_or_stop(spec)
-st.write(f"**{ds.name}**: {len(ds)} images, {len(ds.classes(label))} **{label}** classes.")
+if max_images and max_images < len(ds):
+    ds = ds.subset(sorted({round(i * len(ds) / max_images) for i in range(int(max_images))}),
+                   name=f"{ds.name} ({int(max_images)} of {len(ds)})")
+classes = ds.classes(label)
+st.write(f"**{ds.name}**: {len(ds)} images, {len(classes)} **{label}** classes.")
 
 request = (model, weights, spec, ds.fingerprint(), early, late, label, method, seed, perplexity)
-results: dict = st.session_state.setdefault(f"{KEY}_results", {})
 
-c1, c2 = st.columns([1, 5])
-run = c1.button("Compute maps", type="primary", key=f"{KEY}_run")
-stop = c2.button("Stop", key=f"{KEY}_stop", help="Interrupt a running computation.")
-if stop:
-    st.session_state.pop(f"{KEY}_pending", None)
-    st.warning("Stopped. Nothing half-done is cached.")
-if run:
-    st.session_state[f"{KEY}_pending"] = request
 
-if st.session_state.get(f"{KEY}_pending") == request and request not in results:
-    from vizcore.embed import Stopped, embed
+# ------------------------------------------------------------------------- the run, in steps
+# Step 0: the features of both layers in one pass (shared disk cache); steps 1 and 2: one map each.
+plan = st.session_state.get(f"{KEY}_plan")
+if plan is None or plan["id"] != request:
+    plan = st.session_state[f"{KEY}_plan"] = {"id": request, "i": 0, "pos": 0, "maps": []}
+
+
+def _step(progress) -> None:
+    from vizcore.embed import embed
     from vizcore.features import extract_features
 
-    if engine == "ray":
-        w.ray_or_stop()
-    bar = st.progress(0.0, text="Features…")
-    try:
-        # one pass for both layers (shared cache), then the two projections
-        extract_features(lm, ds, list(dict.fromkeys([early, late])), workers=0, batch_size=16, engine=engine,
-                         progress=lambda d, t: bar.progress(0.7 * d / max(1, t), text=f"features {d}/{t}"))
-        maps = []
-        for i, layer in enumerate((early, late)):
-            bar.progress(0.7 + 0.15 * i, text=f"{METHODS[method]} of {layer}…")
-            maps.append(embed(lm, ds, layer, method=method, label=label, seed=seed, perplexity=perplexity,
-                              workers=0, batch_size=16))
-        results[request] = maps
-        bar.progress(1.0, text="Done")
-    except (ValueError, Stopped) as e:
-        st.error(str(e))
-        st.session_state.pop(f"{KEY}_pending", None)
-        st.stop()
-    st.session_state.pop(f"{KEY}_pending", None)
+    if plan["i"] == 0:
+        def images(d: int, t: int) -> None:
+            plan["pos"] = d
+            progress(d, t)
 
-if request not in results:
-    st.info("Press **Compute maps**. Features and maps are cached on disk, so a repeated run is instant.")
+        if engine == "ray":
+            w.ray_or_stop()
+        extract_features(lm, ds, list(dict.fromkeys([early, late])), workers=0, batch_size=16, progress=images,
+                         engine=engine)
+    else:
+        layer = (early, late)[plan["i"] - 1]
+        plan["maps"].append(embed(lm, ds, layer, method=method, label=label, seed=seed, perplexity=perplexity,
+                                  workers=0, batch_size=16))
+    plan["i"] += 1
+
+
+def _stage() -> tuple[int, int, str, str, str]:
+    if plan["i"] == 0:
+        return plan["pos"], len(ds), "images", "img", "features"
+    return plan["i"] - 1, 2, "maps", "map", METHODS[method]
+
+
+def palette(n: int) -> list[str]:
+    """A distinct colour for each of ``n`` classes: plotly's 10 colours, its 26-colour Alphabet beyond
+    that, and Dark24 + Light24 after it (74 in all) before colours repeat."""
+    from plotly.colors import qualitative
+
+    return list(qualitative.Plotly) if n <= 10 else list(qualitative.Alphabet) + list(qualitative.Dark24) + \
+        list(qualitative.Light24)
+
+
+def _map(emb, which: str, *, interactive: bool) -> list[int]:
+    """One map with its numbers; returns the indices of the points selected in it."""
+    import plotly.express as px
+
+    st.subheader(f"{which}: {emb.layer}")
+    q = emb.quality
+    m1, m2, m3 = st.columns(3)
+    m1.metric(f"{q.knn_k}-NN accuracy", "n/a" if q.knn_accuracy is None else f"{q.knn_accuracy:.3f}",
+              help="Label accuracy of a k-NN classifier in the 2-D map (stratified cross-validation).")
+    m2.metric("Trustworthiness", f"{q.trustworthiness:.3f}",
+              help=f"Are 2-D neighbours also feature-space neighbours? (k={q.trust_k}, n={q.trust_n})")
+    m3.metric("Features", f"{emb.n_features:,}")
+    names = [Path(f).name for f in emb.files]
+    colours = [lab if lab is not None else "(none)" for lab in emb.labels]
+    order = classes + (["(none)"] if "(none)" in colours else [])
+    fig = px.scatter(x=emb.coords[:, 0], y=emb.coords[:, 1], color=colours, hover_name=names,
+                     custom_data=[list(range(len(emb)))], labels={"color": label, "x": "", "y": ""}, height=480,
+                     category_orders={"color": order}, color_discrete_sequence=palette(len(order)))
+    fig.update_traces(marker={"size": 6 if len(emb) < 2000 else 3, "opacity": 0.8})
+    fig.update_layout(legend={"orientation": "h", "y": -0.15}, margin={"l": 10, "r": 10, "t": 10, "b": 10})
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    picked: list[int] = []
+    if not interactive:
+        st.plotly_chart(fig, width="stretch", key=f"{KEY}_chart_{which}_partial")
+        return picked
+    event = st.plotly_chart(fig, width="stretch", key=f"{KEY}_chart_{which}", on_select="rerun",
+                            selection_mode=("points", "box", "lasso"))
+    try:
+        pts = event.selection.points if event else []
+    except AttributeError:
+        pts = []
+    for p in pts:
+        cd = p.get("customdata")
+        if cd is not None:
+            picked.append(int(cd[0] if isinstance(cd, (list, tuple)) else cd))
+    st.caption(f"{len(emb)} points · {emb.method} ({emb.backend}) · seed {emb.seed}")
+    return picked
+
+
+def _partial() -> None:
+    if plan["maps"]:
+        cols = st.columns(2)
+        with cols[0]:
+            _map(plan["maps"][0], "early", interactive=False)
+
+
+finished = w.stepped_job(
+    KEY, request, counts=lambda: (plan["i"], 3), step=_step, stage=_stage, partial=_partial,
+    what="Embeddings", start_label="Compute maps", unit="steps", rate_unit="step",
+    autostart=st.session_state.pop(f"{KEY}_autostart", False),
+    idle_note=f"Press **Compute maps**: one pass over {len(ds):,} images for both layers, then two "
+              f"{METHODS[method]} maps. Features and maps are cached on disk, so a repeated run is instant.")
+if not finished:
     st.stop()
 
 # ----------------------------------------------------------------------------- results
-import plotly.express as px  # noqa: E402
-
-maps = results[request]
+maps = plan["maps"]
 selected: list[int] = []
 cols = st.columns(2)
 for col, emb, which in zip(cols, maps, ("early", "late")):
     with col:
-        st.subheader(f"{which}: {emb.layer}")
-        q = emb.quality
-        m1, m2, m3 = st.columns(3)
-        m1.metric(f"{q.knn_k}-NN accuracy", "n/a" if q.knn_accuracy is None else f"{q.knn_accuracy:.3f}",
-                  help="Label accuracy of a k-NN classifier in the 2-D map (stratified cross-validation).")
-        m2.metric("Trustworthiness", f"{q.trustworthiness:.3f}",
-                  help=f"Are 2-D neighbours also feature-space neighbours? (k={q.trust_k}, n={q.trust_n})")
-        m3.metric("Features", f"{emb.n_features:,}")
-        names = [Path(f).name for f in emb.files]
-        fig = px.scatter(x=emb.coords[:, 0], y=emb.coords[:, 1],
-                         color=[lab if lab is not None else "(none)" for lab in emb.labels],
-                         hover_name=names, custom_data=[list(range(len(emb)))],
-                         labels={"color": label, "x": "", "y": ""}, height=480)
-        fig.update_traces(marker={"size": 6 if len(emb) < 2000 else 3, "opacity": 0.8})
-        fig.update_layout(legend={"orientation": "h", "y": -0.15}, margin={"l": 10, "r": 10, "t": 10, "b": 10})
-        fig.update_xaxes(showticklabels=False)
-        fig.update_yaxes(showticklabels=False)
-        event = st.plotly_chart(fig, width="stretch", key=f"{KEY}_chart_{which}", on_select="rerun",
-                                selection_mode=("points", "box", "lasso"))
-        try:
-            pts = event.selection.points if event else []
-        except AttributeError:
-            pts = []
-        for p in pts:
-            cd = p.get("customdata")
-            if cd is not None:
-                selected.append(int(cd[0] if isinstance(cd, (list, tuple)) else cd))
-        st.caption(f"{len(emb)} points · {emb.method} ({emb.backend}) · seed {emb.seed}")
+        selected += _map(emb, which, interactive=True)
+
+n_cls = len(classes)
+st.markdown(
+    f"**{maps[0].quality.knn_k}-NN accuracy**: how often the {maps[0].quality.knn_k} nearest neighbours of a "
+    f"point in the 2-D map vote for its own **{label}** label (cross-validated; chance is about "
+    f"{1 / max(1, n_cls):.2f} with {n_cls} classes): high when the layer keeps images of one {label} together. "
+    "**Trustworthiness** (0 to 1): whether points close together in the map were also close in the layer's "
+    "feature space (1: the map invents no neighbours), so a cluster in the map is one in the layer.")
+if set(ds.labels("shape")) - {None} and set(ds.labels("texture")) - {None}:
+    other = "texture" if label != "texture" else "shape"
+    if label == "texture":
+        st.info("Coloured by **texture**: where the late map groups one texture's colour, the network sorts "
+                "these images by texture. A texture k-NN accuracy above the shape one at the late layer is "
+                "the texture bias of ImageNet CNNs (Geirhos et al., ICLR 2019).")
+    else:
+        st.info("Cue-conflict stimuli have a shape and a texture. A low **shape** k-NN accuracy at the late "
+                "layer means the network does not group them by shape; colour them by **texture** to see "
+                "what it groups them by: that is the texture bias (Geirhos et al., ICLR 2019).")
+    st.button(f"Colour by {other}", key=f"{KEY}_swap_label", icon=":material/palette:",
+              on_click=lambda: st.session_state.update({f"{KEY}_label": other, f"{KEY}_autostart": True}),
+              help="Recolours both maps (the features are cached: only the maps' numbers are recomputed).")
 
 st.subheader("Thumbnails")
 st.caption("Click or lasso points in either map to see their images here (plotly hover boxes cannot show "

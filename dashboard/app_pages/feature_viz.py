@@ -129,14 +129,17 @@ if run:
 
     stop_col = b2.empty()
     stop_col.button("Stop", key=f"{KEY}_stop_button", on_click=_request_stop)
-    bar = st.progress(0.0, text="Starting…")
+    what = f"Optimising {len(channels)} channel(s)"
+    st.session_state.pop(f"{KEY}_clock", None)  # a new run measures its own speed
+    bar = w.progress_bar(KEY, 0, int(steps), what=what, unit="steps", rate_unit="step")
 
     def progress(step: int, total: int, values: list) -> None:
         # every update is also where Streamlit can interrupt the run when Stop is pressed
         mean = sum(values) / max(1, len(values))
-        bar.progress(step / total, text=f"step {step}/{total} · mean objective {mean:.3g}")
+        w.progress_bar(KEY, step, total, what=what, unit="steps", rate_unit="step", bar=bar,
+                       note=f"mean objective {mean:.3g}")
 
-    results, _cached = render_cached(
+    results, _cached = render_cached(  # a cached run (same weights by content, same settings) is instant
         lm, layer, channels, objective=objective, param=param, steps=int(steps), lr=float(lr), size=int(size),
         seed=int(seed), transforms=transforms, diversity=float(diversity), n_per_channel=int(copies),
         progress=progress, should_stop=lambda: st.session_state.get(f"{KEY}_stop", False))
@@ -144,6 +147,22 @@ if run:
     stop_col.empty()
     st.session_state[f"{KEY}_shown"] = {"settings": settings, "results": [r.to_json() for r in results],
                                         "png": [w.png_bytes(r.image) for r in results]}
+
+
+def explain_numbers(used: dict, res: list[dict], best: dict) -> str:
+    """One line that says what the numbers under the images are, with the first image's own numbers."""
+    r = res[0]
+    what = {"channel": "the channel's mean activation", "neuron": "the activation at the centre of the map",
+            "-channel": "minus the channel's mean activation", "-neuron": "minus the centre activation"}
+    line = (f"**How to read the numbers** (e.g. channel {r['channel']}: objective {r['objective_start']:.3g} → "
+            f"{r['objective_final']:.3g}" + (f"; best photo {best[r['channel']]:.3g}" if r["channel"] in best else "")
+            + f"): the objective, {what.get(used['objective'], used['objective'])}, on the starting noise → "
+            f"after {used['steps']} steps of gradient ascent")
+    if best:
+        line += ("; *photos best*: the largest value of the same objective over the built-in photos, for scale "
+                 "(an image made for the channel usually beats every real photo)")
+    return line + "."
+
 
 shown = st.session_state.get(f"{KEY}_shown")
 if shown:
@@ -157,6 +176,7 @@ if shown:
     st.subheader(f"{used['model']} · {used['layer']}")
     st.caption(f"{used['steps']} steps at {used['size']} px, {used['param']} parameterisation, "
                f"{used['transforms']} transforms, seed {used['seed']}.")
+    st.markdown(explain_numbers(used, res, best))
     st.download_button("Settings (JSON)", json.dumps({"settings": used, "results": res}, indent=2),
                        file_name=f"featviz_{used['model']}_{used['layer']}.json", mime="application/json",
                        key=f"{KEY}_dl_json")

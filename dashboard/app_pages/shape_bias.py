@@ -1,16 +1,16 @@
 """Texture vs shape: the cue-conflict test of Geirhos et al. (ICLR 2019) for several models.
 
 UI only: scoring is a :class:`vizcore.passes.PassRun` of :class:`vizcore.cueconflict.ShapeBiasPass`
-(results cached on disk per model, weights and stimuli), run a few batches per script run so the page shows progress
-and can be stopped and resumed; the published reference points come from
-:data:`vizcore.cueconflict.REFERENCES` and are drawn apart from measured values.
+(results cached on disk per model, weights and stimuli), run a few batches per step of the shared progress widget
+(:func:`dashboard.widgets.stepped_job`), so the page shows the time left, the running shape-bias
+estimate with its 95 % interval, and can be stopped and resumed; the published reference points
+come from :data:`vizcore.cueconflict.REFERENCES` and are drawn apart from measured values.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
-import time
 from pathlib import Path
 
 import streamlit as st
@@ -21,7 +21,7 @@ from vizcore.models import DEFAULT_MODEL, get_spec, list_models
 
 KEY = "shape_bias"
 SHARED = Path(os.environ.get("VIZCORE_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
-STEP_SECONDS = 1.5  # work per script run before the page redraws (and reads Stop)
+STEP_BATCHES = 4  # work per step of the progress widget (64 images at batch 16: a few seconds on a CPU)
 
 
 def _default_stimuli() -> str:
@@ -43,7 +43,9 @@ with st.sidebar:
     st.subheader("Networks")
     names = list_models()
     models = st.multiselect("Models", names, default=[DEFAULT_MODEL] if DEFAULT_MODEL in names else names[:1],
-                            key=f"{KEY}_models", help="Any ImageNet classifier; several at once are compared.")
+                            key=f"{KEY}_models", format_func=w.model_label,
+                            help="Any ImageNet classifier; several at once are compared. ✓ trained weights "
+                                 "available now; ○ random initialisation only (its decisions are noise).")
     extra = st.text_input("…and timm models (timm/<name>, comma-separated)", key=f"{KEY}_timm",
                           placeholder="timm/resnet50")
     models = models + [m.strip() if m.strip().startswith("timm/") else f"timm/{m.strip()}"
@@ -117,47 +119,63 @@ for i, (name, lm) in enumerate(loaded.items()):
         st.markdown(f"**{name}**")
         w.weights_badge(lm)
 
+
+
+def _so_far(job: cc.PassRun) -> tuple[int, int, int]:
+    """(shape hits, texture hits, cue-conflict images scored) of a run in progress (its partial result)."""
+    r = job.result()
+    return r.shape_hits, r.texture_hits, r.n
+
+
+def running_estimate(shape_hits: int, texture_hits: int) -> tuple[float, float, float] | None:
+    """Shape bias with its 95 % Wilson score interval, from the decisions counted so far.
+
+    Each shape-or-texture decision is one Bernoulli trial (shape = success), so the Wilson interval
+    on shape / (shape + texture) says how far the final value can still move.
+    """
+    from vizcore.probes import wilson_interval
+
+    n = shape_hits + texture_hits
+    if not n:
+        return None
+    lo, hi = wilson_interval(shape_hits, n)
+    return shape_hits / n, lo, hi
+
+
+def _partial() -> None:
+    for name, job in jobs.items():
+        if job.done or not job.pos:
+            continue
+        s_hits, t_hits, scored = _so_far(job)
+        est = running_estimate(s_hits, t_hits)
+        if est is None:
+            continue
+        bias, lo, hi = est
+        st.markdown(f"**{name}** so far: shape bias **{bias:.3f}** (95 % interval {lo:.3f} to {hi:.3f}) from "
+                    f"{s_hits + t_hits} shape-or-texture decisions among {scored} of "
+                    f"{job.p.subsets['cue-conflict']} cue-conflict images.")
+
+
+def _step(progress) -> None:
+    name = next(n for n, j in jobs.items() if not j.done)
+    job = jobs[name]
+    before = sum(j.pos for j in jobs.values()) - job.pos
+    job.step(STEP_BATCHES, progress=lambda d, t: progress(before + d, total))
+    if job.done:
+        job.result()  # written to the disk cache
+
+
+total = sum(j.total for j in jobs.values())
 pending = [n for n, j in jobs.items() if not j.done]
-status = st.container()
-if pending:
-    running = st.session_state.get(f"{KEY}_running", False)
-    left = sum(jobs[n].total - jobs[n].pos for n in pending)
-    with status:
-        c1, c2 = st.columns([4, 1])
-        if not running:
-            started = any(jobs[n].pos for n in pending)
-            c1.info(f"{len(pending)} model(s) to score: {left} images left "
-                    f"({'partly done, ' if started else ''}results are cached on disk when finished).")
-            if c2.button("Resume" if started else "Run", key=f"{KEY}_run", icon=":material/play_arrow:",
-                         type="primary"):
-                st.session_state[f"{KEY}_running"] = True
-                st.rerun()
-        else:
-            if c2.button("Stop", key=f"{KEY}_stop", icon=":material/stop:"):
-                st.session_state[f"{KEY}_running"] = False
-                st.rerun()
-            name = pending[0]
-            job = jobs[name]
-            bar = c1.progress(job.pos / max(job.total, 1),
-                              text=f"{name} ({len(jobs) - len(pending) + 1}/{len(jobs)}): {job.pos}/{job.total} images")
-
-            def _progress(done: int, total: int) -> None:
-                bar.progress(done / max(total, 1), text=f"{name}: {done}/{total} images")
-
-            t0 = time.perf_counter()
-            try:
-                while not job.done and time.perf_counter() - t0 < STEP_SECONDS:
-                    job.step(1, progress=_progress)
-                if job.done:
-                    job.result()  # written to the disk cache
-            except Exception as e:  # noqa: BLE001 - a model whose output is not 1000 classes, ...
-                st.session_state[f"{KEY}_running"] = False
-                jobs_state.pop((name, weights, root, batch), None)
-                st.error(f"{name}: {e}")
-                st.stop()
-            st.rerun()
-else:
-    st.session_state[f"{KEY}_running"] = False
+left = sum(jobs[n].total - jobs[n].pos for n in pending)
+started = any(jobs[n].pos for n in pending)
+finished = w.stepped_job(
+    KEY, tuple((n, weights, root, batch) for n in jobs), counts=lambda: (sum(j.pos for j in jobs.values()), total),
+    step=_step, partial=_partial, what=f"Scoring {len(jobs)} model(s) on the stimuli",
+    idle_note=f"{len(pending)} model(s) to score: {left:,} images left "
+              f"({'partly done, ' if started else ''}results are cached on disk when finished).")
+if not any(j.done for j in jobs.values()):
+    st.stop()
 
 results = {n: j.result() for n, j in jobs.items() if j.done}
 if not results:

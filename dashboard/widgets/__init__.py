@@ -7,6 +7,7 @@
 - :mod:`.datasets`: the dataset widgets of the dataset-driven pages.
 - :mod:`.links`: cross-page links (the channel a page opens on, the unit page's address).
 - :mod:`.errors`: one error line per failure, tracebacks only with ``VIZCORE_DEBUG=1``.
+- :mod:`.progress`: the one progress widget of long jobs (time left, Run/Stop, partial results).
 
 Pages import this package as ``w`` and use the names re-exported here.
 Session-state keys are prefixed with the calling page's ``key``.
@@ -28,16 +29,19 @@ from dashboard.widgets.links import (
     unit_link, unit_params, unit_url,
 )
 from dashboard.widgets.models import (
-    get_model, layer_picker, load_model_or_stop, model_picker, weights_badge, weights_picker,
+    get_model, layer_picker, load_model_or_stop, model_label, model_picker, trained_models, trained_now,
+    weights_badge, weights_now, weights_picker,
 )
+from dashboard.widgets.progress import duration, eta_text, progress_bar, stepped_job
 
 __all__ = [
     "DATASET_SOURCES", "ENGINES", "GRID_ORDERS", "PAGE_DATASET_EXAMPLES", "PAGE_FEATURE_VIZ", "SHARED_DATA",
     "activation_overview", "cached_extract", "cached_gradcam", "cached_grids", "channel_links",
-    "dataset_input", "engine_input", "from_raw", "get_model", "image_digest", "image_input", "image_payload",
-    "layer_picker", "load_model_or_stop", "model_picker", "nearest_tap", "open_dataset_or_stop",
-    "png_bytes", "predictions_figure", "ray_or_stop", "receive_channel_target", "SESSION_IMAGE", "session_image",
-    "set_channel_target", "set_session_image",
-    "PAGE_UNIT", "unit_link", "unit_params", "unit_url", "vector_figure", "weights_badge", "weights_picker",
+    "dataset_input", "duration", "engine_input", "eta_text", "from_raw", "get_model", "image_digest", "image_input",
+    "image_payload", "layer_picker", "load_model_or_stop", "model_label", "model_picker", "nearest_tap",
+    "open_dataset_or_stop", "png_bytes", "predictions_figure", "progress_bar", "ray_or_stop", "receive_channel_target",
+    "SESSION_IMAGE", "session_image", "set_channel_target", "set_session_image", "stepped_job", "trained_models",
+    "trained_now", "PAGE_UNIT", "unit_link", "unit_params", "unit_url", "vector_figure", "weights_badge",
+    "weights_now", "weights_picker",
 ]
 __all__ += ["allowed_path_or_stop", "data_roots", "errors_shown", "one_line", "show_error"]

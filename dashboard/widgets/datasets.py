@@ -22,7 +22,8 @@ from vizcore.data.roots import allowed_roots, check_allowed
 # The reference data beside a developer's checkout, offered as defaults when present.
 SHARED_DATA = Path(os.environ.get("VIZCORE_SHARED_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
 DATASET_SOURCES = {
-    "samples": "Built-in sample photographs",
+    "imagenet-samples": "ImageNet sample images (1,000 photos, one per class)",
+    "samples": "Built-in sample photographs (10)",
     "folder": "Image folder (class subfolders or flat)",
     "cue-conflict": "Cue-conflict stimuli (Geirhos et al.)",
     "cifar10": "CIFAR-10 test set (download)",
@@ -56,6 +57,8 @@ def dataset_input(key: str, sources: Sequence[str] = ("samples", "folder", "cue-
         path = st.text_input("Stimuli root (holds style-transfer-preprocessed-512/)", key=f"{key}_cc",
                              value=_shared_default("cue-conflict"))
         return (f"cue-conflict:{path.strip()}" if path.strip() else ""), "shape"
+    if source == "imagenet-samples":
+        return imagenet_samples_input(key), "class"
     if source in ("cifar10", "stl10"):
         st.caption("Downloaded by torchvision on first use (needs a network), then exported once as PNGs.")
         return (source if st.checkbox("Download / use it", key=f"{key}_dl_{source}") else ""), "class"
@@ -69,6 +72,33 @@ def data_roots() -> tuple[Path, ...]:
     if os.environ.get("VIZCORE_STIMULI", "").strip():
         extra.append(os.environ["VIZCORE_STIMULI"].strip())
     return allowed_roots(extra)
+
+
+def imagenet_samples_input(key: str) -> str:
+    """The ImageNet sample images: the folder found ($VIZCORE_IMAGENET_SAMPLES, the download cache,
+    the reference copy beside a checkout), or a Download button (once, with progress, checked)."""
+    from vizcore.data.imagenet_samples import SAMPLES_REPO, download_samples, find_samples
+
+    found = find_samples(candidates=(SHARED_DATA / "imagenet-samples",))
+    if found is not None:
+        st.caption(f"From {found}.")
+        return f"imagenet-samples:{found}"
+    st.caption(f"Not on this machine yet: one download from [GitHub]({SAMPLES_REPO}), checked and cached "
+               "(or set VIZCORE_IMAGENET_SAMPLES to a folder of them).")
+    if st.button("Download", key=f"{key}_dl_imagenet", icon=":material/download:"):
+        from dashboard.widgets.progress import progress_bar
+
+        bar = progress_bar(f"{key}_dl", 0, 1, what="Downloading the ImageNet sample images", unit="kB",
+                           rate_unit="kB")
+        try:
+            download_samples(progress=lambda d, t: progress_bar(
+                f"{key}_dl", d // 1000, max(1, (t or d) // 1000), what="Downloading the ImageNet sample images",
+                unit="kB", rate_unit="kB", bar=bar))
+        except Exception as e:  # noqa: BLE001 - offline, bad archive: one clear message
+            show_error(e, "Cannot download the ImageNet sample images")
+            return ""
+        st.rerun()
+    return ""
 
 
 def allowed_path_or_stop(path: str, what: str = "Path") -> str:

@@ -8,13 +8,59 @@ server, so it is not used here. Models are never mutated (hooks are attached per
 """
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Sequence
 
 import streamlit as st
 
 from dashboard.widgets.errors import show_error
-from vizcore.models import DEFAULT_MODEL, LoadedModel, list_models, load_model
+from vizcore.models import DEFAULT_MODEL, LoadedModel, get_spec, list_models, load_model, weights_available
+
+# ------------------------------------------------------------------ weights available now
+_AVAILABLE: dict[str, str] = {}
+_AVAILABLE_LOCK = threading.Lock()
+TRAINED_NOW = ("package", "hub-cache")
+"""Sources that give trained weights without a network: what offline defaults may use."""
+
+
+def weights_now(name: str) -> str:
+    """The source ``weights="auto"`` would use for ``name`` now (as ``vizcore models`` says):
+    ``package``, ``hub-cache``, ``download`` or ``random``.
+
+    Cached per process: the answer can involve a network probe (a few seconds when offline
+    without ``VIZCORE_OFFLINE``), and what is installed does not change while the app runs.
+    """
+    with _AVAILABLE_LOCK:
+        if name not in _AVAILABLE:
+            try:
+                _AVAILABLE[name] = weights_available(get_spec(name))
+            except Exception:  # noqa: BLE001 - an unknown timm name: the loader will say why
+                _AVAILABLE[name] = "random"
+        return _AVAILABLE[name]
+
+
+def trained_now(name: str) -> bool:
+    """Trained weights are on this machine (bundled package or the torch hub cache)."""
+    return weights_now(name) in TRAINED_NOW
+
+
+MARKS = {"package": "trained (bundled)", "hub-cache": "trained (cached)", "download": "trained (download)",
+         "random": "random init only"}
+
+
+def model_label(name: str, weights: str = "auto") -> str:
+    """``efficientnet_lite0 · trained (bundled)``, ``vgg_c · random init only``: a picker's option text."""
+    if weights != "auto" and str(weights).startswith("random"):
+        return f"{name} · random init"
+    icon = "✓" if weights_now(name) != "random" else "○"
+    return f"{icon} {name} · {MARKS.get(weights_now(name), weights_now(name))}"
+
+
+def trained_models(exclude: Sequence[str] = ()) -> list[str]:
+    """Registered models with trained weights on this machine now, default model first."""
+    names = [n for n in list_models() if n not in exclude and trained_now(n)]
+    return sorted(names, key=lambda n: n != DEFAULT_MODEL)
 
 
 def get_model(name: str, weights: str = "auto") -> LoadedModel:
@@ -43,7 +89,10 @@ def model_picker(key: str, *, label: str = "Model", default: str = DEFAULT_MODEL
     # then avoids Streamlit's "default value but also set via Session State" warning.
     preset = st.session_state.get(f"{key}_model") in names
     choice = st.selectbox(label, names, index=0 if preset or default not in names else names.index(default),
-                          key=f"{key}_model")
+                          key=f"{key}_model", format_func=model_label,
+                          help="✓ trained weights are available now (bundled package, local cache or a "
+                               "download); ○ only random initialisation: no published weights, or none "
+                               "on this machine and no network. `vizcore models` lists the same.")
     if allow_timm:
         custom = st.text_input("…or any timm model (timm/<name>)", value="", key=f"{key}_timm",
                                placeholder="timm/convnext_tiny")

@@ -13,7 +13,7 @@ def register(sub) -> None:
                     "FILE.csv (file,label,x,y) and FILE.json beside it with the k-NN label accuracy "
                     "in the map and its trustworthiness (also printed).")
     p.add_argument("data", metavar="DATA",
-                   help="image folder, .txt list, samples, cifar10, stl10 or cue-conflict:ROOT")
+                   help="image folder, .txt list, samples, imagenet-samples, cifar10, stl10 or cue-conflict:ROOT")
     add_model_args(p)
     p.add_argument("--layer", required=True, help="tap name or module path (see `vizcore layers`)")
     p.add_argument("--method", default="tsne", choices=("tsne", "pca", "umap"))

@@ -13,7 +13,7 @@ def register(sub) -> None:
                     "activate it most and the receptive-field patch at the maximum. Writes "
                     "OUT/index.json and one montage PNG per layer (a row of k patches per channel).")
     p.add_argument("data", metavar="DATA",
-                   help="image folder, .txt list of files, samples, cifar10, stl10 or cue-conflict:ROOT")
+                   help="image folder, .txt list of files, samples, imagenet-samples, cifar10, stl10 or cue-conflict:ROOT")
     add_model_args(p)
     p.add_argument("--layers", nargs="+", required=True, metavar="LAYER",
                    help="tap names or module paths (see `vizcore layers --model NAME`), or `all` for every tap")

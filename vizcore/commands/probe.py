@@ -13,7 +13,7 @@ def register(sub) -> None:
                     "standardised logistic regression per layer on a seeded stratified split (or k-fold) "
                     "and report test accuracy with a 95%% Wilson interval, in network order.")
     p.add_argument("data", metavar="DATA",
-                   help="labelled image folder, .txt list, samples, cifar10, stl10 or cue-conflict:ROOT")
+                   help="labelled image folder, .txt list, samples, imagenet-samples, cifar10, stl10 or cue-conflict:ROOT")
     add_model_args(p)
     p.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
                    help="tap names or module paths (default: every tap)")

@@ -467,6 +467,8 @@ def open_dataset(spec: str | os.PathLike, *, roots: Sequence[Path] | None = None
     """Parse a dataset spec.
 
     - ``samples``: the built-in photographs;
+    - ``imagenet-samples`` (or ``imagenet-samples:DIR``): one photo per ImageNet class
+      (:mod:`vizcore.data.imagenet_samples`; ``$VIZCORE_IMAGENET_SAMPLES``, the cache, else a download);
     - ``cifar10`` / ``stl10`` (optionally ``cifar10:train``): torchvision sets;
     - ``cue-conflict:ROOT``, ``silhouettes:ROOT``, ``edges:ROOT``: Geirhos stimuli;
     - a folder path (class subfolders or flat); an image file; a text file (``.txt`` or
@@ -490,6 +492,10 @@ def open_dataset(spec: str | os.PathLike, *, roots: Sequence[Path] | None = None
         # a split name (``cifar10:test``) is a harmless relative path.
         for part in dict.fromkeys(x for x in (s, rest) if x):
             check_allowed(part, roots)
+    if head == "imagenet-samples":
+        from vizcore.data.imagenet_samples import imagenet_samples_dataset
+
+        return imagenet_samples_dataset(rest or None)
     if head.lower() in TORCHVISION_SETS and (rest in ("", "train", "test", "unlabeled")):
         return torchvision_dataset(head, split=rest or "test")
     if head in SUBSET_FOLDERS and rest:
@@ -507,7 +513,7 @@ def open_dataset(spec: str | os.PathLike, *, roots: Sequence[Path] | None = None
         return image_list(p, roots=roots, progress=progress)
     if p.exists():
         raise ValueError(f"{s} is neither a folder nor a file")
-    raise FileNotFoundError(f"no such dataset: {s} (a folder, a .txt list, samples, cifar10, stl10, "
+    raise FileNotFoundError(f"no such dataset: {s} (a folder, a .txt list, samples, imagenet-samples, cifar10, stl10, "
                             "or cue-conflict:ROOT)")
 
 

@@ -28,7 +28,7 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -393,12 +393,13 @@ def offline() -> bool:
     return os.environ.get("VIZCORE_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
-def download(url: str, dst: Path, *, progress: bool = True, check_hash: bool = False,
-             timeout: float | None = None) -> Path:
+def download(url: str, dst: Path, *, progress: bool | Callable[[int, int | None], None] = True,
+             check_hash: bool = False, timeout: float | None = None) -> Path:
     """Download ``url`` to ``dst`` atomically (temp file + rename), with a tqdm bar.
 
-    Fails fast where there is no network: the connection attempt has a short
-    timeout, so a machine without internet falls back within seconds.
+    ``progress``: ``True`` for the tqdm bar, or ``progress(bytes_done, bytes_total or None)``
+    after every chunk (the dashboard's bar). Fails fast where there is no network: the
+    connection attempt has a short timeout, so a machine without internet falls back within seconds.
     """
     from tqdm.auto import tqdm
 
@@ -409,13 +410,17 @@ def download(url: str, dst: Path, *, progress: bool = True, check_hash: bool = F
         total = int(resp.headers.get("Content-Length") or 0) or None
         fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=dst.name, suffix=".part")
         sha = hashlib.sha256()
+        got = 0
         try:
             with os.fdopen(fd, "wb") as f, tqdm(total=total, unit="B", unit_scale=True,
-                                               desc=dst.name, disable=not progress) as bar:
+                                               desc=dst.name, disable=progress is not True) as bar:
                 while chunk := resp.read(1 << 20):
                     f.write(chunk)
                     sha.update(chunk)
                     bar.update(len(chunk))
+                    got += len(chunk)
+                    if callable(progress):
+                        progress(got, total)
             if check_hash:
                 m = re.search(r"-([a-f0-9]{6,})\.", dst.name)
                 if m and not sha.hexdigest().startswith(m.group(1)):
