@@ -69,7 +69,7 @@ def patch_entries() -> set[str]:
 # ------------------------------------------------------------------ exactness
 @pytest.mark.parametrize("model,layers,positions", [
     ("efficientnet_lite0", ["blocks.1.0", "blocks.3.0"], "max-with-indices"),
-    ("efficientnet_lite0", ["blocks.1.0", "blocks.3.0"], "argmax-of-entrants"),
+    pytest.param("efficientnet_lite0", ["blocks.1.0", "blocks.3.0"], "argmax-of-entrants", marks=pytest.mark.slow),
     ("resnet18", ["layer1.1", "fc"], "argmax-of-entrants"),
 ])
 def test_streaming_topk_equals_brute_force(model, layers, positions, small_folder, lite0, monkeypatch):
@@ -296,6 +296,7 @@ def _cli(*args, env_extra=None):
                           cwd=ROOT, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_mine_contract(small_folder, tmp_path):
     out = tmp_path / "out"
     r = _cli("mine", str(small_folder), "--model", "efficientnet_lite0", "--layers", "stem", "blocks.1.0",
