@@ -20,7 +20,8 @@ def blobs():
     return x.astype(np.float32), [f"c{v}" for v in y]
 
 
-@pytest.mark.parametrize("method", ["tsne", "pca", pytest.param("umap", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("method", [pytest.param("tsne", marks=pytest.mark.slow), "pca",
+                                    pytest.param("umap", marks=pytest.mark.slow)])
 def test_deterministic_under_seed(blobs, method):
     x, _ = blobs
     a, backend = project(x, method, seed=7)

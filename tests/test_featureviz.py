@@ -179,7 +179,8 @@ def _noise_value(lm, layer, channels, size, seed=0):
         return unit_objective("channel", layer, channels)({layer: store[path]}).tolist()
 
 
-@pytest.mark.parametrize("param", ["fft", pytest.param("pixel", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("param", ["fft", "pixel"])
 def test_lite0_objective_rises_and_beats_noise(lite0, param):
     chans = [3, 11]
     res = render(lite0, "blocks.3.0", chans, param=param, steps=20, size=64, seed=0)

@@ -27,7 +27,7 @@ REQUIRED = [
 HEAVY = {"vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "vgg_c",
          "resnet152", "resnext101_32x8d", "wide_resnet50_2", "bagnet33", "bagnet17", "bagnet9",
          # and the deep ones that take longest to build and run on a small CPU
-         "densenet169", "densenet201", "inception_v3", "resnet101"}
+         "densenet121", "densenet169", "densenet201", "inception_v3", "resnet101"}
 
 
 def test_registry_covers_the_issue():

@@ -78,6 +78,7 @@ def test_probe_agrees_with_direct_sklearn_fit(lite0, coarse_imagenet):
         assert abs(direct - lp.accuracy) <= 1 / 20 + 1e-9, (lp.name, direct, lp.accuracy)
 
 
+@pytest.mark.slow
 def test_torch_linear_layer_agrees_with_sklearn(lite0, coarse_imagenet):
     feats = extract_features(lite0, coarse_imagenet, ["pool"])
     labels = feats.labels(coarse_imagenet)
