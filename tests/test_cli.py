@@ -38,6 +38,7 @@ def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_models_json():
     rows = json.loads(vizcore("models", "--json").stdout)
     names = [r["name"] for r in rows]
@@ -54,6 +55,7 @@ def test_models_json():
     assert "timm/<name>" in text and "efficientnet_lite0" in text
 
 
+@pytest.mark.slow
 def test_layers_json():
     rows = json.loads(vizcore("layers", "--model", "resnet18", "--json").stdout)
     assert all({"name", "kind", "output_shape"} <= set(r) for r in rows)
@@ -68,6 +70,7 @@ def test_layers_json():
     assert "conv5_3" in text and "512x14x14" in text
 
 
+@pytest.mark.slow
 def test_predict_json():
     cat, coffee = sample_path("cat"), sample_path("coffee")
     p = vizcore("predict", cat, coffee, "--topk", "3", "--json")
@@ -88,6 +91,7 @@ def test_predict_json():
     assert str(cat) in text and "%" in text
 
 
+@pytest.mark.slow
 def test_predict_with_weights_file(tmp_path):
     from vizcore.models import build, get_spec
 
@@ -99,6 +103,7 @@ def test_predict_with_weights_file(tmp_path):
     assert f"weights from file: {ckpt}" in p.stderr
 
 
+@pytest.mark.slow
 def test_activations_writes_grids_and_index(tmp_path):
     out = tmp_path / "acts"
     vizcore("activations", sample_path("cat"), "--out", out, "--top", "9", "--cell", "20")
@@ -158,7 +163,8 @@ ERRORS = [
 IN_SUBPROCESS = {0, 2, 4, 7}
 
 
-@pytest.mark.parametrize("case", range(len(ERRORS)))
+@pytest.mark.parametrize("case", [pytest.param(i, marks=pytest.mark.slow) if i in IN_SUBPROCESS else i
+                                  for i in range(len(ERRORS))])
 def test_errors_are_one_line(tmp_path, case, capsys):
     args, needles = ERRORS[case]
     from vizcore.models import build, get_spec

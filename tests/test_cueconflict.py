@@ -385,6 +385,7 @@ def small_stimuli(tmp_path, cue_conflict_root) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_cli_json_contract(small_stimuli, tmp_path):
     out = tmp_path / "out" / "sb.json"
     p = _cli("--model", "efficientnet_lite0", "--stimuli", str(small_stimuli), "--json", "--out", str(out))
@@ -410,6 +411,7 @@ def test_cli_json_contract(small_stimuli, tmp_path):
     assert "shape bias" in t.stdout and "human observers" in t.stdout and "clock" in t.stdout
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_clear_line(tmp_path):
     p = _cli("--model", "timm/fastvit_mci0", "--stimuli", str(tmp_path), timeout=120)
     assert p.returncode == 2 and "no 1000-class ImageNet head" in p.stderr

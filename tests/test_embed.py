@@ -20,7 +20,8 @@ def blobs():
     return x.astype(np.float32), [f"c{v}" for v in y]
 
 
-@pytest.mark.parametrize("method", ["tsne", "pca", pytest.param("umap", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("method", [pytest.param("tsne", marks=pytest.mark.slow), "pca",
+                                    pytest.param("umap", marks=pytest.mark.slow)])
 def test_deterministic_under_seed(blobs, method):
     x, _ = blobs
     a, backend = project(x, method, seed=7)
@@ -70,6 +71,7 @@ def test_real_features_deep_layer_separates_classes(lite0, coarse_imagenet):
     assert deep.rows()[0]["file"] == coarse_imagenet.items[0].path
 
 
+@pytest.mark.slow
 def test_cli_embed_writes_csv_and_json(small_folder, tmp_path):
     out = tmp_path / "maps" / "pool.csv"
     r = subprocess.run([sys.executable, "-m", "vizcore", "embed", str(small_folder), "--layer", "pool",
@@ -87,6 +89,7 @@ def test_cli_embed_writes_csv_and_json(small_folder, tmp_path):
     assert bad.returncode == 2 and "unknown layer" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_embed_cache_follows_the_weights_content(small_folder, tmp_path, monkeypatch):
     """The map of an overwritten checkpoint is computed anew, not read from the old file's entry."""
     import torch

@@ -179,6 +179,7 @@ def _noise_value(lm, layer, channels, size, seed=0):
         return unit_objective("channel", layer, channels)({layer: store[path]}).tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("param", ["fft", "pixel"])
 def test_lite0_objective_rises_and_beats_noise(lite0, param):
     chans = [3, 11]
@@ -206,6 +207,7 @@ def _seeded_random(name: str, seed: int = 0):
 
 
 @pytest.mark.parametrize("name,layer", [("resnet18", "layer2.0.bn2"), ("alexnet", "features.6")])
+@pytest.mark.slow
 def test_random_torchvision_objective_rises_and_beats_noise(name, layer):
     # pre-ReLU layers: after a ReLU a random network has dead channels, whose gradient is zero
     lm = _seeded_random(name)
@@ -242,6 +244,7 @@ def test_cli_refuses_no_steps_before_loading_anything(tmp_path, capsys, steps):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_negative_neuron_and_layer_objectives(lite0):
     neg = render(lite0, "blocks.2.0", [4], objective="-channel", steps=8, size=64)[0]
     assert neg.objective_final > neg.objective_start  # the negative rises: the channel falls
@@ -252,6 +255,7 @@ def test_negative_neuron_and_layer_objectives(lite0):
     assert all(r.objective_final > r.objective_start for r in dd)
 
 
+@pytest.mark.slow
 def test_custom_and_parsed_objectives_render(lite0):
     from vizcore.featureviz import direction
 
@@ -344,6 +348,7 @@ def _gram_cos(lm, layer, images):
     return float(g[0] @ g[1])
 
 
+@pytest.mark.slow
 def test_diversity_gives_different_images(lite0):
     kw = dict(steps=12, size=48, seed=0, n_per_channel=2)
     plain = render(lite0, "blocks.2.0", [5], **kw)
@@ -440,6 +445,7 @@ def test_render_cached_optimises_once(lite0, monkeypatch):
     assert again is False and len(calls) == 4
 
 
+@pytest.mark.slow
 def test_cli_contract(tmp_path, small_folder):
     out = tmp_path / "fv"
     cmd = [sys.executable, "-m", "vizcore", "featviz", "--model", "efficientnet_lite0", "--layer", "blocks.3.0",
@@ -461,6 +467,7 @@ def test_cli_contract(tmp_path, small_folder):
     assert index["all_beat_dataset"] is True
 
 
+@pytest.mark.slow
 def test_cli_errors(tmp_path):
     cmd = [sys.executable, "-m", "vizcore", "featviz", "--layer", "blocks.2.0", "--channels", "99",
            "--steps", "1", "--size", "32", "--out", str(tmp_path / "x")]

@@ -25,7 +25,9 @@ REQUIRED = [
 ]
 # More than ~10 GFLOPs or ~80 M parameters at their input size: slow on a laptop CPU.
 HEAVY = {"vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "vgg_c",
-         "resnet152", "resnext101_32x8d", "wide_resnet50_2", "bagnet33", "bagnet17", "bagnet9"}
+         "resnet152", "resnext101_32x8d", "wide_resnet50_2", "bagnet33", "bagnet17", "bagnet9",
+         # and the deep ones that take longest to build and run on a small CPU
+         "densenet121", "densenet169", "densenet201", "inception_v3", "resnet101"}
 
 
 def test_registry_covers_the_issue():

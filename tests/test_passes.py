@@ -57,6 +57,7 @@ def photos(imagenet_samples, tmp_path):
     return ImageDataset("photos", items)
 
 
+@pytest.mark.slow
 def test_local_run_matches_parts_merged_and_reports_skips(tiny_net, photos):
     p = MeanLogits(tiny_net)
     seen = []

@@ -68,8 +68,8 @@ def patch_entries() -> set[str]:
 
 # ------------------------------------------------------------------ exactness
 @pytest.mark.parametrize("model,layers,positions", [
-    ("efficientnet_lite0", ["blocks.1.0", "blocks.3.0"], "max-with-indices"),
-    ("efficientnet_lite0", ["blocks.1.0", "blocks.3.0"], "argmax-of-entrants"),
+    pytest.param("efficientnet_lite0", ["blocks.1.0", "blocks.3.0"], "max-with-indices", marks=pytest.mark.slow),
+    pytest.param("efficientnet_lite0", ["blocks.1.0", "blocks.3.0"], "argmax-of-entrants", marks=pytest.mark.slow),
     ("resnet18", ["layer1.1", "fc"], "argmax-of-entrants"),
 ])
 def test_streaming_topk_equals_brute_force(model, layers, positions, small_folder, lite0, monkeypatch):
@@ -100,6 +100,7 @@ def test_streaming_topk_equals_brute_force(model, layers, positions, small_folde
         assert all(h.box == (0, 0, 224, 224) and (h.y, h.x) == (0, 0) for hs in res.layers["fc"] for h in hs)
 
 
+@pytest.mark.slow
 def test_merged_halves_equal_whole(small_folder, lite0):
     from vizcore.patches import mine_top_patches
 
@@ -293,6 +294,7 @@ def _cli(*args, env_extra=None):
                           cwd=ROOT, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_mine_contract(small_folder, tmp_path):
     out = tmp_path / "out"
     r = _cli("mine", str(small_folder), "--model", "efficientnet_lite0", "--layers", "stem", "blocks.1.0",

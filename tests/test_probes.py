@@ -63,6 +63,7 @@ def test_result_json_contract(probed):
     assert again.layers == probed.layers and again.random.layers == probed.random.layers
 
 
+@pytest.mark.slow
 def test_probe_agrees_with_direct_sklearn_fit(lite0, coarse_imagenet):
     feats = extract_features(lite0, coarse_imagenet, ["blocks.4.0", "pool"])
     labels = feats.labels(coarse_imagenet)
@@ -77,6 +78,7 @@ def test_probe_agrees_with_direct_sklearn_fit(lite0, coarse_imagenet):
         assert abs(direct - lp.accuracy) <= 1 / 20 + 1e-9, (lp.name, direct, lp.accuracy)
 
 
+@pytest.mark.slow
 def test_torch_linear_layer_agrees_with_sklearn(lite0, coarse_imagenet):
     feats = extract_features(lite0, coarse_imagenet, ["pool"])
     labels = feats.labels(coarse_imagenet)
@@ -85,6 +87,7 @@ def test_torch_linear_layer_agrees_with_sklearn(lite0, coarse_imagenet):
     assert abs(a.accuracy - b.accuracy) <= 1 / 20 + 1e-9
 
 
+@pytest.mark.slow
 def test_features_pooled_to_comparable_sizes_and_cached(lite0, coarse_imagenet):
     from vizcore.features import features_cache_dir
 
@@ -211,6 +214,7 @@ def test_cli_probe_json(small_folder):
     assert table.returncode == 0 and "pool" in table.stdout and "accuracy" in table.stdout
 
 
+@pytest.mark.slow
 def test_cli_probe_errors(small_folder):
     r = _cli("probe", str(small_folder), "--layers", "blocks.9.9")
     assert r.returncode == 2 and "unknown layer" in r.stderr and "Traceback" not in r.stderr
@@ -237,6 +241,7 @@ def _save_random(path, seed: int) -> None:
     torch.save(random_twin("mobilenet_v3_small", seed).model.state_dict(), path)
 
 
+@pytest.mark.slow
 def test_probe_cache_follows_the_weights_content(own_cache, small_folder, tmp_path):
     """A checkpoint overwritten in place is a new result; the same weights under another path
     are the same result."""
@@ -263,7 +268,7 @@ def test_probe_cache_follows_the_weights_content(own_cache, small_folder, tmp_pa
     assert third.layers == second.layers
 
 
-@pytest.mark.parametrize("stage", ["features", "fit"])
+@pytest.mark.parametrize("stage", ["features", pytest.param("fit", marks=pytest.mark.slow)])
 def test_stopping_a_probe_while_it_runs_caches_nothing_half_done(own_cache, small_folder, stage):
     """Stopped in the middle of the feature pass, or after the first layer's fit: ``Stopped`` is
     raised and no probe result (nor partial features) is written; the same run unstopped writes them."""

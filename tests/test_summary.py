@@ -181,6 +181,7 @@ def test_receptive_field_matches_input_gradient(layer):
         handle.remove()
 
 
+@pytest.mark.slow
 def test_bagnet_receptive_field_matches_input_gradient():
     """A real registered architecture: BagNet-9's layer4 units see exactly 9x9 pixels."""
     from vizcore.models import build
@@ -244,6 +245,7 @@ def test_unknown_layer_and_model_errors():
         summarize("vgg16").row("nope")
 
 
+@pytest.mark.slow
 def test_every_registered_model_summarises_at_its_input_size():
     for name in list_models():
         spec = get_spec(name)
@@ -293,6 +295,7 @@ def _cli(*args):
                           text=True, cwd=ROOT, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_json_contract():
     p = _cli("--model", "vgg16", "--json")
     assert p.returncode == 0, p.stderr
@@ -309,6 +312,7 @@ def test_cli_json_contract():
     assert data["layers"][0]["output_shape"] == [64, 80, 80]
 
 
+@pytest.mark.slow
 def test_cli_table_and_errors():
     p = _cli("--model", "googlenet")
     assert p.returncode == 0, p.stderr
