@@ -354,6 +354,8 @@ def test_cli_similarity_errors_are_one_line(args, message, twelve, tmp_path):
     base = ["similarity", str(folder), "--out", str(tmp_path / "o")]
     if "--models" not in args:
         base += ["--models", "efficientnet_lite0"]
+    if "--batch-size" not in args:
+        base += ["--batch-size", "4"]
     r = _cli(*base, *args)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()

@@ -414,15 +414,15 @@ def prepare(a: "LoadedModel", b: "LoadedModel | None", dataset: "ImageDataset", 
     if batch_size < MIN_BATCH:
         raise ValueError(f"batch size must be at least {MIN_BATCH} (the unbiased HSIC needs n >= 4), "
                          f"got {batch_size}")
+    la = order_layers(a, layers)
+    if layers_b is None:
+        layers_b = layers if (layers is not None and b.spec.name == a.spec.name) else None
+    lb = order_layers(b, layers_b)
     if len(dataset) < MIN_BATCH:
         raise ValueError(f"CKA needs at least {MIN_BATCH} images; {dataset.name} has {len(dataset)}")
     if len(dataset) < batch_size:
         raise ValueError(f"{dataset.name} has {len(dataset)} images, fewer than one batch of {batch_size}; "
                          f"use a batch size of at most {len(dataset)}")
-    la = order_layers(a, layers)
-    if layers_b is None:
-        layers_b = layers if (layers is not None and b.spec.name == a.spec.name) else None
-    lb = order_layers(b, layers_b)
     p = CKAPass(a, b, [a.resolve(n) for n in la], [b.resolve(n) for n in lb], names_a=la, names_b=lb,
                 batch_size=batch_size, mode=mode, pool_target=pool_target)
     key = result_key("cka", VERSION, a, dataset, b_weights=weights_identity(b), b_preprocess=preprocess_identity(b),
