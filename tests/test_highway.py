@@ -88,6 +88,7 @@ def test_registered_random_init_and_user_checkpoint(tmp_path):
         _load("highwaynet18", str(tmp_path / "plain.pt"))
 
 
+@pytest.mark.slow
 def test_cka_at_init_gated_skips_resemble_plain_skips_more_than_no_skips(imagenet_samples):
     """At initialisation the gates (bias -1, T about 0.27) mostly carry each block's input, as a
     residual block does: the gated network's blocks resemble the plain-skip network's far more than

@@ -24,8 +24,8 @@ used (``tests/test_similarity.py`` shows both).
 
 The Gram matrices (``n x n``) are built inside the tap's forward hook
 (:func:`vizcore.tap.tap` with ``reduce=``), so no activation map outlives its layer. Features are
-centred per batch before the Gram matrix (the estimate is then exactly invariant to adding a
-constant to a representation). Maps are either average-pooled first to a bounded number of
+centred per batch before the Gram matrix: the unbiased HSIC is invariant to adding a constant to a
+representation anyway, but centring keeps large means from cancelling in floating point. Maps are either average-pooled first to a bounded number of
 features per tap (``mode="pool"``, the default: :class:`vizcore.features.Pooling`, about 9,600
 features, so the early layers of big networks stay cheap) or flattened whole (``mode="flatten"``,
 Kornblith et al.'s protocol); the choice is part of the result and of its cache key.
