@@ -9,8 +9,9 @@ the run times
   runs both forwards with Gram matrices built in the hooks and the all-pairs HSIC, then
   ``finish``), in ``pool`` mode (the default) and in ``flatten`` mode.
 
-The baseline is timed before and after the CKA runs and averaged, so drift on a shared machine
-weighs on both sides alike. Target: the default CKA at most 1.5x the forwards.
+The three are interleaved batch by batch (forwards, then each CKA mode, on the same batch), so
+load changes on a shared machine weigh on all of them alike. Target: the default CKA (``pool``)
+at most 1.5x the forwards.
 
     python bench/similarity.py [--images 512] [--batch-size 32] [--data DIR] [--json FILE]
 """
@@ -61,43 +62,37 @@ def main() -> int:
     batches = [(x, idx) for x, idx in iter_batches(ds, a.transform(), batch_size=bs, workers=0)]
     print(f"decoded once: {time.perf_counter() - t:.1f} s", flush=True)
 
-    def forwards() -> float:
+    passes = {mode: prepare(a, b, ds, batch_size=bs, mode=mode)[0] for mode in args.modes}
+    states = {mode: p.empty() for mode, p in passes.items()}
+    with torch.no_grad():  # warm-up: allocator and kernels
+        a.model(batches[0][0]), b.model(batches[0][0])
+    fwd = 0.0
+    secs = dict.fromkeys(passes, 0.0)
+    for i, (x, idx) in enumerate(batches):
         t0 = time.perf_counter()
         with torch.no_grad():
-            for x, _ in batches:
-                a.model(x.to(a.device))
-                b.model(x.to(b.device))
-        return time.perf_counter() - t0
-
-    def ckapass(mode: str) -> tuple[float, object]:
-        p, _ = prepare(a, b, ds, batch_size=bs, mode=mode)
-        t0 = time.perf_counter()
-        state = p.empty()
-        for x, idx in batches:
-            state = p.merge(state, p.step(x, idx))
-        res = p.finish(state, PassInfo(ds, total=len(ds), n_images=len(ds), complete=True))
-        return time.perf_counter() - t0, res
-
-    with torch.no_grad():  # warm-up: allocator, kernels, the weight digests of the cache key
-        a.model(batches[0][0]), b.model(batches[0][0])
-    prepare(a, b, ds, batch_size=bs)
-    base1 = forwards()
-    print(f"bare forwards (A + B):          {base1:7.1f} s", flush=True)
+            a.model(x.to(a.device))
+            b.model(x.to(b.device))
+        fwd += time.perf_counter() - t0
+        for mode, p in passes.items():
+            t0 = time.perf_counter()
+            states[mode] = p.merge(states[mode], p.step(x, idx))
+            secs[mode] += time.perf_counter() - t0
+        print(f"batch {i + 1}/{len(batches)}: forwards {fwd:.1f} s, "
+              + ", ".join(f"{m} {s_:.1f} s" for m, s_ in secs.items()), flush=True)
     rows = {}
-    for mode in args.modes:
-        s, res = ckapass(mode)
-        rows[mode] = {"seconds": s, "taps": [len(res.layers_a), len(res.layers_b)], "n_images": res.n_images,
-                      "stem": res.value("stem", "stem"), "pool": res.value("pool", "pool")}
-        print(f"CKA pass, {mode:<7} ({len(res.layers_a)} x {len(res.layers_b)} taps): {s:7.1f} s", flush=True)
-    base2 = forwards()
-    base = (base1 + base2) / 2
-    print(f"bare forwards again:            {base2:7.1f} s  (mean {base:.1f} s)")
-    for mode, r in rows.items():
-        r["ratio"] = r["seconds"] / base
-        print(f"{mode:<7}: {r['ratio']:.2f}x the forwards" + ("  (target <= 1.5x)" if mode == "pool" else "")
-              + f"; CKA(stem) {r['stem']:.3f}, CKA(pool) {r['pool']:.3f}")
+    print(f"bare forwards (A + B): {fwd:7.1f} s")
+    for mode, p in passes.items():
+        t0 = time.perf_counter()
+        res = p.finish(states[mode], PassInfo(ds, total=len(ds), n_images=len(ds), complete=True))
+        s_ = secs[mode] + time.perf_counter() - t0
+        rows[mode] = {"seconds": s_, "ratio": s_ / fwd, "taps": [len(res.layers_a), len(res.layers_b)],
+                      "n_images": res.n_images, "stem": res.value("stem", "stem"), "pool": res.value("pool", "pool")}
+        print(f"CKA pass, {mode:<7} ({len(res.layers_a)} x {len(res.layers_b)} taps): {s_:7.1f} s = "
+              f"{s_ / fwd:.2f}x the forwards" + ("  (target <= 1.5x)" if mode == "pool" else "")
+              + f"; CKA(stem) {rows[mode]['stem']:.3f}, CKA(pool) {rows[mode]['pool']:.3f}")
     out = {"images": len(ds), "batch_size": bs, "threads": torch.get_num_threads(), "device": str(a.device),
-           "forwards_s": [base1, base2], "modes": rows}
+           "forwards_s": fwd, "modes": rows}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
