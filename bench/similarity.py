@@ -13,7 +13,7 @@ The three are interleaved batch by batch (forwards, then each CKA mode, on the s
 load changes on a shared machine weigh on all of them alike. Target: the default CKA (``pool``)
 at most 1.5x the forwards.
 
-    python bench/similarity.py [--images 512] [--batch-size 32] [--data DIR] [--json FILE]
+    python bench/similarity.py [--images 512] [--batch-size 32] [--threads N] [--data DIR] [--json FILE]
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def main() -> int:
     ap.add_argument("--data", default=os.environ.get("VIZCORE_SHARED_DATA", str(ROOT.parent / "shared" / "data"))
                     + "/imagenet-samples")
     ap.add_argument("--modes", nargs="+", default=["pool", "flatten"])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
@@ -49,6 +50,8 @@ def main() -> int:
     from vizcore.similarity import prepare
 
     apply_speed_settings()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     files = sorted(Path(args.data).glob("*.jpg"))[: args.images]
     ds = ImageDataset("imagenet-samples", [ImageItem(str(p)) for p in files])

@@ -155,6 +155,7 @@ def test_model_against_itself_has_ones_on_the_diagonal_and_drops_the_ragged_batc
     assert res.settings["mode"] == "pool" and res.settings["batch_size"] == 4
 
 
+@pytest.mark.slow
 def test_pass_matches_numpy_oracle_on_cached_features_with_each_models_own_preprocessing(
         lite0, resnet18_random, twelve):
     """lite0 (mean 0.5, std 0.5) against ResNet-18 (ImageNet mean/std): the transform hands each
@@ -344,6 +345,7 @@ def test_cli_similarity_writes_csv_json_png_and_neighbours(twelve, tmp_path, ima
     assert (nout / "neighbours.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--batch-size", "2"], "batch size must be at least 4"),
     (["--layers", "stem", "blocks.99"], "unknown layer 'blocks.99'"),
@@ -366,6 +368,7 @@ def test_cli_similarity_errors_are_one_line(args, message, twelve, tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_similarity_fewer_than_4_images(twelve, tmp_path):
     folder = tmp_path / "three"
     folder.mkdir()
