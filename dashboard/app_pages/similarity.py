@@ -70,6 +70,8 @@ with st.sidebar:
     n_max = len(ds_all)
     n_use = int(st.number_input("Images to use", 4, n_max, min(n_max, 256), key=f"{KEY}_n",
                                 help="Spread evenly over the dataset. More images, a steadier estimate."))
+    if st.session_state.get(f"{KEY}_batch", 0) > n_use:  # fewer images chosen than the batch held
+        st.session_state[f"{KEY}_batch"] = n_use
     batch = int(st.number_input("Batch size", 4, max(4, n_use), min(32, n_use), key=f"{KEY}_batch",
                                 help="Images per HSIC estimate (at least 4). A shorter last batch is dropped."))
     mode = st.radio("Maps", ["pool", "flatten"], key=f"{KEY}_mode", horizontal=True,
