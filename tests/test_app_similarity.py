@@ -123,7 +123,13 @@ def test_similarity_page_stop_keeps_nothing(lite0, eight, monkeypatch, tmp_path)
     # a run that was stopped after its first step: the Stop state shows and nothing is cached
     from vizcore.similarity import load_cached, prepare
 
+    at.session_state[f"{KEY}_batch"] = 8  # more than the images chosen next: lowered, no error
+    at.session_state[f"{KEY}_n"] = 6
+    at.run()
+    assert not at.exception, at.exception
+    assert at.number_input(key=f"{KEY}_batch").value == 6
     at.session_state[f"{KEY}_n"] = 8
+    at.session_state[f"{KEY}_batch"] = 4
     at.run()
     from vizcore.data import open_dataset
     from vizcore.features import random_twin
