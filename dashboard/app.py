@@ -50,6 +50,8 @@ PAGES = {
                 url_path="embeddings"),
         st.Page(str(ROOT / "app_pages" / "shape_bias.py"), title="Texture vs shape", icon=":material/pets:",
                 url_path="shape_bias"),
+        st.Page(str(ROOT / "app_pages" / "similarity.py"), title="Similarity", icon=":material/join_inner:",
+                url_path="similarity"),
     ],
 }
 

@@ -536,8 +536,15 @@ class _Decoded(torch.utils.data.Dataset):
 def _collate(batch):
     ok = [(x, i) for x, i, _ in batch if x is not None]
     bad = [(i, err) for x, i, err in batch if x is None]
-    xs = torch.stack([x for x, _ in ok]) if ok else None
+    xs = _stack([x for x, _ in ok]) if ok else None
     return xs, [i for _, i in ok], bad
+
+
+def _stack(xs: list):
+    """Stack per-image tensors; tuples (one tensor per model's preprocessing) element-wise."""
+    if isinstance(xs[0], (tuple, list)):
+        return tuple(torch.stack(parts) for parts in zip(*xs))
+    return torch.stack(xs)
 
 
 @dataclass
@@ -556,6 +563,9 @@ def iter_batches(ds: ImageDataset, transform: Callable, *, batch_size: int = 32,
                  workers: int | None = None, report: BatchReport | None = None
                  ) -> Iterator[tuple[torch.Tensor, list[int]]]:
     """Yield ``(images (B, 3, H, W), dataset indices)``, each image decoded once.
+
+    A ``transform`` that returns a tuple of tensors (one per model's preprocessing) yields a
+    tuple of stacked batches instead.
 
     Unreadable files are skipped and recorded in ``report.skipped`` as
     ``{"file", "error"}``; the run never fails because of one bad file.

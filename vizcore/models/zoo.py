@@ -14,6 +14,7 @@ from typing import Callable
 import torch.nn as nn
 
 from vizcore.models.bagnet import BAGNET_URLS, bagnet
+from vizcore.models.highway import highwaynet18
 from vizcore.models.registry import (
     ModelSpec,
     Preprocess,
@@ -252,6 +253,19 @@ for _n in ("bagnet9", "bagnet17", "bagnet33"):
         weights=(WeightSource(kind="url", description=f"official {_n} weights (Brendel & Bethge)",
                               url=BAGNET_URLS[_n], filename=f"{_n}-" + os.path.basename(BAGNET_URLS[_n])),),
         categories=imagenet_categories, paper="https://openreview.net/forum?id=SkfMWhAqYQ",
+    ))
+
+
+# ------------------------------------------------------------------- HighwayNet
+HIGHWAY = "https://arxiv.org/abs/1507.06228"
+for _n, _skip, _what in (("highwaynet18", "gated", "gated skips y = H(x)T(x) + x(1 - T(x))"),
+                         ("highwaynet18_plain", "plain", "plain skips y = H(x) + x (ResNet-18-style)"),
+                         ("highwaynet18_noskip", "none", "no skips y = H(x)")):
+    register(ModelSpec(
+        name=_n, family="highway", builder=functools.partial(highwaynet18, _skip), taps=resnet_taps, weights=(),
+        categories=imagenet_categories, paper=HIGHWAY if _skip == "gated" else RESNET,
+        description=f"ResNet-18 stage layout with {_what}; random init, or --weights PATH for a checkpoint.",
+        extra={"skip": _skip},
     ))
 
 

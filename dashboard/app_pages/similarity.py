@@ -1,0 +1,230 @@
+"""Similarity: linear CKA between every tap of two networks, and nearest neighbours at every depth.
+
+UI only: :mod:`vizcore.similarity` computes the minibatch CKA in one dataset pass
+(:class:`vizcore.passes.PassRun`, a few batches per script run so the page shows progress and
+Stop works) and caches the result on disk; the neighbours come from the shared features cache.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from dashboard import widgets as w
+from vizcore.models import list_models
+
+KEY = "similarity"
+PAGE_ACTIVATIONS = "app_pages/activations.py"
+AGAINST = {"random": "its random-init twin", "model": "another network", "self": "itself"}
+
+st.title("Similarity")
+st.caption("How alike are the representations of two layers? Linear CKA (Kornblith et al. 2019) compares "
+           "the similarity structure two layers impose on the same images: 1 for the same representation up "
+           "to rotation and scale, about 0 for unrelated ones. Computed with the unbiased minibatch "
+           "estimator of Nguyen et al. (2021) in one pass over a dataset.")
+
+with st.sidebar:
+    st.subheader("Network A")
+    model = w.model_picker(KEY, allow_timm=False)
+    weights = w.weights_picker(KEY)
+    st.subheader("Compared with")
+    against = st.radio("B is", list(AGAINST), format_func=AGAINST.__getitem__, key=f"{KEY}_against")
+    if against == "model":
+        names = list_models()
+        model_b = st.selectbox("Network B", names, index=names.index("resnet18") if "resnet18" in names else 0,
+                               key=f"{KEY}_model_b")
+        weights_b = st.radio("Weights of B", ["auto", "random"], key=f"{KEY}_weights_b", horizontal=True,
+                             format_func={"auto": "best available (auto)", "random": "random init"}.get)
+    else:
+        model_b, weights_b = model, ("random" if against == "random" else weights)
+
+lm = w.load_model_or_stop(model, weights)
+lm_b = w.load_model_or_stop(model_b, weights_b) if (model_b, weights_b) != (model, weights) else lm
+
+taps_a = [t.name for t in lm.taps() if t.kind != "input"]
+taps_b = [t.name for t in lm_b.taps() if t.kind != "input"]
+with st.sidebar:
+    st.subheader("Layers")
+    layers = st.multiselect("Taps of A", taps_a, default=taps_a, key=f"{KEY}_layers_{model}",
+                            help="Curated taps, in network order.")
+    if model_b == model:
+        layers_b = layers
+    else:
+        layers_b = st.multiselect("Taps of B", taps_b, default=taps_b, key=f"{KEY}_layers_b_{model_b}")
+    st.subheader("Dataset")
+    spec, _ = w.dataset_input(KEY, sources=("folder", "samples", "cue-conflict"), folder_default="imagenet-samples")
+
+w.weights_badge(lm)
+if lm_b is not lm:
+    st.caption(f"B: **{model_b}**, weights {lm_b.weights.label()}")
+ds_all = w.open_dataset_or_stop(spec)
+if len(ds_all) < 4:
+    st.error(f"CKA needs at least 4 images; {ds_all.name} has {len(ds_all)}.")
+    st.stop()
+if not layers or not layers_b:
+    st.info("Choose at least one tap of each network.")
+    st.stop()
+
+with st.sidebar:
+    n_max = len(ds_all)
+    n_use = int(st.number_input("Images to use", 4, n_max, min(n_max, 256), key=f"{KEY}_n",
+                                help="Spread evenly over the dataset. More images, a steadier estimate."))
+    if st.session_state.get(f"{KEY}_batch", 0) > n_use:  # fewer images chosen than the batch held
+        st.session_state[f"{KEY}_batch"] = n_use
+    batch = int(st.number_input("Batch size", 4, max(4, n_use), min(32, n_use), key=f"{KEY}_batch",
+                                help="Images per HSIC estimate (at least 4). A shorter last batch is dropped."))
+    mode = st.radio("Maps", ["pool", "flatten"], key=f"{KEY}_mode", horizontal=True,
+                    format_func={"pool": "pooled (~9,600 features)", "flatten": "flattened whole"}.get,
+                    help="Pooled first keeps memory bounded for the early layers of big networks; "
+                         "flattened whole is Kornblith et al.'s protocol.")
+
+ds = ds_all if n_use == n_max else ds_all.subset(sorted(set(np.linspace(0, n_max - 1, n_use).astype(int).tolist())),
+                                                   name=f"{ds_all.name}[{n_use}]")
+st.write(f"**{ds.name}**: {len(ds)} images · A: **{model}** · B: **{model_b}** ({AGAINST[against]})")
+
+from vizcore.similarity import load_cached, prepare, save_cached  # noqa: E402
+
+try:
+    p, key = prepare(lm, lm_b, ds, layers=layers, layers_b=layers_b, batch_size=batch, mode=mode)
+except (ValueError, KeyError) as e:
+    st.error(str(e).strip("'\""))
+    st.stop()
+
+# ------------------------------------------------------------------------------ the pass
+results: dict = st.session_state.setdefault(f"{KEY}_results", {})
+if key not in results and (hit := load_cached(key)) is not None:
+    results[key] = hit
+
+job = st.session_state.get(f"{KEY}_job")
+if key not in results:
+    c1, c2 = st.columns([4, 1])
+    if job is None or job["key"] != key:
+        if c1.button("Compute CKA", type="primary", key=f"{KEY}_run", icon=":material/play_arrow:"):
+            from vizcore.passes import PassRun
+
+            st.session_state[f"{KEY}_job"] = {"key": key, "run": PassRun(p, ds, batch_size=batch, workers=0),
+                                              "stopped": False}
+            st.rerun()
+        st.info("Press **Compute CKA**. Results are cached on disk: a repeated run is instant.")
+        st.stop()
+    run = job["run"]
+    if job["stopped"]:
+        c1.warning(f"Stopped after {run.pos} of {run.total} images. Nothing is cached.")
+        if c2.button("Resume", key=f"{KEY}_resume", icon=":material/play_arrow:"):
+            job["stopped"] = False
+            st.rerun()
+        st.stop()
+    if c2.button("Stop", key=f"{KEY}_stop", icon=":material/stop:"):
+        job["stopped"] = True
+        st.rerun()
+    eta = run.eta()
+    bar = c1.progress(run.pos / max(run.total, 1), text=f"CKA over {ds.name}: {run.pos}/{run.total} images"
+                      + (f" · about {eta:.0f} s left" if eta is not None else ""))
+    try:
+        # A few batches per script run: the Stop button is read between runs.
+        run.step(max(1, 64 // batch),
+                 progress=lambda d, t: bar.progress(d / max(t, 1), text=f"CKA over {ds.name}: {d}/{t} images"))
+        if run.done:
+            res = run.result()
+            save_cached(key, res)
+            results[key] = res
+            st.session_state.pop(f"{KEY}_job", None)
+    except Exception as e:  # noqa: BLE001 - e.g. no full batch could be read: say so, keep the page
+        st.session_state.pop(f"{KEY}_job", None)
+        st.error(str(e))
+        st.stop()
+    st.rerun()
+
+res = results[key]
+src = "from the cache" if res.from_cache else "computed now"
+dropped = f" · {res.dropped} images of a short batch dropped" if res.dropped else ""
+skipped = f" · {len(res.skipped)} unreadable" if res.skipped else ""
+st.success(f"CKA of {len(res.layers_a)} x {len(res.layers_b)} taps on {res.n_images} images in {res.batches} "
+           f"batches of {res.settings['batch_size']} ({src}){dropped}{skipped}")
+
+# ------------------------------------------------------------------------------ heatmap
+import plotly.graph_objects as go  # noqa: E402
+
+c1, c2 = st.columns(2)
+focus_a = c1.selectbox("Highlight a tap of A (row)", ["(none)"] + res.layers_a, key=f"{KEY}_focus")
+col_default = focus_a if focus_a in res.layers_b else "(none)"
+focus_b = c2.selectbox("Highlight a tap of B (column)", ["(none)"] + res.layers_b,
+                       index=(["(none)"] + res.layers_b).index(col_default), key=f"{KEY}_focus_b_{focus_a}")
+
+m = res.matrix
+fig = go.Figure(go.Heatmap(
+    z=m, x=res.layers_b, y=res.layers_a, zmin=0, zmax=1, colorscale="Magma", colorbar={"title": "CKA"},
+    hovertemplate="A: %{y}<br>B: %{x}<br>CKA %{z:.6f}<extra></extra>"))
+n_a, n_b = len(res.layers_a), len(res.layers_b)
+if focus_a != "(none)":
+    i = res.layers_a.index(focus_a)
+    fig.add_shape(type="rect", x0=-0.5, x1=n_b - 0.5, y0=i - 0.5, y1=i + 0.5, line={"color": "cyan", "width": 3})
+if focus_b != "(none)":
+    j = res.layers_b.index(focus_b)
+    fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=-0.5, y1=n_a - 0.5, line={"color": "lime", "width": 3})
+fig.update_yaxes(autorange="reversed", title=f"A: {res.models[0]} ({res.weights[0]})", type="category")
+fig.update_xaxes(title=f"B: {res.models[1]} ({res.weights[1]})", type="category", tickangle=-60)
+fig.update_layout(height=max(420, 22 * n_a + 160), margin={"l": 10, "r": 10, "t": 10, "b": 10})
+st.plotly_chart(fig, key=f"{KEY}_heatmap")
+
+if focus_a != "(none)":
+    i = res.layers_a.index(focus_a)
+    row = m[i]
+    j = int(np.nanargmax(row)) if np.isfinite(row).any() else 0
+    st.markdown(f"**{focus_a}** of A is most like **{res.layers_b[j]}** of B (CKA {row[j]:.4f})"
+                + (f"; at the same tap: {res.value(focus_a, focus_a):.4f}" if focus_a in res.layers_b else "")
+                + ".")
+    l1, l2, _ = st.columns([1, 1, 2])
+    if l1.button("Activations", key=f"{KEY}_to_act", icon=":material/layers:",
+                 help=f"What {focus_a} does with one image"):
+        w.set_channel_target(model, focus_a, 0)
+        st.switch_page(PAGE_ACTIVATIONS)
+    if l2.button("Dataset examples", key=f"{KEY}_to_dsx", icon=":material/grid_view:",
+                 help=f"Dataset patches that excite channel 0 of {focus_a} most"):
+        w.set_channel_target(model, focus_a, 0)
+        st.switch_page(w.PAGE_DATASET_EXAMPLES)
+
+st.download_button("Download CKA (CSV)", res.csv_text(), file_name="cka.csv", mime="text/csv", key=f"{KEY}_csv")
+
+# ------------------------------------------------------------------------------ neighbours
+st.header("Nearest neighbours at every depth")
+st.caption(f"The dataset images whose pooled features at a tap of **{model}** are closest (cosine) to the "
+           "query image's: early taps group by colour and texture, deep taps by what is in the picture.")
+image, caption = w.image_input(KEY)
+taps_nb = [t.name for t in lm.taps() if t.kind not in ("input", "logits")] or taps_a
+picks = list(dict.fromkeys([taps_nb[0], taps_nb[len(taps_nb) // 2], taps_nb[-1]]))
+k = st.slider("Neighbours per tap", 1, 12, 6, key=f"{KEY}_k")
+digest = w.image_digest(image)
+nb_id = (model, weights, digest, ds.name, ds.fingerprint(), tuple(picks), k)
+nbs: dict = st.session_state.setdefault(f"{KEY}_nb", {})
+if nb_id not in nbs:
+    if not st.button("Find neighbours", key=f"{KEY}_nb_run", icon=":material/search:"):
+        st.stop()
+    from vizcore.similarity import nearest_neighbours
+
+    bar = st.progress(0.0, text="Pooled features of the dataset…")
+    try:
+        nbs[nb_id] = nearest_neighbours(lm, image, ds, picks, k=k, query_name=caption, workers=0, batch_size=16,
+                                        progress=lambda d, t: bar.progress(d / max(t, 1), text=f"features {d}/{t}"))
+    except Exception as e:  # noqa: BLE001 - an unreadable dataset: say so
+        st.error(str(e))
+        st.stop()
+    bar.empty()
+
+from vizcore.data import ImageLoadError, load_image  # noqa: E402
+
+nb = nbs[nb_id]
+for layer, hits in nb.layers.items():
+    st.subheader(layer)
+    thumbs, caps = [image.copy()], [f"query: {caption}"]
+    thumbs[0].thumbnail((128, 128))
+    for h in hits:
+        try:
+            img = load_image(h.file, max_side=256)
+        except ImageLoadError:
+            continue
+        img.thumbnail((128, 128))
+        thumbs.append(img)
+        caps.append(f"{Path(h.file).name} · {h.similarity:.3f}")
+    st.image(thumbs, caption=caps, width=128)

@@ -1,0 +1,149 @@
+"""AppTest of the Similarity page: CKA heatmap with progress, cache, highlight and links; neighbours."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+PAGE = "app_pages/similarity.py"
+KEY = "similarity"
+LAYERS = ["stem", "blocks.1.0", "blocks.4.0", "pool"]
+
+
+@pytest.fixture
+def eight(imagenet_samples, tmp_path) -> Path:
+    folder = tmp_path / "eight"
+    folder.mkdir()
+    for p in sorted(imagenet_samples.glob("*.jpg"))[7::90][:8]:
+        (folder / p.name).symlink_to(p)
+    return folder
+
+
+def _open(folder: Path) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.run()
+    at.switch_page(PAGE)
+    at.session_state[f"{KEY}_source"] = "folder"
+    at.session_state[f"{KEY}_folder"] = str(folder)
+    at.session_state[f"{KEY}_layers_efficientnet_lite0"] = LAYERS
+    at.session_state[f"{KEY}_batch"] = 4
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _array(v) -> np.ndarray:
+    """A plotly JSON array: nested lists, or {"dtype", "bdata", "shape"} as plotly >= 6 writes numbers."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
+        return a.reshape([int(n) for n in str(v.get("shape", len(a))).split(",")])
+    return np.array(v, dtype=float)
+
+
+def _heatmap(at: AppTest) -> dict:
+    return next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if "heatmap" in c.proto.spec)
+
+
+def test_similarity_page_computes_caches_highlights_and_links(lite0, eight, monkeypatch, tmp_path):
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))  # cold cache
+    at = _open(eight)
+    assert at.title[0].value == "Similarity"
+    assert at.radio(key=f"{KEY}_against").value == "random"  # default: A against its random twin
+    at.button(key=f"{KEY}_run").click().run()
+    assert not at.exception, at.exception
+    ok = at.success[0].value
+    assert "CKA of 4 x 4 taps on 8 images in 2 batches of 4 (computed now)" in ok, ok
+
+    # the heatmap is the engine's matrix, taps in network order on both axes, exact hover values
+    from vizcore.data import open_dataset
+    from vizcore.features import random_twin
+    from vizcore.similarity import cka
+
+    ref = cka(lite0, random_twin(lite0), open_dataset(str(eight)), layers=LAYERS, batch_size=4, workers=0,
+              cache=False)
+    fig = _heatmap(at)
+    hm = fig["data"][0]
+    assert hm["x"] == LAYERS and hm["y"] == LAYERS
+    np.testing.assert_allclose(_array(hm["z"]), ref.matrix, atol=1e-12)
+    assert "%{z:.6f}" in hm["hovertemplate"]
+    assert fig["layout"]["yaxis"]["autorange"] == "reversed"
+
+    # highlight a row (and the matching column): two outlines, a summary line, links
+    at.selectbox(key=f"{KEY}_focus").set_value("blocks.1.0").run()
+    assert not at.exception, at.exception
+    shapes = _heatmap(at)["layout"]["shapes"]
+    assert len(shapes) == 2 and shapes[0]["y0"] == 0.5 and shapes[1]["x0"] == 0.5
+    assert any("**blocks.1.0** of A is most like" in m.value for m in at.markdown)
+    at.button(key=f"{KEY}_to_dsx").click().run()
+    assert at.session_state["channel_target"] == {"model": "efficientnet_lite0", "layer": "blocks.1.0",
+                                                  "channel": 0}
+
+    # a new session is served from the disk cache, without pressing anything
+    at2 = _open(eight)
+    assert "from the cache" in at2.success[0].value
+    np.testing.assert_allclose(_array(_heatmap(at2)["data"][0]["z"]), ref.matrix, atol=1e-12)
+
+
+def test_similarity_page_against_itself_and_neighbours(lite0, eight, monkeypatch, tmp_path):
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    at = _open(eight)
+    at.radio(key=f"{KEY}_against").set_value("self").run()
+    at.button(key=f"{KEY}_run").click().run()
+    assert not at.exception, at.exception
+    assert "computed now" in at.success[0].value
+    hm = _heatmap(at)["data"][0]  # lite0 against itself: ones on the diagonal
+    np.testing.assert_allclose(np.diag(_array(hm["z"])), 1.0, atol=1e-9)
+
+    # neighbours of the session's image at an early, a middle and the last tap
+    at.button(key=f"{KEY}_nb_run").click().run()
+    assert not at.exception, at.exception
+    heads = [s.value for s in at.main.subheader]
+    assert heads[-3:] == ["stem", "blocks.4.0", "pool"]
+    caps = [c for im in at.image for c in im.captions]
+    assert sum(c.startswith("query: ") for c in caps) == 3
+    assert len([c for c in caps if not c.startswith("query: ")]) == 3 * 6
+    from vizcore.data import load_sample, open_dataset
+    from vizcore.similarity import nearest_neighbours
+
+    sample = at.selectbox(key=f"{KEY}_sample").value
+    ref = nearest_neighbours(lite0, load_sample(sample), open_dataset(str(eight)), ["pool"], k=6, workers=0)
+    pool_caps = [c for c in caps if not c.startswith("query: ")][-6:]
+    assert pool_caps == [f"{Path(h.file).name} · {h.similarity:.3f}" for h in ref.layers["pool"]]
+
+
+def test_similarity_page_stop_keeps_nothing(lite0, eight, monkeypatch, tmp_path):
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    at = _open(eight)
+    # a run that was stopped after its first step: the Stop state shows and nothing is cached
+    from vizcore.similarity import load_cached, prepare
+
+    at.session_state[f"{KEY}_batch"] = 8  # more than the images chosen next: lowered, no error
+    at.session_state[f"{KEY}_n"] = 6
+    at.run()
+    assert not at.exception, at.exception
+    assert at.number_input(key=f"{KEY}_batch").value == 6
+    at.session_state[f"{KEY}_n"] = 8
+    at.session_state[f"{KEY}_batch"] = 4
+    at.run()
+    from vizcore.data import open_dataset
+    from vizcore.features import random_twin
+    from vizcore.passes import PassRun
+
+    ds = open_dataset(str(eight))
+    p, key = prepare(lite0, random_twin(lite0), ds, layers=LAYERS, batch_size=4)
+    run = PassRun(p, ds, batch_size=4, workers=0)
+    run.step(1)
+    at.session_state[f"{KEY}_job"] = {"key": key, "run": run, "stopped": True}
+    at.run()
+    assert not at.exception, at.exception
+    assert "Stopped after 4 of 8 images" in at.warning[0].value
+    assert load_cached(key) is None
+    at.button(key=f"{KEY}_resume").click().run()
+    assert not at.exception, at.exception
+    assert "computed now" in at.success[0].value and load_cached(key) is not None
