@@ -175,3 +175,96 @@ def test_evidence_page_shows_overlays_scores_and_curves(server, chromium_path):
             assert page.locator('[data-testid="stException"]').count() == 0
         finally:
             browser.close()
+
+
+# The newcomer's walk: (navigation label, page title, what proves the page uses the session photo).
+WALK = [
+    ("Overview", "What CNN layers learn", "photo"),
+    ("Activations", "Activations", "prediction"),
+    ("Compare", "Compare architectures", "photo"),
+    ("Architectures", "Architectures", None),
+    ("Evidence", "Evidence", "prediction"),
+    ("Unit", "· channel", "photo"),
+    ("Dataset examples", "Dataset examples", None),
+    ("Feature visualisation", "Feature visualisation", None),
+    ("Linear probes", "Linear probes", None),
+    ("Embeddings", "Embeddings", None),
+    ("Texture vs shape", "Texture vs shape", None),
+    ("Similarity", "Similarity", "photo"),
+]
+SCREENSHOTS = ROOT / "assets" / "screenshots"
+MAIN_HAS = "t => (document.querySelector('[data-testid=\"stMain\"]') || document.body).textContent.includes(t)"
+
+
+def _save_page_screenshot(page, name: str) -> Path:
+    """A viewport screenshot of the current page, palette-quantised to stay small."""
+    import io
+
+    from PIL import Image
+
+    page.wait_for_timeout(1000)
+    img = Image.open(io.BytesIO(page.screenshot(full_page=False))).convert("RGB")
+    for colours in (256, 128, 64):
+        buf = io.BytesIO()
+        img.quantize(colors=colours, method=Image.Quantize.MEDIANCUT).save(buf, format="PNG", optimize=True)
+        if buf.tell() < MAX_SCREENSHOT_BYTES:
+            break
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    out = SCREENSHOTS / f"{name}.png"
+    out.write_bytes(buf.getvalue())
+    return out
+
+
+def test_newcomer_walk_every_page_with_one_photo(server, chromium_path, tmp_path, lite0):
+    """Upload a photo once, visit every page through the navigation (one browser session), and check
+    that each page renders without an exception and, where it uses an image, uses that photo. Then
+    open a unit page by its address in a fresh browser context. ``VIZCORE_SCREENSHOT=1`` saves a
+    screenshot of every page to ``assets/screenshots/`` (the README's gallery)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - requirements include it
+        need(False, "the playwright Python package is not installed")
+    from vizcore.activations import extract
+    from vizcore.data import load_image
+
+    upload = _small_png(tmp_path / "my_coffee.png")
+    top1 = extract(lite0, load_image(upload), layers=["stem"]).predictions[0]
+    shots = os.environ.get("VIZCORE_SCREENSHOT")
+
+    def no_exception(page, where: str) -> None:
+        assert page.locator('[data-testid="stException"]').count() == 0, f"an exception reached {where}"
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                          "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(240_000)
+            page.goto(f"{server}/activations")
+            page.get_by_text("the 224px crop the network sees").first.wait_for()
+            page.locator('input[type="file"]').first.set_input_files(str(upload))
+            page.get_by_text("my_coffee.png: the 224px crop the network sees").wait_for()
+            for label, title, proof in WALK:
+                page.locator('[data-testid="stSidebarNav"] a').filter(has_text=label).first.click()
+                page.locator("h1").filter(has_text=title).first.wait_for()
+                if proof == "photo":  # the page's image is the upload, not the built-in cat
+                    page.wait_for_function(MAIN_HAS, arg="Image of this session: my_coffee.png")
+                elif proof == "prediction":  # the page shows the engine's top-1 for the upload
+                    page.wait_for_function(MAIN_HAS, arg=top1.label)
+                page.wait_for_load_state("networkidle")
+                no_exception(page, label)
+                if shots:
+                    _save_page_screenshot(page, label.lower().replace(" ", "_"))
+
+            # A unit page by its address, in a browser that never saw this session.
+            fresh = browser.new_context(viewport={"width": 1400, "height": 1100}).new_page()
+            fresh.set_default_timeout(240_000)
+            fresh.goto(f"{server}/unit?model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12")
+            fresh.locator("h1").filter(has_text="efficientnet_lite0 · blocks.4.0 · channel 12").first.wait_for()
+            fresh.wait_for_load_state("networkidle")
+            no_exception(fresh, "the unit page opened by its address")
+            if shots:
+                _save_page_screenshot(fresh, "unit_by_address")
+        finally:
+            browser.close()
