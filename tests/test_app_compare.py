@@ -176,3 +176,18 @@ def test_upload_goes_through_every_model():
     cols = _columns(at)
     lite = extract(_model("efficientnet_lite0"), load_image(buf.getvalue()), layers=["stem"])
     assert cols[0]["predictions"] == [f"{p.label} ({p.index})" for p in lite.predictions]
+
+
+def test_any_channel_of_a_grid_opens_its_unit_page():
+    """Each column's grid offers all of its channels; the link names the chosen one."""
+    from urllib.parse import parse_qs
+
+    at = _app()
+    picker = next(s for s in at.selectbox if s.key.startswith(f"{KEY}_unit_"))
+    assert len(picker.options) > 1
+    second = picker.options[1]
+    picker.set_value(int(second.split()[-1])).run()
+    assert not at.exception, at.exception
+    links = [(p.proto.page, parse_qs(p.proto.query_string)) for p in at.get("page_link")]
+    unit_links = [q for page, q in links if page == "unit"]
+    assert any(q["channel"] == [second.split()[-1]] and q["layer"] for q in unit_links), unit_links

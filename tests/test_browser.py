@@ -2,8 +2,9 @@
 headless Chromium (Debian's ``chromium``, through Playwright's Python package).
 
 It opens the Activations page, uploads a photograph through the file input, and
-waits for that image's channel grid and predictions to appear. With
-``VIZCORE_SCREENSHOT=1`` it also saves ``assets/screenshot.png`` for the README.
+waits for that image's channel grid and predictions to appear. The newcomer's
+walk visits every page with one uploaded photo; with ``VIZCORE_SCREENSHOT=1`` it saves a screenshot
+of each page to ``assets/screenshots/`` for the README's gallery.
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import pytest
 from conftest import need
 
 ROOT = Path(__file__).resolve().parents[1]
-SCREENSHOT = ROOT / "assets" / "screenshot.png"
 MAX_SCREENSHOT_BYTES = 500_000
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -82,26 +82,6 @@ def _small_png(path: Path) -> Path:
     return path
 
 
-def _save_screenshot(page) -> None:
-    """Viewport screenshot, palette-quantised so the PNG stays under 500 KB."""
-    import io
-
-    from PIL import Image
-
-    page.set_viewport_size({"width": 1400, "height": 1500})  # tall enough for the first grid
-    page.wait_for_timeout(1500)
-    raw = page.screenshot(full_page=False)
-    img = Image.open(io.BytesIO(raw)).convert("RGB")
-    for colours in (256, 128, 64):
-        buf = io.BytesIO()
-        img.quantize(colors=colours, method=Image.Quantize.MEDIANCUT).save(buf, format="PNG", optimize=True)
-        if buf.tell() < MAX_SCREENSHOT_BYTES:
-            break
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    SCREENSHOT.write_bytes(buf.getvalue())
-    assert SCREENSHOT.stat().st_size < MAX_SCREENSHOT_BYTES
-
-
 def test_upload_shows_grid_and_predictions(server, chromium_path, tmp_path, lite0):
     try:
         from playwright.sync_api import sync_playwright
@@ -144,8 +124,6 @@ def test_upload_shows_grid_and_predictions(server, chromium_path, tmp_path, lite
             assert page.locator('[data-testid="stException"]').count() == 0
             assert page.locator('[data-testid="stAlert"]').filter(has_text="Could not use").count() == 0
 
-            if os.environ.get("VIZCORE_SCREENSHOT"):
-                _save_screenshot(page)
         finally:
             browser.close()
 
@@ -183,14 +161,14 @@ WALK = [
     ("Activations", "Activations", "prediction"),
     ("Compare", "Compare architectures", "photo"),
     ("Architectures", "Architectures", None),
-    ("Evidence", "Evidence", "prediction"),
+    ("Evidence", "Evidence", "photo"),
     ("Unit", "· channel", "photo"),
     ("Dataset examples", "Dataset examples", None),
     ("Feature visualisation", "Feature visualisation", None),
     ("Linear probes", "Linear probes", None),
     ("Embeddings", "Embeddings", None),
     ("Texture vs shape", "Texture vs shape", None),
-    ("Similarity", "Similarity", "photo"),
+    ("Similarity", "Similarity", None),  # its neighbours (which use the photo) follow a CKA run
 ]
 SCREENSHOTS = ROOT / "assets" / "screenshots"
 MAIN_HAS = "t => (document.querySelector('[data-testid=\"stMain\"]') || document.body).textContent.includes(t)"
@@ -252,6 +230,10 @@ def test_newcomer_walk_every_page_with_one_photo(server, chromium_path, tmp_path
                     page.wait_for_function(MAIN_HAS, arg="Image of this session: my_coffee.png")
                 elif proof == "prediction":  # the page shows the engine's top-1 for the upload
                     page.wait_for_function(MAIN_HAS, arg=top1.label)
+                if label == "Evidence":  # its default maps and their faithfulness scores are computed
+                    page.get_by_text("cam · raw 7×7").first.wait_for()
+                # the page's script has finished (the running indicator is gone)
+                page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
                 page.wait_for_load_state("networkidle")
                 no_exception(page, label)
                 if shots:
@@ -262,6 +244,7 @@ def test_newcomer_walk_every_page_with_one_photo(server, chromium_path, tmp_path
             fresh.set_default_timeout(240_000)
             fresh.goto(f"{server}/unit?model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12")
             fresh.locator("h1").filter(has_text="efficientnet_lite0 · blocks.4.0 · channel 12").first.wait_for()
+            fresh.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
             fresh.wait_for_load_state("networkidle")
             no_exception(fresh, "the unit page opened by its address")
             if shots:

@@ -101,9 +101,10 @@ for col, entry in zip(cols, entries):
             st.plotly_chart(w.vector_figure(g["channels"], g["values"], height=160),
                             key=f"{KEY}_vec_{entry}")
         st.caption(f"active units {la['frac_active'].mean():.1%} · mean {la['mean'].mean():.3g}")
-        w.unit_link(model, weights, la["name"], g["channels"][0], label=f"Unit page: {la['name']} · {g['channels'][0]}",
-                    help="The first channel of the grid on its own page (other channels: from its drivers "
-                         "or the sidebar there).")
+        pick = st.selectbox("Channel of this grid", g["channels"], key=f"{KEY}_unit_{entry}_{la['name']}",
+                            format_func=lambda c: f"channel {c}", label_visibility="collapsed")
+        w.unit_link(model, weights, la["name"], pick, label=f"Unit page: {la['name']} · {pick}",
+                    help="The chosen channel of the grid on its own page, at an address you can share.")
         if ov["predictions"]:
             st.plotly_chart(w.predictions_figure(ov["predictions"], height=180), key=f"{KEY}_pred_{entry}")
         else:
