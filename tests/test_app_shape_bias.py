@@ -176,7 +176,8 @@ def test_running_estimate_with_interval_and_time_left(cue_conflict_root, tmp_pat
     lm = _model("efficientnet_lite0")
     first = cue_conflict_dataset(root).items[:16]
     with torch.no_grad():
-        logits = lm.model(torch.stack([lm.transform()(load_image(it.path)) for it in first]))
+        tf = cc.stimulus_transform(lm.spec)  # the stimuli protocol: fed as they are, no crop
+        logits = lm.model(torch.stack([tf(load_image(it.path)) for it in first]))
     decisions = cc.decide(logits)
     s_hits = sum(d == it.labels["shape"] for d, it in zip(decisions, first))
     t_hits = sum(d == it.labels["texture"] for d, it in zip(decisions, first))
