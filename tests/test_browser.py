@@ -72,6 +72,23 @@ def server(tmp_path):
             proc.wait(timeout=15)
 
 
+@pytest.fixture
+def browser(chromium_path):
+    """Debian's headless Chromium through Playwright's Python package; closed in ``finally``."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # pragma: no cover - requirements include it
+        need(False, "the playwright Python package is not installed")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path, headless=True,
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                                    "--disable-dev-shm-usage"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
 def _small_png(path: Path) -> Path:
     """The coffee photograph, shrunk, as the file a user uploads."""
     from vizcore.data import load_sample
@@ -82,11 +99,7 @@ def _small_png(path: Path) -> Path:
     return path
 
 
-def test_upload_shows_grid_and_predictions(server, chromium_path, tmp_path, lite0):
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - requirements include it
-        need(False, "the playwright Python package is not installed")
+def test_upload_shows_grid_and_predictions(server, browser, tmp_path, lite0):
     from vizcore.activations import extract
     from vizcore.data import load_image
 
@@ -94,65 +107,46 @@ def test_upload_shows_grid_and_predictions(server, chromium_path, tmp_path, lite
     # What the page must show: the engine's own top-1 for this very file.
     expected = extract(lite0, load_image(upload), layers=["stem"]).predictions[0]
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                          "--disable-dev-shm-usage"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(120_000)
-            page.goto(f"{server}/activations")  # the page answers at its own address
-            # The default sample renders first.
-            page.get_by_text("the 224px crop the network sees").first.wait_for()
-            page.locator('input[type="file"]').first.set_input_files(str(upload))
-            page.get_by_text("my_coffee.png: the 224px crop the network sees").wait_for()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(120_000)
+    page.goto(f"{server}/activations")  # the page answers at its own address
+    # The default sample renders first.
+    page.get_by_text("the 224px crop the network sees").first.wait_for()
+    page.locator('input[type="file"]').first.set_input_files(str(upload))
+    page.get_by_text("my_coffee.png: the 224px crop the network sees").wait_for()
 
-            # The first layer's expander is open and shows a decoded channel grid.
-            grid = page.locator('[data-testid="stExpander"] img').first
-            grid.wait_for(state="visible")
-            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=grid.element_handle())
-            width = grid.evaluate("img => img.naturalWidth")
-            assert width >= 4 * 64, f"grid image is only {width} px wide"
-            assert page.get_by_text("channels by mean").first.is_visible()
+    # The first layer's expander is open and shows a decoded channel grid.
+    grid = page.locator('[data-testid="stExpander"] img').first
+    grid.wait_for(state="visible")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=grid.element_handle())
+    width = grid.evaluate("img => img.naturalWidth")
+    assert width >= 4 * 64, f"grid image is only {width} px wide"
+    assert page.get_by_text("channels by mean").first.is_visible()
 
-            # The predictions chart names the engine's top-1 class for the uploaded file.
-            chart = page.locator('[data-testid="stPlotlyChart"]').first
-            chart.wait_for(state="visible")
-            page.wait_for_function(
-                "([el, label]) => el.textContent.includes(label)",
-                arg=[chart.element_handle(), f"{expected.label} ({expected.index})"])
-            assert page.locator('[data-testid="stException"]').count() == 0
-            assert page.locator('[data-testid="stAlert"]').filter(has_text="Could not use").count() == 0
-
-        finally:
-            browser.close()
+    # The predictions chart names the engine's top-1 class for the uploaded file.
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.wait_for(state="visible")
+    page.wait_for_function(
+        "([el, label]) => el.textContent.includes(label)",
+        arg=[chart.element_handle(), f"{expected.label} ({expected.index})"])
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.locator('[data-testid="stAlert"]').filter(has_text="Could not use").count() == 0
 
 
-def test_evidence_page_shows_overlays_scores_and_curves(server, chromium_path):
+def test_evidence_page_shows_overlays_scores_and_curves(server, browser):
     """The Evidence page in a real browser: CAM and Grad-CAM overlays with their scores and the curves."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - requirements include it
-        need(False, "the playwright Python package is not installed")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                          "--disable-dev-shm-usage"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(300_000)
-            page.goto(f"{server}/evidence")
-            page.get_by_text("cam · raw 7×7").first.wait_for()
-            page.get_by_text("gradcam · raw 7×7").first.wait_for()
-            page.get_by_text("Random map").first.wait_for()
-            chart = page.locator('[data-testid="stPlotlyChart"]').first
-            chart.wait_for(state="visible")
-            page.wait_for_function("el => el.textContent.includes('Deletion')", arg=chart.element_handle())
-            overlay = page.locator('[data-testid="stImage"] img').nth(1)
-            page.wait_for_function("img => img.complete && img.naturalWidth == 224", arg=overlay.element_handle())
-            assert page.locator('[data-testid="stException"]').count() == 0
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(300_000)
+    page.goto(f"{server}/evidence")
+    page.get_by_text("cam · raw 7×7").first.wait_for()
+    page.get_by_text("gradcam · raw 7×7").first.wait_for()
+    page.get_by_text("Random map").first.wait_for()
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.wait_for(state="visible")
+    page.wait_for_function("el => el.textContent.includes('Deletion')", arg=chart.element_handle())
+    overlay = page.locator('[data-testid="stImage"] img').nth(1)
+    page.wait_for_function("img => img.complete && img.naturalWidth == 224", arg=overlay.element_handle())
+    assert page.locator('[data-testid="stException"]').count() == 0
 
 
 # The newcomer's walk: (navigation label, page title, what proves the page uses the session photo).
@@ -193,15 +187,11 @@ def _save_page_screenshot(page, name: str) -> Path:
     return out
 
 
-def test_newcomer_walk_every_page_with_one_photo(server, chromium_path, tmp_path, lite0):
+def test_newcomer_walk_every_page_with_one_photo(server, browser, tmp_path, lite0):
     """Upload a photo once, visit every page through the navigation (one browser session), and check
     that each page renders without an exception and, where it uses an image, uses that photo. Then
     open a unit page by its address in a fresh browser context. ``VIZCORE_SCREENSHOT=1`` saves a
     screenshot of every page to ``assets/screenshots/`` (the README's gallery)."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - requirements include it
-        need(False, "the playwright Python package is not installed")
     from vizcore.activations import extract
     from vizcore.data import load_image
 
@@ -212,42 +202,35 @@ def test_newcomer_walk_every_page_with_one_photo(server, chromium_path, tmp_path
     def no_exception(page, where: str) -> None:
         assert page.locator('[data-testid="stException"]').count() == 0, f"an exception reached {where}"
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                          "--disable-dev-shm-usage"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            page.set_default_timeout(240_000)
-            page.goto(f"{server}/activations")
-            page.get_by_text("the 224px crop the network sees").first.wait_for()
-            page.locator('input[type="file"]').first.set_input_files(str(upload))
-            page.get_by_text("my_coffee.png: the 224px crop the network sees").wait_for()
-            for label, title, proof in WALK:
-                page.locator('[data-testid="stSidebarNav"] a').filter(has_text=label).first.click()
-                page.locator("h1").filter(has_text=title).first.wait_for()
-                if proof == "photo":  # the page's image is the upload, not the built-in cat
-                    page.wait_for_function(MAIN_HAS, arg="Image of this session: my_coffee.png")
-                elif proof == "prediction":  # the page shows the engine's top-1 for the upload
-                    page.wait_for_function(MAIN_HAS, arg=top1.label)
-                if label == "Evidence":  # its default maps and their faithfulness scores are computed
-                    page.get_by_text("cam · raw 7×7").first.wait_for()
-                # the page's script has finished (the running indicator is gone)
-                page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
-                page.wait_for_load_state("networkidle")
-                no_exception(page, label)
-                if shots:
-                    _save_page_screenshot(page, label.lower().replace(" ", "_"))
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(240_000)
+    page.goto(f"{server}/activations")
+    page.get_by_text("the 224px crop the network sees").first.wait_for()
+    page.locator('input[type="file"]').first.set_input_files(str(upload))
+    page.get_by_text("my_coffee.png: the 224px crop the network sees").wait_for()
+    for label, title, proof in WALK:
+        page.locator('[data-testid="stSidebarNav"] a').filter(has_text=label).first.click()
+        page.locator("h1").filter(has_text=title).first.wait_for()
+        if proof == "photo":  # the page's image is the upload, not the built-in cat
+            page.wait_for_function(MAIN_HAS, arg="Image of this session: my_coffee.png")
+        elif proof == "prediction":  # the page shows the engine's top-1 for the upload
+            page.wait_for_function(MAIN_HAS, arg=top1.label)
+        if label == "Evidence":  # its default maps and their faithfulness scores are computed
+            page.get_by_text("cam · raw 7×7").first.wait_for()
+        # the page's script has finished (the running indicator is gone)
+        page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
+        page.wait_for_load_state("networkidle")
+        no_exception(page, label)
+        if shots:
+            _save_page_screenshot(page, label.lower().replace(" ", "_"))
 
-            # A unit page by its address, in a browser that never saw this session.
-            fresh = browser.new_context(viewport={"width": 1400, "height": 1100}).new_page()
-            fresh.set_default_timeout(240_000)
-            fresh.goto(f"{server}/unit?model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12")
-            fresh.locator("h1").filter(has_text="efficientnet_lite0 · blocks.4.0 · channel 12").first.wait_for()
-            fresh.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
-            fresh.wait_for_load_state("networkidle")
-            no_exception(fresh, "the unit page opened by its address")
-            if shots:
-                _save_page_screenshot(fresh, "unit_by_address")
-        finally:
-            browser.close()
+    # A unit page by its address, in a browser that never saw this session.
+    fresh = browser.new_context(viewport={"width": 1400, "height": 1100}).new_page()
+    fresh.set_default_timeout(240_000)
+    fresh.goto(f"{server}/unit?model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12")
+    fresh.locator("h1").filter(has_text="efficientnet_lite0 · blocks.4.0 · channel 12").first.wait_for()
+    fresh.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
+    fresh.wait_for_load_state("networkidle")
+    no_exception(fresh, "the unit page opened by its address")
+    if shots:
+        _save_page_screenshot(fresh, "unit_by_address")
