@@ -27,9 +27,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import tempfile
-import urllib.error
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -144,7 +141,7 @@ def download_samples(dest: str | os.PathLike | None = None, *, url: str | None =
     Fails within seconds without network, at once with ``VIZCORE_OFFLINE=1``, and leaves ``dest``
     as it was on any failure.
     """
-    from vizcore.models.loading import CONNECT_TIMEOUT_S, download, offline
+    from vizcore.data.archive import install, staged_download
 
     dest = Path(dest).expanduser() if dest is not None else default_dir()
     url = url or SAMPLES_URL
@@ -153,19 +150,8 @@ def download_samples(dest: str | os.PathLike | None = None, *, url: str | None =
     if count == "published":
         count = SAMPLES_COUNT
     how = f"download {url}, unpack it and set {ENV} to the folder of photos"
-    if offline():
-        raise SamplesError(f"ImageNet sample images not found and downloads are off (VIZCORE_OFFLINE=1); {how}")
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise SamplesError(f"cannot download into {dest}: it exists and is not empty")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))
-    try:
-        archive = work / "imagenet-sample-images.zip"
-        try:
-            download(url, archive, progress=progress, timeout=CONNECT_TIMEOUT_S if timeout is None else timeout)
-        except (urllib.error.URLError, socket.timeout, TimeoutError, OSError) as e:
-            reason = getattr(e, "reason", None) or e
-            raise SamplesError(f"cannot download the ImageNet sample images ({reason}); {how}") from None
+    with staged_download(url, dest, "imagenet-sample-images.zip", error=SamplesError, what="ImageNet sample images", how=how,
+                         progress=progress, timeout=timeout) as (work, archive):
         out = work / NAME
         out.mkdir()
         index = imagenet_index()
@@ -199,12 +185,7 @@ def download_samples(dest: str | os.PathLike | None = None, *, url: str | None =
             wr.writeheader()
             wr.writerows(rows)
         (out / "manifest.json").write_text(json.dumps({"url": url, "n_images": len(rows), "digest": got}, indent=1))
-        if dest.is_dir():
-            dest.rmdir()  # empty (checked above)
-        os.replace(out, dest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return dest
+        return install(out, dest)
 
 
 def imagenet_samples_dataset(path: str | os.PathLike | None = None, *, download: bool = True,

@@ -16,9 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
-import tempfile
-import urllib.error
 import zipfile
 from pathlib import Path
 from typing import Sequence
@@ -152,7 +149,7 @@ def download_stimuli(dest: str | os.PathLike | None = None, *, url: str | None =
     either holds complete, verified stimuli or is left as it was. Fails within
     seconds without network (``VIZCORE_OFFLINE=1`` fails at once).
     """
-    from vizcore.models.loading import CONNECT_TIMEOUT_S, download, offline
+    from vizcore.data.archive import install, staged_download
 
     dest = Path(dest).expanduser() if dest is not None else default_stimuli_dir()
     url = url or STIMULI_URL
@@ -161,19 +158,8 @@ def download_stimuli(dest: str | os.PathLike | None = None, *, url: str | None =
         counts = STIMULI_COUNTS if counts is None else counts
     how = (f"download {url} and pass the folder holding its stimuli/ contents with --stimuli DIR "
            "(or set VIZCORE_STIMULI)")
-    if offline():
-        raise StimuliError(f"cue-conflict stimuli not found and downloads are off (VIZCORE_OFFLINE=1); {how}")
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise StimuliError(f"cannot download into {dest}: it exists and is not empty")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))
-    try:
-        archive = work / "texture-vs-shape.zip"
-        try:
-            download(url, archive, progress=progress, timeout=CONNECT_TIMEOUT_S if timeout is None else timeout)
-        except (urllib.error.URLError, socket.timeout, TimeoutError, OSError) as e:
-            reason = getattr(e, "reason", None) or e
-            raise StimuliError(f"cannot download the cue-conflict stimuli ({reason}); {how}") from None
+    with staged_download(url, dest, "texture-vs-shape.zip", error=StimuliError, what="cue-conflict stimuli", how=how,
+                         progress=progress, timeout=timeout) as (work, archive):
         out = work / "stimuli"
         try:
             with zipfile.ZipFile(archive) as zf:
@@ -197,9 +183,4 @@ def download_stimuli(dest: str | os.PathLike | None = None, *, url: str | None =
                 raise StimuliError(f"incomplete stimuli in {url}: {detail}")
         if digest is not None and (got := stimuli_digest(out)) != digest:
             raise StimuliError(f"checksum mismatch for the stimuli from {url}: {got[:16]}… != {digest[:16]}…")
-        if dest.is_dir():
-            dest.rmdir()  # empty (checked above)
-        os.replace(out, dest)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return dest
+        return install(out, dest)
