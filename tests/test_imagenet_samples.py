@@ -112,6 +112,10 @@ def test_checksum_count_and_bad_archives_leave_nothing(archive, server, tmp_path
         ims.download_samples(bad, url=url, count=3, digest="0" * 64, progress=False)
     with pytest.raises(ims.SamplesError, match="3 photos, expected 1000"):
         ims.download_samples(bad, url=url, digest=None, progress=False)
+    # the published digest is pinned and checked by default: a right-sized set of other photos fails it
+    assert ims.SAMPLES_COMMIT in ims.SAMPLES_URL and len(ims.SAMPLES_DIGEST) == 64
+    with pytest.raises(ims.SamplesError, match=f"checksum mismatch.*!= {ims.SAMPLES_DIGEST[:16]}"):
+        ims.download_samples(bad, url=url, count=3, progress=False)
     (www / "alien.zip").write_bytes(_zip({"r/n99999999_thing.JPEG": PHOTOS["n01440764_tench.JPEG"]}))
     with pytest.raises(ims.SamplesError, match="not an ImageNet-1k class"):
         ims.download_samples(bad, url=f"{base}/alien.zip", count=None, digest=None, progress=False)

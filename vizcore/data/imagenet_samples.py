@@ -34,12 +34,15 @@ from typing import Callable
 from vizcore.data.datasets import IMAGE_EXTS, ImageDataset, image_folder
 
 SAMPLES_REPO = "https://github.com/EliSchwartz/imagenet-sample-images"
-SAMPLES_URL = f"{SAMPLES_REPO}/archive/refs/heads/master.zip"
+SAMPLES_COMMIT = "bc69043e2862758a1906c6a24a792bb28c6bb2ff"
+"""The repository's commit the photos are downloaded from (its head since 2021): a fixed commit, so
+the pinned digest below stays true whatever is pushed later."""
+SAMPLES_URL = f"{SAMPLES_REPO}/archive/{SAMPLES_COMMIT}.zip"
 SAMPLES_COUNT = 1000
-SAMPLES_DIGEST: str | None = None
-"""The published :func:`samples_digest`, once pinned. It could not be computed where this was
-written (no network); until it is set, a download is checked by count and by its classes, and its
-digest is recorded in ``manifest.json``."""
+SAMPLES_DIGEST: str | None = "4082281a3d0ae4ff1a1d5d4068f058df92d4e9fe573738096be2907d6b213d8d"
+"""The :func:`samples_digest` of the 1,000 photos at :data:`SAMPLES_COMMIT`, computed from a
+snapshot of that commit. It is over the files' bytes, not the zip's, so GitHub re-packing the
+archive does not break it."""
 ENV = "VIZCORE_IMAGENET_SAMPLES"
 NAME = "imagenet-samples"
 
@@ -135,7 +138,7 @@ def download_samples(dest: str | os.PathLike | None = None, *, url: str | None =
         count: images the archive must hold; ``"published"`` is :data:`SAMPLES_COUNT` (1,000),
             ``None`` any number.
         digest: expected :func:`samples_digest`; ``"published"`` is :data:`SAMPLES_DIGEST`
-            (no check while that is unset), ``None`` skips the check.
+            (pinned), ``None`` skips the check.
         timeout: connection timeout in seconds (default ``$VIZCORE_CONNECT_TIMEOUT``, 5 s).
 
     Fails within seconds without network, at once with ``VIZCORE_OFFLINE=1``, and leaves ``dest``
