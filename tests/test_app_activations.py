@@ -287,3 +287,89 @@ def test_late_layer_maps_upsampled_over_the_image_and_unit_link(lite0):
     links = [(p.proto.page, parse_qs(p.proto.query_string)) for p in at.get("page_link")]
     assert ("unit", {"model": ["efficientnet_lite0"], "weights": ["auto"], "layer": [name], "channel": ["5"]}) \
         in links
+
+
+# ------------------------------------------------------------------ neighbours and arriving links
+@pytest.fixture
+def hundred(imagenet_samples, tmp_path) -> Path:
+    """100 real photos (every 10th of the 1,000): two steps of the page's feature pass (4 batches of 16)."""
+    folder = tmp_path / "hundred"
+    folder.mkdir()
+    for p in sorted(imagenet_samples.glob("*.jpg"))[::10][:100]:
+        (folder / p.name).symlink_to(p)
+    return folder
+
+
+def test_neighbours_of_the_session_image_with_progress_stop_and_resume(lite0, hundred, tmp_path, monkeypatch):
+    """The session's image is the query; the feature pass shows its progress and time left, stops,
+    resumes where it stopped, and the page then shows the engine's neighbours at an early, a middle
+    and the last tap, each row the query beside its neighbours."""
+    import re
+
+    from vizcore.data import open_dataset
+    from vizcore.similarity import nearest_neighbours
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    at = _app()
+    assert at.radio(key=f"{KEY}_nb_source").value == "imagenet-samples"  # the default once present
+    picks = at.multiselect(key=f"{KEY}_nb_layers_efficientnet_lite0").value
+    taps = [t.name for t in lite0.taps() if t.kind not in ("input", "logits")]
+    assert picks == [taps[0], taps[len(taps) // 2], taps[-1]], picks
+    at.radio(key=f"{KEY}_nb_source").set_value("folder").run()
+    at.text_input(key=f"{KEY}_nb_folder").set_value(str(hundred)).run()
+    assert not at.exception, at.exception
+    assert any("Press **Find neighbours**" in i.value and "100 images" in i.value for i in at.info)
+    assert not at.get("progress")  # nothing runs before the press
+
+    at.button(key=f"{KEY}_nb_start").click().run()  # one step: 4 batches of 16
+    assert not at.exception, at.exception
+    (bar,) = [p.proto.text for p in at.get("progress")]
+    assert re.fullmatch(r"Pooled features of hundred: 64/100 images · [0-9.]+ (img/s|s/img) · "
+                        r"about \d+ (s|min) left", bar), bar
+    at.button(key=f"{KEY}_nb_stop").click().run()
+    assert not at.exception, at.exception
+    assert any("Stopped after 64 of 100 images" in m.value for m in at.warning)
+    assert [b.label for b in at.button if b.key == f"{KEY}_nb_start"] == ["Resume"]
+    assert not [s for s in at.main.subheader if s.value in picks]
+    at.button(key=f"{KEY}_nb_start").click().run()  # resumes at 64: the last 36 images, then the result
+    assert not at.exception, at.exception
+    assert not at.get("progress")
+
+    heads = [s.value for s in at.main.subheader]
+    assert heads[-3:] == picks
+    rows = [im.captions for im in at.image if im.captions and im.captions[0].startswith("query: ")]
+    caps = [c for row in rows for c in row]
+    sample = at.selectbox(key=f"{KEY}_sample").value
+    assert len(rows) == 3 and all(row[0] == f"query: {sample}" and len(row) == 7 for row in rows)
+    ref = nearest_neighbours(lite0, load_sample(sample), open_dataset(str(hundred)), picks, k=6, workers=0,
+                             cache=False)
+    hits = [c for c in caps if not c.startswith("query: ")]
+    assert hits == [f"{Path(h.file).name} · {h.similarity:.3f}" for layer in picks for h in ref.layers[layer]]
+    # a new session finds the features in the disk cache: neighbours at once, no button
+    at2 = _app()
+    at2.radio(key=f"{KEY}_nb_source").set_value("folder").run()
+    at2.text_input(key=f"{KEY}_nb_folder").set_value(str(hundred)).run()
+    assert [s.value for s in at2.main.subheader][-3:] == picks
+    assert any("features from the cache" in c.value for c in at2.caption)
+
+
+def test_arriving_on_a_layer_and_channel_from_another_page(lite0):
+    """A channel target (what Similarity's Activations button sets) opens this page on that layer:
+    first in the list, expanded, with the channel picked; "Network order" puts it back."""
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.session_state["channel_target"] = {"model": "efficientnet_lite0", "layer": "blocks.4.0", "channel": 7}
+    at.switch_page("app_pages/activations.py").run()
+    assert not at.exception, at.exception
+    labels = _tap_labels(at)
+    assert labels[0].startswith("**blocks.4.0**")
+    expanded = [e.label for e in at.expander if e.label.startswith("**") and e.proto.expanded]
+    assert expanded == [labels[0]]
+    assert at.number_input(key=f"{KEY}_ch_efficientnet_lite0_blocks.4.0").value == 7
+    assert any("Opened on **blocks.4.0** (channel 7)" in i.value for i in at.info)
+    # the channel can still be changed; later reruns keep the user's choice
+    at.number_input(key=f"{KEY}_ch_efficientnet_lite0_blocks.4.0").set_value(3).run()
+    assert at.number_input(key=f"{KEY}_ch_efficientnet_lite0_blocks.4.0").value == 3
+    at.button(key=f"{KEY}_unfocus").click().run()
+    assert not at.exception, at.exception
+    assert [la.split("**")[1] for la in _tap_labels(at)] == [t.name for t in lite0.taps()]

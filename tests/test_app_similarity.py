@@ -1,4 +1,4 @@
-"""AppTest of the Similarity page: CKA heatmap with progress, cache, highlight and links; neighbours."""
+"""AppTest of the Similarity page: CKA heatmap with progress, cache, highlight and links."""
 from __future__ import annotations
 
 import json
@@ -83,6 +83,14 @@ def test_similarity_page_computes_caches_highlights_and_links(lite0, eight, monk
     at.button(key=f"{KEY}_to_dsx").click().run()
     assert at.session_state["channel_target"] == {"model": "efficientnet_lite0", "layer": "blocks.1.0",
                                                   "channel": 0}
+    # the Activations button opens that page on the highlighted tap: first, expanded
+    at.switch_page(PAGE).run()
+    at.selectbox(key=f"{KEY}_focus").set_value("blocks.1.0").run()
+    at.button(key=f"{KEY}_to_act").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Activations"
+    tap_labels = [e.label for e in at.expander if e.label.startswith("**")]
+    assert tap_labels[0].startswith("**blocks.1.0**")
 
     # a new session is served from the disk cache, without pressing anything
     at2 = _open(eight)
@@ -90,7 +98,7 @@ def test_similarity_page_computes_caches_highlights_and_links(lite0, eight, monk
     np.testing.assert_allclose(_array(_heatmap(at2)["data"][0]["z"]), ref.matrix, atol=1e-12)
 
 
-def test_similarity_page_against_itself_and_neighbours(lite0, eight, monkeypatch, tmp_path):
+def test_similarity_page_against_itself_links_the_neighbours(lite0, eight, monkeypatch, tmp_path):
     monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
     at = _open(eight)
     at.radio(key=f"{KEY}_against").set_value("self").run()
@@ -100,21 +108,9 @@ def test_similarity_page_against_itself_and_neighbours(lite0, eight, monkeypatch
     hm = _heatmap(at)["data"][0]  # lite0 against itself: ones on the diagonal
     np.testing.assert_allclose(np.diag(_array(hm["z"])), 1.0, atol=1e-9)
 
-    # neighbours of the session's image at an early, a middle and the last tap
-    at.button(key=f"{KEY}_nb_run").click().run()
-    assert not at.exception, at.exception
-    heads = [s.value for s in at.main.subheader]
-    assert heads[-3:] == ["stem", "blocks.4.0", "pool"]
-    caps = [c for im in at.image for c in im.captions]
-    assert sum(c.startswith("query: ") for c in caps) == 3
-    assert len([c for c in caps if not c.startswith("query: ")]) == 3 * 6
-    from vizcore.data import load_sample, open_dataset
-    from vizcore.similarity import nearest_neighbours
-
-    sample = at.selectbox(key=f"{KEY}_sample").value
-    ref = nearest_neighbours(lite0, load_sample(sample), open_dataset(str(eight)), ["pool"], k=6, workers=0)
-    pool_caps = [c for c in caps if not c.startswith("query: ")][-6:]
-    assert pool_caps == [f"{Path(h.file).name} · {h.similarity:.3f}" for h in ref.layers["pool"]]
+    # the neighbours of the session's image live on the Activations page, linked from here
+    (link,) = [p for p in at.get("page_link") if "Nearest dataset images" in p.proto.label]
+    assert link.proto.page.endswith("activations")
 
 
 def test_similarity_page_stop_keeps_nothing(lite0, eight, monkeypatch, tmp_path):

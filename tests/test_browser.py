@@ -162,7 +162,7 @@ WALK = [
     ("Linear probes", "Linear probes", None),
     ("Embeddings", "Embeddings", None),
     ("Texture vs shape", "Texture vs shape", None),
-    ("Similarity", "Similarity", None),  # its neighbours (which use the photo) follow a CKA run
+    ("Similarity", "Similarity", None),  # the neighbours of the photo are on the Activations page
 ]
 SCREENSHOTS = ROOT / "assets" / "screenshots"
 MAIN_HAS = "t => (document.querySelector('[data-testid=\"stMain\"]') || document.body).textContent.includes(t)"

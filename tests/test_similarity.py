@@ -306,6 +306,42 @@ def test_nearest_neighbours_match_cosine_on_the_features_cache(lite0, twelve):
     assert set(j["layers"]["pool"][0]) == {"file", "similarity"}
 
 
+def test_features_run_in_steps_equals_one_pass_caches_only_when_complete_and_feeds_neighbours(
+        lite0, twelve, tmp_path, monkeypatch):
+    """The stepped feature pass (the Activations page's neighbours): same rows as one pass, nothing
+    cached while it is unfinished, the cache afterwards, and the same neighbours from its result."""
+    from vizcore.data import load_image
+    from vizcore.features import FeaturesRun, extract_features
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    layers = ["pool", "stem"]  # given out of order: network order comes back
+    run = FeaturesRun(lite0, twelve, layers, batch_size=4, workers=0)
+    assert (run.pos, run.total, run.done) == (0, 12, False)
+    seen = []
+    run.step(1, progress=lambda d, t: seen.append((d, t)))
+    assert run.pos == 4 and seen == [(4, 12)]
+    with pytest.raises(RuntimeError, match="not finished"):
+        run.result()
+    assert not (tmp_path / "cache" / "features").exists() or not any((tmp_path / "cache" / "features").iterdir())
+    # a run abandoned here (Stop) leaves nothing: a new one starts from the beginning
+    assert FeaturesRun(lite0, twelve, layers, batch_size=4, workers=0).pos == 0
+    run.step()
+    feats = run.result()
+    assert list(feats.layers) == ["stem", "pool"] and not feats.from_cache
+    ref = extract_features(lite0, twelve, ["stem", "pool"], workers=0, batch_size=4, cache=False)
+    for n in ("stem", "pool"):
+        np.testing.assert_allclose(feats.layers[n], ref.layers[n], atol=1e-6)
+    # complete now: the next run is done at once, from the cache
+    again = FeaturesRun(lite0, twelve, layers, batch_size=4, workers=0)
+    assert again.done and again.total == 0 and again.result().from_cache
+    query = load_image(twelve.items[3].path)
+    a = nearest_neighbours(lite0, query, twelve, ["stem", "pool"], k=3, features=feats)
+    b = nearest_neighbours(lite0, query, twelve, ["stem", "pool"], k=3, workers=0, batch_size=4)
+    assert a.to_json() == b.to_json()
+    with pytest.raises(ValueError, match="no rows for blocks.3.0"):
+        nearest_neighbours(lite0, query, twelve, ["blocks.3.0"], k=3, features=feats)
+
+
 # ------------------------------------------------------------------------------ CLI
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vizcore", *args], capture_output=True, text=True, cwd=ROOT,

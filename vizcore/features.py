@@ -210,28 +210,9 @@ def extract_features(lm: LoadedModel, dataset: ImageDataset, layers: Sequence[st
     Raises:
         NoImagesError: no image of the dataset could be read.
     """
-    from vizcore.cache import load_torch, save_torch
-
     pooling = as_pooling(pool)
-    taps = lm.taps()
-    names = [t.name for t in taps if t.kind != "input"] if layers is None else list(dict.fromkeys(layers))
-    modules = {n: lm.resolve(n) for n in names}
-    order = {t.name: i for i, t in enumerate(taps)}
-    names.sort(key=lambda n: order.get(n, len(order)))
-
-    out: dict[str, np.ndarray] = {}
-    grids: dict[str, int] = {}
-    meta: dict | None = None
-    keys = {n: (_layer_key(lm, dataset, modules[n], pooling) if cache else None) for n in names}
-    for n in names:
-        if keys[n] is None:
-            continue
-        hit = load_torch("features", keys[n])
-        if hit is None:
-            continue
-        out[n] = hit["x"].numpy()
-        grids[n] = int(hit["grid"])
-        meta = meta or hit
+    names, modules = _plan(lm, layers)
+    keys, out, grids, meta = _from_cache(lm, dataset, names, modules, pooling, cache)
     todo = [n for n in names if n not in out]
     if not todo and meta is not None:
         return Features(lm.spec.name, lm.weights.label(), {n: out[n] for n in names}, grids,
@@ -239,15 +220,54 @@ def extract_features(lm: LoadedModel, dataset: ImageDataset, layers: Sequence[st
                         list(meta["skipped"]), from_cache=True)
 
     paths = list(dict.fromkeys(modules[n] for n in todo))
-    idx_t, rows, path_grids, skipped = run_pass(
+    result = run_pass(
         FeaturesPass(lm, paths, pooling), dataset, engine=engine, batch_size=batch_size, workers=workers,
         progress=progress, should_stop=should_stop, ray_address=ray_address)
-    indices = idx_t.tolist()
-    if meta is not None and list(meta["indices"].tolist()) != indices:
+    if meta is not None and list(meta["indices"].tolist()) != result[0].tolist():
         out.clear()  # files changed readability since the cached entries: recompute everything
         return extract_features(lm, dataset, layers, pool=pooling, batch_size=batch_size, workers=workers,
                                 progress=progress, should_stop=should_stop, cache=False, engine=engine,
                                 ray_address=ray_address)
+    return _assemble(lm, dataset, names, modules, keys, out, grids, todo, result)
+
+
+def _plan(lm: LoadedModel, layers: Sequence[str] | None) -> tuple[list[str], dict[str, str]]:
+    """The requested names in network order (every non-input tap for ``None``) and their module paths."""
+    taps = lm.taps()
+    names = [t.name for t in taps if t.kind != "input"] if layers is None else list(dict.fromkeys(layers))
+    modules = {n: lm.resolve(n) for n in names}
+    order = {t.name: i for i, t in enumerate(taps)}
+    names.sort(key=lambda n: order.get(n, len(order)))
+    return names, modules
+
+
+def _from_cache(lm: LoadedModel, dataset: ImageDataset, names: list[str], modules: dict[str, str],
+                pooling: Pooling, cache: bool):
+    """``(keys, rows, grids, meta)`` of the layers already in the disk cache (``meta``: one hit's entry)."""
+    from vizcore.cache import load_torch
+
+    out: dict[str, np.ndarray] = {}
+    grids: dict[str, int] = {}
+    meta: dict | None = None
+    keys = {n: (_layer_key(lm, dataset, modules[n], pooling) if cache else None) for n in names}
+    for n in names:
+        if keys[n] is None or (hit := load_torch("features", keys[n])) is None:
+            continue
+        out[n] = hit["x"].numpy()
+        grids[n] = int(hit["grid"])
+        meta = meta or hit
+    return keys, out, grids, meta
+
+
+def _assemble(lm: LoadedModel, dataset: ImageDataset, names: list[str], modules: dict[str, str],
+              keys: dict[str, str | None], out: dict[str, np.ndarray], grids: dict[str, int], todo: list[str],
+              result) -> Features:
+    """:class:`Features` from a finished :class:`FeaturesPass` (``result``) for ``todo`` plus the cached
+    rest; each computed layer is written to the disk cache."""
+    from vizcore.cache import save_torch
+
+    idx_t, rows, path_grids, skipped = result
+    indices = idx_t.tolist()
     for n in todo:
         x = rows[modules[n]]
         out[n] = x.numpy()
@@ -256,6 +276,66 @@ def extract_features(lm: LoadedModel, dataset: ImageDataset, layers: Sequence[st
             save_torch("features", keys[n], {"x": x, "grid": grids[n], "indices": idx_t, "skipped": skipped})
     return Features(lm.spec.name, lm.weights.label(), {n: out[n] for n in names}, grids,
                     idx_t.numpy(), [dataset.items[i].path for i in indices], list(skipped))
+
+
+class FeaturesRun:
+    """:func:`extract_features` a few batches at a time, for a page that shows progress and a Stop
+    button between steps (as :func:`vizcore.cueconflict.shape_bias_run` does for shape bias).
+
+    Already done when every layer is in the disk cache. Otherwise one :class:`FeaturesPass`
+    computes every requested layer (cached ones too: the forward pass is the cost, and all rows
+    then come from the same reading of the files); :meth:`result` writes the cache once the
+    pass is complete, never before, so a stopped run leaves nothing behind.
+    """
+
+    def __init__(self, lm: LoadedModel, dataset: ImageDataset, layers: Sequence[str] | None = None, *,
+                 pool: Pooling | int | None = None, batch_size: int = 32, workers: int | None = 0,
+                 cache: bool = True):
+        from vizcore.passes import PassRun
+
+        self.lm, self.dataset, self.pooling = lm, dataset, as_pooling(pool)
+        self.names, self.modules = _plan(lm, layers)
+        self.keys, out, grids, meta = _from_cache(lm, dataset, self.names, self.modules, self.pooling, cache)
+        self._features: Features | None = None
+        if len(out) == len(self.names) and meta is not None:
+            self._features = Features(lm.spec.name, lm.weights.label(), {n: out[n] for n in self.names}, grids,
+                                      meta["indices"].numpy(),
+                                      [dataset.items[int(i)].path for i in meta["indices"]],
+                                      list(meta["skipped"]), from_cache=True)
+        paths = list(dict.fromkeys(self.modules[n] for n in self.names))
+        self.run = PassRun(FeaturesPass(lm, paths, self.pooling), dataset, batch_size=batch_size,
+                           workers=workers, indices=[] if self._features is not None else None)
+
+    @property
+    def pos(self) -> int:
+        return self.run.pos
+
+    @property
+    def total(self) -> int:
+        return self.run.total
+
+    @property
+    def done(self) -> bool:
+        return self.run.done
+
+    def step(self, max_batches: int | None = None, *, progress: Progress | None = None,
+             should_stop: Callable[[], bool] | None = None) -> bool:
+        """Up to ``max_batches`` more batches (see :meth:`vizcore.passes.PassRun.step`); returns :attr:`done`."""
+        return self.run.step(max_batches, progress=progress, should_stop=should_stop)
+
+    def result(self) -> Features:
+        """The features, once :attr:`done` (written to the disk cache the first time)."""
+        if self._features is None:
+            if not self.done:
+                raise RuntimeError(f"the feature pass is not finished ({self.pos}/{self.total} images)")
+            result = self.run.result()
+            if not len(result[0]):  # as run_pass says it
+                from vizcore.passes import no_images_error
+
+                raise no_images_error(self.dataset.name, self.run.info.skipped)
+            self._features = _assemble(self.lm, self.dataset, self.names, self.modules, self.keys, {}, {},
+                                       self.names, result)
+        return self._features
 
 
 def random_twin(lm_or_name: LoadedModel | str, seed: int = 0) -> LoadedModel:

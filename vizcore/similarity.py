@@ -54,7 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vizcore.features import DEFAULT_TARGET, Pooling
+from vizcore.features import DEFAULT_TARGET, Features, Pooling
 from vizcore.passes import DatasetPass, PassInfo, Progress, run_pass
 
 if TYPE_CHECKING:
@@ -528,11 +528,13 @@ def nearest_neighbours(lm: "LoadedModel", query: "Image.Image", dataset: "ImageD
                        layers: Sequence[str] | None = None, *, k: int = 8, query_name: str = "query",
                        pool: Pooling | int | None = None, batch_size: int = 32, workers: int | None = None,
                        progress: bool | Progress = False, should_stop: Callable[[], bool] | None = None,
-                       cache: bool = True) -> Neighbours:
+                       cache: bool = True, features: Features | None = None) -> Neighbours:
     """The ``k`` dataset images most similar to ``query`` at each tap (cosine on pooled features).
 
     Dataset features come from :func:`vizcore.features.extract_features` (cached on disk, shared
-    with probes and embeddings); the query is pooled the same way (same grid per tap).
+    with probes and embeddings), or ``features`` when given (e.g. a finished
+    :class:`vizcore.features.FeaturesRun` of the same layers and pooling); the query is pooled the
+    same way (same grid per tap).
 
     Args:
         lm: the model. query: an RGB image. dataset: the images to search.
@@ -545,8 +547,13 @@ def nearest_neighbours(lm: "LoadedModel", query: "Image.Image", dataset: "ImageD
         raise ValueError(f"k must be at least 1, got {k}")
     names = order_layers(lm, layers)
     pooling = as_pooling(pool)
-    feats = extract_features(lm, dataset, names, pool=pooling, batch_size=batch_size, workers=workers,
-                             progress=progress, should_stop=should_stop, cache=cache)
+    if features is None:
+        feats = extract_features(lm, dataset, names, pool=pooling, batch_size=batch_size, workers=workers,
+                                 progress=progress, should_stop=should_stop, cache=cache)
+    else:
+        feats = features
+        if missing := [n for n in names if n not in feats.layers]:
+            raise ValueError(f"the features given have no rows for {', '.join(missing)}")
     paths = [lm.resolve(n) for n in names]
     grids: dict[str, int] = {}
     x = lm.transform()(query.convert("RGB"))[None].to(lm.device)

@@ -1,9 +1,16 @@
-"""Activations: every tap of one network for one image, with predictions and Grad-CAM.
+"""Activations: every tap of one network for one image, with predictions, Grad-CAM and the image's
+nearest dataset images at several depths.
 
 UI only: the engine call is :func:`vizcore.activations.extract` (through the cached
-wrappers in :mod:`dashboard.widgets`); Grad-CAM runs per layer on demand.
+wrappers in :mod:`dashboard.widgets`); Grad-CAM runs per layer on demand; neighbours are
+:func:`vizcore.similarity.nearest_neighbours` over a :class:`vizcore.features.FeaturesRun`
+(the shared features cache, computed a few batches per step of the progress widget, with Stop).
+A channel target from another page (``channel_target``, e.g. Similarity's highlighted tap) opens
+this page on that layer and channel.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -14,8 +21,13 @@ KEY = "activations"
 
 st.title("Activations")
 st.caption("What every layer of a network does with one image: the most active channels of each "
-           "layer as a grid, the network's predictions, and where each layer finds evidence for a "
-           "class (Grad-CAM).")
+           "layer as a grid, the network's predictions, where each layer finds evidence for a "
+           "class (Grad-CAM), and which dataset images each depth finds most alike (at the end of the page).")
+
+# Opened from another page on one channel (e.g. a highlighted tap of the Similarity heatmap): that
+# layer comes first, expanded, with the channel picked. Sets the model picker before it is drawn.
+if (arrived := w.receive_channel_target(KEY)) is not None:
+    st.session_state[f"{KEY}_focus"] = {**arrived, "fresh": True}
 
 with st.sidebar:
     st.subheader("Network")
@@ -64,6 +76,19 @@ with right:
 
 layers = ov["layers"]
 first_spatial = next((i for i, la in enumerate(layers) if la["spatial"]), 0)
+order_shown = list(range(len(layers)))
+focus = st.session_state.get(f"{KEY}_focus")
+focus_i = None
+if focus and focus["model"] == model:
+    names_here = [la["name"] for la in layers]
+    if focus["layer"] in names_here:
+        focus_i = names_here.index(focus["layer"])
+        order_shown = [focus_i] + [i for i in order_shown if i != focus_i]
+        if focus.pop("fresh", False) and layers[focus_i]["spatial"]:
+            n_ch = layers[focus_i]["shape"][0]
+            st.session_state[f"{KEY}_ch_{model}_{focus['layer']}"] = min(max(0, int(focus["channel"])), n_ch - 1)
+    elif focus.pop("fresh", False):
+        st.warning(f"{focus['layer']} is not one of the taps shown here for {model}.")
 labels = {p[0]: p[1] for p in preds}
 
 if cam_target is not None:
@@ -83,6 +108,13 @@ if cam_target is not None:
 st.subheader(f"{len(layers)} layers of {model}")
 st.caption("Expand a layer to see its channels. Pick a channel number to open it on the Dataset "
            "examples or Feature visualisation page, or on its own unit page.")
+if focus_i is not None:
+    f1, f2 = st.columns([4, 1], vertical_alignment="center")
+    f1.info(f"Opened on **{focus['layer']}** (channel {focus['channel']}): it comes first below, expanded.",
+            icon=":material/my_location:")
+    f2.button("Network order", key=f"{KEY}_unfocus", icon=":material/sort:",
+              on_click=lambda: st.session_state.pop(f"{KEY}_focus", None),
+              help="Show the layers in network order again.")
 
 
 @st.cache_data(max_entries=64, show_spinner="Upsampling the maps…")
@@ -101,10 +133,11 @@ def _shape_str(shape: tuple[int, ...]) -> str:
     return "×".join(str(s) for s in shape)
 
 
-for i, la in enumerate(layers):
+for i in order_shown:
+    la = layers[i]
     name, shape, g = la["name"], la["shape"], grids[la["name"]]
     label = f"**{name}** · {la['kind']} · {_shape_str(shape)}"
-    with st.expander(label, expanded=(i == first_spatial)):
+    with st.expander(label, expanded=(i == (first_spatial if focus_i is None else focus_i))):
         st.caption(
             f"module `{la['module']}` · output {_shape_str(shape)} · mean {la['mean'].mean():.3g} · "
             f"max {la['max'].max():.3g} · active units {la['frac_active'].mean():.1%}")
@@ -147,6 +180,75 @@ for i, la in enumerate(layers):
                 "active": st.column_config.NumberColumn("active", format="percent")})
         if la["spatial"]:
             c0, _ = st.columns([1, 2])
-            ch = c0.number_input(f"Channel of {name} (0-{shape[0] - 1})", 0, shape[0] - 1,
-                                 value=chans[0] if chans else 0, step=1, key=f"{KEY}_ch_{model}_{name}")
+            ch_key = f"{KEY}_ch_{model}_{name}"
+            st.session_state.setdefault(ch_key, chans[0] if chans else 0)  # or the channel a link asked for
+            ch = c0.number_input(f"Channel of {name} (0-{shape[0] - 1})", 0, shape[0] - 1, step=1, key=ch_key)
             w.channel_links(model, name, int(ch), key=f"{KEY}_link_{model}_{name}", weights=weights)
+
+
+# ------------------------------------------------------------------------------ neighbours
+st.header("Nearest dataset images at every depth")
+st.caption(f"The dataset images whose pooled features at a tap of **{model}** are closest (cosine) to those of "
+           f"**{caption}**: early taps group by colour and texture, deep taps by what is in the picture. "
+           "The dataset's features are computed once and cached on disk (shared with the probes and "
+           "embeddings pages).")
+taps_nb = [la["name"] for la in layers if la["kind"] not in ("input", "logits")] or [la["name"] for la in layers]
+nb_default = list(dict.fromkeys([taps_nb[0], taps_nb[len(taps_nb) // 2], taps_nb[-1]]))
+n1, n2, n3 = st.columns([2, 2, 1])
+with n1:
+    nb_spec, _ = w.dataset_input(f"{KEY}_nb", sources=("imagenet-samples", "samples", "folder", "cue-conflict"))
+picks = n2.multiselect("Taps", taps_nb, default=nb_default, key=f"{KEY}_nb_layers_{model}",
+                       help="By default an early, a middle and the last tap before the classifier.")
+k_nb = n3.slider("Neighbours per tap", 1, 12, 6, key=f"{KEY}_nb_k")
+if not picks or not nb_spec:
+    st.info("Choose at least one tap." if not picks else "Choose the images to search above.")
+    st.stop()
+nb_ds = w.open_dataset_or_stop(nb_spec)
+nb_id = (model, weights, nb_spec, nb_ds.fingerprint(), tuple(picks))
+
+
+def _features_run():
+    """The feature pass of this request, kept in the session so Stop and Resume continue it."""
+    from vizcore.features import FeaturesRun
+
+    job = st.session_state.get(f"{KEY}_nb_job")
+    if job is None or job["id"] != nb_id:
+        job = st.session_state[f"{KEY}_nb_job"] = {
+            "id": nb_id, "run": FeaturesRun(lm, nb_ds, picks, batch_size=16, workers=0)}
+    return job["run"]
+
+
+nb_run = _features_run()
+found = w.stepped_job(
+    f"{KEY}_nb", nb_id, counts=lambda: (nb_run.pos, nb_run.total),
+    step=lambda progress: nb_run.step(4, progress=progress), what=f"Pooled features of {nb_ds.name}",
+    start_label="Find neighbours",
+    idle_note=f"Press **Find neighbours**: one pass over the {len(nb_ds):,} images of {nb_ds.name} "
+              f"({len(picks)} taps, cached on disk, so it runs once for this model and dataset).")
+if not found:
+    st.stop()
+
+from vizcore.data import ImageLoadError, load_image  # noqa: E402
+from vizcore.similarity import nearest_neighbours  # noqa: E402
+
+try:
+    nb = nearest_neighbours(lm, image, nb_ds, picks, k=k_nb, query_name=caption, features=nb_run.result())
+except Exception as e:  # noqa: BLE001 - e.g. no image of the dataset could be read: say so
+    w.show_error(e, "Cannot find neighbours")
+    st.stop()
+st.caption(f"{nb.n_images:,} images of {nb_ds.name} searched"
+           + (" (features from the cache)." if nb_run.result().from_cache else "."))
+query_thumb = image.copy()
+query_thumb.thumbnail((128, 128))
+for layer, hits in nb.layers.items():
+    st.subheader(layer)
+    thumbs, caps = [query_thumb], [f"query: {caption}"]
+    for h in hits:
+        try:
+            img = load_image(h.file, max_side=256)
+        except ImageLoadError:
+            continue
+        img.thumbnail((128, 128))
+        thumbs.append(img)
+        caps.append(f"{Path(h.file).name} · {h.similarity:.3f}")
+    st.image(thumbs, caption=caps, width=128)

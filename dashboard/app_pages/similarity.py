@@ -1,12 +1,11 @@
-"""Similarity: linear CKA between every tap of two networks, and nearest neighbours at every depth.
+"""Similarity: linear CKA between every tap of two networks.
 
 UI only: :mod:`vizcore.similarity` computes the minibatch CKA in one dataset pass
 (:class:`vizcore.passes.PassRun`, a few batches per script run so the page shows progress and
-Stop works) and caches the result on disk; the neighbours come from the shared features cache.
+Stop works) and caches the result on disk. Nearest neighbours of the session's image are on the
+Activations page (linked at the end).
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -188,43 +187,6 @@ if focus_a != "(none)":
 st.download_button("Download CKA (CSV)", res.csv_text(), file_name="cka.csv", mime="text/csv", key=f"{KEY}_csv")
 
 # ------------------------------------------------------------------------------ neighbours
-st.header("Nearest neighbours at every depth")
-st.caption(f"The dataset images whose pooled features at a tap of **{model}** are closest (cosine) to the "
-           "query image's: early taps group by colour and texture, deep taps by what is in the picture.")
-image, caption = w.image_input(KEY)
-taps_nb = [t.name for t in lm.taps() if t.kind not in ("input", "logits")] or taps_a
-picks = list(dict.fromkeys([taps_nb[0], taps_nb[len(taps_nb) // 2], taps_nb[-1]]))
-k = st.slider("Neighbours per tap", 1, 12, 6, key=f"{KEY}_k")
-digest = w.image_digest(image)
-nb_id = (model, weights, digest, ds.name, ds.fingerprint(), tuple(picks), k)
-nbs: dict = st.session_state.setdefault(f"{KEY}_nb", {})
-if nb_id not in nbs:
-    if not st.button("Find neighbours", key=f"{KEY}_nb_run", icon=":material/search:"):
-        st.stop()
-    from vizcore.similarity import nearest_neighbours
-
-    bar = st.progress(0.0, text="Pooled features of the dataset…")
-    try:
-        nbs[nb_id] = nearest_neighbours(lm, image, ds, picks, k=k, query_name=caption, workers=0, batch_size=16,
-                                        progress=lambda d, t: bar.progress(d / max(t, 1), text=f"features {d}/{t}"))
-    except Exception as e:  # noqa: BLE001 - an unreadable dataset: say so
-        st.error(str(e))
-        st.stop()
-    bar.empty()
-
-from vizcore.data import ImageLoadError, load_image  # noqa: E402
-
-nb = nbs[nb_id]
-for layer, hits in nb.layers.items():
-    st.subheader(layer)
-    thumbs, caps = [image.copy()], [f"query: {caption}"]
-    thumbs[0].thumbnail((128, 128))
-    for h in hits:
-        try:
-            img = load_image(h.file, max_side=256)
-        except ImageLoadError:
-            continue
-        img.thumbnail((128, 128))
-        thumbs.append(img)
-        caps.append(f"{Path(h.file).name} · {h.similarity:.3f}")
-    st.image(thumbs, caption=caps, width=128)
+st.page_link(PAGE_ACTIVATIONS, label="Nearest dataset images of your image at every depth: on the Activations page",
+             icon=":material/travel_explore:",
+             help="The session's image is the query; an early, a middle and the last tap by default.")
