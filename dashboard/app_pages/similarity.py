@@ -3,6 +3,7 @@
 UI only: :mod:`vizcore.similarity` computes the minibatch CKA in one dataset pass
 (:class:`vizcore.passes.PassRun`, a few batches per script run so the page shows progress and
 Stop works) and caches the result on disk; the neighbours come from the shared features cache.
+A highlighted row or column opens a channel of that tap on the unit page.
 """
 from __future__ import annotations
 
@@ -167,6 +168,35 @@ fig.update_yaxes(autorange="reversed", title=f"A: {res.models[0]} ({res.weights[
 fig.update_xaxes(title=f"B: {res.models[1]} ({res.weights[1]})", type="category", tickangle=-60)
 fig.update_layout(height=max(420, 22 * n_a + 160), margin={"l": 10, "r": 10, "t": 10, "b": 10})
 st.plotly_chart(fig, key=f"{KEY}_heatmap")
+
+
+def _unit_opener(side: str, model_: str, weights_: str, tap: str) -> None:
+    """A channel of ``tap`` (default: the one most active on the session image, by its mean) and a
+    link to its unit page. Shapes and means come from the cached overview the Activations page uses."""
+    image, caption = w.current_image()
+    digest, raw, size = w.image_payload(image)
+    try:
+        ov = w.activation_overview(model_, weights_, digest, raw, size)
+        la = next(la for la in ov["layers"] if la["name"] == tap)
+    except Exception as e:  # noqa: BLE001 - a network that cannot run the image: say so, keep the heatmap
+        st.error(f"{side}: {model_} could not process {caption}: {e}")
+        return
+    n = int(la["shape"][0]) if la["shape"] else 1
+    best = int(np.argmax(la["mean"]))
+    ch = int(st.number_input(f"Channel of {tap} in {side} (0-{n - 1})", 0, n - 1, best, step=1,
+                             key=f"{KEY}_unit_{side}_{model_}_{weights_}_{tap}_{digest}",
+                             help=f"Starts at the channel most active on {caption} (its mean over the map)."))
+    w.unit_link(model_, weights_, tap, ch, label=f"{side}: {model_} · {tap} · {ch}")
+
+
+if focus_a != "(none)" or focus_b != "(none)":
+    u1, u2 = st.columns(2)
+    if focus_a != "(none)":
+        with u1:
+            _unit_opener("A", model, weights, focus_a)
+    if focus_b != "(none)":
+        with u2:
+            _unit_opener("B", model_b, weights_b, focus_b)
 
 if focus_a != "(none)":
     i = res.layers_a.index(focus_a)
