@@ -284,3 +284,19 @@ def test_other_architectures(name, cam_layer):
     size = lm.spec.input_size
     assert heat.shape == (size, size) and heat.min() >= 0 and heat.max() <= 1
     assert all(not m._forward_hooks and not m._backward_hooks for m in lm.model.modules())
+
+
+def test_a_tap_followed_by_an_in_place_operation_keeps_its_own_output():
+    """torchvision DenseNet applies ``F.relu(features, inplace=True)`` after the ``norm5`` tap: the kept
+    map (and its statistics) must be the batch norm's output, negatives included, not the ReLU's."""
+    from vizcore.models import load_model
+
+    lm = load_model("densenet121", "random")
+    image = load_sample("cat")
+    res = A.extract(lm, image, layers=["norm5"])
+    with torch.no_grad():
+        ref = lm.model.features(A.preprocess(lm, image))[0]  # features ends with norm5; the ReLU comes after
+    got = res.layers["norm5"].output
+    assert float(ref.min()) < 0 and float(got.min()) < 0
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    assert float(np.min(res.layers["norm5"].stats.mean)) < 0  # statistics of the same map

@@ -98,3 +98,39 @@ def test_fcn_view_maps_the_whole_image_and_says_weights_are_random():
     cap = next(c for im in at.image for c in im.captions if "score map" in c)
     h, w_ = (int(v) for v in cap.split(" · ")[1].split(" ")[0].split("×"))
     assert h > 1 and w_ > 1
+
+
+def test_channels_behind_cam_and_gradcam_link_to_their_unit_pages(lite0):
+    from tests.test_app_unit import _links, _unit
+    from vizcore.evidence import evidence_channels
+
+    at = _app()
+    assert any(s.value == "Channels behind this map" for s in at.subheader)
+    cat = load_sample("cat")
+    top = predict(lite0, [cat], topk=1)[0][0].index
+    ec = evidence_channels(lite0, preprocess(lite0, cat), top, k=6)
+    links = [(page, q) for page, q in _links(at) if page == "unit"]
+    want = [c.channel for c in ec.top + ec.bottom]
+    assert [int(q["channel"]) for _, q in links] == want
+    assert all(q == {"model": "efficientnet_lite0", "weights": "auto", "layer": "head", "channel": q["channel"]}
+               for _, q in links)
+    assert any(f"share **{ec.top[0].share:+.3g}**" == m.value for m in at.markdown)
+    assert any("class activation map and the Grad-CAM map" in c.value for c in at.caption)
+    # the link's address opens that channel on the unit page
+    at = _unit(links[0][1], at)
+    assert [t.value for t in at.title] == [f"efficientnet_lite0 · head · channel {want[0]}"]
+    assert not at.error
+
+
+def test_channels_of_a_container_layer_link_to_its_last_tap():
+    from tests.test_app_unit import _links
+
+    at = _app()
+    at.session_state[f"{KEY}_model"] = "resnet18"
+    at.session_state[f"{KEY}_weights"] = "random"
+    at.pills(key=f"{KEY}_methods").set_value(["gradcam"]).run()
+    assert not at.exception, at.exception
+    links = [q for page, q in _links(at) if page == "unit"]
+    assert links and all((q["model"], q["weights"], q["layer"]) == ("resnet18", "random", "layer4.1") for q in links)
+    assert any("Grad-CAM map of" in c.value and "layer4 is computed at its last tap, layer4.1" in c.value
+               for c in at.caption)

@@ -80,17 +80,23 @@ def test_similarity_page_computes_caches_highlights_and_links(lite0, eight, monk
     shapes = _heatmap(at)["layout"]["shapes"]
     assert len(shapes) == 2 and shapes[0]["y0"] == 0.5 and shapes[1]["x0"] == 0.5
     assert any("**blocks.1.0** of A is most like" in m.value for m in at.markdown)
+    # the buttons open the channel chosen for the unit link (default: the most active on the image)
+    (ch_in,) = [n for n in at.number_input if n.key.startswith(f"{KEY}_unit_A_")]
+    ch_in.set_value(5).run()
     at.button(key=f"{KEY}_to_dsx").click().run()
     assert at.session_state["channel_target"] == {"model": "efficientnet_lite0", "layer": "blocks.1.0",
-                                                  "channel": 0}
-    # the Activations button opens that page on the highlighted tap: first, expanded
+                                                  "channel": 5}
+    # the Activations button opens that page on the highlighted tap: first, expanded, on that channel
     at.switch_page(PAGE).run()
     at.selectbox(key=f"{KEY}_focus").set_value("blocks.1.0").run()
+    (ch_in,) = [n for n in at.number_input if n.key.startswith(f"{KEY}_unit_A_")]
+    ch_in.set_value(6).run()
     at.button(key=f"{KEY}_to_act").click().run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Activations"
     tap_labels = [e.label for e in at.expander if e.label.startswith("**")]
     assert tap_labels[0].startswith("**blocks.1.0**")
+    assert at.number_input(key="activations_ch_efficientnet_lite0_blocks.1.0").value == 6
 
     # a new session is served from the disk cache, without pressing anything
     at2 = _open(eight)
@@ -143,3 +149,41 @@ def test_similarity_page_stop_keeps_nothing(lite0, eight, monkeypatch, tmp_path)
     at.button(key=f"{KEY}_resume").click().run()
     assert not at.exception, at.exception
     assert "computed now" in at.success[0].value and load_cached(key) is not None
+
+
+def test_highlighted_row_and_column_open_a_unit_of_their_tap(lite0, eight, monkeypatch, tmp_path):
+    from tests.test_app_unit import _links, _unit
+    from vizcore.activations import extract
+    from vizcore.data import load_sample
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    at = _open(eight)
+    at.button(key=f"{KEY}_run").click().run()
+    assert not at.exception, at.exception
+    assert not [q for page, q in _links(at) if page == "unit"]  # nothing highlighted: no unit links
+    at.selectbox(key=f"{KEY}_focus").set_value("blocks.1.0").run()  # the column follows: blocks.1.0 of B
+    assert not at.exception, at.exception
+
+    # default channel: the one most active (mean over the map) on the session's image
+    act = extract(lite0, load_sample("cat"), layers=["blocks.1.0"]).layers["blocks.1.0"].output
+    best = int(act.mean(dim=(1, 2)).argmax())
+    inputs = {n.label.split(" (")[0]: n for n in at.number_input if n.label.startswith("Channel of")}
+    assert set(inputs) == {"Channel of blocks.1.0 in A", "Channel of blocks.1.0 in B"}
+    a_in = inputs["Channel of blocks.1.0 in A"]
+    assert a_in.value == best and a_in.max == act.shape[0] - 1 == 23
+    units = [q for page, q in _links(at) if page == "unit"]
+    assert units == [{"model": "efficientnet_lite0", "weights": "auto", "layer": "blocks.1.0", "channel": str(best)},
+                     {"model": "efficientnet_lite0", "weights": "random", "layer": "blocks.1.0",
+                      "channel": str(inputs["Channel of blocks.1.0 in B"].value)}]
+
+    # another channel of A: its link follows, and its address opens that unit
+    a_in.set_value(5).run()
+    assert not at.exception, at.exception
+    units = [q for page, q in _links(at) if page == "unit"]
+    assert units[0]["channel"] == "5" and units[0]["weights"] == "auto"
+    b = units[1]
+    at = _unit(units[0], at)
+    assert [t.value for t in at.title] == ["efficientnet_lite0 · blocks.1.0 · channel 5"] and not at.error
+    at = _unit(b, at)  # B's link: the random twin
+    assert [t.value for t in at.title] == [f"efficientnet_lite0 · blocks.1.0 · channel {b['channel']}"]
+    assert at.radio(key="unit_weights").value == "random" and not at.error

@@ -19,15 +19,18 @@ from vizcore.evidence import (
     MethodNotApplicable,
     UnknownClassError,
     evidence,
+    evidence_channels,
     explain,
     faithfulness,
     get_method,
+    layer_tap,
     list_methods,
     random_map,
     resolve_target,
     to_input,
     top_patches,
 )
+from vizcore.evidence.attribution import default_layer, gradcam_raw
 from vizcore.evidence.cam import convolutionalize, fcn_map
 from vizcore.models import load_model
 from vizcore.summary import Geometry
@@ -234,6 +237,100 @@ def test_integrated_gradients_are_complete_up_to_the_reported_gap(lite0, cat_x):
     assert calls[-1][1] == 2 and ev.settings["n_steps"] == 8
     diff = _logit(lite0, cat_x, 285) - _logit(lite0, torch.zeros_like(cat_x), 285)
     assert abs(float(ev.raw.sum()) - diff) == pytest.approx(ev.extra["convergence_delta"], abs=1e-2)
+
+
+# ------------------------------------------------------------------ channels behind a map
+def _close(a: float, b: float, rel: float = 1e-4) -> bool:
+    return abs(a - b) <= rel * max(abs(a), abs(b), 1e-6)
+
+
+def test_channel_shares_sum_to_the_gradcam_map_and_plus_bias_to_the_logit_on_lite0(lite0, cat_x):
+    ec = evidence_channels(lite0, cat_x, 285)
+    assert (ec.layer, ec.module, ec.asked) == ("head", "bn2", "bn2")  # the CAM layer, named by its tap
+    raw = gradcam_raw(lite0, cat_x, 285, "bn2")
+    assert ec.shares.shape == (1280,) and _close(float(ec.shares.sum()), float(raw.sum()))
+    assert _close(ec.total, float(raw.sum()))
+    # right below global pooling and the linear head: each share is w_c * mean(A_c), shares + bias = logit
+    b = float(lite0.model.classifier.bias[285])
+    assert ec.bias == pytest.approx(b) and _close(float(ec.shares.sum()) + b, _logit(lite0, cat_x, 285))
+    assert ec.logit == pytest.approx(_logit(lite0, cat_x, 285), abs=1e-4)
+    w285 = lite0.model.classifier.weight[285].detach().numpy()
+    c = ec.top[0].channel
+    assert ec.top[0].share == pytest.approx(float(w285[c]) * ec.top[0].mean, rel=1e-3)
+    assert "bias" in ec.method and "logit" in ec.method
+    # top: positive, largest first, and the largest of all; bottom: the most negative
+    tops = [t.share for t in ec.top]
+    assert len(ec.top) == 8 and tops == sorted(tops, reverse=True) and tops[-1] > 0
+    assert tops[0] == pytest.approx(float(ec.shares.max()))
+    assert ec.bottom and ec.bottom[0].share == pytest.approx(float(ec.shares.min())) and ec.bottom[0].share < 0
+    assert ec.activation.shape == (1280, 7, 7) and ec.image.size == (224, 224)
+    assert _no_hooks(lite0.model)
+    # a class by label, and top1 from the same forward pass
+    assert evidence_channels(lite0, cat_x, "Egyptian cat").target.index == 285
+    assert evidence_channels(lite0, cat_x, None, k=3).target == resolve_target(lite0, None, lite0.model(cat_x))
+
+
+def test_channel_shares_of_a_container_come_from_its_last_tap(resnet18_random):
+    lm = resnet18_random
+    assert default_layer(lm) == "layer4"
+    tap, same = layer_tap(lm, "layer4")
+    assert (tap.name, same) == ("layer4.1", True)
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 224, 224)
+    for t in (0, 517):
+        ec = evidence_channels(lm, x, t)
+        assert (ec.layer, ec.asked) == ("layer4.1", "layer4")
+        raw = gradcam_raw(lm, x, t, "layer4")  # the container's map is its last tap's
+        assert _close(ec.total, float(raw.sum())) and _close(float(ec.shares.sum()), float(raw.sum()))
+        assert _close(ec.total + float(lm.model.fc.bias[t]), _logit(lm, x, t))
+    # an earlier block, asked by its module path, and a tap asked by name
+    ec = evidence_channels(lm, x, 3, "layer3")
+    assert ec.layer == "layer3.1" and ec.shares.shape == (256,) and ec.bias is None
+    assert _close(ec.total, float(gradcam_raw(lm, x, 3, "layer3").sum()))
+    assert evidence_channels(lm, x, 3, "layer2.0").layer == "layer2.0"
+    assert _no_hooks(lm.model)
+
+
+@pytest.mark.slow
+def test_channel_shares_on_densenet_see_its_features_before_the_in_place_relu():
+    lm = _random("densenet121")
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 224, 224)
+    ec = evidence_channels(lm, x, 7)
+    assert (ec.layer, ec.asked) == ("norm5", "features")
+    assert _close(ec.total, float(gradcam_raw(lm, x, 7, "features.norm5").sum()))
+    assert (ec.activation < 0).any()  # norm5's output, before torchvision's F.relu(inplace=True)
+    assert ec.bias is None  # a ReLU lies between the map and the head
+    assert _no_hooks(lm.model)
+
+
+def test_channel_shares_say_what_they_cannot_do(resnet18_random):
+    import dataclasses
+
+    import torchvision
+
+    from vizcore.models import LoadedModel, UnknownLayerError
+
+    lm = resnet18_random
+    x = torch.zeros(1, 3, 224, 224)
+    with pytest.raises(UnknownLayerError, match="layer4"):
+        evidence_channels(lm, x, 1, "layer44")
+    with pytest.raises(MethodNotApplicable, match="not one of its taps"):
+        evidence_channels(lm, x, 1, "layer4.1.conv1")  # a module inside a tap, holding none
+    with pytest.raises(MethodNotApplicable, match="no .* map"):
+        evidence_channels(lm, x, 1, "fc")
+    # no classification head: no class names, or a network that outputs features, not logits
+    nameless = dataclasses.replace(lm, spec=dataclasses.replace(lm.spec, categories=None))
+    with pytest.raises(MethodNotApplicable, match="no classification head"):
+        evidence_channels(nameless, x, 1)
+    body = torchvision.models.resnet18()
+    body.fc = torch.nn.Identity()
+    for p in body.parameters():
+        p.requires_grad_(False)
+    headless = LoadedModel(lm.spec, body.eval(), lm.weights)
+    with pytest.raises(MethodNotApplicable, match="no 1000 class logits"):
+        evidence_channels(headless, x, 1)
+    assert _no_hooks(lm.model) and _no_hooks(body)
 
 
 # ------------------------------------------------------------------ geometry and targets

@@ -84,3 +84,21 @@ def test_other_threads_do_not_leak_into_capture():
             assert torch.equal(store["0"][0, 0], torch.ones(2, 2))
     t.join()
     assert seen_by_other
+
+
+def test_clone_keeps_the_output_from_later_in_place_operations():
+    conv = nn.Conv2d(1, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight[:] = torch.tensor([1.0, -2.0]).view(2, 1, 1, 1)
+    m = nn.Sequential(conv, nn.ReLU(inplace=True)).eval()
+    x = (torch.arange(4.0).view(1, 1, 2, 2) - 1).requires_grad_(True)
+    with tap(m, ["0"]) as store:
+        m(x)
+        assert (store["0"] >= 0).all()  # overwritten by the in-place ReLU
+    with torch.enable_grad(), tap(m, ["0"], detach=False, clone=True) as store:
+        out = m(x)
+        a = store["0"]
+        assert torch.equal(a[0, 1], -2 * x[0, 0].detach())  # as the convolution returned it
+        (g,) = torch.autograd.grad(out.sum(), a)
+        assert torch.equal(g, (a > 0).float())  # the ReLU's gradient, taken at the convolution's output
+    assert all(not mod._forward_hooks for mod in m.modules())

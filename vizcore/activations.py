@@ -296,7 +296,6 @@ def extract(lm: LoadedModel, image: Image.Image, layers: Sequence[str] | None = 
     """
     req = _requested(lm, layers)
     x = preprocess(lm, image)
-    taps_modules = {t.module for t in _taps(lm)}
     paths = [p for _, p, _ in req]
     need_logits = topk > 0
 
@@ -304,10 +303,10 @@ def extract(lm: LoadedModel, image: Image.Image, layers: Sequence[str] | None = 
         t = t[0]
         if t.dim() == 0:
             t = t.reshape(1)
-        # Curated taps are never overwritten later in the pass; an arbitrary module's
-        # output might be (e.g. ``out += identity``), so that one is copied.
-        if path not in taps_modules:
-            t = t.clone()
+        # Copied: a later in-place operation would change what is kept (``out += identity`` after an
+        # arbitrary module; torchvision DenseNet's ``F.relu(features, inplace=True)`` after the
+        # curated ``norm5`` tap). One image's maps: the copy costs little next to the forward.
+        t = t.clone()
         return t, _stat_arrays(t)
 
     with torch.no_grad(), tap(lm.model, paths, reduce=keep, stop=not need_logits, lock=lm.lock) as store:

@@ -33,8 +33,8 @@ def _first_tensor(out) -> torch.Tensor:
 
 @contextmanager
 def tap(model: nn.Module, layers: Sequence[str], *, reduce: Reducer | None = None,
-        stop: bool = False, detach: bool = True, lock: threading.RLock | None = None
-        ) -> Iterator[dict[str, object]]:
+        stop: bool = False, detach: bool = True, clone: bool = False,
+        lock: threading.RLock | None = None) -> Iterator[dict[str, object]]:
     """Capture the outputs of ``layers`` (dotted module paths) during forward passes.
 
     Args:
@@ -45,6 +45,10 @@ def tap(model: nn.Module, layers: Sequence[str], *, reduce: Reducer | None = Non
         stop: raise :class:`StopForward` once all layers have fired; run the
             forward with :func:`forward_until` to end it there.
         detach: store detached tensors (no graph) unless gradients are wanted.
+        clone: hand the layers after a tap a copy of its (tensor) output, so an in-place
+            operation after it (torchvision DenseNet's ``F.relu(features, inplace=True)``)
+            leaves the captured tensor as the module returned it, graph included
+            (captum's layer methods do the same).
         lock: held while the hooks are attached (pass ``LoadedModel.lock``).
 
     Yields:
@@ -65,11 +69,13 @@ def tap(model: nn.Module, layers: Sequence[str], *, reduce: Reducer | None = Non
             if threading.get_ident() != owner:
                 return  # another session's forward pass through the shared model
             t = _first_tensor(out)
-            if detach:
-                t = t.detach()
-            store[path] = reduce(path, t) if reduce is not None else t
+            kept = t.detach() if detach else t
+            store[path] = reduce(path, kept) if reduce is not None else kept
             if stop and wanted.issubset(store):
                 raise StopForward
+            if clone and torch.is_tensor(out):
+                return out.clone()
+            return None
 
         return hook
 

@@ -276,12 +276,12 @@ def class_support(lm: LoadedModel, layer: str, channel: int, images: ImageLike |
     """
     path = lm.resolve(layer)
     x = _batch(lm, images)
-    with torch.enable_grad(), tap(lm.model, [path], detach=False, lock=lm.lock) as store:
+    with torch.enable_grad(), tap(lm.model, [path], detach=False, clone=True, lock=lm.lock) as store:
         x = x.detach().requires_grad_(True)  # so every activation below the head is in the graph
         logits = _logits_of(lm, lm.model(x))
         act = store[path]
         _check_channel(act, layer, channel)
-        if act.shape == logits.shape and act.data_ptr() == logits.data_ptr():
+        if act.shape == logits.shape and torch.equal(act.detach(), logits.detach()):  # the output itself (a copy)
             raise ValueError(f"{layer!r} is the classification head itself; pick a layer below it")
         u = torch.zeros_like(act)
         u[:, int(channel)] = 1.0
@@ -357,7 +357,7 @@ def _find_direct_conv(lm: LoadedModel, prev_path: str | None, path: str) -> str 
     size = lm.spec.input_size
     x = torch.zeros(1, 3, size, size, device=lm.device, requires_grad=True)
     paths = [path] + ([prev_path] if prev_path else [])
-    with torch.enable_grad(), tap(lm.model, paths, detach=False, stop=True, lock=lm.lock) as store:
+    with torch.enable_grad(), tap(lm.model, paths, detach=False, stop=True, clone=True, lock=lm.lock) as store:
         forward_until(lm.model, x)
         out = store[path]
         # Where the walk back from this tap must end: the previous tap's output, or the input itself.
@@ -464,7 +464,7 @@ def drivers(lm: LoadedModel, layer: str, channel: int, images: ImageLike | Seque
         raise ValueError(f"no single convolution connects {source} to {name}: give images for gradient x activation")
     x = _batch(lm, images)
     paths = [path] + ([prev[1]] if prev else [])
-    with torch.enable_grad(), tap(lm.model, paths, detach=False, stop=True, lock=lm.lock) as store:
+    with torch.enable_grad(), tap(lm.model, paths, detach=False, stop=True, clone=True, lock=lm.lock) as store:
         x = x.detach().requires_grad_(True)
         forward_until(lm.model, x)
         act = store[path]
@@ -561,7 +561,8 @@ def effective_rf(lm: LoadedModel, layer: str, channel: int, image: ImageLike, y:
     # The tap's submodules too: a unit clipped by its activation (ReLU6 at six, as the top images
     # of MobileNet/EfficientNet-Lite units often are) has no input gradient; its pre-activation has.
     subs = [n for n, _ in lm.model.named_modules() if n.startswith(path + ".")]
-    with torch.enable_grad(), tap(lm.model, [path] + subs, detach=False, stop=True, lock=lm.lock) as store:
+    with torch.enable_grad(), \
+            tap(lm.model, [path] + subs, detach=False, stop=True, clone=True, lock=lm.lock) as store:
         inp = inp.detach().requires_grad_(True)
         forward_until(lm.model, inp)
         act = store[path]

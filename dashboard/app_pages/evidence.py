@@ -2,8 +2,10 @@
 
 UI only: maps come from :func:`vizcore.evidence.evidence`, scores from
 :func:`vizcore.evidence.faithfulness` (deletion/insertion curves, with a random map
-scored on the same image and class), the BagNet view from the ``bagnet`` method and
-:func:`vizcore.evidence.top_patches`, the FCN view from :func:`vizcore.evidence.fcn_scene`.
+scored on the same image and class), the channels behind the CAM and Grad-CAM maps from
+:func:`vizcore.evidence.evidence_channels` (each linked to its unit page), the BagNet view from
+the ``bagnet`` method and :func:`vizcore.evidence.top_patches`, the FCN view from
+:func:`vizcore.evidence.fcn_scene`.
 Results are cached with ``st.cache_data`` keyed by the image digest and every setting.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ FAST = ("cam", "gradcam", "guided", "deconv")
 SLOW = ("occlusion", "ig")
 BAGNETS = ("bagnet9", "bagnet17", "bagnet33")
 FCNS = ("alexnet", "vgg11", "vgg16")
+CHANNELS = 6
 VIEWS = {"methods": "Methods side by side", "bagnet": "BagNet patches", "fcn": "Fully convolutional"}
 
 
@@ -74,6 +77,19 @@ def _random(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int,
     lm = w.get_model(model, weights)
     x = preprocess(lm, _image(_raw, size))
     return faithfulness(lm, x, random_map(tuple(x.shape[-2:]), seed), target, steps=steps).to_json(curves=True)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _channels(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], target: int) -> dict:
+    """The channels behind the Grad-CAM map (page-ready), each with its map over the crop."""
+    from vizcore.evidence import evidence_channels
+    from vizcore.render import overlay_grid
+
+    lm = w.get_model(model, weights)
+    ec = evidence_channels(lm, _image(_raw, size), target, k=CHANNELS)
+    thumbs = {c.channel: w.png_bytes(overlay_grid(lm, ec.layer, ec.activation, ec.image, [c.channel], cell=96, pad=0))
+              for c in ec.top + ec.bottom}
+    return {**ec.to_json(), "thumbs": thumbs}
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -136,6 +152,46 @@ def _class_picker(preds: list[tuple], cats) -> int:
                             format_func={p[0]: f"{p[1]} ({p[2]:.1%})" for p in preds}.get)
     return st.selectbox("Explain the class", list(range(len(cats))), key=f"{KEY}_any",
                         index=preds[0][0] if preds else 0, format_func=lambda i: f"{cats[i]} ({i})")
+
+
+def _channels_behind(model: str, weights: str, digest: str, raw: bytes, size: tuple[int, int], target: int,
+                     results: dict[str, dict]) -> None:
+    """The CAM and Grad-CAM maps as sums of channels: the top channels of the layer they use, each
+    linked to its unit page. A failure here is one error line; the rest of the page stays."""
+    shown = [m for m in ("cam", "gradcam") if m in results]
+    if not shown:
+        return
+    try:
+        with st.spinner("Channels behind the map…"):
+            ch = _channels(model, weights, digest, raw, size, int(target))
+    except Exception as e:  # noqa: BLE001
+        st.error(f"Channels behind the map: {e}")
+        return
+    if ch["bias"] is None:  # AlexNet/VGG's CAM is the convolutionalised head; DenseNet's has a ReLU first
+        shown = [m for m in shown if m != "cam"]
+    if not shown:
+        return
+    tap = ch["layer"]
+    st.subheader("Channels behind this map")
+    names = {"cam": "class activation map", "gradcam": "Grad-CAM map"}
+    st.caption(f"The {' and the '.join(names[m] for m in shown)} of **{ch['target']['label']}** "
+               f"{'are' if len(shown) > 1 else 'is'} a weighted sum of the {ch['n_channels']} channels of "
+               f"**{tap}**; a channel's share is its part of the map summed (all shares: {ch['total']:.4g}). "
+               f"Method: {ch['method']}. Each link opens that unit's page; the thumbnails are each channel's map "
+               "over the crop.")
+    if not ch["top"]:
+        st.info(f"No channel of {tap} adds to this map.")
+    for caption, row in ((None, ch["top"]), ("Most against the class:", ch["bottom"])):
+        if not row:
+            continue
+        if caption:
+            st.caption(caption)
+        cols = st.columns(CHANNELS)
+        for i, c in enumerate(row):
+            with cols[i % CHANNELS]:
+                st.image(ch["thumbs"][c["channel"]], width=96)
+                st.markdown(f"share **{c['share']:+.3g}**")
+                w.unit_link(model, weights, tap, c["channel"], label=f"{tap} · {c['channel']}")
 
 
 def _stop() -> None:
@@ -219,6 +275,7 @@ if view == "methods":
             st.markdown(f"deletion **{r['deletion_auc']:.3f}** · insertion **{r['insertion_auc']:.3f}**")
             for c in r["caveats"]:
                 st.caption(f":material/info: {c}")
+    _channels_behind(model, weights, digest, raw, size, int(target), results)
     if results:
         with st.spinner("Scoring a random map…"):
             rnd = _random(model, weights, digest, raw, size, int(target), int(steps), int(seed))

@@ -2,8 +2,9 @@
 
 UI only: :mod:`vizcore.similarity` computes the minibatch CKA in one dataset pass
 (:class:`vizcore.passes.PassRun`, a few batches per script run so the page shows progress and
-Stop works) and caches the result on disk. Nearest neighbours of the session's image are on the
-Activations page (linked at the end).
+Stop works) and caches the result on disk. A highlighted row or column opens a channel of that tap
+on the unit page. Nearest neighbours of the session's image are on the Activations page (linked at
+the end).
 """
 from __future__ import annotations
 
@@ -167,6 +168,37 @@ fig.update_xaxes(title=f"B: {res.models[1]} ({res.weights[1]})", type="category"
 fig.update_layout(height=max(420, 22 * n_a + 160), margin={"l": 10, "r": 10, "t": 10, "b": 10})
 st.plotly_chart(fig, key=f"{KEY}_heatmap")
 
+
+def _unit_opener(side: str, model_: str, weights_: str, tap: str) -> int:
+    """A channel of ``tap`` (default: the one most active on the session image, by its mean) and a
+    link to its unit page. Shapes and means come from the cached overview the Activations page uses."""
+    image, caption = w.current_image()
+    digest, raw, size = w.image_payload(image)
+    try:
+        ov = w.activation_overview(model_, weights_, digest, raw, size)
+        la = next(la for la in ov["layers"] if la["name"] == tap)
+    except Exception as e:  # noqa: BLE001 - a network that cannot run the image: say so, keep the heatmap
+        st.error(f"{side}: {model_} could not process {caption}: {e}")
+        return 0
+    n = int(la["shape"][0]) if la["shape"] else 1
+    best = int(np.argmax(la["mean"]))
+    ch = int(st.number_input(f"Channel of {tap} in {side} (0-{n - 1})", 0, n - 1, best, step=1,
+                             key=f"{KEY}_unit_{side}_{model_}_{weights_}_{tap}_{digest}",
+                             help=f"Starts at the channel most active on {caption} (its mean over the map)."))
+    w.unit_link(model_, weights_, tap, ch, label=f"{side}: {model_} · {tap} · {ch}")
+    return ch
+
+
+ch_a = 0  # the channel of A's highlighted tap that the buttons below open
+if focus_a != "(none)" or focus_b != "(none)":
+    u1, u2 = st.columns(2)
+    if focus_a != "(none)":
+        with u1:
+            ch_a = _unit_opener("A", model, weights, focus_a)
+    if focus_b != "(none)":
+        with u2:
+            _unit_opener("B", model_b, weights_b, focus_b)
+
 if focus_a != "(none)":
     i = res.layers_a.index(focus_a)
     row = m[i]
@@ -176,12 +208,12 @@ if focus_a != "(none)":
                 + ".")
     l1, l2, _ = st.columns([1, 1, 2])
     if l1.button("Activations", key=f"{KEY}_to_act", icon=":material/layers:",
-                 help=f"What {focus_a} does with one image"):
-        w.set_channel_target(model, focus_a, 0)
+                 help=f"What {focus_a} does with one image, opened on channel {ch_a}"):
+        w.set_channel_target(model, focus_a, ch_a)
         st.switch_page(PAGE_ACTIVATIONS)
     if l2.button("Dataset examples", key=f"{KEY}_to_dsx", icon=":material/grid_view:",
-                 help=f"Dataset patches that excite channel 0 of {focus_a} most"):
-        w.set_channel_target(model, focus_a, 0)
+                 help=f"Dataset patches that excite channel {ch_a} of {focus_a} most"):
+        w.set_channel_target(model, focus_a, ch_a)
         st.switch_page(w.PAGE_DATASET_EXAMPLES)
 
 st.download_button("Download CKA (CSV)", res.csv_text(), file_name="cka.csv", mime="text/csv", key=f"{KEY}_csv")

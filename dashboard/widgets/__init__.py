@@ -22,7 +22,8 @@ from dashboard.widgets.datasets import (
 from dashboard.widgets.errors import errors_shown, one_line, show_error
 from dashboard.widgets.figures import nearest_tap, predictions_figure, vector_figure
 from dashboard.widgets.images import (
-    SESSION_IMAGE, from_raw, image_digest, image_input, image_payload, png_bytes, session_image, set_session_image,
+    SESSION_IMAGE, current_image, from_raw, image_digest, image_input, image_payload, png_bytes, session_image,
+    set_session_image,
 )
 from dashboard.widgets.links import (
     PAGE_DATASET_EXAMPLES, PAGE_FEATURE_VIZ, PAGE_UNIT, channel_links, receive_channel_target, set_channel_target,
@@ -36,7 +37,7 @@ from dashboard.widgets.progress import duration, eta_text, progress_bar, stepped
 
 __all__ = [
     "DATASET_SOURCES", "ENGINES", "GRID_ORDERS", "PAGE_DATASET_EXAMPLES", "PAGE_FEATURE_VIZ", "SHARED_DATA",
-    "activation_overview", "cached_extract", "cached_gradcam", "cached_grids", "channel_links",
+    "activation_overview", "cached_extract", "cached_gradcam", "cached_grids", "channel_links", "current_image",
     "dataset_input", "duration", "engine_input", "eta_text", "from_raw", "get_model", "image_digest", "image_input",
     "image_payload", "layer_picker", "load_model_or_stop", "model_label", "model_picker", "nearest_tap",
     "open_dataset_or_stop", "png_bytes", "predictions_figure", "progress_bar", "ray_or_stop", "receive_channel_target",

@@ -78,10 +78,18 @@ def image_input(key: str) -> tuple[Image.Image | None, str]:
                 st.session_state[err_key] = f"Could not use {up.name}: {e} Keeping {session_image()['name']}."
         if err_key in st.session_state:
             st.error(st.session_state[err_key])
+    image, _ = current_image()
     rec = session_image()
-    image = _decode_upload(rec["digest"], rec["data"]) if rec["kind"] == "upload" else _cached_sample(rec["name"])
     st.caption(f"Image of this session: **{rec['name']}** "
                f"({'your upload' if rec['kind'] == 'upload' else 'built-in'}), used on every page until replaced.")
+    return image, rec["name"]
+
+
+def current_image() -> tuple[Image.Image, str]:
+    """The session's image and its name, without widgets: for a part of a page above the page's
+    own :func:`image_input` (one set of image widgets per page)."""
+    rec = session_image()
+    image = _decode_upload(rec["digest"], rec["data"]) if rec["kind"] == "upload" else _cached_sample(rec["name"])
     return image, rec["name"]
 
 

@@ -7,6 +7,8 @@ resolution with its geometry (receptive field, jump), every setting used and the
 caveats that apply. :func:`faithfulness` scores any map by its deletion and
 insertion curves; :func:`explain` does both for several methods plus a random
 baseline in the same run (what the CLI writes and the dashboard shows).
+:func:`evidence_channels` splits a Grad-CAM map into its channels' shares, each a unit
+of a tap (what the dashboard links to the unit page).
 
 Adding a method is one decorated function (:func:`vizcore.evidence.registry.method`).
 """
@@ -21,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vizcore.evidence.channels import ChannelShare, EvidenceChannels, evidence_channels, layer_tap
 from vizcore.evidence.faithfulness import Faithfulness, faithfulness, random_map
 from vizcore.evidence.registry import (
     EvidenceStopped,
@@ -37,9 +40,10 @@ from vizcore.models import LoadedModel, ModelSpec
 from vizcore.summary import Geometry
 
 __all__ = [
-    "EvidenceMap", "EvidenceReport", "EvidenceStopped", "Faithfulness", "MethodNotApplicable", "MethodSpec",
-    "RawEvidence", "Target", "UnknownClassError", "UnknownMethodError", "evidence", "explain", "faithfulness",
-    "fcn_scene", "get_method", "list_methods", "method", "random_map", "resolve_target", "to_input", "top_patches",
+    "ChannelShare", "EvidenceChannels", "EvidenceMap", "EvidenceReport", "EvidenceStopped", "Faithfulness",
+    "MethodNotApplicable", "MethodSpec", "RawEvidence", "Target", "UnknownClassError", "UnknownMethodError",
+    "evidence", "evidence_channels", "explain", "faithfulness", "fcn_scene", "get_method", "layer_tap",
+    "list_methods", "method", "random_map", "resolve_target", "to_input", "top_patches",
 ]
 
 
