@@ -217,6 +217,11 @@ def test_newcomer_walk_every_page_with_one_photo(server, browser, tmp_path, lite
             page.wait_for_function(MAIN_HAS, arg=top1.label)
         if label == "Evidence":  # its default maps and their faithfulness scores are computed
             page.get_by_text("cam · raw 7×7").first.wait_for()
+        if label == "Activations":  # the photo's nearest images among the 10 built-in ones, at three taps
+            page.get_by_text("Built-in sample photographs (10)").first.click()
+            page.get_by_role("button", name="Find neighbours").click()
+            page.get_by_text("query: my_coffee.png").first.wait_for()
+            assert page.get_by_text("query: my_coffee.png").count() == 3
         # the page's script has finished (the running indicator is gone)
         page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
         page.wait_for_load_state("networkidle")
