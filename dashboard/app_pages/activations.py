@@ -231,11 +231,15 @@ if not found:
 from vizcore.data import ImageLoadError, load_image  # noqa: E402
 from vizcore.similarity import nearest_neighbours  # noqa: E402
 
-try:
-    nb = nearest_neighbours(lm, image, nb_ds, picks, k=k_nb, query_name=caption, features=nb_run.result())
-except Exception as e:  # noqa: BLE001 - e.g. no image of the dataset could be read: say so
-    w.show_error(e, "Cannot find neighbours")
-    st.stop()
+found_for = st.session_state[f"{KEY}_nb_job"].setdefault("found", {})  # per query image and k: reruns are free
+if (digest, caption, k_nb) not in found_for:
+    try:
+        found_for[(digest, caption, k_nb)] = nearest_neighbours(lm, image, nb_ds, picks, k=k_nb, query_name=caption,
+                                                                features=nb_run.result())
+    except Exception as e:  # noqa: BLE001 - e.g. no image of the dataset could be read: say so
+        w.show_error(e, "Cannot find neighbours")
+        st.stop()
+nb = found_for[(digest, caption, k_nb)]
 st.caption(f"{nb.n_images:,} images of {nb_ds.name} searched"
            + (" (features from the cache)." if nb_run.result().from_cache else "."))
 query_thumb = image.copy()
