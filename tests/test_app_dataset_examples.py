@@ -151,11 +151,14 @@ def test_imagenet_samples_download_button(tmp_path, monkeypatch):
     www = tmp_path / "www"
     www.mkdir()
     buf = io.BytesIO()
+    ref = tmp_path / "ref"  # the stand-in's photos, for their content digest
+    ref.mkdir()
     with zipfile.ZipFile(buf, "w") as zf:
         for i, name in enumerate(["n01440764_tench", "n01443537_goldfish"]):
             img = io.BytesIO()
             Image.new("RGB", (32, 32), (200 * i, 50, 50)).save(img, format="JPEG")
             zf.writestr(f"imagenet-sample-images-master/{name}.JPEG", img.getvalue())
+            (ref / f"{name}.JPEG").write_bytes(img.getvalue())
     (www / "master.zip").write_bytes(buf.getvalue())
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
     handler.log_message = lambda *a, **k: None
@@ -177,6 +180,12 @@ def test_imagenet_samples_download_button(tmp_path, monkeypatch):
         assert not at.exception, at.exception
         assert any("VIZCORE_OFFLINE=1" in e.value for e in at.error)
         monkeypatch.setenv("VIZCORE_OFFLINE", "0")
+        # the stand-in's photos are not the published ones: the pinned digest refuses them, nothing is kept
+        at.button(key="dataset_examples_dl_imagenet").click().run()
+        assert not at.exception, at.exception
+        assert any("checksum mismatch" in e.value for e in at.error)
+        assert ims.find_samples() is None
+        monkeypatch.setattr(ims, "SAMPLES_DIGEST", ims.samples_digest(ref))
         at.button(key="dataset_examples_dl_imagenet").click().run()
         assert not at.exception, at.exception
         assert ims.find_samples() == ims.default_dir()

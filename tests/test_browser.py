@@ -220,7 +220,7 @@ def test_newcomer_walk_every_page_with_one_photo(server, browser, tmp_path, lite
         if label == "Activations":  # the photo's nearest images among the 10 built-in ones, at three taps
             page.get_by_text("Built-in sample photographs (10)").first.click()
             page.get_by_role("button", name="Find neighbours").click()
-            page.get_by_text("query: my_coffee.png").first.wait_for()
+            page.get_by_text("query: my_coffee.png").nth(2).wait_for()  # one row per tap, drawn in turn
             assert page.get_by_text("query: my_coffee.png").count() == 3
         # the page's script has finished (the running indicator is gone)
         page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
