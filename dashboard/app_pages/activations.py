@@ -228,7 +228,6 @@ found = w.stepped_job(
 if not found:
     st.stop()
 
-from vizcore.data import ImageLoadError, load_image  # noqa: E402
 from vizcore.similarity import nearest_neighbours  # noqa: E402
 
 found_for = st.session_state[f"{KEY}_nb_job"].setdefault("found", {})  # per query image and k: reruns are free
@@ -248,11 +247,7 @@ for layer, hits in nb.layers.items():
     st.subheader(layer)
     thumbs, caps = [query_thumb], [f"query: {caption}"]
     for h in hits:
-        try:
-            img = load_image(h.file, max_side=256)
-        except ImageLoadError:
-            continue
-        img.thumbnail((128, 128))
-        thumbs.append(img)
-        caps.append(f"{Path(h.file).name} · {h.similarity:.3f}")
+        if (img := w.thumbnail(h.file)) is not None:
+            thumbs.append(img)
+            caps.append(f"{Path(h.file).name} · {h.similarity:.3f}")
     st.image(thumbs, caption=caps, width=128)

@@ -203,15 +203,9 @@ if pick != "(none)":
     selected.insert(0, [Path(f).name for f in files].index(pick))
 selected = list(dict.fromkeys(selected))[:24]
 if selected:
-    from vizcore.data import ImageLoadError, load_image
-
     thumbs, caps = [], []
     for i in selected:
-        try:
-            img = load_image(files[i], max_side=256)
-        except ImageLoadError:
-            continue
-        img.thumbnail((128, 128))
-        thumbs.append(img)
-        caps.append(f"{Path(files[i]).name} · {maps[0].labels[i]}")
+        if (img := w.thumbnail(files[i])) is not None:
+            thumbs.append(img)
+            caps.append(f"{Path(files[i]).name} · {maps[0].labels[i]}")
     st.image(thumbs, caption=caps, width=128)

@@ -23,7 +23,7 @@ from dashboard.widgets.errors import errors_shown, one_line, show_error
 from dashboard.widgets.figures import nearest_tap, predictions_figure, vector_figure
 from dashboard.widgets.images import (
     SESSION_IMAGE, current_image, from_raw, image_digest, image_input, image_payload, png_bytes, session_image,
-    set_session_image,
+    set_session_image, thumbnail,
 )
 from dashboard.widgets.links import (
     PAGE_DATASET_EXAMPLES, PAGE_FEATURE_VIZ, PAGE_UNIT, channel_links, receive_channel_target, set_channel_target,
@@ -41,7 +41,7 @@ __all__ = [
     "dataset_input", "duration", "engine_input", "eta_text", "from_raw", "get_model", "image_digest", "image_input",
     "image_payload", "layer_picker", "load_model_or_stop", "model_label", "model_picker", "nearest_tap",
     "open_dataset_or_stop", "png_bytes", "predictions_figure", "progress_bar", "ray_or_stop", "receive_channel_target",
-    "SESSION_IMAGE", "session_image", "set_channel_target", "set_session_image", "stepped_job", "trained_models",
+    "SESSION_IMAGE", "session_image", "set_channel_target", "set_session_image", "stepped_job", "thumbnail", "trained_models",
     "trained_now", "PAGE_UNIT", "unit_link", "unit_params", "unit_url", "vector_figure", "weights_badge",
     "weights_now", "weights_picker",
 ]

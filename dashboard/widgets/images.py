@@ -116,6 +116,17 @@ def png_bytes(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def thumbnail(file: str, side: int = 128) -> Image.Image | None:
+    """A dataset image shrunk to fit ``side`` px, or ``None`` when it cannot be read (a grid of
+    thumbnails leaves it out rather than failing)."""
+    try:
+        img = load_image(file, max_side=2 * side)
+    except ImageLoadError:
+        return None
+    img.thumbnail((side, side))
+    return img
+
+
 
 def image_digest(img: Image.Image) -> str:
     """A content hash of an RGB image (size and pixels), used as the cache key."""
