@@ -3,8 +3,11 @@ where it is absent; under CI (``VIZCORE_REQUIRE_ALL=1``) a missing requirement
 fails instead of skipping."""
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import shutil
+import threading
 import warnings
 from pathlib import Path
 
@@ -139,3 +142,20 @@ def coarse_imagenet(imagenet_samples):
     """80 ImageNet samples in 4 coarse classes (20 dogs, birds, reptiles, insects): linearly
     separable at the top of an ImageNet network, not at its first layer."""
     return coarse_imagenet_dataset(imagenet_samples, 20)
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A stand-in download server: serves ``tmp_path/www`` on 127.0.0.1 (a random port); yields
+    ``(www folder, base url)`` and shuts down afterwards."""
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a, **k: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield www, f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -131,13 +131,10 @@ def test_imagenet_samples_default_mine_button_time_left_and_partial_grid(lite0, 
 
 
 @pytest.mark.slow
-def test_imagenet_samples_download_button(tmp_path, monkeypatch):
+def test_imagenet_samples_download_button(tmp_path, monkeypatch, http_server):
     """Without the photos on this machine, the dataset choice offers one Download (from a stand-in server
     here), with a progress bar; offline it says why in one message, and nothing is mined."""
-    import functools
-    import http.server
     import io
-    import threading
     import zipfile
 
     from PIL import Image
@@ -148,8 +145,7 @@ def test_imagenet_samples_download_button(tmp_path, monkeypatch):
     monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "vc"))
     monkeypatch.delenv("VIZCORE_IMAGENET_SAMPLES", raising=False)
     monkeypatch.setattr(wd, "SHARED_DATA", tmp_path / "no-shared-data")
-    www = tmp_path / "www"
-    www.mkdir()
+    www, base = http_server
     buf = io.BytesIO()
     ref = tmp_path / "ref"  # the stand-in's photos, for their content digest
     ref.mkdir()
@@ -160,37 +156,29 @@ def test_imagenet_samples_download_button(tmp_path, monkeypatch):
             zf.writestr(f"imagenet-sample-images-master/{name}.JPEG", img.getvalue())
             (ref / f"{name}.JPEG").write_bytes(img.getvalue())
     (www / "master.zip").write_bytes(buf.getvalue())
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *a, **k: None
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setattr(ims, "SAMPLES_URL", f"http://127.0.0.1:{srv.server_address[1]}/master.zip")
-        monkeypatch.setattr(ims, "SAMPLES_COUNT", 2)
-        at = AppTest.from_file(APP, default_timeout=240)
-        at.run()
-        at.switch_page(PAGE).run()
-        assert not at.exception, at.exception
-        assert at.radio(key="dataset_examples_source").value == "imagenet-samples"
-        assert any("Not on this machine yet" in c.value for c in at.sidebar.caption)
-        assert "Choose a dataset" in at.info[0].value
-        assert not [b for b in at.button if b.key == "dataset_examples_start"]
-        monkeypatch.setenv("VIZCORE_OFFLINE", "1")  # offline: one clear message, nothing breaks
-        at.button(key="dataset_examples_dl_imagenet").click().run()
-        assert not at.exception, at.exception
-        assert any("VIZCORE_OFFLINE=1" in e.value for e in at.error)
-        monkeypatch.setenv("VIZCORE_OFFLINE", "0")
-        # the stand-in's photos are not the published ones: the pinned digest refuses them, nothing is kept
-        at.button(key="dataset_examples_dl_imagenet").click().run()
-        assert not at.exception, at.exception
-        assert any("checksum mismatch" in e.value for e in at.error)
-        assert ims.find_samples() is None
-        monkeypatch.setattr(ims, "SAMPLES_DIGEST", ims.samples_digest(ref))
-        at.button(key="dataset_examples_dl_imagenet").click().run()
-        assert not at.exception, at.exception
-        assert ims.find_samples() == ims.default_dir()
-        assert any(f"From {ims.default_dir()}" in c.value for c in at.sidebar.caption)
-        assert "in 2 images of imagenet-samples" in at.info[0].value  # ready to mine, not mined
-    finally:
-        srv.shutdown()
-        srv.server_close()
+    monkeypatch.setattr(ims, "SAMPLES_URL", f"{base}/master.zip")
+    monkeypatch.setattr(ims, "SAMPLES_COUNT", 2)
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    assert at.radio(key="dataset_examples_source").value == "imagenet-samples"
+    assert any("Not on this machine yet" in c.value for c in at.sidebar.caption)
+    assert "Choose a dataset" in at.info[0].value
+    assert not [b for b in at.button if b.key == "dataset_examples_start"]
+    monkeypatch.setenv("VIZCORE_OFFLINE", "1")  # offline: one clear message, nothing breaks
+    at.button(key="dataset_examples_dl_imagenet").click().run()
+    assert not at.exception, at.exception
+    assert any("VIZCORE_OFFLINE=1" in e.value for e in at.error)
+    monkeypatch.setenv("VIZCORE_OFFLINE", "0")
+    # the stand-in's photos are not the published ones: the pinned digest refuses them, nothing is kept
+    at.button(key="dataset_examples_dl_imagenet").click().run()
+    assert not at.exception, at.exception
+    assert any("checksum mismatch" in e.value for e in at.error)
+    assert ims.find_samples() is None
+    monkeypatch.setattr(ims, "SAMPLES_DIGEST", ims.samples_digest(ref))
+    at.button(key="dataset_examples_dl_imagenet").click().run()
+    assert not at.exception, at.exception
+    assert ims.find_samples() == ims.default_dir()
+    assert any(f"From {ims.default_dir()}" in c.value for c in at.sidebar.caption)
+    assert "in 2 images of imagenet-samples" in at.info[0].value  # ready to mine, not mined

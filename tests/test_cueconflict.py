@@ -6,15 +6,12 @@ solid-colour stimuli; behaviour on the real stimuli from EfficientNet-Lite0.
 from __future__ import annotations
 
 import csv
-import functools
-import http.server
 import io
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -259,23 +256,6 @@ def _zip_of(files: dict[str, bytes]) -> bytes:
         for name, data in files.items():
             zf.writestr(name, data)
     return buf.getvalue()
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """Serve ``tmp_path/www`` on 127.0.0.1 (a random port)."""
-    www = tmp_path / "www"
-    www.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *a, **k: None
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    th = threading.Thread(target=srv.serve_forever, daemon=True)
-    th.start()
-    try:
-        yield www, f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def test_download_from_a_local_server(tmp_path, http_server, monkeypatch, capfd):

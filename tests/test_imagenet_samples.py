@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import csv
-import functools
-import http.server
 import io
 import json
-import threading
 import time
 import zipfile
 
@@ -39,24 +36,9 @@ def _zip(files: dict[str, bytes]) -> bytes:
 
 
 @pytest.fixture
-def server(tmp_path):
-    www = tmp_path / "www"
-    www.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    handler.log_message = lambda *a, **k: None
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield www, f"http://127.0.0.1:{srv.server_address[1]}"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-
-
-@pytest.fixture
-def archive(server, tmp_path):
+def archive(http_server, tmp_path):
     """The repository's layout: a top folder with the photos and a README; returns (url, digest)."""
-    www, base = server
+    www, base = http_server
     files = {f"imagenet-sample-images-master/{k}": v for k, v in PHOTOS.items()}
     files["imagenet-sample-images-master/README.md"] = b"not a photo"
     files["imagenet-sample-images-master/gallery.jpg"] = _jpeg((0, 0, 0))  # not n<wnid>_<label>: left out
@@ -103,10 +85,10 @@ def test_download_labels_and_dataset(archive, tmp_path, monkeypatch, capfd):
     assert len(open_dataset("imagenet-samples")) == 3  # offline now: served from the cache
 
 
-def test_checksum_count_and_bad_archives_leave_nothing(archive, server, tmp_path, monkeypatch):
+def test_checksum_count_and_bad_archives_leave_nothing(archive, http_server, tmp_path, monkeypatch):
     monkeypatch.setenv("VIZCORE_OFFLINE", "0")
     url, digest = archive
-    www, base = server
+    www, base = http_server
     bad = tmp_path / "bad"
     with pytest.raises(ims.SamplesError, match="checksum mismatch"):
         ims.download_samples(bad, url=url, count=3, digest="0" * 64, progress=False)
