@@ -422,6 +422,15 @@ def test_cli_writes_index_overlays_and_raw_maps(tmp_path):
         assert (out / e["overlay"]).is_file()
         assert np.load(out / e["raw"]).shape == (7, 7)
     assert abs(float(np.load(out / "cam.npy").mean()) - index["target_logit"]) < 1e-4
+    # the channels behind the map: the engine's, for the same class, at the tap the unit page names
+    ch = index["channels"]
+    ref = evidence_channels(load_model("efficientnet_lite0"), load_sample("cat"), 285, k=6)
+    assert ch["layer"] == ref.layer == "head" and len(ch["top"]) == 6
+    assert [c["channel"] for c in ch["top"]] == [c.channel for c in ref.top]
+    np.testing.assert_allclose([c["share"] for c in ch["top"]], [c.share for c in ref.top], rtol=1e-4)
+    assert abs(ch["total"] + ch["bias"] - index["target_logit"]) < 1e-3
+    text = vizcore("evidence", sample_path("cat"), "--methods", "gradcam", "--steps", "2", "--channels", "3").stdout
+    assert "channels of head behind the map" in text and text.count("(+") >= 3
 
 
 def test_cli_unknown_class_and_method_are_one_line_errors(tmp_path):

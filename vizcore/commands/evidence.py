@@ -16,7 +16,9 @@ def register(sub) -> None:
                     "occlusion, guided, deconv, ig, gradcam), score it by its deletion and insertion "
                     "curves, and score a random map in the same run as the baseline. Lower deletion "
                     "and higher insertion areas mean a more faithful map. With --out, writes "
-                    "index.json, one overlay PNG and one raw .npy map (native resolution) per method.")
+                    "index.json, one overlay PNG and one raw .npy map (native resolution) per method. "
+                    "With cam or gradcam, also the channels behind the map: each channel's share of the "
+                    "Grad-CAM map at its layer (the dashboard's unit pages name them by tap and channel).")
     p.add_argument("image", metavar="IMAGE", help="an image file")
     add_model_args(p)
     p.add_argument("--target", default="top1",
@@ -32,6 +34,9 @@ def register(sub) -> None:
     g.add_argument("--ig-steps", type=int, default=32, help="integrated-gradients steps (default 32)")
     g.add_argument("--ig-batch", type=int, default=16, help="integrated-gradients internal batch (default 16)")
     g.add_argument("--layer", default=None, help="Grad-CAM layer (default: the last feature map)")
+    g.add_argument("--channels", type=int, default=6, metavar="K",
+                   help="with cam or gradcam: the K channels with the largest share of the map, and the "
+                        "3 most against the class (default 6; 0: none)")
     g.add_argument("--fcn-size", type=int, default=448,
                    help="AlexNet/VGG cam: the crop is upscaled to this size for the FCN map (default 448)")
     f = p.add_argument_group("faithfulness")
@@ -59,7 +64,7 @@ def run(args) -> int:
     from vizcore.cache import atomic_write_bytes
     from vizcore.commands._util import load_model_cli, write_json
     from vizcore.commands.predict import read_images
-    from vizcore.evidence import explain, get_method, resolve_target
+    from vizcore.evidence import evidence_channels, explain, get_method, resolve_target
     from vizcore.models import get_spec
 
     for m in args.methods:
@@ -72,6 +77,8 @@ def run(args) -> int:
     lm = load_model_cli(args)
     if args.random_grid < 1:
         raise ValueError("--random-grid must be at least 1")
+    if args.channels < 0:
+        raise ValueError("--channels must be at least 0")
     bars: dict[str, tqdm] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -88,6 +95,10 @@ def run(args) -> int:
         for b in bars.values():
             b.close()
     index = rep.to_json(curves=args.curves)
+    channels = None
+    if args.channels and {"cam", "gradcam"} & set(args.methods):
+        channels = evidence_channels(lm, image, rep.target.index, args.layer, k=args.channels)
+        index["channels"] = channels.to_json()
     out = Path(args.out) if args.out else None
     if out is not None:
         import io
@@ -119,6 +130,13 @@ def run(args) -> int:
             print(f"           note: {c}")
     print(f"{'random':<10} {index['random']['deletion_auc']:>9.3f} {index['random']['insertion_auc']:>10.3f}")
     print("lower deletion and higher insertion = more faithful")
+    if channels is not None:
+        print(f"channels of {channels.layer} behind the map (share of the Grad-CAM map, all: {channels.total:.4g}"
+              + (f"; + bias {channels.bias:.4g} = logit {channels.logit:.4g}" if channels.bias is not None else "")
+              + "):")
+        print("  for:     " + ", ".join(f"{c.channel} ({c.share:+.3g})" for c in channels.top))
+        if channels.bottom:
+            print("  against: " + ", ".join(f"{c.channel} ({c.share:+.3g})" for c in channels.bottom))
     if out is not None:
         print(f"wrote {len(rep.maps)} overlays, raw maps and index.json to {out}")
     return 0
