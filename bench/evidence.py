@@ -9,8 +9,8 @@ batches of the same size. Faithfulness scoring is not included (it is a
 separate, batched pass).
 
 Targets on CPU: CAM <= 1.3 forwards; guided backprop and Grad-CAM <= 4;
-occlusion <= 1.2 x its plain batches. Deconvolution and integrated gradients
-(32 steps) are reported.
+occlusion <= 1.2 x its plain batches. Deconvolution, integrated gradients
+(32 steps) and the channels behind the Grad-CAM map (``evidence_channels``) are reported.
 
 Run: ``python bench/evidence.py [--repeats N] [--models a b] [--threads T]``.
 """
@@ -33,7 +33,7 @@ def bench_model(name: str, weights: str, image, repeats: int, occ_repeats: int) 
     import torch
 
     from vizcore.activations import preprocess
-    from vizcore.evidence import evidence
+    from vizcore.evidence import evidence, evidence_channels
     from vizcore.models import load_model
 
     with warnings.catch_warnings():
@@ -69,6 +69,10 @@ def bench_model(name: str, weights: str, image, repeats: int, occ_repeats: int) 
         t, b, r = pairs(lambda m=m: evidence(lm, x, target, m), bare, repeats)
         rows.append({"model": name, "method": m, "seconds": t, "baseline": "1 forward", "baseline_s": b,
                      "ratio": r})
+    # The channels behind the Grad-CAM map (the Evidence page's unit links): one forward and one backward.
+    t, b, r = pairs(lambda: evidence_channels(lm, x, target), bare, repeats)
+    rows.append({"model": name, "method": "channels", "seconds": t, "baseline": "1 forward", "baseline_s": b,
+                 "ratio": r})
     # Occlusion against its own forward count in plain batches of the same size.
     window, stride, batch = 16, 8, 32
     n = (math.floor((224 - window) / stride) + 1) ** 2
