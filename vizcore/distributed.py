@@ -47,7 +47,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from vizcore.passes import DatasetPass, PassInfo, Progress, Stopped, batches_of, decode_batch
+from vizcore.passes import DatasetPass, PassInfo, Progress, batches_of, decode_batch
 
 if TYPE_CHECKING:
     from vizcore.data.datasets import ImageDataset
@@ -234,14 +234,6 @@ def _picklable(e: BaseException) -> BaseException:
         return RuntimeError(f"{type(e).__name__}: {e}")
 
 
-@dataclass
-class RayPartial:
-    """What a stopped Ray run reached (``Stopped.partial``): the merged state and its info."""
-
-    state: Any
-    info: PassInfo
-
-
 def run_ray(p: DatasetPass, dataset: "ImageDataset", *, batch_size: int = 32, progress: Progress | None = None,
             should_stop: Callable[[], bool] | None = None, indices: Sequence[int] | None = None,
             address: str | None = None) -> tuple[Any, PassInfo]:
@@ -253,7 +245,7 @@ def run_ray(p: DatasetPass, dataset: "ImageDataset", *, batch_size: int = 32, pr
         batch_size: images per batch, as on the local backend (per GPU on a GPU cluster).
         progress: ``progress(done, total)`` after each batch that comes back.
         should_stop: polled as batches come back; when true the Ray job ends and
-            :class:`~vizcore.passes.Stopped` is raised (``partial``: a :class:`RayPartial`).
+            the Ray job ends and the state reached comes back with ``info.complete`` false.
         indices: run over these dataset indices only.
         address: the cluster (default ``$RAY_ADDRESS``, else a local Ray sized to this machine).
 
@@ -320,8 +312,8 @@ def run_ray(p: DatasetPass, dataset: "ImageDataset", *, batch_size: int = 32, pr
             if should_stop is not None and should_stop() and nxt < len(batches):
                 for b in sorted(pending):
                     info.skipped += skipped.pop(b)
-                raise Stopped(f"stopped after {done} of {info.total} images",
-                              partial=RayPartial(_merge_rest(p, state, pending), info))
+                info.seconds = time.perf_counter() - t_run
+                return _merge_rest(p, state, pending), info  # info.complete stays false: stopped
         if nxt != len(batches):
             raise RuntimeError(f"Ray returned {nxt} of {len(batches)} batches")
         info.complete = True
