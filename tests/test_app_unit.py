@@ -41,6 +41,19 @@ def _png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def _until_done(at: AppTest, key: str, *, start: bool = False, runs: int = 40) -> AppTest:
+    """Press a section's start button (``start``) and rerun while its job runs (one step per run)."""
+    if start:
+        at.button(key=f"{key}_start").click().run()
+    for _ in range(runs):
+        assert not at.exception, at.exception
+        if not [b for b in at.button if b.key == f"{key}_stop"]:
+            break
+        at.run()
+    assert not [b for b in at.button if b.key == f"{key}_stop"], f"{key} did not finish"
+    return at
+
+
 def _overlay_peak(at: AppTest) -> tuple[float, tuple[int, int]]:
     """Max and argmax of the heatmap trace of the 'on your image' figure."""
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
@@ -74,15 +87,15 @@ def test_opens_by_its_address_and_shows_the_unit(lite0):
 def test_sections_on_demand_and_driver_links_target_other_units(lite0):
     at = _unit(ADDRESS)
     n_images = len(at.image)
-    at.toggle(key="unit_show_rf").set_value(True).run()
+    _until_done(at, "unit_rf", start=True)
     assert not at.exception and not at.error
     assert len(at.image) == n_images + 1
     assert any("theoretical field: **211 px**" in md.value for md in at.markdown)
-    at.toggle(key="unit_show_cs").set_value(True).run()
+    _until_done(at, "unit_cs", start=True)
     assert not at.exception and not at.error
     assert any("d logit / d mean activation" in c.value for c in at.caption)
     assert any(md.value.startswith("**Supports**") for md in at.markdown)
-    at.toggle(key="unit_show_dr").set_value(True).run()
+    _until_done(at, "unit_dr", start=True)
     assert not at.exception and not at.error
     assert any("gradient x activation of blocks.3.2" in c.value for c in at.caption)
     drivers = [(page, q) for page, q in _links(at) if q.get("layer") == "blocks.3.2"]
@@ -114,11 +127,12 @@ def test_weight_drivers_and_dataset_top_images(lite0):
     at = _unit({**ADDRESS, "layer": "head", "channel": "7", "dataset": "samples"})
     assert not at.error
     at.button(key="unit_mine").click().run()
+    _until_done(at, "unit_crops")  # the crops start by themselves once mined
     assert not at.exception and not at.error
     crops = [i for i in at.image if i.captions and i.captions[0].startswith("#")]
     assert len(crops) == 9
     assert all("effective receptive field" in i.captions[0] for i in crops)  # the head sees the whole image
-    at.toggle(key="unit_show_dr").set_value(True).run()
+    _until_done(at, "unit_dr", start=True)
     assert not at.exception and not at.error
     assert any("weight magnitude" in c.value and "conv_head" in c.value for c in at.caption)
     assert any("top patch in samples" in c.value for c in at.caption)
@@ -129,6 +143,29 @@ def test_weight_drivers_and_dataset_top_images(lite0):
     best = torch.argsort(mags, descending=True)[:8].tolist()
     assert [int(q["channel"]) for q in links] == [best[i] for c in range(4) for i in range(c, 8, 4)]  # 4 columns
     assert all(q["dataset"] == "samples" for q in links)
+
+
+def test_a_unit_reopened_in_a_new_session_reads_its_analyses_from_the_cache(lite0):
+    """Receptive field, class support and drivers are engine jobs cached on disk: a new session on
+    the same address shows them without pressing anything, equal to the engine's own results."""
+    from vizcore.unit import class_support, drivers, effective_rf
+
+    params = {**ADDRESS, "layer": "blocks.5.0", "channel": "30"}
+    at = _unit(params)
+    for key in ("unit_rf", "unit_cs", "unit_dr"):
+        _until_done(at, key, start=True)
+    assert not at.error
+    fresh = _unit(params)  # a new session
+    assert not fresh.error
+    assert not [b for b in fresh.button if b.key in ("unit_rf_start", "unit_cs_start", "unit_dr_start")]
+    cat = load_sample("cat")
+    erf = effective_rf(lite0, "blocks.5.0", 30, cat)
+    b = erf.box
+    assert any(f"**{b[2] - b[0]}×{b[3] - b[1]} px**" in md.value for md in fresh.markdown)
+    cs = class_support(lite0, "blocks.5.0", 30, [cat])
+    assert any(md.value.startswith("**Supports**") and f"1. {cs.top[0].label} (" in md.value for md in fresh.markdown)
+    dr = drivers(lite0, "blocks.5.0", 30, [cat])
+    assert any(md.value.startswith(f"**{dr.drivers[0].label}** · {dr.drivers[0].value:.3g}") for md in fresh.markdown)
 
 
 @pytest.mark.parametrize("params,words", [

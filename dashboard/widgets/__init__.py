@@ -27,7 +27,7 @@ from dashboard.widgets.images import (
 )
 from dashboard.widgets.links import (
     PAGE_DATASET_EXAMPLES, PAGE_FEATURE_VIZ, PAGE_UNIT, channel_links, receive_channel_target, set_channel_target,
-    unit_link, unit_params, unit_url,
+    set_unit_address, unit_address, unit_link, unit_params, unit_url,
 )
 from dashboard.widgets.models import (
     get_model, layer_picker, load_model_or_stop, model_label, model_picker, trained_models, trained_now,
@@ -46,3 +46,4 @@ __all__ = [
     "weights_now", "weights_picker",
 ]
 __all__ += ["allowed_path_or_stop", "data_roots", "errors_shown", "one_line", "show_error"]
+__all__ += ["set_unit_address", "unit_address"]
