@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard import pages
 from vizcore import cueconflict as cc
 from vizcore.models import load_model
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 KEY = "shape_bias"
-PAGE = "app_pages/shape_bias.py"
+PAGE = pages.SHAPE_BIAS.path
 
 
 @pytest.fixture

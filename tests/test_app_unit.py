@@ -12,12 +12,13 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from dashboard import pages
 from vizcore.activations import extract
 from vizcore.data import load_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "dashboard" / "app.py")
-PAGE = "app_pages/unit.py"
+PAGE = pages.UNIT.path
 ADDRESS = {"model": "efficientnet_lite0", "weights": "auto", "layer": "blocks.4.0", "channel": "12"}
 
 
@@ -188,14 +189,14 @@ def test_bad_address_gives_one_error(lite0, params, words):
 
 def test_session_image_is_carried_across_pages(lite0):
     at = AppTest.from_file(APP, default_timeout=300)
-    at.switch_page("app_pages/activations.py").run()
+    at.switch_page(pages.ACTIVATIONS.path).run()
     photo = load_sample("coffee")
     photo.thumbnail((200, 200))
     at.file_uploader(key="activations_upload").set_value(("cup.png", _png(photo), "image/png")).run()
     assert not at.exception and not at.error
     assert at.image[0].captions[0].startswith("cup.png: the 224px crop")
     # Compare: the same image, without uploading again.
-    at.switch_page("app_pages/compare.py").run()
+    at.switch_page(pages.COMPARE.path).run()
     assert not at.exception and not at.error
     assert any("**cup.png** (your upload)" in c.value for c in at.caption)
     # The unit page: the overlay is the channel's map on the uploaded photo.
@@ -205,7 +206,7 @@ def test_session_image_is_carried_across_pages(lite0):
     assert any(md.value.startswith(f"**cup.png**: channel 12 peaks at {float(m.max()):.3g}") for md in at.markdown)
     # Replacing it on one page replaces it everywhere.
     at.selectbox(key="unit_sample").set_value("astronaut").run()
-    at.switch_page("app_pages/activations.py").run()
+    at.switch_page(pages.ACTIVATIONS.path).run()
     assert not at.exception
     assert at.image[0].captions[0].startswith("astronaut: the 224px crop")
     assert at.selectbox(key="activations_sample").value == "astronaut"
@@ -213,21 +214,21 @@ def test_session_image_is_carried_across_pages(lite0):
 
 def test_every_page_has_its_own_address():
     """The default page is served at '/' only: it must be the overview, so each analysis page's
-    url_path (e.g. /activations) is a real address."""
-    import ast
+    url_path (e.g. /activations) is a real address. Every page is named once, in dashboard.pages:
+    the navigation is built from it and no other dashboard file names a page file."""
+    import re
 
-    tree = ast.parse((ROOT / "dashboard" / "app.py").read_text())
-    pages = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "Page":
-            kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg in ("url_path", "default", "title")}
-            pages.append(kw)
-    defaults = [p for p in pages if p.get("default")]
-    assert len(defaults) == 1 and defaults[0]["title"] == "Overview"
-    paths = [p["url_path"] for p in pages if not p.get("default")]
+    defaults = [p for p in pages.PAGES if p.default]
+    assert [p.title for p in defaults] == ["Overview"]
+    paths = [p.name for p in pages.PAGES if not p.default]
     assert {"activations", "compare", "unit", "dataset_examples", "feature_viz"} <= set(paths)
     assert len(paths) == len(set(paths))
-    # The overview links every page.
+    assert all(p.file.is_file() for p in pages.PAGES)
+    assert sorted(f.stem for f in (ROOT / "dashboard" / "app_pages").glob("*.py")) == sorted(p.name for p in pages.PAGES)
+    for f in (ROOT / "dashboard").rglob("*.py"):
+        if f.name != "pages.py":
+            assert not re.search(r"app_pages/\w+\.py", f.read_text()), f"{f} names a page file"
+    # The navigation serves exactly these pages, and the overview links every page.
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception
     linked = {p.proto.page for p in at.get("page_link")}

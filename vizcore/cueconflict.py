@@ -56,7 +56,8 @@ from vizcore.data.stimuli import (  # noqa: F401
     locate_stimuli,
     stimuli_digest,
 )
-from vizcore.passes import DatasetPass, PassInfo, PassRun, Stopped, run_pass
+from vizcore.jobs import run_pass
+from vizcore.passes import DatasetPass, PassInfo, PassRun, Stopped
 
 __all__ = ["CATEGORIES", "CATEGORY_CLASSES", "Decision", "NoImageNetHeadError", "PassRun", "REFERENCES",
            "ShapeBiasPass", "ShapeBiasResult", "StimuliError", "Stopped", "SubsetAccuracy", "check_imagenet_head",

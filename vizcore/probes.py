@@ -31,7 +31,7 @@ import numpy as np
 
 from vizcore.cache import load_json, save_json
 from vizcore.data.datasets import ImageDataset
-from vizcore.features import Features, Pooling, Stopped, extract_features, random_twin
+from vizcore.features import Features, Pooling, Stopped, extract_features
 from vizcore.models import LoadedModel, WeightsInfo
 
 __all__ = ["LayerProbe", "ProbeResult", "exemplar_groups", "fit_probes", "probe_features", "wilson_interval",
@@ -457,5 +457,9 @@ def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers:
     main = one(model, "")
     if not compare_random:
         return main
-    twin = one(random_twin(model, random_seed), "random ")
+    from vizcore.models import load_model
+
+    # The twin comes from the process's model cache, so it counts against VIZCORE_MODEL_MEMORY_MB.
+    twin = one(load_model(model.spec.name, f"random:{int(random_seed)}", device=model.device, progress=False),
+               "random ")
     return ProbeResult(**{**{f: getattr(main, f) for f in main.__dataclass_fields__}, "random": twin})

@@ -207,10 +207,9 @@ class UnitCrop:
 
 # ---------------------------------------------------------------------- helpers
 def _load(image: ImageLike) -> Image.Image:
-    from vizcore.data import load_image
+    from vizcore.data.images import load_image, to_rgb
 
-    img = load_image(image) if isinstance(image, (str, os.PathLike)) else image
-    return img if img.mode == "RGB" else img.convert("RGB")
+    return to_rgb(load_image(image) if isinstance(image, (str, os.PathLike)) else image)
 
 
 def _batch(lm: LoadedModel, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
@@ -266,9 +265,9 @@ def previous_tap(lm: LoadedModel, layer: str) -> tuple[str, str] | None:
 
 # --------------------------------------------------------------- class support
 def _logits_of(lm: LoadedModel, out) -> torch.Tensor:
-    from vizcore.activations import _logits
+    from vizcore.activations import class_logits
 
-    logits = _logits(out)
+    logits = class_logits(out)
     cats = lm.categories
     if logits is None or cats is None or logits.shape[1] != len(cats):
         raise ValueError(f"{lm.name} has no ImageNet classification head: no class support")
@@ -753,7 +752,9 @@ def _images(images: ImageLike | Sequence[ImageLike] | None) -> list[ImageLike]:
 
 
 def _u8(img: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8))
+    from vizcore.data.images import to_rgb
+
+    return torch.from_numpy(np.array(to_rgb(img), dtype=np.uint8))
 
 
 def _pil(t: torch.Tensor) -> Image.Image:

@@ -13,12 +13,13 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
+from dashboard import pages
 from vizcore.models import list_models
 
-PAGE_DATASET_EXAMPLES = "app_pages/dataset_examples.py"
-PAGE_FEATURE_VIZ = "app_pages/feature_viz.py"
-PAGE_UNIT = "app_pages/unit.py"
-UNIT_URL_PATH = "unit"
+PAGE_DATASET_EXAMPLES = pages.DATASET_EXAMPLES.path
+PAGE_FEATURE_VIZ = pages.FEATURE_VIZ.path
+PAGE_UNIT = pages.UNIT.path
+UNIT_URL_PATH = pages.UNIT.name
 UNIT_PARAMS = ("model", "weights", "layer", "channel", "dataset")
 """The query parameters of a unit page's address, in order."""
 

@@ -52,7 +52,7 @@ class InceptionRow:
 
 def _paper_googlenet() -> nn.Module:
     """torchvision's GoogLeNet with the paper's 5x5 convolutions in the "5x5" branch."""
-    from vizcore.models.loading import build
+    from vizcore.models.building import build
 
     model = build(get_spec("googlenet"))
     for m in model.modules():
@@ -67,7 +67,7 @@ def _paper_googlenet() -> nn.Module:
 def _inception_rows(size: int, variant: str) -> tuple[InceptionRow, ...]:
     if variant == "torchvision":
         with torch.device("meta"):
-            from vizcore.models.loading import build
+            from vizcore.models.building import build
 
             model = build(get_spec("googlenet"))
     elif variant == "paper":

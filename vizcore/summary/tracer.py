@@ -268,7 +268,7 @@ def _trace_model(name: str, model: nn.Module, size: int, device: str, taps: Sequ
 @functools.lru_cache(maxsize=64)
 def _trace(spec: ModelSpec, size: int) -> _Trace:
     """Trace ``spec`` on the meta device, falling back to a random-init CPU model."""
-    from vizcore.models.loading import build, taps_for
+    from vizcore.models.building import build, taps_for
 
     try:
         with torch.device("meta"):
