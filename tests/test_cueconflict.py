@@ -404,3 +404,27 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     assert time.perf_counter() - t < 60
     p = _cli("--model", "no_such_net", "--stimuli", str(tmp_path), timeout=120)
     assert p.returncode == 2 and "unknown model" in p.stderr
+
+
+def test_several_models_in_one_call_equal_one_at_a_time_and_stop_keeps_the_finished(colour_stimuli):
+    """shape_bias_many (the Texture vs shape page's one engine call) equals shape_bias per model; a
+    stop after the first model carries it (cached on disk) and the second's result so far."""
+    from vizcore.jobs import Stopped
+    from vizcore.stats import wilson_interval
+
+    a, b = standin(name="standin-many-a"), standin(name="standin-many-b")
+    ticks = iter(range(1000))
+    with pytest.raises(Stopped) as e:  # 12 images of a in batches of 4, then one batch of b
+        cc.shape_bias_many([a, b], colour_stimuli, batch_size=4, workers=0, should_stop=lambda: next(ticks) >= 4)
+    p = e.value.partial
+    assert isinstance(p, cc.ShapeBiasProgress) and list(p.results) == ["standin-many-a"]
+    assert p.current == "standin-many-b" and p.partial.n <= 4
+    both = cc.shape_bias_many([a, b], colour_stimuli, batch_size=4, workers=0)
+    assert list(both) == ["standin-many-a", "standin-many-b"] and both["standin-many-a"].cached
+    for lm in (a, b):
+        one = cc.shape_bias(lm, colour_stimuli, batch_size=2, workers=0, use_cache=False)
+        assert both[lm.name].to_json(decisions=True) | {"seconds": 0} == one.to_json(decisions=True) | {"seconds": 0}
+    r = both["standin-many-b"]
+    bias, lo, hi = cc.shape_bias_interval(r.shape_hits, r.texture_hits)
+    assert bias == pytest.approx(r.shape_bias) and (lo, hi) == wilson_interval(r.shape_hits, r.shape_hits + r.texture_hits)
+    assert cc.shape_bias_interval(0, 0) is None

@@ -138,3 +138,15 @@ def test_no_module_level_getattr_in_vizcore():
         tree = ast.parse(path.read_text())
         found += [name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "__getattr__"]
     assert not found, f"module-level __getattr__ in {found}"
+
+
+def test_no_private_names_imported_across_modules():
+    """``from x import _name`` between project modules: a name private to one module used by another."""
+    found = []
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in PACKAGES):
+                found += [f"{name}: from {node.module} import {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not found, "\n".join(found)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from vizcore.features import Pooling, Stopped, extract_features
-from vizcore.probes import fit_probes, holdout_split, make_classifier, probe_features, wilson_interval
+from vizcore.probes import fit_probes, holdout_split, make_classifier, probe_features
+from vizcore.stats import wilson_interval
 
 LAYERS = ["stem", "blocks.2.0", "blocks.4.0", "head", "pool", "logits"]
 

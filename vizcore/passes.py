@@ -189,7 +189,7 @@ def decode_batch(transform: Callable[[Any], Any], files: Sequence[tuple[int, str
     ``x`` is ``None`` when no file of the batch could be read. The same decoding and
     collation as :func:`vizcore.data.iter_batches`, for backends that decode where they compute.
     """
-    from vizcore.data.datasets import _collate
+    from vizcore.data.datasets import collate_decoded
     from vizcore.data.images import ImageLoadError, load_image
 
     rows = []
@@ -198,7 +198,7 @@ def decode_batch(transform: Callable[[Any], Any], files: Sequence[tuple[int, str
             rows.append((transform(load_image(path)), i, ""))
         except (ImageLoadError, OSError) as e:
             rows.append((None, i, str(e) or type(e).__name__))
-    x, ok, bad = _collate(rows)
+    x, ok, bad = collate_decoded(rows)
     paths = dict(files)
     return x, ok, [{"file": paths[i], "error": err} for i, err in bad]
 

@@ -567,7 +567,7 @@ class _Decoded(torch.utils.data.Dataset):
             return None, i, str(e) or type(e).__name__
 
 
-def _collate(batch):
+def collate_decoded(batch):
     ok = [(x, i) for x, i, _ in batch if x is not None]
     bad = [(i, err) for x, i, err in batch if x is None]
     xs = _stack([x for x, _ in ok]) if ok else None
@@ -607,7 +607,7 @@ def iter_batches(ds: ImageDataset, transform: Callable, *, batch_size: int = 32,
     workers = default_workers() if workers is None else workers
     loader = torch.utils.data.DataLoader(
         _Decoded(ds, transform), batch_size=batch_size, shuffle=False, num_workers=workers,
-        collate_fn=_collate, persistent_workers=False)
+        collate_fn=collate_decoded, persistent_workers=False)
     report = report if report is not None else BatchReport()
     for xs, idx, bad in loader:
         report.skipped += [{"file": ds.items[i].shown, "error": err} for i, err in bad]
