@@ -44,24 +44,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-# The stimuli live with the other datasets; re-exported for the CLI, the pages and old callers.
-from vizcore.data.stimuli import (  # noqa: F401
-    STIMULI_COUNTS,
-    STIMULI_DIGEST,
-    STIMULI_URL,
-    SUBSET_FOLDERS,
-    StimuliError,
-    default_stimuli_dir,
-    download_stimuli,
-    locate_stimuli,
-    stimuli_digest,
-)
+# The stimuli live with the other datasets (vizcore.data.stimuli): callers import them from there.
+from vizcore.data.stimuli import StimuliError, locate_stimuli
 from vizcore.jobs import StepJob, Tick, Work, run_pass
 from vizcore.passes import DatasetPass, PassInfo, PassRun, Stopped
 
 __all__ = ["CATEGORIES", "CATEGORY_CLASSES", "Decision", "NoImageNetHeadError", "PassRun", "REFERENCES",
-           "ShapeBiasPass", "ShapeBiasResult", "StimuliError", "Stopped", "SubsetAccuracy", "check_imagenet_head",
-           "ShapeBiasManyJob", "ShapeBiasProgress", "decide", "locate_stimuli", "shape_bias", "shape_bias_interval",
+           "ShapeBiasPass", "ShapeBiasResult", "Stopped", "SubsetAccuracy", "check_imagenet_head",
+           "ShapeBiasManyJob", "ShapeBiasProgress", "decide", "shape_bias", "shape_bias_interval",
            "shape_bias_many", "shape_bias_run", "stimulus_protocol", "stimulus_transform", "summary_lines"]
 
 if TYPE_CHECKING:  # heavy imports stay lazy

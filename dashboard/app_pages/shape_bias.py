@@ -19,6 +19,7 @@ import streamlit as st
 from dashboard import widgets as w
 from dashboard.widgets.jobs import job_run, run_job
 from vizcore import cueconflict as cc
+from vizcore.data.stimuli import locate_stimuli
 from vizcore.jobs import RunOptions
 from vizcore.models import DEFAULT_MODEL, get_spec, list_models
 
@@ -69,7 +70,7 @@ if not models:
 
 @st.cache_resource(show_spinner="Finding the stimuli (downloaded on first use)…", max_entries=4, ttl=600)
 def _root(path: str) -> str:
-    return str(cc.locate_stimuli(path or None, progress=False))
+    return str(locate_stimuli(path or None, progress=False))
 
 
 if stimuli.strip():  # a typed folder is read (or downloaded into) only under the allowed roots
