@@ -268,11 +268,18 @@ if view == "methods":
             st.warning("Stopped: nothing was cached. Press Run to start again.")
     shown = [m for m in methods if m not in SLOW or run_slow]
     results: dict[str, dict] = {}
-    report, errors = None, {}
-    if shown:
-        with st.spinner(f"{', '.join(shown)}…"):
-            report, errors = _report(model, weights, digest, raw, size, int(target), shown, settings, int(steps),
-                                     int(seed))
+    report, errors = {"methods": {}, "random": None}, {}
+    # The fast and the slow methods are two engine calls, so adding a fast method never reruns a slow one.
+    for group in ([m for m in shown if m not in SLOW], [m for m in shown if m in SLOW]):
+        if not group:
+            continue
+        with st.spinner(f"{', '.join(group)}…"):
+            rep, errs = _report(model, weights, digest, raw, size, int(target), group, settings, int(steps),
+                                int(seed))
+        errors.update(errs)
+        if rep is not None:
+            report["methods"].update(rep["methods"])
+            report["random"] = report["random"] or rep["random"]
     cols = st.columns(max(1, min(3, len(shown))))
     for i, m in enumerate(shown):
         with cols[i % len(cols)]:
