@@ -261,3 +261,38 @@ def test_the_dashboard_widget_runs_stops_resumes_and_reads_the_cache(colours, fr
 
     fresh = app().run()  # a new session: the cached result without pressing anything
     assert fresh.success and not [b for b in fresh.button if b.label in ("Run", "Resume")]
+
+
+# ------------------------------------------------------------------ many independent jobs
+def test_run_many_caches_each_job_as_it_completes_and_resumes(fresh_cache):
+    from vizcore.jobs import run_many
+
+    jobs = [CountdownJob(n) for n in (3, 4, 5, 6)]
+    seen = []
+    with pytest.raises(Stopped) as e:
+        run_many(jobs, RunOptions(), should_stop=lambda: len(seen) >= 2, on_result=lambda i, r: seen.append(i))
+    assert e.value.partial[:2] == [{"sum": 6, "upto": 3}, {"sum": 10, "upto": 4}] and e.value.partial[2:] == [None, None]
+    assert [cached(j) is not None for j in jobs] == [True, True, False, False]
+    counts = []
+    out = run_many([CountdownJob(n) for n in (3, 4, 5, 6)], RunOptions(), progress=lambda d, t: counts.append(d))
+    assert [r["sum"] for r in out] == [6, 10, 15, 21]
+    assert counts == [2, 3, 4]  # the two cached jobs count as done at once
+
+
+@pytest.mark.slow
+def test_run_many_on_ray_actors_equals_local(fresh_cache, monkeypatch):
+    ray = pytest.importorskip("ray")
+    from vizcore.distributed import init_ray, shutdown_ray
+    from vizcore.jobs import run_many
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    if ray.is_initialized():
+        ray.shutdown()
+    init_ray(num_cpus=2, object_store_mb=200)
+    try:
+        local = run_many([CountdownJob(n) for n in range(1, 7)], RunOptions(cache=False))
+        there = run_many([CountdownJob(n) for n in range(1, 7)], RunOptions(engine="ray"))
+        assert there == local
+        assert all(cached(CountdownJob(n)) == local[n - 1] for n in range(1, 7))  # cached by the driver
+    finally:
+        shutdown_ray()

@@ -351,3 +351,86 @@ def _end(it) -> None:
             close()
     except Exception:  # noqa: BLE001 - best effort; ray.shutdown (when ours) ends everything anyway
         pass
+
+
+# ------------------------------------------------------------------------------ independent jobs
+class _JobActor:
+    """A Ray actor that runs pickled jobs (:class:`vizcore.jobs.Job`) one at a time.
+
+    Models are loaded by the jobs through ``load_model``, whose process cache keeps them, so
+    each model is loaded once per actor however many jobs use it.
+    """
+
+    def __init__(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    def run(self, blob: bytes) -> bytes:
+        job, options = pickle.loads(blob)  # the driver sends the options: this module never imports vizcore.jobs
+        try:
+            s = job.stepper(options)
+            s.step(None)
+            return pickle.dumps(("ok", job.encode(s.result())), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # noqa: BLE001 - re-raised in the driver with its own type and message
+            return pickle.dumps(("error", _picklable(e)))
+
+
+def run_jobs_ray(jobs: Sequence[Any], options: Any, *, address: str | None = None,
+                 should_stop: Callable[[], bool] | None = None,
+                 on_result: Callable[[int, Any], None] | None = None, actors: int | None = None) -> bool:
+    """Run independent jobs on Ray actors; ``on_result(i, result)`` in the driver as each completes.
+
+    Actors: one per GPU, else one per ``threads + 1`` CPUs (:func:`plan_actors`), at most one
+    per job. They are created with unlimited restarts and task retries, so a job whose worker
+    or node dies is run again on another (a job is a pure function of its inputs: the retry
+    gives the same result). ``options`` (a :class:`vizcore.jobs.RunOptions`) is what each job's
+    stepper runs with on its actor. Returns ``True`` when every job completed, ``False`` when
+    ``should_stop`` ended the run (the actors are killed; the completed results were reported).
+    """
+    import ray
+
+    if not jobs:
+        return True
+    already = ray.is_initialized()
+    ray_info = init_ray(address)
+    plan = plan_actors(ray_info.cpus, ray_info.gpus, len(jobs))
+    n = int(actors or plan["size"])
+    req = {k: plan[k] for k in ("num_cpus", "num_gpus") if k in plan}
+    cls = ray.remote(max_restarts=-1, max_task_retries=-1, **req)(_JobActor)
+    pool = [cls.remote(plan["threads"]) for _ in range(min(n, len(jobs)))]
+    blobs = [pickle.dumps((j, options), protocol=pickle.HIGHEST_PROTOCOL) for j in jobs]
+    pending: dict[Any, tuple[int, Any]] = {}
+    queue = list(range(len(jobs)))
+    try:
+        for actor in pool:
+            if queue:
+                i = queue.pop(0)
+                pending[actor.run.remote(blobs[i])] = (i, actor)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            if not ready:
+                if should_stop is not None and should_stop():
+                    return False
+                continue
+            ref = ready[0]
+            i, actor = pending.pop(ref)
+            status, payload = pickle.loads(ray.get(ref))
+            if status == "error":
+                raise payload
+            if on_result is not None:
+                on_result(i, jobs[i].decode(payload))
+            if should_stop is not None and should_stop() and (queue or pending):
+                return False
+            if queue:
+                j = queue.pop(0)
+                pending[actor.run.remote(blobs[j])] = (j, actor)
+        return True
+    finally:
+        for actor in pool:
+            try:
+                ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        if not already:
+            shutdown_ray()

@@ -545,6 +545,72 @@ class JobRun(Generic[R]):
         return self._result
 
 
+# ------------------------------------------------------------------------------ many independent jobs
+def run_many(jobs: Sequence[Job], options: RunOptions | None = None, *,
+             progress: Callable[[int, int], None] | None = None, should_stop: ShouldStop | None = None,
+             on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+    """Run independent jobs (e.g. feature visualisations of channel batches); each result is
+    cached as soon as it completes, so an interrupted run resumes with only what is missing.
+
+    Jobs already in the cache are not run. ``local`` runs the rest in order in this process;
+    ``ray`` sends them to Ray actors (:func:`vizcore.distributed.run_jobs_ray`: one per GPU, or
+    one per ``threads + 1`` CPUs; a model is loaded once per actor; a job on a lost worker or
+    node is retried elsewhere). A job sent to Ray is pickled: it should hold its models as
+    :class:`vizcore.passes.ModelRef` s and load them in its work (``load_model`` keeps them
+    once per process). The results are the same on every engine.
+
+    Args:
+        progress: ``progress(jobs_done, jobs_total)`` after each job (cached ones count as done).
+        should_stop: polled between jobs (and between results on Ray); raises :class:`Stopped`
+            whose ``partial`` is the list of results, ``None`` where not done. What completed
+            stays cached.
+        on_result: ``on_result(i, result)`` as each job completes (cached ones first).
+
+    Returns:
+        The results, in the order of ``jobs``.
+    """
+    options = options or RunOptions()
+    out: list[Any] = [None] * len(jobs)
+    todo = []
+    for i, job in enumerate(jobs):
+        hit = cached(job, options)
+        if hit is None:
+            todo.append(i)
+            continue
+        out[i] = hit
+        if on_result is not None:
+            on_result(i, hit)
+    n_done = len(jobs) - len(todo)
+    if progress is not None:
+        progress(n_done, len(jobs))
+
+    def finished(i: int, result: Any) -> None:
+        nonlocal n_done
+        out[i] = result
+        if options.cache:
+            jobs[i].save(result)
+        n_done += 1
+        if on_result is not None:
+            on_result(i, result)
+        if progress is not None:
+            progress(n_done, len(jobs))
+
+    if options.engine == "ray" and todo:
+        from vizcore.distributed import run_jobs_ray
+
+        complete = run_jobs_ray([jobs[i] for i in todo], RunOptions(cache=False, workers=0),
+                                address=options.ray_address, should_stop=should_stop,
+                                on_result=lambda j, r: finished(todo[j], r))
+        if not complete:
+            raise Stopped(f"stopped after {n_done} of {len(jobs)} jobs", partial=out)
+        return out
+    for i in todo:
+        if should_stop is not None and should_stop():
+            raise Stopped(f"stopped after {n_done} of {len(jobs)} jobs", partial=out)
+        finished(i, _run_stepper(jobs[i].stepper(options.but(cache=False)), None, should_stop))
+    return out
+
+
 # ------------------------------------------------------------------------------ one pass, to the end
 def run_pass(p: DatasetPass[Any, R], dataset: "ImageDataset", *, engine: str = "local", batch_size: int = 32,
              workers: int | None = None, progress: bool | Progress = False,
