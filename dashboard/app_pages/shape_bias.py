@@ -119,8 +119,10 @@ if held is None or held[0] != job_id:
 job = held[1]
 
 
-def _partial(p: cc.ShapeBiasProgress) -> None:
-    if p.current is None or p.partial is None:
+def _partial(p) -> None:
+    """The running estimate of the model being scored (``p``: a ShapeBiasProgress; the complete result,
+    a dict, once the last model is done)."""
+    if not isinstance(p, cc.ShapeBiasProgress) or p.current is None or p.partial is None:
         return
     r = p.partial
     est = cc.shape_bias_interval(r.shape_hits, r.texture_hits)
