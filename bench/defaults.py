@@ -26,9 +26,7 @@ DATA = Path(os.environ.get("VIZCORE_SHARED_DATA", ROOT.parent / "shared" / "data
 
 def _subset(ds, n: int):
     """The pages' evenly spaced subset (every class kept)."""
-    if not n or n >= len(ds):
-        return ds
-    return ds.subset(sorted({round(i * len(ds) / n) for i in range(n)}), name=f"{ds.name} ({n} of {len(ds)})")
+    return ds.evenly_spaced(n)
 
 
 def baseline(lm, ds) -> float:

@@ -64,12 +64,12 @@ def main() -> int:
     import torch
 
     from vizcore import cueconflict as cc
-    from vizcore.data import cue_conflict_dataset, load_image
+    from vizcore.data import cue_conflict_dataset, load_image, stimuli
     from vizcore.models import load_model
 
     lm = load_model(args.model)
-    root = cc.locate_stimuli(args.stimuli, download=False)
-    cue = root / cc.SUBSET_FOLDERS["cue-conflict"]
+    root = stimuli.locate_stimuli(args.stimuli, download=False)
+    cue = root / stimuli.SUBSET_FOLDERS["cue-conflict"]
     cue = cue if cue.is_dir() else root
     with tempfile.TemporaryDirectory() as tmp:
         if args.limit:

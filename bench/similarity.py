@@ -44,7 +44,6 @@ def main() -> int:
 
     from vizcore import apply_speed_settings
     from vizcore.data.datasets import ImageDataset, ImageItem, iter_batches
-    from vizcore.features import random_twin
     from vizcore.models import load_model
     from vizcore.passes import PassInfo
     from vizcore.similarity import prepare
@@ -56,7 +55,7 @@ def main() -> int:
     files = sorted(Path(args.data).glob("*.jpg"))[: args.images]
     ds = ImageDataset("imagenet-samples", [ImageItem(str(p)) for p in files])
     a = load_model("efficientnet_lite0")
-    b = random_twin(a)
+    b = load_model(a.spec.name, "random:0", device=a.device)
     bs = args.batch_size
     print(f"{len(ds)} images, batch {bs}, {torch.get_num_threads()} threads, device {a.device}; "
           f"A {a.name} ({a.weights.label()}), B its random twin", flush=True)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from streamlit.testing.v1 import AppTest
 
+from dashboard import pages
 from vizcore.activations import extract
 from vizcore.render import channel_grid
 from vizcore.data import load_image, load_sample
@@ -24,7 +25,7 @@ KEY = "activations"
 
 def _app() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
-    at.switch_page("app_pages/activations.py").run()
+    at.switch_page(pages.ACTIVATIONS.path).run()
     assert not at.exception, at.exception
     return at
 
@@ -307,7 +308,7 @@ def test_neighbours_of_the_session_image_with_progress_stop_and_resume(lite0, hu
     import re
 
     from vizcore.data import open_dataset
-    from vizcore.similarity import nearest_neighbours
+    from vizcore.neighbours import nearest_neighbours
 
     monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
     at = _app()
@@ -359,7 +360,7 @@ def test_arriving_on_a_layer_and_channel_from_another_page(lite0):
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
     at.session_state["channel_target"] = {"model": "efficientnet_lite0", "layer": "blocks.4.0", "channel": 7}
-    at.switch_page("app_pages/activations.py").run()
+    at.switch_page(pages.ACTIVATIONS.path).run()
     assert not at.exception, at.exception
     labels = _tap_labels(at)
     assert labels[0].startswith("**blocks.4.0**")

@@ -11,6 +11,7 @@ import numpy as np
 
 from streamlit.testing.v1 import AppTest
 
+from dashboard import pages
 from vizcore.summary import summarize
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
@@ -19,7 +20,7 @@ KEY = "architectures"
 
 def _app() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
-    at.switch_page("app_pages/architectures.py").run()
+    at.switch_page(pages.ARCHITECTURES.path).run()
     assert not at.exception, at.exception
     return at
 

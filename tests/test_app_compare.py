@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard.widgets import nearest_tap
+from dashboard import pages
 from vizcore.activations import extract
 from vizcore.render import channel_grid
 from vizcore.data import load_sample
@@ -28,7 +29,7 @@ def _model(name: str):
 def _app() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
     at.run()
-    at.switch_page("app_pages/compare.py").run()
+    at.switch_page(pages.COMPARE.path).run()
     assert not at.exception, at.exception
     return at
 
@@ -109,7 +110,7 @@ def test_pickers_mark_trained_and_random_models():
     assert "✓ efficientnet_lite0 · trained (bundled)" in opts
     assert "efficientnet_lite0 · random init" in opts
     assert "○ vgg_c · random init only" in opts  # no published weights at all
-    at.switch_page("app_pages/activations.py").run()
+    at.switch_page(pages.ACTIVATIONS.path).run()
     box = at.selectbox(key="activations_model")
     assert "✓ efficientnet_lite0 · trained (bundled)" in box.options
     assert "○ vgg_c · random init only" in box.options

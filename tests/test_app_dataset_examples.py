@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard import pages
+
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
-PAGE = "app_pages/dataset_examples.py"
+PAGE = pages.DATASET_EXAMPLES.path
 
 
 def _open(at: AppTest, source: str = "samples") -> AppTest:

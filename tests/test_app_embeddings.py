@@ -6,8 +6,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard import pages
+
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
-PAGE = "app_pages/embeddings.py"
+PAGE = pages.EMBEDDINGS.path
 
 
 def _run_to_end(at: AppTest, press: bool = True, max_steps: int = 10) -> AppTest:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard import pages
 from vizcore.activations import predict, preprocess
 from vizcore.data import load_sample
 from vizcore.evidence import evidence, faithfulness, random_map
@@ -19,7 +20,7 @@ KEY = "evidence"
 def _app() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=600)
     at.run()
-    at.switch_page("app_pages/evidence.py").run()
+    at.switch_page(pages.EVIDENCE.path).run()
     assert not at.exception, at.exception
     return at
 

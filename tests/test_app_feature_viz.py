@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-PAGE = "app_pages/feature_viz.py"
+from dashboard import pages
+
+PAGE = pages.FEATURE_VIZ.path
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 
 

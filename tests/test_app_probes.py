@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard import pages
+
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
-PAGE = "app_pages/probes.py"
+PAGE = pages.PROBES.path
 
 
 def _run_to_end(at: AppTest, max_steps: int = 60) -> AppTest:

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard import pages
 from vizcore import cueconflict as cc
 from vizcore.models import load_model
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 KEY = "shape_bias"
-PAGE = "app_pages/shape_bias.py"
+PAGE = pages.SHAPE_BIAS.path
 
 
 @pytest.fixture
@@ -127,18 +128,24 @@ def test_page_scores_several_models_and_shows_what_the_engine_computes(few_stimu
 
 
 def test_partial_job_resumes_and_head_errors_are_shown(few_stimuli):
+    from vizcore.jobs import JobRun, RunOptions
+
     lm = _model("efficientnet_lite0")
-    job = cc.shape_bias_run(lm, few_stimuli, batch_size=8, use_cache=False)
-    job.step(1)
+    job = cc.ShapeBiasManyJob([lm], few_stimuli, batch_size=8, use_cache=False)
+    run = JobRun(job, RunOptions(batch_size=8, workers=0))
+    run.step(8)  # one batch of 8 images
+    assert run.done == 8 and not run.complete
     at = _app(few_stimuli, ["efficientnet_lite0"])
     at.select_slider(key=f"{KEY}_batch").set_value(8)
-    at.session_state[f"{KEY}_jobs"] = {("efficientnet_lite0", "auto", str(few_stimuli), 8): job}
+    job_id = (("efficientnet_lite0",), "auto", str(few_stimuli), 8)
+    at.session_state[f"{KEY}_job"] = (job_id, job)
+    at.session_state[f"{KEY}_jobrun"] = (job_id, run)
     at.run()
-    assert any("partly done" in i.value and f"{job.total - 8} images left" in i.value for i in at.info)
+    assert any("partly done" in i.value and f"{run.total - 8} images left" in i.value for i in at.info)
     assert at.button(key=f"{KEY}_start").label == "Resume"
     _run_to_end(at)
     assert not at.exception, at.exception
-    assert job.done and at.dataframe[0].value["images"][0] == 16
+    assert run.complete and at.dataframe[0].value["images"][0] == 16
     assert not at.session_state[f"{KEY}_job_ctl"]["running"]
 
     # a model without a 1000-class ImageNet head: a clear message, no crash
@@ -156,7 +163,7 @@ def test_running_estimate_with_interval_and_time_left(cue_conflict_root, tmp_pat
     import torch
 
     from vizcore.data import cue_conflict_dataset, load_image
-    from vizcore.probes import wilson_interval
+    from vizcore.stats import wilson_interval
 
     root = tmp_path / "four"  # the first four conflict images of each shape class: 64 images
     for d in sorted((cue_conflict_root / "style-transfer-preprocessed-512").iterdir()):

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard import pages
+
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
-PAGE = "app_pages/similarity.py"
+PAGE = pages.SIMILARITY.path
 KEY = "similarity"
 LAYERS = ["stem", "blocks.1.0", "blocks.4.0", "pool"]
 
@@ -62,10 +64,10 @@ def test_similarity_page_computes_caches_highlights_and_links(lite0, eight, monk
 
     # the heatmap is the engine's matrix, taps in network order on both axes, exact hover values
     from vizcore.data import open_dataset
-    from vizcore.features import random_twin
+    from vizcore.models import load_model
     from vizcore.similarity import cka
 
-    ref = cka(lite0, random_twin(lite0), open_dataset(str(eight)), layers=LAYERS, batch_size=4, workers=0,
+    ref = cka(lite0, load_model("efficientnet_lite0", "random:0"), open_dataset(str(eight)), layers=LAYERS, batch_size=4, workers=0,
               cache=False)
     fig = _heatmap(at)
     hm = fig["data"][0]
@@ -134,11 +136,11 @@ def test_similarity_page_stop_keeps_nothing(lite0, eight, monkeypatch, tmp_path)
     at.session_state[f"{KEY}_batch"] = 4
     at.run()
     from vizcore.data import open_dataset
-    from vizcore.features import random_twin
+    from vizcore.models import load_model
     from vizcore.passes import PassRun
 
     ds = open_dataset(str(eight))
-    p, key = prepare(lite0, random_twin(lite0), ds, layers=LAYERS, batch_size=4)
+    p, key = prepare(lite0, load_model("efficientnet_lite0", "random:0"), ds, layers=LAYERS, batch_size=4)
     run = PassRun(p, ds, batch_size=4, workers=0)
     run.step(1)
     at.session_state[f"{KEY}_job"] = {"key": key, "run": run, "stopped": True}

@@ -12,12 +12,13 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from dashboard import pages
 from vizcore.activations import extract
 from vizcore.data import load_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "dashboard" / "app.py")
-PAGE = "app_pages/unit.py"
+PAGE = pages.UNIT.path
 ADDRESS = {"model": "efficientnet_lite0", "weights": "auto", "layer": "blocks.4.0", "channel": "12"}
 
 
@@ -39,6 +40,19 @@ def _png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _until_done(at: AppTest, key: str, *, start: bool = False, runs: int = 40) -> AppTest:
+    """Press a section's start button (``start``) and rerun while its job runs (one step per run)."""
+    if start:
+        at.button(key=f"{key}_start").click().run()
+    for _ in range(runs):
+        assert not at.exception, at.exception
+        if not [b for b in at.button if b.key == f"{key}_stop"]:
+            break
+        at.run()
+    assert not [b for b in at.button if b.key == f"{key}_stop"], f"{key} did not finish"
+    return at
 
 
 def _overlay_peak(at: AppTest) -> tuple[float, tuple[int, int]]:
@@ -74,15 +88,15 @@ def test_opens_by_its_address_and_shows_the_unit(lite0):
 def test_sections_on_demand_and_driver_links_target_other_units(lite0):
     at = _unit(ADDRESS)
     n_images = len(at.image)
-    at.toggle(key="unit_show_rf").set_value(True).run()
+    _until_done(at, "unit_rf", start=True)
     assert not at.exception and not at.error
     assert len(at.image) == n_images + 1
     assert any("theoretical field: **211 px**" in md.value for md in at.markdown)
-    at.toggle(key="unit_show_cs").set_value(True).run()
+    _until_done(at, "unit_cs", start=True)
     assert not at.exception and not at.error
     assert any("d logit / d mean activation" in c.value for c in at.caption)
     assert any(md.value.startswith("**Supports**") for md in at.markdown)
-    at.toggle(key="unit_show_dr").set_value(True).run()
+    _until_done(at, "unit_dr", start=True)
     assert not at.exception and not at.error
     assert any("gradient x activation of blocks.3.2" in c.value for c in at.caption)
     drivers = [(page, q) for page, q in _links(at) if q.get("layer") == "blocks.3.2"]
@@ -114,11 +128,12 @@ def test_weight_drivers_and_dataset_top_images(lite0):
     at = _unit({**ADDRESS, "layer": "head", "channel": "7", "dataset": "samples"})
     assert not at.error
     at.button(key="unit_mine").click().run()
+    _until_done(at, "unit_crops")  # the crops start by themselves once mined
     assert not at.exception and not at.error
     crops = [i for i in at.image if i.captions and i.captions[0].startswith("#")]
     assert len(crops) == 9
     assert all("effective receptive field" in i.captions[0] for i in crops)  # the head sees the whole image
-    at.toggle(key="unit_show_dr").set_value(True).run()
+    _until_done(at, "unit_dr", start=True)
     assert not at.exception and not at.error
     assert any("weight magnitude" in c.value and "conv_head" in c.value for c in at.caption)
     assert any("top patch in samples" in c.value for c in at.caption)
@@ -129,6 +144,29 @@ def test_weight_drivers_and_dataset_top_images(lite0):
     best = torch.argsort(mags, descending=True)[:8].tolist()
     assert [int(q["channel"]) for q in links] == [best[i] for c in range(4) for i in range(c, 8, 4)]  # 4 columns
     assert all(q["dataset"] == "samples" for q in links)
+
+
+def test_a_unit_reopened_in_a_new_session_reads_its_analyses_from_the_cache(lite0):
+    """Receptive field, class support and drivers are engine jobs cached on disk: a new session on
+    the same address shows them without pressing anything, equal to the engine's own results."""
+    from vizcore.unit import class_support, drivers, effective_rf
+
+    params = {**ADDRESS, "layer": "blocks.5.0", "channel": "30"}
+    at = _unit(params)
+    for key in ("unit_rf", "unit_cs", "unit_dr"):
+        _until_done(at, key, start=True)
+    assert not at.error
+    fresh = _unit(params)  # a new session
+    assert not fresh.error
+    assert not [b for b in fresh.button if b.key in ("unit_rf_start", "unit_cs_start", "unit_dr_start")]
+    cat = load_sample("cat")
+    erf = effective_rf(lite0, "blocks.5.0", 30, cat)
+    b = erf.box
+    assert any(f"**{b[2] - b[0]}×{b[3] - b[1]} px**" in md.value for md in fresh.markdown)
+    cs = class_support(lite0, "blocks.5.0", 30, [cat])
+    assert any(md.value.startswith("**Supports**") and f"1. {cs.top[0].label} (" in md.value for md in fresh.markdown)
+    dr = drivers(lite0, "blocks.5.0", 30, [cat])
+    assert any(md.value.startswith(f"**{dr.drivers[0].label}** · {dr.drivers[0].value:.3g}") for md in fresh.markdown)
 
 
 @pytest.mark.parametrize("params,words", [
@@ -151,14 +189,14 @@ def test_bad_address_gives_one_error(lite0, params, words):
 
 def test_session_image_is_carried_across_pages(lite0):
     at = AppTest.from_file(APP, default_timeout=300)
-    at.switch_page("app_pages/activations.py").run()
+    at.switch_page(pages.ACTIVATIONS.path).run()
     photo = load_sample("coffee")
     photo.thumbnail((200, 200))
     at.file_uploader(key="activations_upload").set_value(("cup.png", _png(photo), "image/png")).run()
     assert not at.exception and not at.error
     assert at.image[0].captions[0].startswith("cup.png: the 224px crop")
     # Compare: the same image, without uploading again.
-    at.switch_page("app_pages/compare.py").run()
+    at.switch_page(pages.COMPARE.path).run()
     assert not at.exception and not at.error
     assert any("**cup.png** (your upload)" in c.value for c in at.caption)
     # The unit page: the overlay is the channel's map on the uploaded photo.
@@ -168,7 +206,7 @@ def test_session_image_is_carried_across_pages(lite0):
     assert any(md.value.startswith(f"**cup.png**: channel 12 peaks at {float(m.max()):.3g}") for md in at.markdown)
     # Replacing it on one page replaces it everywhere.
     at.selectbox(key="unit_sample").set_value("astronaut").run()
-    at.switch_page("app_pages/activations.py").run()
+    at.switch_page(pages.ACTIVATIONS.path).run()
     assert not at.exception
     assert at.image[0].captions[0].startswith("astronaut: the 224px crop")
     assert at.selectbox(key="activations_sample").value == "astronaut"
@@ -176,21 +214,21 @@ def test_session_image_is_carried_across_pages(lite0):
 
 def test_every_page_has_its_own_address():
     """The default page is served at '/' only: it must be the overview, so each analysis page's
-    url_path (e.g. /activations) is a real address."""
-    import ast
+    url_path (e.g. /activations) is a real address. Every page is named once, in dashboard.pages:
+    the navigation is built from it and no other dashboard file names a page file."""
+    import re
 
-    tree = ast.parse((ROOT / "dashboard" / "app.py").read_text())
-    pages = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "Page":
-            kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg in ("url_path", "default", "title")}
-            pages.append(kw)
-    defaults = [p for p in pages if p.get("default")]
-    assert len(defaults) == 1 and defaults[0]["title"] == "Overview"
-    paths = [p["url_path"] for p in pages if not p.get("default")]
+    defaults = [p for p in pages.PAGES if p.default]
+    assert [p.title for p in defaults] == ["Overview"]
+    paths = [p.name for p in pages.PAGES if not p.default]
     assert {"activations", "compare", "unit", "dataset_examples", "feature_viz"} <= set(paths)
     assert len(paths) == len(set(paths))
-    # The overview links every page.
+    assert all(p.file.is_file() for p in pages.PAGES)
+    assert sorted(f.stem for f in (ROOT / "dashboard" / "app_pages").glob("*.py")) == sorted(p.name for p in pages.PAGES)
+    for f in (ROOT / "dashboard").rglob("*.py"):
+        if f.name != "pages.py":
+            assert not re.search(r"app_pages/\w+\.py", f.read_text()), f"{f} names a page file"
+    # The navigation serves exactly these pages, and the overview links every page.
     at = AppTest.from_file(APP, default_timeout=120).run()
     assert not at.exception
     linked = {p.proto.page for p in at.get("page_link")}

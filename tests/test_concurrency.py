@@ -83,9 +83,10 @@ def test_failed_request_leaves_no_hooks(request_kind):
     """A request that fails inside the hooked forward pass (a block raises midway) leaves no hook
     behind and releases the lock. The failing block records how many hooks were attached when it
     ran, so the test proves it looked while hooks were there (not after a failure before any)."""
-    from vizcore.features import random_twin
+    from vizcore.models import LoadedModel, WeightsInfo, build, get_spec
 
-    lm = random_twin("resnet18", 0)  # a private model: the shared ones are never patched
+    spec = get_spec("resnet18")  # a private model, outside the shared cache: the shared ones are never patched
+    lm = LoadedModel(spec, build(spec, seed=0), WeightsInfo("random", "seed 0"), weights_arg="random:0")
     cat = load_sample("cat")
     seen: list[int] = []
 

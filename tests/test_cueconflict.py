@@ -201,24 +201,25 @@ def test_no_imagenet_head_is_a_clear_error(colour_stimuli):
 
 # ------------------------------------------------------------------- stimuli: locate, download
 def test_locate_stimuli(cue_conflict_root, tmp_path, monkeypatch):
-    assert cc.locate_stimuli(cue_conflict_root) == cue_conflict_root
+    assert stimuli.locate_stimuli(cue_conflict_root) == cue_conflict_root
     alone = cue_conflict_root / "style-transfer-preprocessed-512"
-    assert cc.locate_stimuli(alone) == alone
+    assert stimuli.locate_stimuli(alone) == alone
     monkeypatch.setenv("VIZCORE_STIMULI", str(cue_conflict_root))
-    assert cc.locate_stimuli() == cue_conflict_root
+    assert stimuli.locate_stimuli() == cue_conflict_root
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.txt").write_text("x")
-    with pytest.raises(cc.StimuliError, match="holds no cue-conflict stimuli"):
-        cc.locate_stimuli(tmp_path / "other")
+    with pytest.raises(stimuli.StimuliError, match="holds no cue-conflict stimuli"):
+        stimuli.locate_stimuli(tmp_path / "other")
 
 
 def test_stimuli_have_one_home(cue_conflict_root):
-    """vizcore.data.stimuli owns the layout; cueconflict re-exports it, the dataset opener reads it."""
+    """vizcore.data.stimuli owns the layout (cueconflict does not re-export it: callers import it from
+    there), the dataset opener reads it."""
     from vizcore.data import cue_conflict_dataset, open_dataset
 
     for name in ("SUBSET_FOLDERS", "StimuliError", "locate_stimuli", "download_stimuli", "stimuli_digest",
-                 "default_stimuli_dir"):
-        assert getattr(cc, name) is getattr(stimuli, name)
+                 "default_stimuli_dir", "STIMULI_DIGEST", "STIMULI_COUNTS"):
+        assert hasattr(stimuli, name) and name not in cc.__all__
     for sub, folder in stimuli.SUBSET_FOLDERS.items():
         ds = cue_conflict_dataset(cue_conflict_root, sub)
         assert all(f"/{folder}/" in p for p in ds.paths)
@@ -228,23 +229,23 @@ def test_stimuli_have_one_home(cue_conflict_root):
 
 
 def test_published_digest_matches_the_reference_copy(cue_conflict_root):
-    assert cc.stimuli_digest(cue_conflict_root) == cc.STIMULI_DIGEST
-    for sub, n in cc.STIMULI_COUNTS.items():
-        assert sum(1 for p in (cue_conflict_root / cc.SUBSET_FOLDERS[sub]).rglob("*") if p.is_file()) == n
+    assert stimuli.stimuli_digest(cue_conflict_root) == stimuli.STIMULI_DIGEST
+    for sub, n in stimuli.STIMULI_COUNTS.items():
+        assert sum(1 for p in (cue_conflict_root / stimuli.SUBSET_FOLDERS[sub]).rglob("*") if p.is_file()) == n
 
 
 def test_offline_fails_fast_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("VIZCORE_OFFLINE", "1")
     monkeypatch.delenv("VIZCORE_STIMULI", raising=False)
     t = time.perf_counter()
-    with pytest.raises(cc.StimuliError, match="VIZCORE_OFFLINE.*--stimuli"):
-        cc.locate_stimuli()  # nothing in the (temporary) cache -> would download
-    with pytest.raises(cc.StimuliError, match="VIZCORE_OFFLINE"):
-        cc.download_stimuli(tmp_path / "dl")
+    with pytest.raises(stimuli.StimuliError, match="VIZCORE_OFFLINE.*--stimuli"):
+        stimuli.locate_stimuli()  # nothing in the (temporary) cache -> would download
+    with pytest.raises(stimuli.StimuliError, match="VIZCORE_OFFLINE"):
+        stimuli.download_stimuli(tmp_path / "dl")
     # network allowed but nothing answers: still fast and clear
     monkeypatch.setenv("VIZCORE_OFFLINE", "0")
-    with pytest.raises(cc.StimuliError, match="cannot download the cue-conflict stimuli"):
-        cc.download_stimuli(tmp_path / "dl", url="http://127.0.0.1:9/texture-vs-shape.zip", progress=False)
+    with pytest.raises(stimuli.StimuliError, match="cannot download the cue-conflict stimuli"):
+        stimuli.download_stimuli(tmp_path / "dl", url="http://127.0.0.1:9/texture-vs-shape.zip", progress=False)
     assert time.perf_counter() - t < 10
     assert not (tmp_path / "dl").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
@@ -270,41 +271,41 @@ def test_download_from_a_local_server(tmp_path, http_server, monkeypatch, capfd)
     files["texture-vs-shape-master/README.md"] = b"not extracted"
     files["texture-vs-shape-master/stimuli/other-experiment/x.png"] = b"not extracted"
     (www / "ok.zip").write_bytes(_zip_of(files))
-    digest = cc.stimuli_digest(src)
+    digest = stimuli.stimuli_digest(src)
     counts = {"cue-conflict": 2, "silhouettes": 1, "edges": 1}
 
     dest = tmp_path / "cache" / "stimuli"
-    got = cc.download_stimuli(dest, url=f"{base}/ok.zip", counts=counts, digest=digest, progress=True)
-    assert got == dest and cc.stimuli_digest(dest) == digest
+    got = stimuli.download_stimuli(dest, url=f"{base}/ok.zip", counts=counts, digest=digest, progress=True)
+    assert got == dest and stimuli.stimuli_digest(dest) == digest
     assert sorted(p.name for p in dest.iterdir()) == ["edges", "filled-silhouettes", "style-transfer-preprocessed-512"]
     assert "texture-vs-shape.zip" in capfd.readouterr().err  # the tqdm bar
-    assert cc.locate_stimuli(dest) == dest
-    with pytest.raises(cc.StimuliError, match="checksum mismatch"):  # the published digest does not match
-        cc.download_stimuli(tmp_path / "x", url=f"{base}/ok.zip", counts=counts, progress=False)
+    assert stimuli.locate_stimuli(dest) == dest
+    with pytest.raises(stimuli.StimuliError, match="checksum mismatch"):  # the published digest does not match
+        stimuli.download_stimuli(tmp_path / "x", url=f"{base}/ok.zip", counts=counts, progress=False)
     # locate_stimuli: a missing --stimuli folder is downloaded into; with no path, the cache is
     monkeypatch.setattr(stimuli, "STIMULI_URL", f"{base}/ok.zip")  # where the download code reads them
     monkeypatch.setattr(stimuli, "STIMULI_DIGEST", digest)
     monkeypatch.setattr(stimuli, "STIMULI_COUNTS", counts)
     monkeypatch.delenv("VIZCORE_STIMULI", raising=False)
-    assert cc.locate_stimuli(tmp_path / "given", progress=False) == tmp_path / "given"
+    assert stimuli.locate_stimuli(tmp_path / "given", progress=False) == tmp_path / "given"
     monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "vc"))
-    assert cc.locate_stimuli(progress=False) == cc.default_stimuli_dir()
-    assert cc.stimuli_digest(cc.default_stimuli_dir()) == digest
-    assert cc.locate_stimuli(download=False) == cc.default_stimuli_dir()  # found in the cache now
+    assert stimuli.locate_stimuli(progress=False) == stimuli.default_stimuli_dir()
+    assert stimuli.stimuli_digest(stimuli.default_stimuli_dir()) == digest
+    assert stimuli.locate_stimuli(download=False) == stimuli.default_stimuli_dir()  # found in the cache now
 
     # wrong digest, wrong counts, unsafe paths, not a zip: errors, and nothing left behind
     for name, kwargs, match in [
         ("ok.zip", {"counts": counts, "digest": "0" * 64}, "checksum mismatch"),
         ("ok.zip", {"counts": {**counts, "edges": 160}, "digest": None}, "edges: 1 files, expected 160"),
     ]:
-        with pytest.raises(cc.StimuliError, match=match):
-            cc.download_stimuli(tmp_path / "bad", url=f"{base}/{name}", progress=False, **kwargs)
+        with pytest.raises(stimuli.StimuliError, match=match):
+            stimuli.download_stimuli(tmp_path / "bad", url=f"{base}/{name}", progress=False, **kwargs)
     (www / "evil.zip").write_bytes(_zip_of({"r/stimuli/edges/../../evil.png": b"x"}))
-    with pytest.raises(cc.StimuliError, match="unsafe path"):
-        cc.download_stimuli(tmp_path / "bad", url=f"{base}/evil.zip", digest=None, progress=False)
+    with pytest.raises(stimuli.StimuliError, match="unsafe path"):
+        stimuli.download_stimuli(tmp_path / "bad", url=f"{base}/evil.zip", digest=None, progress=False)
     (www / "junk.zip").write_bytes(b"this is not a zip")
-    with pytest.raises(cc.StimuliError, match="not a valid zip"):
-        cc.download_stimuli(tmp_path / "bad", url=f"{base}/junk.zip", digest=None, progress=False)
+    with pytest.raises(stimuli.StimuliError, match="not a valid zip"):
+        stimuli.download_stimuli(tmp_path / "bad", url=f"{base}/junk.zip", digest=None, progress=False)
     assert not (tmp_path / "bad").exists() and not (tmp_path / "x").exists()
     assert not [p for p in tmp_path.rglob("*.part")]
 
@@ -404,3 +405,27 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     assert time.perf_counter() - t < 60
     p = _cli("--model", "no_such_net", "--stimuli", str(tmp_path), timeout=120)
     assert p.returncode == 2 and "unknown model" in p.stderr
+
+
+def test_several_models_in_one_call_equal_one_at_a_time_and_stop_keeps_the_finished(colour_stimuli):
+    """shape_bias_many (the Texture vs shape page's one engine call) equals shape_bias per model; a
+    stop after the first model carries it (cached on disk) and the second's result so far."""
+    from vizcore.jobs import Stopped
+    from vizcore.stats import wilson_interval
+
+    a, b = standin(name="standin-many-a"), standin(name="standin-many-b")
+    ticks = iter(range(1000))
+    with pytest.raises(Stopped) as e:  # 12 images of a in batches of 4, then one batch of b
+        cc.shape_bias_many([a, b], colour_stimuli, batch_size=4, workers=0, should_stop=lambda: next(ticks) >= 4)
+    p = e.value.partial
+    assert isinstance(p, cc.ShapeBiasProgress) and list(p.results) == ["standin-many-a"]
+    assert p.current == "standin-many-b" and p.partial.n <= 4
+    both = cc.shape_bias_many([a, b], colour_stimuli, batch_size=4, workers=0)
+    assert list(both) == ["standin-many-a", "standin-many-b"] and both["standin-many-a"].cached
+    for lm in (a, b):
+        one = cc.shape_bias(lm, colour_stimuli, batch_size=2, workers=0, use_cache=False)
+        assert both[lm.name].to_json(decisions=True) | {"seconds": 0} == one.to_json(decisions=True) | {"seconds": 0}
+    r = both["standin-many-b"]
+    bias, lo, hi = cc.shape_bias_interval(r.shape_hits, r.texture_hits)
+    assert bias == pytest.approx(r.shape_bias) and (lo, hi) == wilson_interval(r.shape_hits, r.shape_hits + r.texture_hits)
+    assert cc.shape_bias_interval(0, 0) is None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,3 +134,25 @@ def test_torchvision_set_without_network_fails_fast_with_a_clear_message(tmp_pat
         torchvision_dataset("stl10", root=tmp_path)
     assert time.perf_counter() - t0 < 60
     assert not any(tmp_path.rglob("*.png"))
+
+
+def test_one_rule_for_evenly_spaced_subsets(tmp_path):
+    """"N evenly spaced images" is vizcore.data.datasets.evenly_spaced everywhere: the same N picks
+    the same images on every page (no page spaces them its own way)."""
+    import re
+
+    from vizcore.data.datasets import evenly_spaced, image_folder
+
+    assert evenly_spaced(10, 4) == [0, 2, 5, 8]
+    assert evenly_spaced(5, 9) == [0, 1, 2, 3, 4] and evenly_spaced(5, 0) == []
+    assert evenly_spaced(1200, 300) == list(range(0, 1200, 4))
+    for i in range(6):
+        (tmp_path / f"{i}.png").write_bytes(b"")
+    ds = image_folder(tmp_path)
+    sub = ds.evenly_spaced(3)
+    assert [p.rsplit("/", 1)[-1] for p in sub.paths] == ["0.png", "2.png", "4.png"]
+    assert sub.name == f"{ds.name} (3 of 6)" and ds.evenly_spaced(0) is ds and ds.evenly_spaced(6) is ds
+    pages = Path(__file__).resolve().parents[1] / "dashboard"
+    for f in pages.rglob("*.py"):
+        text = f.read_text()
+        assert not re.search(r"linspace\(0, n_|round\(i \* len\(", text), f"{f.name} spaces images its own way"

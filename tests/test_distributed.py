@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dashboard import pages
+
 pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
 
@@ -145,7 +147,7 @@ def test_features_on_ray_match_local(local_ray, lite0, photos):
 
 def test_shape_bias_on_ray_makes_the_same_decisions(local_ray, lite0, cue_conflict_root):
     from vizcore.cueconflict import ShapeBiasPass
-    from vizcore.passes import run_pass
+    from vizcore.jobs import run_pass
 
     p = ShapeBiasPass(lite0, cue_conflict_root, use_cache=False)
     picks = list(range(0, len(p.dataset), len(p.dataset) // N_IMAGES))[:N_IMAGES]  # every subset
@@ -173,7 +175,7 @@ def test_dashboard_reads_a_ray_result_without_recomputing(local_ray, lite0, tmp_
     at.session_state["dataset_examples_layer"] = "blocks.1.0"
     at.session_state["dataset_examples_earlier"] = False
     at.session_state["dataset_examples_heat"] = False
-    at.switch_page("app_pages/dataset_examples.py")
+    at.switch_page(pages.DATASET_EXAMPLES.path)
     at.run()
     assert not at.exception, at.exception
     ok = [s.value for s in at.success]

@@ -95,17 +95,17 @@ def test_embed_cache_follows_the_weights_content(small_folder, tmp_path, monkeyp
     import torch
 
     from vizcore.data import open_dataset
-    from vizcore.features import Pooling, random_twin
-    from vizcore.models import load_model
+    from vizcore.features import Pooling
+    from vizcore.models import build, get_spec, load_model
 
     monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
     ds = open_dataset(str(small_folder))
     ckpt = tmp_path / "w.pth"
-    torch.save(random_twin("mobilenet_v3_small", 1).model.state_dict(), ckpt)
+    torch.save(build(get_spec("mobilenet_v3_small"), seed=1).state_dict(), ckpt)
     a = embed(load_model("mobilenet_v3_small", str(ckpt)), ds, "head", method="pca", workers=0, pool=Pooling(grid=1))
-    torch.save(random_twin("mobilenet_v3_small", 2).model.state_dict(), ckpt)
+    torch.save(build(get_spec("mobilenet_v3_small"), seed=2).state_dict(), ckpt)
     b = embed(load_model("mobilenet_v3_small", str(ckpt)), ds, "head", method="pca", workers=0, pool=Pooling(grid=1))
     assert len(list((tmp_path / "cache" / "embed").iterdir())) == 2
     assert not np.allclose(a.coords, b.coords)
-    fresh = embed(random_twin("mobilenet_v3_small", 2), ds, "head", method="pca", workers=0, pool=Pooling(grid=1), cache=False)
+    fresh = embed(load_model("mobilenet_v3_small", "random:2"), ds, "head", method="pca", workers=0, pool=Pooling(grid=1), cache=False)
     np.testing.assert_allclose(b.coords, fresh.coords, rtol=1e-5, atol=1e-5)

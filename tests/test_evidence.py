@@ -17,7 +17,6 @@ from vizcore.data import load_image, load_sample, sample_path
 from vizcore.evidence import (
     EvidenceStopped,
     MethodNotApplicable,
-    UnknownClassError,
     evidence,
     evidence_channels,
     explain,
@@ -26,10 +25,10 @@ from vizcore.evidence import (
     layer_tap,
     list_methods,
     random_map,
-    resolve_target,
     to_input,
     top_patches,
 )
+from vizcore.evidence.targets import UnknownClassError, resolve_target
 from vizcore.evidence.attribution import default_layer, gradcam_raw
 from vizcore.evidence.cam import convolutionalize, fcn_map
 from vizcore.models import load_model

@@ -201,9 +201,9 @@ def test_lite0_objective_rises_and_beats_noise(lite0, param):
 
 def _seeded_random(name: str, seed: int = 0):
     """A random-init torchvision model, the same in every run (seeded initialisation)."""
-    from vizcore.features import random_twin
+    from vizcore.models import load_model
 
-    return random_twin(name, seed)
+    return load_model(name, f"random:{seed}")
 
 
 @pytest.mark.parametrize("name,layer", [("resnet18", "layer2.0.bn2"), ("alexnet", "features.6")])

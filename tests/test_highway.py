@@ -10,6 +10,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from dashboard import pages
 from vizcore.models.highway import HighwayBlock, HighwayNet
 
 NAMES = ("highwaynet18", "highwaynet18_plain", "highwaynet18_noskip")
@@ -109,7 +110,7 @@ def test_cka_at_init_gated_skips_resemble_plain_skips_more_than_no_skips(imagene
 
 def test_architecture_explorer_lists_and_tables_highwaynet():
     at = AppTest.from_file(APP, default_timeout=180)
-    at.switch_page("app_pages/architectures.py").run()
+    at.switch_page(pages.ARCHITECTURES.path).run()
     at.multiselect(key="architectures_models").set_value(["highwaynet18", "highwaynet18_noskip"]).run()
     assert not at.exception, at.exception
     at.selectbox(key="architectures_table_model").set_value("highwaynet18").run()

@@ -118,3 +118,40 @@ def test_dashboard_uses_the_engine_cache(budget):
     gc.collect()
     assert ref() is None
     assert _cached_mb() <= 50
+
+
+@pytest.mark.slow
+def test_random_init_twins_count_against_the_budget(budget, tmp_path, monkeypatch):
+    """Probing a trained model and its random-init twin under a budget that fits only one: the twin
+    comes from load_model("...", "random:SEED") and evicts the older trained model, so the cache
+    never holds more than the budget; the probes page asks the same cache for its twins."""
+    import numpy as np
+    from PIL import Image
+
+    from vizcore.data import image_folder
+    from vizcore.models.memory import module_bytes
+    from vizcore.probes import fit_probes
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for cls, base in (("warm", (200, 60, 40)), ("cool", (40, 80, 200))):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(6):
+            px = np.clip(np.array(base) + rng.integers(-30, 30, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(px).save(tmp_path / "data" / cls / f"{i}.png")
+    ds = image_folder(tmp_path / "data")
+    trained = load_model("efficientnet_lite0")
+    mb = module_bytes(trained.model) / 2**20
+    budget(1.5 * mb)  # room for one lite0, not two
+    trained = load_model("efficientnet_lite0")  # cached again under the new budget
+    res = fit_probes(trained, ds, layers=["blocks.2.0", "head"], compare_random=True, random_seed=3,
+                     test_size=0.5, batch_size=8, workers=0, groups=None)
+    assert res.random is not None and res.random.weights.source == "random"
+    assert [(m["name"], m["weights"]) for m in loaded_models()] == [("efficientnet_lite0", "random:3")]
+    assert _cached_mb() <= 1.5 * mb
+    twin = load_model("efficientnet_lite0", "random:3")  # the twin the probes used: a cache hit, same weights
+    from vizcore.identity import weights_identity
+
+    assert twin.weights_arg == "random:3" and weights_identity(twin) != weights_identity(trained)
+    # The probes page's twin is the same cached model (no per-session copy).
+    assert "random_twin" not in vars(__import__("vizcore.features", fromlist=["x"]))

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from vizcore.data.datasets import ImageDataset, ImageItem
-from vizcore.passes import NoImagesError, PassRun, batches_of, run_pass
+from vizcore.jobs import run_pass
+from vizcore.passes import NoImagesError, PassRun, batches_of
 
 
 def _fold(p, parts):
@@ -138,18 +139,18 @@ def test_mining_unreadable_folder_says_no_image_could_be_read(lite0, tmp_path):
 def test_overwritten_weights_file_is_not_served_from_the_cache(tmp_path):
     """Mine and pool with a checkpoint, overwrite it in place with other weights, run again:
     the results equal a fresh run on the new weights (keys identify weights by content)."""
-    from vizcore.features import extract_features, random_twin
-    from vizcore.models import load_model
+    from vizcore.features import extract_features
+    from vizcore.models import build, get_spec, load_model
     from vizcore.patches import mine_top_patches
 
     ckpt = tmp_path / "net.pt"
-    torch.save(random_twin("resnet18", 1).model.state_dict(), ckpt)
+    torch.save(build(get_spec("resnet18"), seed=1).state_dict(), ckpt)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         first = load_model("resnet18", str(ckpt))
     m1 = mine_top_patches(first, "samples", ["layer1"], k=2, batch_size=5, workers=0)
     f1 = extract_features(first, _samples(), ["layer1"], pool=64, batch_size=5, workers=0)
-    torch.save(random_twin("resnet18", 2).model.state_dict(), ckpt)  # same path, other weights
+    torch.save(build(get_spec("resnet18"), seed=2).state_dict(), ckpt)  # same path, other weights
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         second = load_model("resnet18", str(ckpt))
@@ -157,7 +158,7 @@ def test_overwritten_weights_file_is_not_served_from_the_cache(tmp_path):
     m2 = mine_top_patches(second, "samples", ["layer1"], k=2, batch_size=5, workers=0)
     f2 = extract_features(second, _samples(), ["layer1"], pool=64, batch_size=5, workers=0)
     assert not m2.cached and not f2.from_cache
-    fresh = random_twin("resnet18", 2)
+    fresh = load_model("resnet18", "random:2")
     assert m2.to_json() | {"weights": 0} == mine_top_patches(
         fresh, "samples", ["layer1"], k=2, batch_size=5, workers=0, cache=False).to_json() | {"weights": 0}
     assert m2.to_json() != m1.to_json()

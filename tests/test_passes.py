@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from vizcore.data.datasets import ImageDataset, ImageItem
-from vizcore.passes import DatasetPass, ModelRef, NoImagesError, PassRun, Stopped, run_pass
+from vizcore.jobs import run_pass
+from vizcore.passes import DatasetPass, ModelRef, NoImagesError, PassRun, Stopped
 
 
 class MeanLogits(DatasetPass):
@@ -97,16 +98,15 @@ def test_pass_pickles_without_its_model_and_reloads_the_same_weights(tiny_net):
 
 
 def test_random_init_is_seeded_and_reproducible():
-    from vizcore.features import random_twin
     from vizcore.identity import weights_identity
-    from vizcore.models import build, get_spec
+    from vizcore.models import build, get_spec, load_model
 
     spec = get_spec("alexnet")
     a, b = build(spec), build(spec)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     c = build(spec, seed=1)
     assert not torch.equal(next(iter(a.state_dict().values())), next(iter(c.state_dict().values())))
-    assert weights_identity(random_twin("alexnet", 1)) != weights_identity(random_twin("alexnet", 0))
+    assert weights_identity(load_model("alexnet", "random:1")) != weights_identity(load_model("alexnet", "random:0"))
 
 
 def test_no_readable_image_says_so_with_reasons(tiny_net, tmp_path):

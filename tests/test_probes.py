@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from vizcore.features import Pooling, Stopped, extract_features, random_twin
-from vizcore.probes import fit_probes, holdout_split, make_classifier, probe_features, wilson_interval
+from vizcore.features import Pooling, Stopped, extract_features
+from vizcore.probes import fit_probes, holdout_split, make_classifier, probe_features
+from vizcore.stats import wilson_interval
 
 LAYERS = ["stem", "blocks.2.0", "blocks.4.0", "head", "pool", "logits"]
 
@@ -128,12 +129,15 @@ def test_stopped_extraction_leaves_no_cache_entry(lite0, coarse_imagenet):
 
 
 def test_random_twin_is_seeded_and_leaves_rng_alone(lite0):
+    from vizcore.models import build, load_model
+
     torch.manual_seed(123)
     state = torch.get_rng_state()
-    a, b, c = random_twin(lite0, 0), random_twin("efficientnet_lite0", 0), random_twin(lite0, 1)
+    a, c = load_model("efficientnet_lite0", "random:0"), load_model("efficientnet_lite0", "random:1")
+    b = build(lite0.spec, seed=0)  # a fresh build with the same seed: the same weights
     assert torch.equal(torch.get_rng_state(), state)
     pa = next(a.model.parameters())
-    assert torch.equal(pa, next(b.model.parameters()))
+    assert torch.equal(pa, next(b.parameters()))
     assert not torch.equal(pa, next(c.model.parameters()))
     assert not torch.equal(pa, next(lite0.model.parameters()))
 
@@ -236,9 +240,9 @@ def _entries(root, kind):
 
 
 def _save_random(path, seed: int) -> None:
-    from vizcore.features import random_twin
+    from vizcore.models import build, get_spec
 
-    torch.save(random_twin("mobilenet_v3_small", seed).model.state_dict(), path)
+    torch.save(build(get_spec("mobilenet_v3_small"), seed=seed).state_dict(), path)
 
 
 @pytest.mark.slow
@@ -257,7 +261,7 @@ def test_probe_cache_follows_the_weights_content(own_cache, small_folder, tmp_pa
     assert len(_entries(own_cache, "probes")) == 1
     _save_random(ckpt, 2)  # overwritten in place: same path, other weights
     lm2 = load_model("mobilenet_v3_small", str(ckpt))
-    assert not torch.equal(next(lm2.model.parameters()), next(random_twin("mobilenet_v3_small", 1).model.parameters()))
+    assert not torch.equal(next(lm2.model.parameters()), next(load_model("mobilenet_v3_small", "random:1").model.parameters()))
     second = fit_probes(lm2, ds, layers=["head"], seed=0, pool=Pooling(grid=1))
     assert len(_entries(own_cache, "probes")) == 2  # a miss, not the stale result of the old file
     assert second.layers[0].n_features == first.layers[0].n_features
@@ -273,9 +277,10 @@ def test_stopping_a_probe_while_it_runs_caches_nothing_half_done(own_cache, smal
     """Stopped in the middle of the feature pass, or after the first layer's fit: ``Stopped`` is
     raised and no probe result (nor partial features) is written; the same run unstopped writes them."""
     from vizcore.data import open_dataset
+    from vizcore.models import load_model
 
     ds = open_dataset(str(small_folder))
-    lm = random_twin("mobilenet_v3_small", 0)
+    lm = load_model("mobilenet_v3_small", "random:0")
     layers = ["features.3", "features.9", "head"]
     seen: list[tuple[str, int, int]] = []
 

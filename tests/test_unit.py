@@ -227,3 +227,57 @@ def test_erf_of_a_unit_clipped_by_relu6_uses_its_pre_activation(lite0, mined):
     c = U.hit_crop(lite0, mined, "head", 7, 0)
     assert c.method == "effective receptive field (90 % of gradient, before its clipping activation)"
     assert c.field_box == erf.box
+
+
+# ------------------------------------------------------------------------ jobs
+@pytest.fixture()
+def fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_unit_analyses_as_jobs_equal_the_functions_stop_resume_and_cache(lite0, photos, mined, fresh_cache):
+    from vizcore.jobs import JobRun, RunOptions, Stopped, cached, run
+
+    opts = RunOptions()
+    # Class support: one image per unit of work; a stop carries the support of the images done.
+    job = U.ClassSupportJob(lite0, "blocks.5.0", 30, photos, top=5)
+    with pytest.raises(Stopped) as e:
+        run(job, opts, should_stop=(lambda it=iter(range(10)): next(it) >= 1))
+    assert e.value.partial == U.class_support(lite0, "blocks.5.0", 30, photos[:1], top=5)
+    assert cached(job, opts) is None  # nothing half-done is cached
+    r = JobRun(U.ClassSupportJob(lite0, "blocks.5.0", 30, photos, top=5), opts)
+    r.step(1)
+    assert (r.done, r.total) == (1, 2) and r.partial().n_images == 1
+    assert r.step(1)  # resumed to the end
+    want = U.class_support(lite0, "blocks.5.0", 30, photos, top=5)
+    got = cached(U.ClassSupportJob(lite0, "blocks.5.0", 30, photos, top=5), opts)  # a new job object: the disk
+    assert [c.index for c in got.top] == [c.index for c in want.top]
+    assert [c.value for c in got.top] == pytest.approx([c.value for c in want.top], rel=1e-4, abs=1e-7)
+    assert got.method == want.method and got.n_images == 2
+    # Another image is another entry (keyed by content).
+    assert cached(U.ClassSupportJob(lite0, "blocks.5.0", 30, photos[::-1], top=5), opts) is None
+
+    # Drivers: gradient x activation image by image equals the batch; by weights in one unit.
+    d = run(U.DriversJob(lite0, "blocks.4.0", 12, photos, top=6), opts)
+    ref = U.drivers(lite0, "blocks.4.0", 12, photos, top=6)
+    assert [x.channel for x in d.drivers] == [x.channel for x in ref.drivers]
+    assert cached(U.DriversJob(lite0, "blocks.4.0", 12, photos, top=6), opts) == d
+    assert run(U.DriversJob(lite0, "head", 7, None, top=5), opts) == U.drivers(lite0, "head", 7, top=5)
+
+    # Effective receptive field: the map, boxes and input survive the cache.
+    erf = run(U.EffectiveRFJob(lite0, "blocks.5.0", 30, photos[1], 3, 3), opts)
+    again = cached(U.EffectiveRFJob(lite0, "blocks.5.0", 30, photos[1], 3, 3), opts)
+    ref = U.effective_rf(lite0, "blocks.5.0", 30, photos[1], 3, 3)
+    assert again.box == erf.box == ref.box and again.theoretical == ref.theoretical
+    assert np.allclose(again.grad, ref.grad) and again.geometry == ref.geometry
+    assert np.array_equal(np.asarray(again.input), np.asarray(ref.input))
+
+    # Crops of a mining result's hits: one per hit, as hit_crop draws them.
+    crops = run(U.CropsJob(lite0, mined, "blocks.5.0", 10), opts)
+    back = cached(U.CropsJob(lite0, mined, "blocks.5.0", 10), opts)
+    for r_, (a, b) in enumerate(zip(crops, back)):
+        c = U.hit_crop(lite0, mined, "blocks.5.0", 10, r_)
+        assert a.method == b.method == c.method and a.crop_box == b.crop_box == c.crop_box
+        assert np.array_equal(np.asarray(b.image), np.asarray(c.image))
+    assert len(crops) == len(mined.hits("blocks.5.0", 10))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vizcore.models import WeightsError, build, get_spec, load_model, resolve_weights, weights_available
-from vizcore.models import loading
+from vizcore.models import checkpoints, downloads
 
 
 def _state_equal(a: torch.nn.Module, b: dict) -> bool:
@@ -103,7 +103,7 @@ def test_plain_pickle_calling_os_system_is_refused(tmp_path, protocol):
     path = tmp_path / "system.pth"
     path.write_bytes(pickle.dumps({"fc.weight": _System(marker)}, protocol=protocol))
     with pytest.raises(WeightsError) as e:
-        loading.read_checkpoint(path)
+        checkpoints.read_checkpoint(path)
     assert str(e.value).startswith(f"{path} was refused for safety: loading it would call {os.name}.system")
     assert not marker.exists()
 
@@ -127,7 +127,7 @@ def test_files_that_are_not_checkpoints_say_what_they_are(tmp_path, make, what):
     path = tmp_path / "x.pth"
     make(path)
     with pytest.raises(WeightsError) as e:
-        loading.read_checkpoint(path)
+        checkpoints.read_checkpoint(path)
     assert str(e.value) == f"{path} is not a PyTorch checkpoint {what}"
 
 
@@ -215,7 +215,7 @@ def silent_server():
 
 def test_unresolvable_host_falls_back_to_random_quickly(hub_dir, monkeypatch):
     monkeypatch.delenv("VIZCORE_OFFLINE", raising=False)
-    monkeypatch.setattr(loading, "CONNECT_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(downloads, "CONNECT_TIMEOUT_S", 2.0)
     # The name never resolves (RFC 2606), so `models` reports random, and loading falls back fast.
     spec = _with_url("mobilenet_v3_small", "https://weights.example.invalid/mobilenet_v3_small-test.pth",
                      "mobilenet_v3_small-test.pth")
@@ -229,7 +229,7 @@ def test_unresolvable_host_falls_back_to_random_quickly(hub_dir, monkeypatch):
 
 def test_silent_server_times_out_to_random(hub_dir, monkeypatch, silent_server):
     monkeypatch.delenv("VIZCORE_OFFLINE", raising=False)
-    monkeypatch.setattr(loading, "CONNECT_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(downloads, "CONNECT_TIMEOUT_S", 2.0)
     spec = _with_url("mobilenet_v3_small", silent_server, "mobilenet_v3_small-test.pth")
     assert weights_available(spec) == "download"  # the host answers the connection...
     t0 = time.perf_counter()

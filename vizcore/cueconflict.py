@@ -44,23 +44,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-# The stimuli live with the other datasets; re-exported for the CLI, the pages and old callers.
-from vizcore.data.stimuli import (  # noqa: F401
-    STIMULI_COUNTS,
-    STIMULI_DIGEST,
-    STIMULI_URL,
-    SUBSET_FOLDERS,
-    StimuliError,
-    default_stimuli_dir,
-    download_stimuli,
-    locate_stimuli,
-    stimuli_digest,
-)
-from vizcore.passes import DatasetPass, PassInfo, PassRun, Stopped, run_pass
+# The stimuli live with the other datasets (vizcore.data.stimuli): callers import them from there.
+from vizcore.data.stimuli import StimuliError, locate_stimuli
+from vizcore.jobs import StepJob, Tick, Work, run_pass
+from vizcore.passes import DatasetPass, PassInfo, PassRun, Stopped
 
 __all__ = ["CATEGORIES", "CATEGORY_CLASSES", "Decision", "NoImageNetHeadError", "PassRun", "REFERENCES",
-           "ShapeBiasPass", "ShapeBiasResult", "StimuliError", "Stopped", "SubsetAccuracy", "check_imagenet_head",
-           "decide", "locate_stimuli", "shape_bias", "shape_bias_run", "stimulus_protocol", "stimulus_transform", "summary_lines"]
+           "ShapeBiasPass", "ShapeBiasResult", "Stopped", "SubsetAccuracy", "check_imagenet_head",
+           "ShapeBiasManyJob", "ShapeBiasProgress", "decide", "shape_bias", "shape_bias_interval",
+           "shape_bias_many", "shape_bias_run", "stimulus_protocol", "stimulus_transform", "summary_lines"]
 
 if TYPE_CHECKING:  # heavy imports stay lazy
     import torch
@@ -551,6 +543,107 @@ def shape_bias(lm: "LoadedModel", stimuli_root: str | os.PathLike | None = None,
         return p.cached
     return run_pass(p, p.dataset, engine=engine, batch_size=batch_size, workers=workers, progress=progress,
                     should_stop=should_stop, ray_address=ray_address, require_images=False)
+
+
+def shape_bias_interval(shape_hits: int, texture_hits: int) -> tuple[float, float, float] | None:
+    """Shape bias with its 95 % Wilson score interval, from the decisions counted so far.
+
+    Each shape-or-texture decision is one Bernoulli trial (shape = success), so the interval on
+    shape / (shape + texture) says how far a running estimate can still move. ``None`` before any.
+    """
+    from vizcore.stats import wilson_interval
+
+    n = int(shape_hits) + int(texture_hits)
+    if not n:
+        return None
+    lo, hi = wilson_interval(int(shape_hits), n)
+    return shape_hits / n, lo, hi
+
+
+@dataclass(frozen=True)
+class ShapeBiasProgress:
+    """The partial result of :class:`ShapeBiasManyJob`: the models finished (or cached) so far, and
+    the one being scored with its result so far (``None`` between models)."""
+
+    results: dict
+    current: str | None = None
+    partial: ShapeBiasResult | None = None
+
+
+class ShapeBiasManyJob(StepJob):
+    """Several models scored on the same stimuli, one after another, as one job (one batch per tick).
+
+    Each model's result is cached on its own, once complete (by its :class:`ShapeBiasPass`), so a
+    stopped run keeps the models it finished and a new one reads them. The result is
+    ``{model name: ShapeBiasResult}`` in the order given.
+    """
+
+    kind = "shape-bias-many"
+    unit = "images"
+
+    def __init__(self, models: Sequence["LoadedModel"], stimuli_root: str | os.PathLike | None = None, *,
+                 batch_size: int = 16, workers: int | None = 0, use_cache: bool = True):
+        if not models:
+            raise ValueError("no models to score")
+        self.passes = {lm.name: ShapeBiasPass(lm, stimuli_root, use_cache=use_cache) for lm in models}
+        self.batch_size, self.workers = int(batch_size), workers
+
+    def key(self) -> None:
+        return None  # each model is cached by its own pass
+
+    def load(self) -> dict | None:
+        """Every model's cached result, when every model has one (nothing to run), else ``None``."""
+        if all(p.cached is not None for p in self.passes.values()):
+            return {n: p.cached for n, p in self.passes.items()}
+        return None
+
+    @property
+    def total(self) -> int:
+        return max(1, sum(len(p.dataset) for p in self.passes.values() if p.cached is None))
+
+    def describe(self) -> str:
+        return f"shape bias of {len(self.passes)} model(s)"
+
+    def work(self) -> Work:
+        total, done = self.total, 0
+        results = {n: p.cached for n, p in self.passes.items() if p.cached is not None}
+        yield Tick(0, total, ShapeBiasProgress(dict(results)))
+        for name, p in self.passes.items():
+            if name in results:
+                continue
+            run = PassRun(p, p.dataset, batch_size=self.batch_size, workers=self.workers)
+            while not run.done:
+                run.step(1)
+                if not run.done:
+                    yield Tick(done + run.pos, total, ShapeBiasProgress(dict(results), name, run.result()))
+            results[name] = run.result()  # complete: cached on disk
+            done += run.total
+            yield Tick(done, total, ShapeBiasProgress(dict(results)))
+        return {n: results[n] for n in self.passes}
+
+
+def shape_bias_many(models: Sequence["LoadedModel | str"], stimuli_root: str | os.PathLike | None = None, *,
+                    weights: str = "auto", batch_size: int = 16, workers: int | None = None,
+                    progress: bool | Callable[[int, int], None] = False, should_stop: Callable[[], bool] | None = None,
+                    use_cache: bool = True) -> dict[str, ShapeBiasResult]:
+    """:func:`shape_bias` of several models on the same stimuli in one call (what the Texture vs shape
+    page runs, with progress, stop and resume, through :class:`ShapeBiasManyJob`).
+
+    Args:
+        models: loaded models, or names loaded with ``weights`` (through the model cache).
+        should_stop: polled between batches; when it returns true :class:`vizcore.jobs.Stopped` is
+            raised with a :class:`ShapeBiasProgress` (the models finished stay cached).
+
+    Returns:
+        ``{model name: ShapeBiasResult}`` in the order given.
+    """
+    from vizcore.jobs import RunOptions, run
+    from vizcore.models import load_model
+
+    lms = [m if not isinstance(m, str) else load_model(m, weights, progress=progress is True) for m in models]
+    job = ShapeBiasManyJob(lms, stimuli_root, batch_size=batch_size, workers=workers, use_cache=use_cache)
+    return run(job, RunOptions(batch_size=batch_size, workers=workers, cache=use_cache), progress=progress,
+               should_stop=should_stop)
 
 
 def summary_lines(result: ShapeBiasResult) -> list[str]:

@@ -367,18 +367,16 @@ class _JobActor:
         torch.set_num_threads(threads)
 
     def run(self, blob: bytes) -> bytes:
-        from vizcore.jobs import RunOptions
-
-        job = pickle.loads(blob)
+        job, options = pickle.loads(blob)  # the driver sends the options: this module never imports vizcore.jobs
         try:
-            s = job.stepper(RunOptions(cache=False, workers=0))
+            s = job.stepper(options)
             s.step(None)
             return pickle.dumps(("ok", job.encode(s.result())), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as e:  # noqa: BLE001 - re-raised in the driver with its own type and message
             return pickle.dumps(("error", _picklable(e)))
 
 
-def run_jobs_ray(jobs: Sequence[Any], *, address: str | None = None,
+def run_jobs_ray(jobs: Sequence[Any], options: Any, *, address: str | None = None,
                  should_stop: Callable[[], bool] | None = None,
                  on_result: Callable[[int, Any], None] | None = None, actors: int | None = None) -> bool:
     """Run independent jobs on Ray actors; ``on_result(i, result)`` in the driver as each completes.
@@ -386,7 +384,8 @@ def run_jobs_ray(jobs: Sequence[Any], *, address: str | None = None,
     Actors: one per GPU, else one per ``threads + 1`` CPUs (:func:`plan_actors`), at most one
     per job. They are created with unlimited restarts and task retries, so a job whose worker
     or node dies is run again on another (a job is a pure function of its inputs: the retry
-    gives the same result). Returns ``True`` when every job completed, ``False`` when
+    gives the same result). ``options`` (a :class:`vizcore.jobs.RunOptions`) is what each job's
+    stepper runs with on its actor. Returns ``True`` when every job completed, ``False`` when
     ``should_stop`` ended the run (the actors are killed; the completed results were reported).
     """
     import ray
@@ -400,7 +399,7 @@ def run_jobs_ray(jobs: Sequence[Any], *, address: str | None = None,
     req = {k: plan[k] for k in ("num_cpus", "num_gpus") if k in plan}
     cls = ray.remote(max_restarts=-1, max_task_retries=-1, **req)(_JobActor)
     pool = [cls.remote(plan["threads"]) for _ in range(min(n, len(jobs)))]
-    blobs = [pickle.dumps(j, protocol=pickle.HIGHEST_PROTOCOL) for j in jobs]
+    blobs = [pickle.dumps((j, options), protocol=pickle.HIGHEST_PROTOCOL) for j in jobs]
     pending: dict[Any, tuple[int, Any]] = {}
     queue = list(range(len(jobs)))
     try:

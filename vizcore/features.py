@@ -32,10 +32,11 @@ import torch.nn.functional as F
 from vizcore.data.datasets import ImageDataset
 from vizcore.identity import result_key
 from vizcore.models import LoadedModel
-from vizcore.passes import DatasetPass, NoImagesError, PassInfo, Progress, Stopped, run_pass
+from vizcore.jobs import run_pass
+from vizcore.passes import DatasetPass, NoImagesError, PassInfo, Progress, Stopped
 
 __all__ = ["DEFAULT_TARGET", "FeaturesPass", "Features", "NoImagesError", "Pooling", "Stopped", "as_pooling",
-           "extract_features", "random_twin"]
+           "extract_features"]
 
 DEFAULT_TARGET = 9600
 """Features per layer aimed at by the pooling grid (the classic AlexNet probing protocol)."""
@@ -107,7 +108,9 @@ def _layer_key(lm: LoadedModel, dataset: ImageDataset, module: str, pooling: Poo
     return result_key("features", CACHE_VERSION, lm, dataset, layer=module, pooling=pooling.to_json())
 
 
-def _reduce(pooling: Pooling, grids: dict[str, int]):
+def pooling_reducer(pooling: Pooling, grids: dict[str, int]):
+    """The ``reduce=`` hook of :func:`vizcore.tap.tap` that pools each map as ``pooling`` says to a
+    ``(B, features)`` float32 CPU tensor; records each module's grid in ``grids`` (0: not a map)."""
     def reduce(path: str, t: torch.Tensor) -> torch.Tensor:
         if t.ndim == 4:
             g = pooling.grid_for(t.shape[1], t.shape[2], t.shape[3])
@@ -164,7 +167,7 @@ class FeaturesPass(DatasetPass):
 
         lm = self.model("net")
         grids: dict[str, int] = {}
-        with tap(lm.model, self.paths, reduce=_reduce(self.pooling, grids), stop=True, lock=lm.lock) as store, \
+        with tap(lm.model, self.paths, reduce=pooling_reducer(self.pooling, grids), stop=True, lock=lm.lock) as store, \
                 torch.no_grad():
             forward_until(lm.model, x.to(lm.device))
             rows = {p: [store[p]] for p in self.paths}
@@ -336,24 +339,6 @@ class FeaturesRun:
             self._features = _assemble(self.lm, self.dataset, self.names, self.modules, self.keys, {}, {},
                                        self.names, result)
         return self._features
-
-
-def random_twin(lm_or_name: LoadedModel | str, seed: int = 0) -> LoadedModel:
-    """The same architecture with seeded random initialisation (reproducible, cacheable).
-
-    The same weights as ``load_model(name, f"random:{seed}")``, built without the process cache.
-    """
-    from vizcore.models import WeightsInfo, build, get_spec
-
-    spec = get_spec(lm_or_name) if isinstance(lm_or_name, str) else lm_or_name.spec
-    device = None if isinstance(lm_or_name, str) else lm_or_name.device
-    model = build(spec, seed=seed)
-    if device is not None:
-        model.to(device)
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return LoadedModel(spec=spec, model=model, weights=WeightsInfo("random", f"seed {seed}"),
-                       weights_arg=f"random:{seed}")
 
 
 def features_cache_dir() -> Path:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generator, Generic, S
 
 from vizcore import cache as _cache
 from vizcore.passes import ENGINES, DatasetPass, PassInfo, PassRun, Progress, no_images_error
+from vizcore.passes import Stopped as PassStopped
 
 if TYPE_CHECKING:
     import argparse
@@ -597,7 +598,8 @@ def run_many(jobs: Sequence[Job], options: RunOptions | None = None, *,
     if options.engine == "ray" and todo:
         from vizcore.distributed import run_jobs_ray
 
-        complete = run_jobs_ray([jobs[i] for i in todo], address=options.ray_address, should_stop=should_stop,
+        complete = run_jobs_ray([jobs[i] for i in todo], RunOptions(cache=False, workers=0),
+                                address=options.ray_address, should_stop=should_stop,
                                 on_result=lambda j, r: finished(todo[j], r))
         if not complete:
             raise Stopped(f"stopped after {n_done} of {len(jobs)} jobs", partial=out)
@@ -607,3 +609,54 @@ def run_many(jobs: Sequence[Job], options: RunOptions | None = None, *,
             raise Stopped(f"stopped after {n_done} of {len(jobs)} jobs", partial=out)
         finished(i, _run_stepper(jobs[i].stepper(options.but(cache=False)), None, should_stop))
     return out
+
+
+# ------------------------------------------------------------------------------ one pass, to the end
+def run_pass(p: DatasetPass[Any, R], dataset: "ImageDataset", *, engine: str = "local", batch_size: int = 32,
+             workers: int | None = None, progress: bool | Progress = False,
+             should_stop: Callable[[], bool] | None = None, indices: Sequence[int] | None = None,
+             ray_address: str | None = None, require_images: bool = True) -> R:
+    """Run ``p`` over ``dataset`` to the end and return its result.
+
+    Args:
+        engine: ``local`` (this process) or ``ray`` (Ray Data; see :mod:`vizcore.distributed`).
+        progress: ``True`` for a tqdm bar on stderr, or ``progress(done, total)``.
+        should_stop: polled between batches; when it returns true :class:`vizcore.passes.Stopped` is raised
+            (its ``partial`` is the run, or ``state``/``info`` on Ray).
+        ray_address: the Ray cluster (default ``$RAY_ADDRESS``, else a local Ray).
+        require_images: raise :class:`NoImagesError` when no image could be read.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    bar = None
+    report: Progress | None = progress if callable(progress) else None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(dataset) if indices is None else len(indices), unit="img", desc=p.kind)
+
+        def report(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+    try:
+        if engine == "ray":
+            from vizcore.distributed import run_ray
+
+            state, info = run_ray(p, dataset, batch_size=batch_size, progress=report, should_stop=should_stop,
+                                  indices=indices, address=ray_address)
+            if not info.complete:
+                from types import SimpleNamespace
+
+                raise PassStopped(f"stopped after {info.done} of {info.total} images",
+                              partial=SimpleNamespace(state=state, info=info))
+        else:
+            run = PassRun(p, dataset, batch_size=batch_size, workers=workers, indices=indices)
+            run.step(None, progress=report, should_stop=should_stop)
+            if not run.done:
+                raise PassStopped(f"stopped after {run.pos} of {run.total} images", partial=run)
+            state, info = run.state, run.info
+    finally:
+        if bar is not None:
+            bar.close()
+    if require_images and info.n_images == 0:
+        raise no_images_error(dataset.name, info.skipped)
+    return p.finish(state, info)

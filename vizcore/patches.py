@@ -46,7 +46,8 @@ from PIL import Image
 from vizcore.data.datasets import ImageDataset, open_dataset
 from vizcore.identity import result_key
 from vizcore.models import LoadedModel
-from vizcore.passes import DatasetPass, NoImagesError, PassInfo, PassRun, Progress, Stopped, no_images_error, run_pass
+from vizcore.jobs import run_pass
+from vizcore.passes import DatasetPass, NoImagesError, PassInfo, PassRun, Progress, Stopped, no_images_error
 from vizcore.tap import forward_until, tap
 
 __all__ = ["Hit", "MiningPass", "MiningResult", "NoImagesError", "PassRun", "Stopped", "activation_map",
@@ -547,28 +548,13 @@ def mine_top_patches(lm: LoadedModel, dataset: ImageDataset | str, layers: Seque
 # ------------------------------------------------------------------ maps
 def activation_map(lm: LoadedModel, layer: str, channel: int, image: Image.Image | str) -> torch.Tensor:
     """The map ``(H, W)`` of one channel for one image (a vector layer gives ``(1, 1)``)."""
-    from vizcore.data import load_image
+    from vizcore.data.images import load_image, to_rgb
 
     path = lm.resolve(layer)
     img = load_image(image) if isinstance(image, (str, os.PathLike)) else image
-    x = lm.transform()(img.convert("RGB")).unsqueeze(0).to(lm.device)
+    x = lm.transform()(to_rgb(img)).unsqueeze(0).to(lm.device)
     with torch.inference_mode(), tap(lm.model, [path], stop=True, lock=lm.lock) as store:
         forward_until(lm.model, x)
         out = store[path]
     m = out[0, channel]
     return (m if m.dim() == 2 else m.reshape(1, 1)).float().cpu()
-
-
-# Crops, montages and heat maps are drawn by vizcore.render; these names lived here before and
-# still resolve, so code written against them keeps working.
-_MOVED_TO_RENDER = {"input_image": "input_image", "patch_image": "patch_image", "_upsample": "upsample_map",
-                    "heatmap_overlay": "heatmap_overlay", "_fit": "fit", "channel_montage": "channel_montage",
-                    "layer_montage": "layer_montage"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_RENDER:
-        from vizcore import render
-
-        return getattr(render, _MOVED_TO_RENDER[name])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

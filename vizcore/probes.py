@@ -31,24 +31,11 @@ import numpy as np
 
 from vizcore.cache import load_json, save_json
 from vizcore.data.datasets import ImageDataset
-from vizcore.features import Features, Pooling, Stopped, extract_features, random_twin
+from vizcore.features import Features, Pooling, Stopped, extract_features
+from vizcore.stats import wilson_interval
 from vizcore.models import LoadedModel, WeightsInfo
 
-__all__ = ["LayerProbe", "ProbeResult", "exemplar_groups", "fit_probes", "probe_features", "wilson_interval",
-           "Stopped"]
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """The Wilson score interval for a binomial proportion (95% by default)."""
-    if n <= 0:
-        return 0.0, 1.0
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo = 0.0 if correct <= 0 else max(0.0, centre - half)
-    hi = 1.0 if correct >= n else min(1.0, centre + half)  # exact at the ends, not 1 - 1e-16
-    return min(lo, p), max(hi, p)
+__all__ = ["LayerProbe", "ProbeResult", "exemplar_groups", "fit_probes", "probe_features", "Stopped"]
 
 
 @dataclass(frozen=True)
@@ -457,5 +444,9 @@ def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers:
     main = one(model, "")
     if not compare_random:
         return main
-    twin = one(random_twin(model, random_seed), "random ")
+    from vizcore.models import load_model
+
+    # The twin comes from the process's model cache, so it counts against VIZCORE_MODEL_MEMORY_MB.
+    twin = one(load_model(model.spec.name, f"random:{int(random_seed)}", device=model.device, progress=False),
+               "random ")
     return ProbeResult(**{**{f: getattr(main, f) for f in main.__dataclass_fields__}, "random": twin})

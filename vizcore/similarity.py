@@ -1,5 +1,5 @@
-"""How similar are the representations of two layers? Linear CKA at dataset scale, and nearest
-neighbours at every depth.
+"""How similar are the representations of two layers? Linear CKA at dataset scale (nearest
+neighbours at every depth are :mod:`vizcore.neighbours`).
 
 Centred kernel alignment (Kornblith et al., ICML 2019, https://arxiv.org/abs/1905.00414)
 compares two layers through the similarity structure they impose on the same images: with
@@ -46,7 +46,7 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -54,19 +54,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vizcore.features import DEFAULT_TARGET, Features, Pooling
-from vizcore.passes import DatasetPass, PassInfo, Progress, run_pass
+from vizcore.features import DEFAULT_TARGET, Pooling
+from vizcore.jobs import run_pass
+from vizcore.passes import DatasetPass, PassInfo, Progress
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from vizcore.data.datasets import ImageDataset
     from vizcore.models import LoadedModel
 
 __all__ = [
-    "MIN_BATCH", "MODES", "CKAPass", "CKAResult", "CKAState", "Neighbour", "Neighbours", "cka",
+    "MIN_BATCH", "MODES", "CKAPass", "CKAResult", "CKAState", "cka",
     "cka_from_hsic", "cka_key", "gram", "hsic_biased", "hsic_matrix", "hsic_unbiased", "load_cached",
-    "minibatch_cka", "nearest_neighbours", "order_layers", "prepare", "save_cached",
+    "minibatch_cka", "order_layers", "prepare", "save_cached",
 ]
 
 VERSION = 1
@@ -475,7 +474,7 @@ def cka(a: "LoadedModel", b: "LoadedModel | None", dataset: "ImageDataset", *, l
         batch_size: images per batch (at least 4); a short last batch is dropped and counted.
         mode: ``"pool"`` (adaptive average pooling to about ``pool_target`` features per tap) or
             ``"flatten"`` (whole maps).
-        engine: ``local`` or ``ray`` (:func:`vizcore.passes.run_pass`).
+        engine: ``local`` or ``ray`` (:func:`vizcore.jobs.run_pass`).
         progress: ``True`` for a tqdm bar, or ``f(done, total)``.
         should_stop: polled between batches; raises :class:`vizcore.passes.Stopped`, nothing cached.
         cache: read and write the on-disk cache (``$VIZCORE_CACHE/similarity``).
@@ -492,85 +491,6 @@ def cka(a: "LoadedModel", b: "LoadedModel | None", dataset: "ImageDataset", *, l
     if cache:
         save_cached(key, res)
     return res
-
-
-# ------------------------------------------------------------------------------ neighbours
-@dataclass(frozen=True)
-class Neighbour:
-    """One dataset image near the query: its file, dataset index and cosine similarity."""
-
-    file: str
-    index: int
-    similarity: float
-
-    def to_json(self) -> dict:
-        return {"file": self.file, "similarity": self.similarity}
-
-
-@dataclass(frozen=True)
-class Neighbours:
-    """The ``k`` most similar dataset images at each tap, most similar first."""
-
-    model: str
-    weights: str
-    query: str
-    layers: dict[str, list[Neighbour]]
-    n_images: int
-    pooling: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {"model": self.model, "weights": self.weights, "query": self.query,
-                "layers": {k: [n.to_json() for n in v] for k, v in self.layers.items()},
-                "n_images": self.n_images, "pooling": dict(self.pooling)}
-
-
-def nearest_neighbours(lm: "LoadedModel", query: "Image.Image", dataset: "ImageDataset",
-                       layers: Sequence[str] | None = None, *, k: int = 8, query_name: str = "query",
-                       pool: Pooling | int | None = None, batch_size: int = 32, workers: int | None = None,
-                       progress: bool | Progress = False, should_stop: Callable[[], bool] | None = None,
-                       cache: bool = True, features: Features | None = None) -> Neighbours:
-    """The ``k`` dataset images most similar to ``query`` at each tap (cosine on pooled features).
-
-    Dataset features come from :func:`vizcore.features.extract_features` (cached on disk, shared
-    with probes and embeddings), or ``features`` when given (e.g. a finished
-    :class:`vizcore.features.FeaturesRun` of the same layers and pooling); the query is pooled the
-    same way (same grid per tap).
-
-    Args:
-        lm: the model. query: an RGB image. dataset: the images to search.
-        layers: tap names (default: every tap). k: neighbours per tap (at most the dataset size).
-    """
-    from vizcore.features import _reduce, as_pooling, extract_features
-    from vizcore.tap import forward_until, tap
-
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    names = order_layers(lm, layers)
-    pooling = as_pooling(pool)
-    if features is None:
-        feats = extract_features(lm, dataset, names, pool=pooling, batch_size=batch_size, workers=workers,
-                                 progress=progress, should_stop=should_stop, cache=cache)
-    else:
-        feats = features
-        if missing := [n for n in names if n not in feats.layers]:
-            raise ValueError(f"the features given have no rows for {', '.join(missing)}")
-    paths = [lm.resolve(n) for n in names]
-    grids: dict[str, int] = {}
-    x = lm.transform()(query.convert("RGB"))[None].to(lm.device)
-    with tap(lm.model, paths, reduce=_reduce(pooling, grids), stop=True, lock=lm.lock) as store, torch.no_grad():
-        forward_until(lm.model, x)
-        q = {n: store[p][0].numpy().astype(np.float64) for n, p in zip(names, paths)}
-    out: dict[str, list[Neighbour]] = {}
-    kk = min(k, len(feats))
-    for n in names:
-        f = feats.layers[n].astype(np.float64)
-        fn = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-        qn = q[n] / max(np.linalg.norm(q[n]), 1e-12)
-        sims = fn @ qn
-        top = np.argsort(-sims, kind="stable")[:kk]
-        out[n] = [Neighbour(feats.files[i], int(feats.indices[i]), float(sims[i])) for i in top]
-    return Neighbours(lm.spec.name, lm.weights.label(), query_name, out, len(feats),
-                      {**pooling.to_json(), "grids": {n: feats.grids.get(n, 0) for n in names}})
 
 
 def write_outputs(res: CKAResult, out: str | os.PathLike) -> dict[str, Path]:

@@ -3,7 +3,7 @@ nearest dataset images at several depths.
 
 UI only: the engine call is :func:`vizcore.activations.extract` (through the cached
 wrappers in :mod:`dashboard.widgets`); Grad-CAM runs per layer on demand; neighbours are
-:func:`vizcore.similarity.nearest_neighbours` over a :class:`vizcore.features.FeaturesRun`
+:func:`vizcore.neighbours.nearest_neighbours` over a :class:`vizcore.features.FeaturesRun`
 (the shared features cache, computed a few batches per step of the progress widget, with Stop).
 A channel target from another page (``channel_target``, e.g. Similarity's highlighted tap) opens
 this page on that layer and channel.
@@ -228,7 +228,7 @@ found = w.stepped_job(
 if not found:
     st.stop()
 
-from vizcore.similarity import nearest_neighbours  # noqa: E402
+from vizcore.neighbours import nearest_neighbours  # noqa: E402
 
 found_for = st.session_state[f"{KEY}_nb_job"].setdefault("found", {})  # per query image and k: reruns are free
 if (digest, caption, k_nb) not in found_for:

@@ -110,7 +110,7 @@ def _montage(key: str, layer: str, channel: int, cell: int, cols: int, _result) 
 def _step(progress) -> None:
     if engine == "ray":
         # One call: Stop reruns the script, which ends the Ray job (nothing is cached).
-        from vizcore.passes import run_pass
+        from vizcore.jobs import run_pass
 
         w.ray_or_stop()
         state["result"] = run_pass(mining, ds, engine="ray", batch_size=batch, progress=progress)

@@ -59,8 +59,7 @@ with st.sidebar:
 w.weights_badge(lm)
 ds = w.open_dataset_or_stop(spec)
 if max_images and max_images < len(ds):
-    ds = ds.subset(sorted({round(i * len(ds) / max_images) for i in range(int(max_images))}),
-                   name=f"{ds.name} ({int(max_images)} of {len(ds)})")
+    ds = ds.evenly_spaced(int(max_images))
 classes = ds.classes(label)
 st.write(f"**{ds.name}**: {len(ds)} images, {len(classes)} **{label}** classes.")
 

@@ -1,8 +1,7 @@
 """Evidence: where each method finds the evidence for a class, and how much each map is worth.
 
-UI only: maps come from :func:`vizcore.evidence.evidence`, scores from
-:func:`vizcore.evidence.faithfulness` (deletion/insertion curves, with a random map
-scored on the same image and class), the channels behind the CAM and Grad-CAM maps from
+UI only: maps and their scores come from :func:`vizcore.evidence.explain` (each method's map,
+its deletion/insertion curves, and a random map scored on the same image and class), the channels behind the CAM and Grad-CAM maps from
 :func:`vizcore.evidence.evidence_channels` (each linked to its unit page), the BagNet view from
 the ``bagnet`` method and :func:`vizcore.evidence.top_patches`, the FCN view from
 :func:`vizcore.evidence.fcn_scene`.
@@ -40,43 +39,53 @@ def _top5(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, i
     return [(p.index, p.label, p.prob) for p in preds]
 
 
-@st.cache_data(max_entries=128, show_spinner=False)
-def _method(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], target: int,
-            method: str, settings: str, steps: int) -> dict:
-    """One method's map and its faithfulness (page-ready). Slow methods draw their own progress bar
-    here, so it is replayed (empty) on a cache hit; a run stopped midway raises and caches nothing."""
-    from vizcore.activations import preprocess
-    from vizcore.evidence import evidence, faithfulness, get_method
+@st.cache_data(max_entries=64, show_spinner=False)
+def _explain(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], target: int,
+             methods: tuple[str, ...], settings: str, steps: int, seed: int) -> dict:
+    """The engine's :func:`vizcore.evidence.explain` (every method's map and faithfulness, and the
+    random baseline in the same run), page-ready. Slow methods draw a progress bar here, so it is
+    replayed (empty) on a cache hit; a run stopped midway raises and caches nothing."""
+    from vizcore.evidence import explain, get_method
 
     lm = w.get_model(model, weights)
-    image = _image(_raw, size)
-    x = preprocess(lm, image)
-    bar = st.progress(0.0, text=f"{method}…") if get_method(method).slow else None
+    bar = st.progress(0.0, text="Evidence…") if any(get_method(m).slow for m in methods) else None
 
-    def progress(done: int, total: int) -> None:
+    def progress(stage: str, done: int, total: int) -> None:
         if bar is not None:
-            bar.progress(min(1.0, done / max(total, 1)), text=f"{method}: {done}/{total} forward passes")
+            bar.progress(min(1.0, done / max(total, 1)), text=f"{stage}: {done}/{total} forward passes")
 
-    ev = evidence(lm, x, target, method, progress=progress, **json.loads(settings))
-    if bar is not None:
-        bar.progress(1.0, text=f"{method}: deletion and insertion curves…")
-    f = faithfulness(lm, x, ev.map, target, steps=steps)
+    rep = explain(lm, _image(_raw, size), target, list(methods), settings=json.loads(settings), steps=steps,
+                  seed=seed, progress=progress)
     if bar is not None:
         bar.empty()
-    return {"overlay": w.png_bytes(ev.overlay()), "raw_shape": tuple(ev.raw.shape),
-            "geometry": ev.geometry.to_json() if ev.geometry else None, "settings": ev.settings,
-            "caveats": list(ev.caveats), "seconds": ev.seconds, **f.to_json(curves=True)}
+    return {"methods": {m: {"overlay": w.png_bytes(ev.overlay()), "raw_shape": tuple(ev.raw.shape),
+                            "geometry": ev.geometry.to_json() if ev.geometry else None, "settings": ev.settings,
+                            "caveats": list(ev.caveats), "seconds": ev.seconds,
+                            **rep.scores[m].to_json(curves=True)} for m, ev in rep.maps.items()},
+            "random": rep.random.to_json(curves=True)}
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _random(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], target: int,
-            steps: int, seed: int) -> dict:
-    from vizcore.activations import preprocess
-    from vizcore.evidence import faithfulness, random_map
+def _report(model: str, weights: str, digest: str, raw: bytes, size: tuple[int, int], target: int,
+            methods: list[str], settings: dict, steps: int, seed: int) -> tuple[dict | None, dict[str, str]]:
+    """:func:`_explain` of ``methods``, and an error line per method that cannot explain this model
+    (each such method is then left out, so one failing method does not take the others down)."""
+    def call(ms: list[str]) -> dict:
+        return _explain(model, weights, digest, raw, size, target, tuple(ms),
+                        json.dumps({m: settings.get(m, {}) for m in ms}, sort_keys=True), steps, seed)
 
-    lm = w.get_model(model, weights)
-    x = preprocess(lm, _image(_raw, size))
-    return faithfulness(lm, x, random_map(tuple(x.shape[-2:]), seed), target, steps=steps).to_json(curves=True)
+    try:
+        return call(methods), {}
+    except Exception as e:  # noqa: BLE001 - find which method failed; the others are still shown
+        if len(methods) <= 1:
+            return None, {m: str(e) for m in methods}
+    errors: dict[str, str] = {}
+    for m in methods:
+        try:
+            call([m])
+        except Exception as e:  # noqa: BLE001
+            errors[m] = str(e)
+    ok = [m for m in methods if m not in errors]
+    return (call(ok) if ok else None), errors
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -259,17 +268,25 @@ if view == "methods":
             st.warning("Stopped: nothing was cached. Press Run to start again.")
     shown = [m for m in methods if m not in SLOW or run_slow]
     results: dict[str, dict] = {}
+    report, errors = {"methods": {}, "random": None}, {}
+    # The fast and the slow methods are two engine calls, so adding a fast method never reruns a slow one.
+    for group in ([m for m in shown if m not in SLOW], [m for m in shown if m in SLOW]):
+        if not group:
+            continue
+        with st.spinner(f"{', '.join(group)}…"):
+            rep, errs = _report(model, weights, digest, raw, size, int(target), group, settings, int(steps),
+                                int(seed))
+        errors.update(errs)
+        if rep is not None:
+            report["methods"].update(rep["methods"])
+            report["random"] = report["random"] or rep["random"]
     cols = st.columns(max(1, min(3, len(shown))))
     for i, m in enumerate(shown):
         with cols[i % len(cols)]:
-            try:
-                with st.spinner(f"{m}…"):
-                    r = _method(model, weights, digest, raw, size, int(target), m,
-                                json.dumps(settings.get(m, {}), sort_keys=True), int(steps))
-            except Exception as e:  # noqa: BLE001 - one method failing must not take the page down
-                st.error(f"{m}: {e}")
+            if m in errors:  # one method failing must not take the page down
+                st.error(f"{m}: {errors[m]}")
                 continue
-            results[m] = r
+            r = results[m] = report["methods"][m]
             st.image(r["overlay"], caption=f"{m} · raw {'×'.join(map(str, r['raw_shape']))} · {r['seconds']:.2f} s",
                      width="stretch")
             st.markdown(f"deletion **{r['deletion_auc']:.3f}** · insertion **{r['insertion_auc']:.3f}**")
@@ -277,8 +294,7 @@ if view == "methods":
                 st.caption(f":material/info: {c}")
     _channels_behind(model, weights, digest, raw, size, int(target), results)
     if results:
-        with st.spinner("Scoring a random map…"):
-            rnd = _random(model, weights, digest, raw, size, int(target), int(steps), int(seed))
+        rnd = report["random"]
         st.markdown(f"**Random map** (baseline, same image and class): deletion **{rnd['deletion_auc']:.3f}** · "
                     f"insertion **{rnd['insertion_auc']:.3f}**")
         st.plotly_chart(curves_figure(results, rnd), key=f"{KEY}_curves")

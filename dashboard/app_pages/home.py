@@ -9,6 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import widgets as w
+from dashboard.pages import PAGES
 
 KEY = "home"
 
@@ -20,20 +21,10 @@ image, caption = w.image_input(KEY)
 c1, c2 = st.columns([1, 3])
 c1.image(w.png_bytes(image), caption=caption, width=160)
 with c2:
-    for page, text in [
-        ("app_pages/activations.py", "every layer's channels for your image, predictions and Grad-CAM"),
-        ("app_pages/compare.py", "the same image through several networks, aligned by depth"),
-        ("app_pages/architectures.py", "parameters, MACs and receptive fields, layer by layer"),
-        ("app_pages/evidence.py", "where the evidence for a class lies, and how faithful each map is"),
-        ("app_pages/dataset_examples.py", "the dataset patches that excite each channel most"),
-        ("app_pages/feature_viz.py", "images optimised to excite a channel"),
-        ("app_pages/unit.py", "one channel on one page, with a link you can share"),
-        ("app_pages/probes.py", "what a linear classifier can read at each depth"),
-        ("app_pages/embeddings.py", "maps of an early and a late layer"),
-        ("app_pages/shape_bias.py", "texture or shape: what the network decides by"),
-        ("app_pages/similarity.py", "how alike the layers of two networks are (CKA), and nearest neighbours"),
-    ]:
+    for p in PAGES:
+        if p.default:
+            continue
         a, b = st.columns([1, 2])
         with a:
-            st.page_link(page)
-        b.caption(text)
+            st.page_link(p.path)
+        b.caption(p.summary)

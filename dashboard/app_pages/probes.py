@@ -59,8 +59,7 @@ if not models:
     st.stop()
 ds = w.open_dataset_or_stop(spec)
 if max_images and max_images < len(ds):
-    ds = ds.subset(sorted({round(i * len(ds) / max_images) for i in range(int(max_images))}),
-                   name=f"{ds.name} ({int(max_images)} of {len(ds)})")
+    ds = ds.evenly_spaced(int(max_images))
 st.write(f"**{ds.name}**: {len(ds)} images; " + ", ".join(
     f"{sum(lab is not None for lab in ds.labels(k))} with a **{k}** label ({len(ds.classes(k))} classes)"
     for k in labels) + ".")
@@ -90,7 +89,7 @@ def _plan() -> dict:
         layers = _layers_for(w.get_model(name, "auto"))
         units.append(("features", name, twin, None, None))
         units += [("fit", name, twin, lab, layer) for lab in labels for layer in layers]
-    return {"id": rkey, "units": units, "i": 0, "pos": 0, "results": [], "twins": {}}
+    return {"id": rkey, "units": units, "i": 0, "pos": 0, "results": []}
 
 
 plan = st.session_state.get(f"{KEY}_plan")
@@ -99,14 +98,8 @@ if plan is None or plan["id"] != rkey:
 
 
 def _net(name: str, twin: bool):
-    lm = w.get_model(name, "auto")
-    if not twin:
-        return lm
-    from vizcore.features import random_twin
-
-    if name not in plan["twins"]:  # built once per run (the session keeps it), seeded: same weights every time
-        plan["twins"][name] = random_twin(lm, seed)
-    return plan["twins"][name]
+    # The seeded twin comes from the process's model cache like any model (within its memory budget).
+    return w.get_model(name, f"random:{int(seed)}" if twin else "auto")
 
 
 def _what(unit) -> str:

@@ -1,9 +1,10 @@
 """Texture vs shape: the cue-conflict test of Geirhos et al. (ICLR 2019) for several models.
 
-UI only: scoring is a :class:`vizcore.passes.PassRun` of :class:`vizcore.cueconflict.ShapeBiasPass`
-(results cached on disk per model, weights and stimuli), run a few batches per step of the shared progress widget
-(:func:`dashboard.widgets.stepped_job`), so the page shows the time left, the running shape-bias
-estimate with its 95 % interval, and can be stopped and resumed; the published reference points
+UI only: every model is scored by one engine job, :class:`vizcore.cueconflict.ShapeBiasManyJob`
+(results cached on disk per model, weights and stimuli), run a few batches per step of the job widget
+(:func:`dashboard.widgets.jobs.run_job`), so the page shows the time left, the running shape-bias
+estimate with its 95 % interval (:func:`vizcore.cueconflict.shape_bias_interval`), and can be stopped
+and resumed; the figure is :func:`dashboard.widgets.figures.shape_bias_figure`; the published reference points
 come from :data:`vizcore.cueconflict.REFERENCES` and are drawn apart from measured values.
 """
 from __future__ import annotations
@@ -16,7 +17,10 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import widgets as w
+from dashboard.widgets.jobs import job_run, run_job
 from vizcore import cueconflict as cc
+from vizcore.data.stimuli import locate_stimuli
+from vizcore.jobs import RunOptions
 from vizcore.models import DEFAULT_MODEL, get_spec, list_models
 
 KEY = "shape_bias"
@@ -66,7 +70,7 @@ if not models:
 
 @st.cache_resource(show_spinner="Finding the stimuli (downloaded on first use)…", max_entries=4, ttl=600)
 def _root(path: str) -> str:
-    return str(cc.locate_stimuli(path or None, progress=False))
+    return str(locate_stimuli(path or None, progress=False))
 
 
 if stimuli.strip():  # a typed folder is read (or downloaded into) only under the allowed roots
@@ -77,9 +81,7 @@ except Exception as e:  # noqa: BLE001 - offline without stimuli, wrong folder, 
     st.error(f"No stimuli: {e}")
     st.stop()
 
-# ------------------------------------------------------------------------------- the jobs
-jobs_state: dict = st.session_state.setdefault(f"{KEY}_jobs", {})
-jobs: dict[str, cc.PassRun] = {}
+# ------------------------------------------------------------------------------- the job
 loaded = {}
 for name in models:
     try:
@@ -91,26 +93,10 @@ for name in models:
         st.error(f"Cannot load model {name!r}: {e}")
         continue
     try:
-        lm = w.get_model(name, weights)
+        loaded[name] = w.get_model(name, weights)
     except Exception as e:  # noqa: BLE001 - unknown timm name, unreadable weights, ...
         st.error(f"Cannot load model {name!r}: {e}")
-        continue
-    job_id = (name, weights, root, batch)
-    job = jobs_state.get(job_id)
-    if job is None:
-        try:
-            job = cc.shape_bias_run(lm, root, batch_size=batch)
-        except cc.NoImageNetHeadError as e:
-            st.error(str(e))
-            continue
-        except Exception as e:  # noqa: BLE001 - stimuli vanished, ...
-            st.error(f"{name}: {e}")
-            continue
-        jobs_state[job_id] = job
-    jobs[name] = job
-    loaded[name] = lm
-
-if not jobs:
+if not loaded:
     st.stop()
 
 cols = st.columns(min(len(loaded), 4))
@@ -119,65 +105,43 @@ for i, (name, lm) in enumerate(loaded.items()):
         st.markdown(f"**{name}**")
         w.weights_badge(lm)
 
+# One engine job scores every model in turn (each model's result is cached on disk once complete);
+# it is built once per choice of models and kept with the session's run.
+job_id = (tuple(loaded), weights, root, batch)
+held = st.session_state.get(f"{KEY}_job")
+if held is None or held[0] != job_id:
+    try:
+        held = st.session_state[f"{KEY}_job"] = (job_id, cc.ShapeBiasManyJob(list(loaded.values()), root,
+                                                                              batch_size=batch))
+    except Exception as e:  # noqa: BLE001 - stimuli vanished, ...
+        st.error(f"Cannot score on {root}: {e}")
+        st.stop()
+job = held[1]
 
 
-def _so_far(job: cc.PassRun) -> tuple[int, int, int]:
-    """(shape hits, texture hits, cue-conflict images scored) of a run in progress (its partial result)."""
-    r = job.result()
-    return r.shape_hits, r.texture_hits, r.n
+def _partial(p) -> None:
+    """The running estimate of the model being scored (``p``: a ShapeBiasProgress; the complete result,
+    a dict, once the last model is done)."""
+    if not isinstance(p, cc.ShapeBiasProgress) or p.current is None or p.partial is None:
+        return
+    r = p.partial
+    est = cc.shape_bias_interval(r.shape_hits, r.texture_hits)
+    if est is None:
+        return
+    bias, lo, hi = est
+    st.markdown(f"**{p.current}** so far: shape bias **{bias:.3f}** (95 % interval {lo:.3f} to {hi:.3f}) from "
+                f"{r.shape_hits + r.texture_hits} shape-or-texture decisions among {r.n} of "
+                f"{job.passes[p.current].subsets['cue-conflict']} cue-conflict images.")
 
 
-def running_estimate(shape_hits: int, texture_hits: int) -> tuple[float, float, float] | None:
-    """Shape bias with its 95 % Wilson score interval, from the decisions counted so far.
-
-    Each shape-or-texture decision is one Bernoulli trial (shape = success), so the Wilson interval
-    on shape / (shape + texture) says how far the final value can still move.
-    """
-    from vizcore.probes import wilson_interval
-
-    n = shape_hits + texture_hits
-    if not n:
-        return None
-    lo, hi = wilson_interval(shape_hits, n)
-    return shape_hits / n, lo, hi
-
-
-def _partial() -> None:
-    for name, job in jobs.items():
-        if job.done or not job.pos:
-            continue
-        s_hits, t_hits, scored = _so_far(job)
-        est = running_estimate(s_hits, t_hits)
-        if est is None:
-            continue
-        bias, lo, hi = est
-        st.markdown(f"**{name}** so far: shape bias **{bias:.3f}** (95 % interval {lo:.3f} to {hi:.3f}) from "
-                    f"{s_hits + t_hits} shape-or-texture decisions among {scored} of "
-                    f"{job.p.subsets['cue-conflict']} cue-conflict images.")
-
-
-def _step(progress) -> None:
-    name = next(n for n, j in jobs.items() if not j.done)
-    job = jobs[name]
-    before = sum(j.pos for j in jobs.values()) - job.pos
-    job.step(STEP_BATCHES, progress=lambda d, t: progress(before + d, total))
-    if job.done:
-        job.result()  # written to the disk cache
-
-
-total = sum(j.total for j in jobs.values())
-pending = [n for n, j in jobs.items() if not j.done]
-left = sum(jobs[n].total - jobs[n].pos for n in pending)
-started = any(jobs[n].pos for n in pending)
-finished = w.stepped_job(
-    KEY, tuple((n, weights, root, batch) for n in jobs), counts=lambda: (sum(j.pos for j in jobs.values()), total),
-    step=_step, partial=_partial, what=f"Scoring {len(jobs)} model(s) on the stimuli",
-    idle_note=f"{len(pending)} model(s) to score: {left:,} images left "
-              f"({'partly done, ' if started else ''}results are cached on disk when finished).")
-if not any(j.done for j in jobs.values()):
-    st.stop()
-
-results = {n: j.result() for n, j in jobs.items() if j.done}
+options = RunOptions(batch_size=batch, workers=0)
+pending = [n for n, p in job.passes.items() if p.cached is None]
+so_far = job_run(KEY, job, options, job_id=job_id)
+results = run_job(KEY, job, options, what=f"Scoring {len(loaded)} model(s) on the stimuli", partial=_partial,
+                  units_per_step=STEP_BATCHES * batch, job_id=job_id,
+                  idle_note=f"{len(pending)} model(s) to score: {so_far.total - so_far.done:,} images left "
+                            f"({'partly done, ' if so_far.done else ''}results are cached on disk per model "
+                            "when finished).")
 if not results:
     st.stop()
 
@@ -205,60 +169,8 @@ for name, r in results.items():
         st.warning(f"{name}: {len(r.skipped)} unreadable stimuli skipped.")
 
 
-# --------------------------------------------------------------------------- the plot
-def geirhos_figure(results: dict[str, cc.ShapeBiasResult], refs=cc.REFERENCES):
-    """Per category, the fraction of shape decisions (0 = texture, 1 = shape); one colour per model,
-    its overall shape bias as a vertical line; published values in their own rows, in grey."""
-    import plotly.graph_objects as go
-    from plotly.colors import qualitative
-
-    cats = list(cc.CATEGORIES)
-    ref_rows = [f"{ref.name} †" for ref in refs]
-    order = ref_rows[::-1] + ["—"] + cats[::-1]  # bottom to top
-    fig = go.Figure()
-    # every row exists even where no model has a value (keeps the line positions right)
-    fig.add_trace(go.Scatter(x=[-1] * len(order), y=order, mode="markers", marker=dict(opacity=0),
-                             showlegend=False, hoverinfo="skip"))
-    palette = qualitative.Plotly
-    for k, (name, r) in enumerate(results.items()):
-        colour = palette[k % len(palette)]
-        pc, counts = r.per_category, r.per_category_counts
-        ys = [c for c in cats if pc[c] is not None]
-        fig.add_trace(go.Scatter(
-            x=[pc[c] for c in ys], y=ys, mode="markers", name=f"{name} ({_fmt(r.shape_bias)})",
-            legendgroup=name, marker=dict(color=colour, size=11, symbol="circle", line=dict(width=1, color="white")),
-            customdata=[[counts[c]["shape"], counts[c]["texture"], counts[c]["n"]] for c in ys],
-            hovertemplate=(f"<b>{name}</b> · %{{y}}<br>shape decisions: %{{x:.2f}}"
-                           "<br>%{customdata[0]} shape, %{customdata[1]} texture of %{customdata[2]}<extra></extra>")))
-        if r.shape_bias is not None:
-            fig.add_shape(type="line", x0=r.shape_bias, x1=r.shape_bias, y0=len(refs) + 0.5, y1=len(order) - 0.5,
-                          line=dict(color=colour, width=2, dash="dash"))
-    fig.add_trace(go.Scatter(
-        x=[ref.shape_bias for ref in refs], y=ref_rows, mode="markers+text", name="published († not measured here)",
-        marker=dict(color="#555", size=13, symbol="diamond-open", line=dict(color="#555", width=2)),
-        text=[f"{ref.source}   " if ref.shape_bias > 0.6 else f"   {ref.source}" for ref in refs],
-        textfont=dict(size=10, color="#555"),
-        textposition=["middle left" if ref.shape_bias > 0.6 else "middle right" for ref in refs],
-        error_x=dict(type="data", symmetric=False, color="#999",
-                     array=[(ref.high - ref.shape_bias) if ref.high is not None else 0 for ref in refs],
-                     arrayminus=[(ref.shape_bias - ref.low) if ref.low is not None else 0 for ref in refs]),
-        customdata=[[ref.source, ref.url] for ref in refs],
-        hovertemplate="<b>%{y}</b><br>shape bias %{x:.2f}<br>%{customdata[0]}<br>%{customdata[1]}<extra></extra>"))
-    # the upper axis reads the same positions as fractions of texture decisions
-    fig.add_trace(go.Scatter(x=[0, 1], y=[cats[0], cats[0]], xaxis="x2", mode="markers",
-                             marker=dict(opacity=0), showlegend=False, hoverinfo="skip"))
-    fig.update_layout(
-        height=40 * len(order) + 140, margin=dict(l=10, r=10, t=60, b=40),
-        xaxis=dict(range=[-0.02, 1.02], title="fraction of 'shape' decisions", dtick=0.1, zeroline=False),
-        xaxis2=dict(range=[1.02, -0.02], overlaying="x", side="top", title="fraction of 'texture' decisions",
-                    dtick=0.1, showgrid=False),
-        yaxis=dict(categoryorder="array", categoryarray=order, type="category", automargin=True),
-        legend=dict(orientation="h", y=-0.08), hovermode="closest")
-    return fig
-
-
 st.subheader("Shape decisions per category")
-fig = geirhos_figure(results)
+fig = w.shape_bias_figure(results)
 st.plotly_chart(fig, width="stretch", key=f"{KEY}_plot")
 st.caption("Dots: fraction of shape decisions among the shape-or-texture decisions for the images of each "
            "shape category; dashed lines: each model's overall shape bias. † Published values, not "

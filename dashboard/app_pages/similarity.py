@@ -11,11 +11,12 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from dashboard import pages
 from dashboard import widgets as w
 from vizcore.models import list_models
 
 KEY = "similarity"
-PAGE_ACTIVATIONS = "app_pages/activations.py"
+PAGE_ACTIVATIONS = pages.ACTIVATIONS.path
 AGAINST = {"random": "its random-init twin", "model": "another network", "self": "itself"}
 
 st.title("Similarity")
@@ -79,8 +80,7 @@ with st.sidebar:
                     help="Pooled first keeps memory bounded for the early layers of big networks; "
                          "flattened whole is Kornblith et al.'s protocol.")
 
-ds = ds_all if n_use == n_max else ds_all.subset(sorted(set(np.linspace(0, n_max - 1, n_use).astype(int).tolist())),
-                                                   name=f"{ds_all.name}[{n_use}]")
+ds = ds_all.evenly_spaced(n_use)
 st.write(f"**{ds.name}**: {len(ds)} images · A: **{model}** · B: **{model_b}** ({AGAINST[against]})")
 
 from vizcore.similarity import load_cached, prepare, save_cached  # noqa: E402

@@ -1,10 +1,12 @@
 """Unit: everything about one channel on one page, at an address that names it.
 
 ``unit?model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12[&dataset=SPEC]``:
-the address is read with ``st.query_params`` and kept in sync with the sidebar, so
-opening it in a new browser shows the same unit. Sections are computed on demand and
-cached: the activation on the session's image (always, one forward pass), receptive
-fields, feature visualisation, top dataset patches, class support and drivers
+the address is read and written by :func:`dashboard.widgets.links.unit_address` /
+``set_unit_address`` and kept in sync with the sidebar, so opening it in a new browser
+shows the same unit. The activation on the session's image is always shown (one forward
+pass); the long sections (receptive field, crops of the top images, class support,
+drivers) are jobs of :mod:`vizcore.unit` run by ``run_job`` (progress, Stop, Resume),
+cached on disk by the engine: a unit reopened in a new session shows them at once
 (engine: :mod:`vizcore.unit`, :mod:`vizcore.patches`, :mod:`vizcore.featureviz`).
 """
 from __future__ import annotations
@@ -16,11 +18,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dashboard import widgets as w
+from dashboard.widgets.jobs import run_job
+from vizcore.jobs import RunOptions
 from vizcore.models import DEFAULT_MODEL, list_models
-from vizcore.unit import previous_tap
+from vizcore.unit import ClassSupportJob, CropsJob, DriversJob, EffectiveRFJob, previous_tap
 
 KEY = "unit"
-PARAMS = ("model", "weights", "layer", "channel", "dataset")
 WEIGHTS = ("auto", "random")
 K = 9
 
@@ -68,16 +71,14 @@ def _map_thumbs(model: str, weights: str, digest: str, _raw: bytes, size: tuple[
     return {c: w.png_bytes(overlay_grid(lm, layer, act, res.image, [c], cell=96, pad=0)) for c in channels}
 
 
-@st.cache_data(max_entries=16, show_spinner="Gradient of the unit with respect to the input…")
-def _erf(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], layer: str, channel: int,
-         y: int, x: int) -> dict:
+@st.cache_data(max_entries=16, show_spinner=False)
+def _erf_view(key: str, _erf) -> dict:
+    """The input gradient over the input, the theoretical field in cyan and the 90 % box in yellow."""
     from PIL import ImageDraw
 
     from vizcore.render import overlay
-    from vizcore.unit import effective_rf
 
-    lm = w.get_model(model, weights)
-    erf = effective_rf(lm, layer, channel, w.from_raw(_raw, size), y, x)
+    erf = _erf
     g = erf.grad / erf.grad.max() if erf.grad.max() > 0 else erf.grad
     img = overlay(erf.input, np.sqrt(g), alpha=0.6, cmap="inferno")
     d = ImageDraw.Draw(img)
@@ -105,12 +106,19 @@ def _featviz(model: str, weights: str, layer: str, channels: tuple[int, ...], st
              "final": r.objective_final} for r in out]
 
 
-def _cached(model: str, weights: str, spec: str, layers: tuple[str, ...]) -> bool:
-    """Whether every layer's top images are in the engine's disk cache (nothing to mine)."""
+def _cached(model: str, weights: str, spec: str, fingerprint: str, layers: tuple[str, ...]) -> bool:
+    """Whether every layer's top images are in the engine's disk cache (nothing to mine); asked once
+    per page identity (the answer is kept in session state: building the pass loads every cached
+    layer from disk)."""
     from vizcore.patches import MiningPass
 
-    lm = w.get_model(model, weights)
-    return MiningPass(lm, w.open_dataset_or_stop(spec), list(layers), k=K).from_cache
+    ident = (model, weights, spec, fingerprint, layers)
+    held = st.session_state.get(f"{KEY}_mining_cached")
+    if held is None or held[0] != ident:
+        lm = w.get_model(model, weights)
+        held = st.session_state[f"{KEY}_mining_cached"] = (
+            ident, MiningPass(lm, w.open_dataset_or_stop(spec), list(layers), k=K).from_cache)
+    return held[1]
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -127,41 +135,19 @@ def _mine(model: str, weights: str, spec: str, fingerprint: str, layers: tuple[s
     return result
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _hit_views(model: str, weights: str, key: str, layer: str, channel: int, _result) -> list[dict]:
-    """Per hit: the crop that shows something (and which kind it is) and the map over the image."""
+@st.cache_data(max_entries=64, show_spinner="Activation maps of the top images…")
+def _hit_maps(model: str, weights: str, key: str, layer: str, channel: int, _result) -> list[bytes]:
+    """Per hit, the channel's map over the whole image."""
     from vizcore.render import heatmap_overlay
-    from vizcore.unit import hit_crop
 
     lm = w.get_model(model, weights)
-    hits = _result.hits(layer, channel)
-    bar = st.progress(0.0, text="Crops and activation maps…")
-    out = []
-    for r, h in enumerate(hits):
-        c = hit_crop(lm, _result, layer, channel, r)
-        out.append({"crop": w.png_bytes(c.image), "method": c.method, "file": Path(h.file).name,
-                    "value": h.value, "map": w.png_bytes(heatmap_overlay(lm, _result, layer, channel, r))})
-        bar.progress((r + 1) / len(hits), text=f"Crops and activation maps: {r + 1}/{len(hits)}")
-    bar.empty()
-    return out
+    return [w.png_bytes(heatmap_overlay(lm, _result, layer, channel, r))
+            for r in range(len(_result.hits(layer, channel)))]
 
 
-@st.cache_data(max_entries=64, show_spinner="Class support: gradients through the head…")
-def _class_support(model: str, weights: str, layer: str, channel: int, files: tuple[str, ...], digest: str,
-                   _raw: bytes, size: tuple[int, int]) -> dict:
-    from vizcore.unit import class_support
-
-    images = list(files) if files else [w.from_raw(_raw, size)]
-    return class_support(w.get_model(model, weights), layer, channel, images).to_json()
-
-
-@st.cache_data(max_entries=64, show_spinner="Drivers…")
-def _drivers(model: str, weights: str, layer: str, channel: int, files: tuple[str, ...], digest: str,
-             _raw: bytes, size: tuple[int, int]) -> dict:
-    from vizcore.unit import drivers
-
-    images = list(files) if files else [w.from_raw(_raw, size)]
-    return drivers(w.get_model(model, weights), layer, channel, images).to_json()
+def _images_for(files: tuple[str, ...], raw: bytes, size: tuple[int, int]) -> list:
+    """The images a unit analysis runs over: the top images when mined, else the session image."""
+    return list(files) if files else [w.from_raw(raw, size)]
 
 
 # ------------------------------------------------------------------ the address
@@ -169,17 +155,9 @@ def _clear_problem() -> None:
     st.session_state[f"{KEY}_problem"] = None
 
 
-def _read_address() -> dict[str, str]:
-    return {k: st.query_params[k] for k in PARAMS if k in st.query_params}
-
-
-url = _read_address()
-fresh = url != st.session_state.get(f"{KEY}_synced")
+want, fresh = w.unit_address(KEY)
 if fresh:  # a new address (opened, pasted, or a link followed): it sets the sidebar
-    st.session_state[f"{KEY}_synced"] = url
     st.session_state[f"{KEY}_problem"] = None
-    # A bare /unit (e.g. from the navigation) comes back to the session's last unit.
-    st.session_state[f"{KEY}_want"] = url or st.session_state.get(f"{KEY}_last") or {}
 
 
 def _problem(text: str) -> None:
@@ -188,7 +166,6 @@ def _problem(text: str) -> None:
 
 
 names = list_models()
-want = st.session_state.get(f"{KEY}_want") or {}
 if fresh:
     m = want.get("model", DEFAULT_MODEL)
     if m in names or m.startswith("timm/"):
@@ -265,11 +242,8 @@ if problem:
     st.error(problem)
     st.stop()
 
-address = w.unit_params(model, weights, layer, channel, dataset)
-st.session_state[f"{KEY}_last"] = address
-if address != url:
-    st.query_params.from_dict(address)
-    st.session_state[f"{KEY}_synced"] = address
+w.set_unit_address(KEY, model, weights, layer, channel, dataset)
+opts = RunOptions(workers=0)
 
 # ------------------------------------------------------------------ the page
 st.title(f"{model} · {layer} · channel {channel}")
@@ -302,22 +276,21 @@ with c2:
 
 # -- receptive field
 st.subheader("Receptive field")
-if st.toggle("Show the theoretical and effective receptive field of the peak unit", key=f"{KEY}_show_rf",
-             help="One backward pass: the gradient of the unit's activation with respect to the input pixels."):
-    try:
-        rf = _erf(model, weights, digest, raw, size, layer, channel, on["y"], on["x"])
-    except Exception as e:  # noqa: BLE001
-        st.error(f"Could not compute the receptive field: {e}")
-    else:
-        t, b = rf["theoretical"], rf["box"]
-        c1, c2 = st.columns([2, 3])
-        c1.image(rf["png"], caption="cyan: theoretical field; yellow: 90 % of the input gradient")
-        eff = (f"{b[2] - b[0]}×{b[3] - b[1]} px" if b else "none: the gradient is zero here (a clipped activation)")
-        c2.markdown(f"- theoretical field: **{rf['rf']} px** (jump {rf['jump']} px), "
-                    f"{t[2] - t[0]}×{t[3] - t[1]} px inside the {rf['size']} px input\n"
-                    f"- effective field (smallest box holding 90 % of |d unit / d input|): **{eff}**")
-        c2.caption("Luo et al. 2016 (arxiv.org/abs/1701.04128): the gradient concentrates in the middle of the "
-                   "theoretical field, which deep layers and squeeze-excitation gates stretch to the whole image.")
+erf_job = EffectiveRFJob(lm, layer, channel, w.from_raw(raw, size), on["y"], on["x"])
+erf = run_job(f"{KEY}_rf", erf_job, opts, what="Receptive field", start_label="Show the receptive field",
+              idle_note="The theoretical and effective receptive field of the peak unit: one backward pass, the "
+                        "gradient of the unit's activation with respect to the input pixels.")
+if erf is not None:
+    rf = _erf_view(erf_job.key(), erf)
+    t, b = rf["theoretical"], rf["box"]
+    c1, c2 = st.columns([2, 3])
+    c1.image(rf["png"], caption="cyan: theoretical field; yellow: 90 % of the input gradient")
+    eff = (f"{b[2] - b[0]}×{b[3] - b[1]} px" if b else "none: the gradient is zero here (a clipped activation)")
+    c2.markdown(f"- theoretical field: **{rf['rf']} px** (jump {rf['jump']} px), "
+                f"{t[2] - t[0]}×{t[3] - t[1]} px inside the {rf['size']} px input\n"
+                f"- effective field (smallest box holding 90 % of |d unit / d input|): **{eff}**")
+    c2.caption("Luo et al. 2016 (arxiv.org/abs/1701.04128): the gradient concentrates in the middle of the "
+               "theoretical field, which deep layers and squeeze-excitation gates stretch to the whole image.")
 
 # -- feature visualisation
 st.subheader("Feature visualisation")
@@ -342,77 +315,91 @@ if not dataset:
 else:
     ds = w.open_dataset_or_stop(dataset)
     job_key = (model, weights, dataset, ds.fingerprint(), mine_layers)
-    if _cached(model, weights, dataset, mine_layers) or st.session_state.get(f"{KEY}_mined") == job_key \
+    if _cached(*job_key) or st.session_state.get(f"{KEY}_mined") == job_key \
             or st.button(f"Find the top images in {ds.name} ({len(ds)} images)", key=f"{KEY}_mine",
                          icon=":material/search:"):
         st.session_state[f"{KEY}_mined"] = job_key
         result = _mine(*job_key)
-        views = _hit_views(model, weights, f"{job_key}", layer, channel, result)
-        st.caption(f"The {len(views)} images of {ds.name} ({result.n_images} mined) where channel {channel} "
+
+
+def _show_crops(crops, maps: list[bytes] | None = None) -> None:
+    hits = result.hits(layer, channel)
+    cols = st.columns(min(len(hits), 5) or 1)
+    for i, c in enumerate(crops):
+        with cols[i % len(cols)]:
+            st.image(w.png_bytes(c.image), width="stretch",
+                     caption=f"#{i + 1} · {hits[i].value:.3g} · {Path(hits[i].file).name} · {c.method}")
+            if maps is not None:
+                st.image(maps[i], width="stretch")
+
+
+if result is not None:
+    crops = run_job(f"{KEY}_crops", CropsJob(lm, result, layer, channel), opts, what="Crops of the top images",
+                    unit="crops", rate_unit="crop", autostart=True, partial=_show_crops)
+    if crops is not None:
+        st.caption(f"The {len(crops)} images of {ds.name} ({result.n_images} mined) where channel {channel} "
                    f"peaks highest: the crop around the peak unit, then the channel's map over the image.")
-        cols = st.columns(min(len(views), 5) or 1)
-        for i, v in enumerate(views):
-            with cols[i % len(cols)]:
-                st.image(v["crop"], caption=f"#{i + 1} · {v['value']:.3g} · {v['file']} · {v['method']}",
-                         width="stretch")
-                st.image(v["map"], width="stretch")
+        _show_crops(crops, _hit_maps(model, weights, f"{job_key}", layer, channel, result))
 files = tuple(h.file for h in result.hits(layer, channel)) if result is not None else ()
 on_what = (f"its {len(files)} top images in {Path(dataset).name or dataset}" if files
            else f"your image ({caption}); choose a dataset for its top images")
+images = _images_for(files, raw, size)
 
 # -- class support
 st.subheader("Classes it supports")
+
+
+def _show_support(cs) -> None:
+    st.caption(f"Method: {cs.method}.")
+    c1, c2 = st.columns(2)
+    c1.markdown("**Supports**\n" + "\n".join(f"1. {c.label} ({c.value:+.3g})" for c in cs.top))
+    c2.markdown("**Opposes**\n" + "\n".join(f"1. {c.label} ({c.value:+.3g})" for c in cs.bottom))
+
+
 if not lm.categories:
     st.info(f"{model} has no ImageNet classification head.")
 elif layer == taps[-1] and shape == (len(lm.categories),):
     st.info(f"{layer} is the classification head itself: channel {channel} is the logit of "
             f"“{lm.categories[channel]}”.")
-elif st.toggle(f"Compute class support over {on_what}", key=f"{KEY}_show_cs"):
-    try:
-        cs = _class_support(model, weights, layer, channel, files, digest, raw, size)
-    except Exception as e:  # noqa: BLE001 - e.g. the logits layer itself
-        st.error(f"Class support: {e}")
-    else:
-        st.caption(f"Method: {cs['method']}.")
-        c1, c2 = st.columns(2)
-        c1.markdown("**Supports**\n" + "\n".join(f"1. {c['label']} ({c['value']:+.3g})" for c in cs["top"]))
-        c2.markdown("**Opposes**\n" + "\n".join(f"1. {c['label']} ({c['value']:+.3g})" for c in cs["bottom"]))
+else:
+    cs = run_job(f"{KEY}_cs", ClassSupportJob(lm, layer, channel, images), opts, what="Class support",
+                 start_label="Compute class support", partial=_show_support,
+                 idle_note=f"Gradients through the head over {on_what}.")
+    if cs is not None:
+        _show_support(cs)
 
 # -- drivers
 st.subheader("What drives it")
-if st.toggle(f"Find the units of the previous layer that drive it most (over {on_what})", key=f"{KEY}_show_dr"):
-    try:
-        dr = _drivers(model, weights, layer, channel, files, digest, raw, size)
-    except Exception as e:  # noqa: BLE001
-        st.error(f"Drivers: {e}")
-    else:
-        st.caption(f"Method: {dr['method']}.")
-        ds_ = dr["drivers"]
-        thumbs: dict[int, bytes] = {}
-        if ds_ and ds_[0]["layer"] is not None:
-            src = ds_[0]["layer"]
-            chans = tuple(d["channel"] for d in ds_)
-            if result is not None and src in result.layers:
-                from vizcore.render import patch_image
+dr = run_job(f"{KEY}_dr", DriversJob(lm, layer, channel, images), opts, what="Drivers",
+             start_label="Find the drivers",
+             idle_note=f"The units of the previous layer that drive it most (over {on_what}).")
+if dr is not None:
+    st.caption(f"Method: {dr.method}.")
+    ds_ = dr.drivers
+    thumbs: dict[int, bytes] = {}
+    if ds_ and ds_[0].layer is not None:
+        src = ds_[0].layer
+        chans = tuple(d.channel for d in ds_)
+        if result is not None and src in result.layers:
+            from vizcore.render import patch_image
 
-                for d in ds_:
-                    if result.hits(src, d["channel"]):
-                        thumbs[d["channel"]] = w.png_bytes(patch_image(result, src, d["channel"], 0))
-                how = f"top patch in {ds.name}"
-            elif st.toggle("Feature-visualisation thumbnails (64 px; about a minute on a CPU)", key=f"{KEY}_dr_fv"):
-                for fv in _featviz(model, weights, src, chans, 48, 64):
-                    thumbs[fv["channel"]] = fv["png"]
-                how = "feature visualisation, 64 px"
-            else:
-                thumbs = _map_thumbs(model, weights, digest, raw, size, src, chans)
-                how = f"map over your image ({caption}); choose a dataset for top patches"
-            st.caption(f"Thumbnails: each driver's {how}. Each link opens that unit's page.")
-        cols = st.columns(4)
-        for i, d in enumerate(ds_):
-            with cols[i % 4]:
-                if d["channel"] in thumbs:
-                    st.image(thumbs[d["channel"]], width=96)
-                st.markdown(f"**{d['label']}** · {d['value']:.3g}")
-                if d["layer"] is not None:
-                    w.unit_link(model, weights, d["layer"], d["channel"], dataset,
-                                label=f"{d['layer']} · {d['channel']}")
+            for d in ds_:
+                if result.hits(src, d.channel):
+                    thumbs[d.channel] = w.png_bytes(patch_image(result, src, d.channel, 0))
+            how = f"top patch in {ds.name}"
+        elif st.toggle("Feature-visualisation thumbnails (64 px; about a minute on a CPU)", key=f"{KEY}_dr_fv"):
+            for fv in _featviz(model, weights, src, chans, 48, 64):
+                thumbs[fv["channel"]] = fv["png"]
+            how = "feature visualisation, 64 px"
+        else:
+            thumbs = _map_thumbs(model, weights, digest, raw, size, src, chans)
+            how = f"map over your image ({caption}); choose a dataset for top patches"
+        st.caption(f"Thumbnails: each driver's {how}. Each link opens that unit's page.")
+    cols = st.columns(4)
+    for i, d in enumerate(ds_):
+        with cols[i % 4]:
+            if d.channel in thumbs:
+                st.image(thumbs[d.channel], width=96)
+            st.markdown(f"**{d.label}** · {d.value:.3g}")
+            if d.layer is not None:
+                w.unit_link(model, weights, d.layer, d.channel, dataset, label=f"{d.layer} · {d.channel}")

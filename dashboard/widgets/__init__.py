@@ -20,14 +20,14 @@ from dashboard.widgets.datasets import (
     open_dataset_or_stop, ray_or_stop,
 )
 from dashboard.widgets.errors import errors_shown, one_line, show_error
-from dashboard.widgets.figures import nearest_tap, predictions_figure, vector_figure
+from dashboard.widgets.figures import nearest_tap, predictions_figure, shape_bias_figure, vector_figure
 from dashboard.widgets.images import (
     SESSION_IMAGE, current_image, from_raw, image_digest, image_input, image_payload, png_bytes, session_image,
     set_session_image, thumbnail,
 )
 from dashboard.widgets.links import (
     PAGE_DATASET_EXAMPLES, PAGE_FEATURE_VIZ, PAGE_UNIT, channel_links, receive_channel_target, set_channel_target,
-    unit_link, unit_params, unit_url,
+    set_unit_address, unit_address, unit_link, unit_params, unit_url,
 )
 from dashboard.widgets.models import (
     get_model, layer_picker, load_model_or_stop, model_label, model_picker, trained_models, trained_now,
@@ -46,3 +46,4 @@ __all__ = [
     "weights_now", "weights_picker",
 ]
 __all__ += ["allowed_path_or_stop", "data_roots", "errors_shown", "one_line", "show_error"]
+__all__ += ["set_unit_address", "shape_bias_figure", "unit_address"]

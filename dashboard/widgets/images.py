@@ -10,7 +10,7 @@ import io
 import streamlit as st
 from PIL import Image
 
-from vizcore.data import ImageLoadError, load_image, load_sample, sample_names
+from vizcore.data import ImageLoadError, load_image, load_sample, sample_names, to_rgb
 
 
 SESSION_IMAGE = "session_image"
@@ -140,7 +140,7 @@ def image_digest(img: Image.Image) -> str:
 
 def image_payload(img: Image.Image) -> tuple[str, bytes, tuple[int, int]]:
     """``(digest, raw RGB bytes, (width, height))`` to hand to the cached functions."""
-    img = img if img.mode == "RGB" else img.convert("RGB")
+    img = to_rgb(img)
     return image_digest(img), img.tobytes(), img.size
 
 

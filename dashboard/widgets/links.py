@@ -4,7 +4,8 @@
 and switches page; :func:`receive_channel_target` applies it once on the receiving page.
 :func:`unit_url` / :func:`unit_link` point at the unit page, whose address names the unit
 (``unit?model=...&weights=...&layer=...&channel=...[&dataset=...]``), so the link also works
-pasted into a new browser.
+pasted into a new browser. :func:`unit_address` reads that address on the unit page and
+:func:`set_unit_address` writes it back: the one place the address is parsed and written.
 """
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
+from dashboard import pages
 from vizcore.models import list_models
 
-PAGE_DATASET_EXAMPLES = "app_pages/dataset_examples.py"
-PAGE_FEATURE_VIZ = "app_pages/feature_viz.py"
-PAGE_UNIT = "app_pages/unit.py"
-UNIT_URL_PATH = "unit"
+PAGE_DATASET_EXAMPLES = pages.DATASET_EXAMPLES.path
+PAGE_FEATURE_VIZ = pages.FEATURE_VIZ.path
+PAGE_UNIT = pages.UNIT.path
+UNIT_URL_PATH = pages.UNIT.name
+UNIT_PARAMS = ("model", "weights", "layer", "channel", "dataset")
+"""The query parameters of a unit page's address, in order."""
 
 
 def unit_params(model: str, weights: str, layer: str, channel: int, dataset: str | None = None) -> dict[str, str]:
@@ -32,6 +36,34 @@ def unit_url(model: str, weights: str, layer: str, channel: int, dataset: str | 
     """The unit page's address relative to the app's root, e.g.
     ``unit?model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12``."""
     return f"{UNIT_URL_PATH}?{urlencode(unit_params(model, weights, layer, channel, dataset))}"
+
+
+def unit_address(key: str) -> tuple[dict[str, str], bool]:
+    """The unit the page should show, and whether it was just named by a new address.
+
+    A new address (opened, pasted, a link followed) is remembered as wanted until the
+    page writes its own (:func:`set_unit_address`); a bare ``/unit`` (from the navigation)
+    comes back to the session's last unit. Returns ``(wanted parameters, fresh)``: the page
+    applies the parameters to its sidebar only when ``fresh``.
+    """
+    url = {k: st.query_params[k] for k in UNIT_PARAMS if k in st.query_params}
+    fresh = url != st.session_state.get(f"{key}_synced")
+    if fresh:
+        st.session_state[f"{key}_synced"] = url
+        st.session_state[f"{key}_want"] = url or st.session_state.get(f"{key}_last") or {}
+    return dict(st.session_state.get(f"{key}_want") or {}), fresh
+
+
+def set_unit_address(key: str, model: str, weights: str, layer: str, channel: int,
+                     dataset: str | None = None) -> dict[str, str]:
+    """Write the unit shown into the page's address (so it can be shared) and remember it as the
+    session's last unit; returns the parameters."""
+    address = unit_params(model, weights, layer, channel, dataset)
+    st.session_state[f"{key}_last"] = address
+    if address != {k: st.query_params[k] for k in UNIT_PARAMS if k in st.query_params}:
+        st.query_params.from_dict(address)
+        st.session_state[f"{key}_synced"] = address
+    return address
 
 
 def unit_link(model: str, weights: str, layer: str, channel: int, dataset: str | None = None, *,

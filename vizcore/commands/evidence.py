@@ -64,7 +64,8 @@ def run(args) -> int:
     from vizcore.cache import atomic_write_bytes
     from vizcore.commands._util import load_model_cli, write_json
     from vizcore.commands.predict import read_images
-    from vizcore.evidence import evidence_channels, explain, get_method, resolve_target
+    from vizcore.evidence import evidence_channels, explain, get_method
+    from vizcore.evidence.targets import resolve_target
     from vizcore.models import get_spec
 
     for m in args.methods:

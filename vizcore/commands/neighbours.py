@@ -69,7 +69,8 @@ def run(args) -> int:
 
     from vizcore.commands._util import load_model_cli, write_json
     from vizcore.data import load_image, open_dataset
-    from vizcore.similarity import nearest_neighbours, order_layers
+    from vizcore.neighbours import nearest_neighbours
+    from vizcore.similarity import order_layers
 
     if args.k < 1:
         raise ValueError("--k must be at least 1")

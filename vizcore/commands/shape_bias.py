@@ -32,7 +32,8 @@ def run(args) -> int:
     import sys
 
     from vizcore.commands._util import load_model_cli, write_json
-    from vizcore.cueconflict import check_imagenet_head, locate_stimuli, shape_bias, summary_lines
+    from vizcore.cueconflict import check_imagenet_head, shape_bias, summary_lines
+    from vizcore.data.stimuli import locate_stimuli
     from vizcore.models import get_spec
 
     if args.batch_size < 1:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vizcore.evidence import attribution, cam  # noqa: F401 - the methods register themselves on import
 from vizcore.evidence.channels import ChannelShare, EvidenceChannels, evidence_channels, layer_tap
 from vizcore.evidence.faithfulness import Faithfulness, faithfulness, random_map
 from vizcore.evidence.registry import (
@@ -36,30 +37,16 @@ from vizcore.evidence.registry import (
     list_methods,
     method,
 )
-from vizcore.models import LoadedModel, ModelSpec
+from vizcore.evidence.targets import Target, prepare, resolve_target
+from vizcore.models import LoadedModel
 from vizcore.summary import Geometry
 
 __all__ = [
     "ChannelShare", "EvidenceChannels", "EvidenceMap", "EvidenceReport", "EvidenceStopped", "Faithfulness",
-    "MethodNotApplicable", "MethodSpec", "RawEvidence", "Target", "UnknownClassError", "UnknownMethodError",
+    "MethodNotApplicable", "MethodSpec", "RawEvidence", "UnknownMethodError",
     "evidence", "evidence_channels", "explain", "faithfulness", "fcn_scene", "get_method", "layer_tap",
-    "list_methods", "method", "random_map", "resolve_target", "to_input", "top_patches",
+    "list_methods", "method", "random_map", "to_input", "top_patches",
 ]
-
-
-class UnknownClassError(ValueError):
-    """A class name or index the model does not have."""
-
-
-@dataclass(frozen=True)
-class Target:
-    """The class being explained: ImageNet ``index`` and ``label``."""
-
-    index: int
-    label: str
-
-    def to_json(self) -> dict:
-        return {"index": self.index, "label": self.label}
 
 
 @dataclass(frozen=True, eq=False)
@@ -104,7 +91,7 @@ class EvidenceMap:
         return m / hi if hi > 0 else np.zeros_like(m)
 
     def overlay(self, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
-        from vizcore.activations import overlay
+        from vizcore.render import overlay
 
         return overlay(self.image, self.heat(), alpha=alpha, cmap=cmap)
 
@@ -122,48 +109,6 @@ def _logits(lm: LoadedModel, x: torch.Tensor) -> torch.Tensor:
     if not torch.is_tensor(out):
         out = getattr(out, "logits", out[0])
     return out
-
-
-def resolve_target(lm: LoadedModel | ModelSpec, target: int | str | None,
-                   logits: torch.Tensor | None = None) -> Target:
-    """The class meant by ``target``: an index, a label (case-insensitive) or ``"top1"``/``None``.
-
-    ``lm`` may be a loaded model or just its spec (to check a label before loading).
-    ``logits`` ``(1, K)`` are needed for ``top1``. Unknown labels raise
-    :class:`UnknownClassError` naming the closest labels.
-    """
-    import difflib
-
-    if isinstance(lm, ModelSpec):
-        cats = list(lm.categories() if lm.categories else [])
-    else:
-        cats = list(lm.categories or [])
-    if not cats:
-        raise UnknownClassError(f"{lm.name} has no class names; it cannot be explained by class")
-    if target is None or (isinstance(target, str) and target.strip().lower() == "top1"):
-        if logits is None:
-            raise ValueError("top1 needs the logits of the image")
-        i = int(logits[0].argmax())
-        return Target(i, cats[i])
-    if isinstance(target, str) and target.strip().lstrip("-").isdigit():
-        target = int(target.strip())
-    if isinstance(target, (int, np.integer)):
-        if not 0 <= int(target) < len(cats):
-            raise UnknownClassError(f"class index {target} is out of range 0-{len(cats) - 1}")
-        return Target(int(target), cats[int(target)])
-    name = str(target).strip().lower()
-    hits = [i for i, c in enumerate(cats) if c.lower() == name]
-    if len(hits) == 1:
-        return Target(hits[0], cats[hits[0]])
-    if len(hits) > 1:
-        raise UnknownClassError(f"class {target!r} is ambiguous (indices {', '.join(map(str, hits))}); "
-                                "give the index")
-    lower = {c.lower(): c for c in cats}
-    close = [lower[c] for c in difflib.get_close_matches(name, list(lower), n=5, cutoff=0.6)]
-    close += [c for c in cats if name in c.lower() and c not in close][: max(0, 5 - len(close))]
-    hint = f" Closest: {', '.join(close)}." if close else ""
-    raise UnknownClassError(f"unknown class {target!r} for {lm.name}.{hint} Give a label, an index 0-"
-                            f"{len(cats) - 1} or top1.")
 
 
 # ---------------------------------------------------------------------- resizing
@@ -194,17 +139,6 @@ def to_input(raw: torch.Tensor, geometry: Geometry | None, size: tuple[int, int]
 
 
 # ---------------------------------------------------------------------- evidence
-def _prepare(lm: LoadedModel, image: Image.Image | torch.Tensor) -> tuple[torch.Tensor, Image.Image]:
-    from vizcore.activations import denormalize, preprocess
-
-    if torch.is_tensor(image):
-        x = image if image.dim() == 4 else image[None]
-        x = x.to(lm.device)
-    else:
-        x = preprocess(lm, image)
-    return x, denormalize(lm, x[0])
-
-
 def evidence(lm: LoadedModel, image: Image.Image | torch.Tensor, target: int | str | None, method: str,
              *, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
              **settings) -> EvidenceMap:
@@ -229,7 +163,7 @@ def evidence(lm: LoadedModel, image: Image.Image | torch.Tensor, target: int | s
     if unknown:
         raise ValueError(f"unknown setting(s) for {method}: {', '.join(unknown)}; "
                          f"known: {', '.join(spec.defaults) or 'none'}")
-    x, crop = _prepare(lm, image)
+    x, crop = prepare(lm, image)
     tgt = (resolve_target(lm, target, _logits(lm, x)) if target is None or str(target).lower() == "top1"
            else resolve_target(lm, target))
     t0 = time.perf_counter()
@@ -341,7 +275,7 @@ def explain(lm: LoadedModel, image: Image.Image, target: int | str | None, metho
     names = list(dict.fromkeys(methods))
     for n in names:
         get_method(n)  # unknown names fail before any work
-    x, crop = _prepare(lm, image)
+    x, crop = prepare(lm, image)
     logits = _logits(lm, x)
     tgt = resolve_target(lm, target, logits)
 

@@ -1,7 +1,8 @@
 """The evidence-method registry, after timm's ``@register_model``.
 
 Each method module registers its methods beside their code with :func:`method`;
-the registry never imports them back except lazily in :func:`_ensure_loaded`.
+the registry never imports them back (the package :mod:`vizcore.evidence` imports them,
+so they are registered before any method is looked up).
 A method is a function ``fn(lm, x, target, *, progress, should_stop, **settings)``
 that returns a :class:`RawEvidence` for one preprocessed input ``x`` ``(1, 3, H, W)``.
 """
@@ -91,20 +92,13 @@ def method(name: str, *, title: str, paper: str, description: str, slow: bool = 
     return deco
 
 
-def _ensure_loaded() -> None:
-    # The method modules register themselves on import.
-    from vizcore.evidence import attribution, cam  # noqa: F401
-
-
 def list_methods() -> list[str]:
     """Registered method names in registration order."""
-    _ensure_loaded()
     return list(_REGISTRY)
 
 
 def get_method(name: str) -> MethodSpec:
     """The spec of a method, or an error naming the closest valid ones."""
-    _ensure_loaded()
     if name in _REGISTRY:
         return _REGISTRY[name]
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
