@@ -128,7 +128,7 @@ def test_weight_drivers_and_dataset_top_images(lite0):
     mags = lite0.model.conv_head.weight[7].detach().abs().sum(dim=(1, 2))
     best = torch.argsort(mags, descending=True)[:8].tolist()
     assert [int(q["channel"]) for q in links] == [best[i] for c in range(4) for i in range(c, 8, 4)]  # 4 columns
-    assert all(q["dataset"] == "samples" for q in links)
+    assert all(q["dataset"] == "builtin" for q in links)  # the short name of the built-in photos
 
 
 @pytest.mark.parametrize("params,words", [

@@ -58,6 +58,7 @@ with st.sidebar:
 
 w.weights_badge(lm)
 ds = w.open_dataset_or_stop(spec)
+ds_ref = w.set_session_dataset(spec)  # the session's dataset from now on: the unit page and links show it
 
 taps = [t.name for t in lm.taps()]
 layers = taps[: taps.index(layer) + 1] if earlier and layer in taps else [layer]
@@ -202,7 +203,7 @@ target = st.session_state.get(f"{KEY}_applied_target")  # survives the reruns of
 if target and target.get("layer") == layer and target.get("model") == model:
     d2.info(f"Opened from the Activations page: {target['model']} · {target['layer']} · channel {target['channel']}.")
 hits = result.layers[layer][int(channel)]
-w.unit_link(model, weights, layer, int(channel), spec)
+w.unit_link(model, weights, layer, int(channel), ds_ref)
 show_heat = d1.toggle("Activation heatmaps", value=True, key=f"{KEY}_heat",
                       help="The channel's map over each whole image (one forward per image), "
                            "with the receptive-field box outlined.")

@@ -1,6 +1,7 @@
 """Unit: everything about one channel on one page, at an address that names it.
 
-``unit?model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12[&dataset=SPEC]``:
+``unit?model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12[&dataset=NAME]``
+(``NAME`` a short name the server resolves, :mod:`vizcore.data.refs`, never a server path):
 the address is read with ``st.query_params`` and kept in sync with the sidebar, so
 opening it in a new browser shows the same unit. Sections are computed on demand and
 cached: the activation on the session's image (always, one forward pass), receptive
@@ -23,6 +24,7 @@ KEY = "unit"
 PARAMS = ("model", "weights", "layer", "channel", "dataset")
 WEIGHTS = ("auto", "random")
 K = 9
+DATASET_LABELS = {"builtin": "built-in sample photographs", "imagenet-samples": "ImageNet sample images (1,000)"}
 
 
 # ------------------------------------------------------------------ cached engine calls
@@ -245,20 +247,36 @@ with st.sidebar:
     channel = int(st.number_input(f"Channel (0-{n_ch - 1})", 0, n_ch - 1, step=1, key=f"{KEY}_channel",
                                   on_change=_clear_problem))
     st.subheader("Dataset")
-    ds_options = ["samples"] + [str(w.SHARED_DATA / d) for d in ("imagenet-samples",) if (w.SHARED_DATA / d).is_dir()]
-    if fresh and want.get("dataset"):
-        if want["dataset"] not in ds_options:
-            ds_options.append(want["dataset"])
-        st.session_state[f"{KEY}_dataset"] = want["dataset"]
-    elif st.session_state.get(f"{KEY}_dataset") and st.session_state[f"{KEY}_dataset"] not in ds_options:
+    # Short names only (vizcore.data.refs): the address never carries a path of this server.
+    ds_options = ["builtin"] + (["imagenet-samples"] if w.offered_imagenet() is not None else [])
+    if fresh:  # the address's dataset, else the session's (the one just mined on Dataset examples, say)
+        ds_want = url.get("dataset") or w.session_dataset() or want.get("dataset")
+        ds_want = "builtin" if ds_want == "samples" else ds_want
+        if ds_want:
+            if ds_want not in ds_options:
+                ds_options.append(ds_want)
+            st.session_state[f"{KEY}_dataset"] = ds_want
+    if st.session_state.get(f"{KEY}_dataset") and st.session_state[f"{KEY}_dataset"] not in ds_options:
         ds_options.append(st.session_state[f"{KEY}_dataset"])
     dataset = st.selectbox("Top images from", ds_options, key=f"{KEY}_dataset", index=None,
                            placeholder="no dataset yet", on_change=_clear_problem,
-                           format_func=lambda s: "built-in sample photographs" if s == "samples" else s,
+                           format_func=lambda s: DATASET_LABELS.get(s, s),
                            help="Where the unit's top images come from (mined once, cached on disk).")
     other = st.text_input("…or another dataset (folder, cifar10, cue-conflict:ROOT)", key=f"{KEY}_dataset_other")
     if other.strip():
-        dataset = other.strip()
+        try:
+            dataset = w.dataset_ref(other.strip())  # a typed path, named by its data root
+        except (PermissionError, ValueError) as e:
+            w.show_error(e, "Cannot use that dataset")
+            st.stop()
+spec = None
+if dataset:
+    try:
+        spec = w.dataset_spec(dataset)
+    except (PermissionError, ValueError) as e:
+        _problem(f"The address names dataset {dataset!r}: {e}")
+    else:
+        st.session_state[w.SESSION_DATASET] = dataset  # the session's dataset, as its image is
 
 problem = st.session_state.get(f"{KEY}_problem")
 if problem:
@@ -340,9 +358,9 @@ result = None
 if not dataset:
     st.info("Choose a dataset in the sidebar to see the images that excite this channel most.")
 else:
-    ds = w.open_dataset_or_stop(dataset)
-    job_key = (model, weights, dataset, ds.fingerprint(), mine_layers)
-    if _cached(model, weights, dataset, mine_layers) or st.session_state.get(f"{KEY}_mined") == job_key \
+    ds = w.open_dataset_or_stop(spec)
+    job_key = (model, weights, spec, ds.fingerprint(), mine_layers)
+    if _cached(model, weights, spec, mine_layers) or st.session_state.get(f"{KEY}_mined") == job_key \
             or st.button(f"Find the top images in {ds.name} ({len(ds)} images)", key=f"{KEY}_mine",
                          icon=":material/search:"):
         st.session_state[f"{KEY}_mined"] = job_key
@@ -357,7 +375,7 @@ else:
                          width="stretch")
                 st.image(v["map"], width="stretch")
 files = tuple(h.file for h in result.hits(layer, channel)) if result is not None else ()
-on_what = (f"its {len(files)} top images in {Path(dataset).name or dataset}" if files
+on_what = (f"its {len(files)} top images in {ds.name}" if files
            else f"your image ({caption}); choose a dataset for its top images")
 
 # -- class support

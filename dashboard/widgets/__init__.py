@@ -16,8 +16,9 @@ from dashboard.widgets.activations import (
     GRID_ORDERS, activation_overview, cached_extract, cached_gradcam, cached_grids,
 )
 from dashboard.widgets.datasets import (
-    DATASET_SOURCES, ENGINES, SHARED_DATA, allowed_path_or_stop, data_roots, dataset_input, engine_input,
-    open_dataset_or_stop, ray_or_stop,
+    DATASET_SOURCES, ENGINES, SESSION_DATASET, SHARED_DATA, allowed_path_or_stop, data_roots, dataset_input,
+    dataset_ref, dataset_spec, engine_input, offered_imagenet, open_dataset_or_stop, ray_or_stop, session_dataset,
+    set_session_dataset,
 )
 from dashboard.widgets.errors import errors_shown, one_line, show_error
 from dashboard.widgets.figures import nearest_tap, predictions_figure, vector_figure
@@ -46,3 +47,5 @@ __all__ = [
     "weights_now", "weights_picker",
 ]
 __all__ += ["allowed_path_or_stop", "data_roots", "errors_shown", "one_line", "show_error"]
+__all__ += ["SESSION_DATASET", "dataset_ref", "dataset_spec", "offered_imagenet", "session_dataset",
+            "set_session_dataset"]

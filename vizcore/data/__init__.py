@@ -32,3 +32,6 @@ from vizcore.data.stimuli import (  # noqa: E402
 
 __all__ += ["SUBSET_FOLDERS", "StimuliError", "default_stimuli_dir", "download_stimuli", "locate_stimuli",
             "stimuli_digest"]
+from vizcore.data.refs import DatasetRefError, dataset_ref, ref_spec, resolve_dataset_ref  # noqa: E402
+
+__all__ += ["DatasetRefError", "dataset_ref", "ref_spec", "resolve_dataset_ref"]
