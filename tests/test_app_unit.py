@@ -117,7 +117,10 @@ def test_weight_drivers_and_dataset_top_images(lite0):
     assert not at.exception and not at.error
     crops = [i for i in at.image if i.captions and i.captions[0].startswith("#")]
     assert len(crops) == 9
-    assert all("effective receptive field" in i.captions[0] for i in crops)  # the head sees the whole image
+    # The head sees the whole image: each crop is where the channel's map reaches half its maximum,
+    # square (equal heights) and captioned on one line (rank · activation · file).
+    assert any("Crop: activation ≥ half its max" in c.value for c in at.caption)
+    assert all(len(i.captions[0]) <= 32 and i.captions[0].count(" · ") == 2 for i in crops)
     at.toggle(key="unit_show_dr").set_value(True).run()
     assert not at.exception and not at.error
     assert any("weight magnitude" in c.value and "conv_head" in c.value for c in at.caption)

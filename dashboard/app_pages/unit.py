@@ -10,8 +10,6 @@ fields, feature visualisation, top dataset patches, class support and drivers
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
@@ -132,7 +130,7 @@ def _mine(model: str, weights: str, spec: str, fingerprint: str, layers: tuple[s
 @st.cache_data(max_entries=64, show_spinner=False)
 def _hit_views(model: str, weights: str, key: str, layer: str, channel: int, _result) -> list[dict]:
     """Per hit: the crop that shows something (and which kind it is) and the map over the image."""
-    from vizcore.render import heatmap_overlay
+    from vizcore.render import fit, heatmap_overlay
     from vizcore.unit import hit_crop
 
     lm = w.get_model(model, weights)
@@ -141,7 +139,7 @@ def _hit_views(model: str, weights: str, key: str, layer: str, channel: int, _re
     out = []
     for r, h in enumerate(hits):
         c = hit_crop(lm, _result, layer, channel, r)
-        out.append({"crop": w.png_bytes(c.image), "method": c.method, "file": Path(h.file).name,
+        out.append({"crop": w.png_bytes(fit(c.image, 160)), "method": c.method, "file": w.short_name(h.file),
                     "value": h.value, "map": w.png_bytes(heatmap_overlay(lm, _result, layer, channel, r))})
         bar.progress((r + 1) / len(hits), text=f"Crops and activation maps: {r + 1}/{len(hits)}")
     bar.empty()
@@ -366,13 +364,16 @@ else:
         st.session_state[f"{KEY}_mined"] = job_key
         result = _mine(*job_key)
         views = _hit_views(model, weights, f"{job_key}", layer, channel, result)
+        methods = sorted({v["method"] for v in views})
         st.caption(f"The {len(views)} images of {ds.name} ({result.n_images} mined) where channel {channel} "
-                   f"peaks highest: the crop around the peak unit, then the channel's map over the image.")
+                   f"peaks highest (rank · the channel's activation at its peak · file). Crop: {', '.join(methods)}"
+                   + (" (cyan: where the map is at least half its maximum; yellow: the peak unit's receptive "
+                      "field where it fits)" if any(m.startswith("activation") for m in methods) else "")
+                   + "; then the channel's map over the whole image.")
         cols = st.columns(min(len(views), 5) or 1)
         for i, v in enumerate(views):
             with cols[i % len(cols)]:
-                st.image(v["crop"], caption=f"#{i + 1} · {v['value']:.3g} · {v['file']} · {v['method']}",
-                         width="stretch")
+                st.image(v["crop"], caption=f"#{i + 1} · {v['value']:.3g} · {v['file']}", width="stretch")
                 st.image(v["map"], width="stretch")
 files = tuple(h.file for h in result.hits(layer, channel)) if result is not None else ()
 on_what = (f"its {len(files)} top images in {ds.name}" if files

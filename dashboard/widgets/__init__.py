@@ -24,7 +24,7 @@ from dashboard.widgets.errors import errors_shown, one_line, show_error
 from dashboard.widgets.figures import nearest_tap, predictions_figure, vector_figure
 from dashboard.widgets.images import (
     SESSION_IMAGE, current_image, from_raw, image_digest, image_input, image_payload, png_bytes, session_image,
-    set_session_image, thumbnail,
+    set_session_image, short_name, thumbnail,
 )
 from dashboard.widgets.links import (
     PAGE_DATASET_EXAMPLES, PAGE_FEATURE_VIZ, PAGE_UNIT, channel_links, receive_channel_target, set_channel_target,
@@ -47,5 +47,6 @@ __all__ = [
     "weights_now", "weights_picker",
 ]
 __all__ += ["allowed_path_or_stop", "data_roots", "errors_shown", "one_line", "show_error"]
+__all__ += ["short_name"]
 __all__ += ["SESSION_DATASET", "dataset_ref", "dataset_spec", "offered_imagenet", "session_dataset",
             "set_session_dataset"]

@@ -132,6 +132,16 @@ def thumbnail(file: str, side: int = 128) -> Image.Image | None:
 
 
 
+def short_name(file: str, n: int = 16) -> str:
+    """A file's name for a one-line caption: the stem without an ImageNet WordNet id
+    (``n02099601_golden_retriever.JPEG`` → ``golden retriever``), cut to ``n`` characters."""
+    import re
+    from pathlib import Path
+
+    stem = re.sub(r"^n\d{8}_", "", Path(file).stem).replace("_", " ")
+    return stem if len(stem) <= n else stem[: n - 1] + "…"
+
+
 def image_digest(img: Image.Image) -> str:
     """A content hash of an RGB image (size and pixels), used as the cache key."""
     import hashlib
