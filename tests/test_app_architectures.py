@@ -101,7 +101,7 @@ def test_page_renders_table_and_charts_for_two_models():
     # the receptive-field picture: one image, the chosen layer's rf in the caption
     at.selectbox(key=f"{KEY}_rf_layer_resnet18").set_value("layer2.1").run()
     assert not at.exception, at.exception
-    assert [c for im in at.image for c in im.captions] == ["resnet18 at 224 px"]
+    assert [c for im in at.image for c in im.captions] == ["resnet18 at 224 px on cat"]  # the session image
     row = summarize("resnet18").row("layer2.1")
     assert any(f"receptive field {row.rf} px, jump {row.jump} px" in c.value for c in at.caption)
 
