@@ -194,3 +194,24 @@ def test_newcomer_walk_every_page_with_one_photo(server, browser, tmp_path, lite
     no_exception(fresh, "the unit page opened by its address")
     if shots:
         _save_page_screenshot(fresh, "unit_by_address")
+
+
+_CUT_OFF = """() => [...document.querySelectorAll(
+    '[data-testid="stSidebar"] input[role="combobox"], [data-testid="stSidebar"] [data-testid="stMultiSelect"] span')]
+    .filter(e => e.clientWidth > 0 && (e.value || e.textContent).trim())
+    .map(e => [(e.value || e.textContent).trim(), e.scrollWidth, e.clientWidth])"""
+
+
+def test_sidebar_model_labels_are_not_cut_off(server, browser):
+    """Every model picker's text in the sidebar fits its box or chip (Chromium's own layout: an
+    input or chip whose text is wider than it is cut off with an ellipsis)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    for path, text in (("activations", "efficientnet_lite0"), ("compare", "efficientnet_lite0"),
+                       ("probes", "efficientnet_lite0"), ("unit", "efficientnet_lite0")):
+        page.goto(f"{server}/{path}")
+        page.wait_for_function(f"() => ({_CUT_OFF})().some(([t]) => t.includes({text!r}))", timeout=180_000)
+        shown = page.evaluate(_CUT_OFF)
+        assert any(text in t for t, _, _ in shown), (path, shown)
+        cut = [(t, sw, cw) for t, sw, cw in shown if sw > cw + 1]
+        assert not cut, (path, cut)
+    page.close()

@@ -32,7 +32,7 @@ from dashboard.widgets.links import (
 )
 from dashboard.widgets.models import (
     get_model, layer_picker, load_model_or_stop, model_label, model_picker, trained_models, trained_now,
-    weights_badge, weights_now, weights_picker,
+    weights_badge, weights_note, weights_now, weights_picker,
 )
 from dashboard.widgets.progress import duration, eta_text, progress_bar, stepped_job
 
@@ -47,6 +47,6 @@ __all__ = [
     "weights_now", "weights_picker",
 ]
 __all__ += ["allowed_path_or_stop", "data_roots", "errors_shown", "one_line", "show_error"]
-__all__ += ["short_name"]
+__all__ += ["short_name", "weights_note"]
 __all__ += ["SESSION_DATASET", "dataset_ref", "dataset_spec", "offered_imagenet", "session_dataset",
             "set_session_dataset"]
