@@ -182,7 +182,7 @@ def test_dashboard_reads_a_ray_result_without_recomputing(local_ray, lite0, tmp_
     assert ok and "from the cache" in ok[0] and "10 images of **samples**" in ok[0]
     assert not at.get("progress")  # nothing was mined in the page
     best = {c.split(" · ")[0]: c for im in at.image for c in im.captions if c.startswith("channel ")}
-    assert best["channel 0"] == f"channel 0 · max {mined.layers['blocks.1.0'][0][0].value:.3g}"
+    assert best["channel 0"] == f"channel 0 · max activation {mined.layers['blocks.1.0'][0][0].value:.3g}"
     # the page's own Ray engine: another layer, mined on the process's Ray, then cached
     at.radio(key="dataset_examples_engine").set_value("ray")
     at.selectbox(key="dataset_examples_layer").set_value("blocks.0.0")
