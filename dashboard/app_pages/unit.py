@@ -340,7 +340,8 @@ st.subheader("Feature visualisation")
 f1, f2, f3 = st.columns([2, 1, 1])
 fv_steps = f2.select_slider("Steps", [16, 32, 64, 128, 256, 512], value=128, key=f"{KEY}_fv_steps")
 fv_size = f3.select_slider("Size (px)", [64, 96, 128, 160, 224], value=128, key=f"{KEY}_fv_size")
-if f1.toggle("Render the channel's feature visualisation (128 px, 128 steps: about a minute on a CPU)",
+if f1.toggle("Render the channel's feature visualisation (its progress bar shows the steps done; the "
+             "Feature visualisation page estimates the time on this machine)",
              key=f"{KEY}_show_fv"):
     try:
         (fv,) = _featviz(model, weights, layer, (channel,), int(fv_steps), int(fv_size))
@@ -418,7 +419,7 @@ if st.toggle(f"Find the units of the previous layer that drive it most (over {on
                     if result.hits(src, d["channel"]):
                         thumbs[d["channel"]] = w.png_bytes(patch_image(result, src, d["channel"], 0))
                 how = f"top patch in {ds.name}"
-            elif st.toggle("Feature-visualisation thumbnails (64 px; about a minute on a CPU)", key=f"{KEY}_dr_fv"):
+            elif st.toggle("Feature-visualisation thumbnails (64 px, 48 steps each)", key=f"{KEY}_dr_fv"):
                 for fv in _featviz(model, weights, src, chans, 48, 64):
                     thumbs[fv["channel"]] = fv["png"]
                 how = "feature visualisation, 64 px"
