@@ -178,6 +178,41 @@ def test_bad_upload_shows_error_and_page_keeps_working(lite0, name, blob, words)
     assert _crop_caption(at).startswith("astronaut.png: the 224px crop")
 
 
+def test_grid_tiles_are_numbered_and_the_channel_box_follows_a_new_image(lite0):
+    from streamlit.runtime.memory_media_file_storage import _calculate_file_id
+
+    from vizcore.render import channel_grid
+
+    at = _app()
+    res = extract(lite0, load_sample("cat"))
+    name = "blocks.2.0"
+    exp = next(e for e in at.expander if e.label.startswith(f"**{name}**"))
+    grid, chans = channel_grid(res.layers[name].output, top=16, order="mean", cell=64, labels=True)
+    assert exp.image[0].value[0].endswith(_calculate_file_id(_png(grid), "image/png") + ".png")  # numbered tiles
+
+    def boxes() -> dict[str, tuple[int, int]]:
+        """Per spatial layer: (the channel box, the grid's top channel)."""
+        out = {}
+        for e in at.expander:
+            layer = e.label.split("**")[1] if e.label.startswith("**") else None
+            box = [n for n in e.number_input if n.key == f"{KEY}_ch_efficientnet_lite0_{layer}"]
+            if box and e.image:
+                out[layer] = (box[0].value, _grid_channels(e.image[0].captions[0])[0])
+        return out
+
+    before = boxes()
+    assert before and all(v == top for v, top in before.values())
+    at.selectbox(key=f"{KEY}_sample").set_value("astronaut").run()
+    assert not at.exception
+    after = boxes()
+    assert all(v == top for v, top in after.values()), after  # the new image's top channel
+    assert any(after[la][1] != before[la][1] for la in after)  # the check can fail: some top channels moved
+    # A channel the user picks stays while the image stays.
+    at.number_input(key=f"{KEY}_ch_efficientnet_lite0_{name}").set_value(3).run()
+    at.toggle(key=f"{KEY}_shared").set_value(True).run()
+    assert at.number_input(key=f"{KEY}_ch_efficientnet_lite0_{name}").value == 3
+
+
 def test_choose_another_sample_and_grid_options(lite0):
     at = _app()
     at.selectbox(key=f"{KEY}_sample").set_value("coffee").run()
@@ -274,7 +309,7 @@ def test_late_layer_maps_upsampled_over_the_image_and_unit_link(lite0):
     assert len(exp.image) == 1 and exp.image[0].value != tiles
     chans = _grid_channels(exp.image[0].captions[0])
     res = extract(lite0, load_sample("cat"), layers=[name])
-    expected = overlay_grid(lite0, name, res.layers[name].output, res.image, chans, cell=64)
+    expected = overlay_grid(lite0, name, res.layers[name].output, res.image, chans, cell=64, labels=True)
     assert expected.size == (4 * 66 + 2, 4 * 66 + 2)  # 16 channels in a 4 x 4 grid of 64 px overlays
     # Media ids are content hashes: the page shows exactly the engine's picture.
     from streamlit.runtime.memory_media_file_storage import _calculate_file_id

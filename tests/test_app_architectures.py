@@ -102,7 +102,7 @@ def test_page_renders_table_and_charts_for_two_models():
     # the receptive-field picture: one image, the chosen layer's rf in the caption
     at.selectbox(key=f"{KEY}_rf_layer_resnet18").set_value("layer2.1").run()
     assert not at.exception, at.exception
-    assert [c for im in at.image for c in im.captions] == ["resnet18 at 224 px"]
+    assert [c for im in at.image for c in im.captions] == ["resnet18 at 224 px on cat"]  # the session image
     row = summarize("resnet18").row("layer2.1")
     assert any(f"receptive field {row.rf} px, jump {row.jump} px" in c.value for c in at.caption)
 
@@ -141,3 +141,26 @@ def test_input_size_all_rows_googlenet_table_and_bad_timm_name():
     assert not at.exception, at.exception
     assert any("not_a_real_model_xyz" in e.value for e in at.error)
     assert len(at.get("plotly_chart")) == 3  # the page keeps working for the valid choice
+
+
+
+def test_what_one_unit_sees_draws_on_the_session_image():
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.switch_page("app_pages/architectures.py").run()
+    assert not at.exception
+
+    def picture():
+        (pic,) = [i for i in at.image if i.captions and " px on " in i.captions[0]]
+        return pic
+
+    cat = picture()
+    assert cat.captions[0].endswith("px on cat")
+    # Another image chosen on another page is the one drawn here.
+    at.switch_page("app_pages/activations.py").run()
+    at.selectbox(key="activations_sample").set_value("astronaut").run()
+    at.switch_page("app_pages/architectures.py").run()
+    assert not at.exception
+    astro = picture()
+    assert astro.captions[0].endswith("px on astronaut")
+    assert astro.value != cat.value  # another picture (media ids are content hashes)
+    assert any("The image is the session's (astronaut)" in c.value for c in at.caption)

@@ -107,14 +107,18 @@ def test_pickers_mark_trained_and_random_models():
     at = _app()
     ms = at.multiselect(key=f"{KEY}_models")
     opts = dict(zip(ms.proto.options, ms.proto.options))
-    assert "✓ efficientnet_lite0 · trained (bundled)" in opts
-    assert "efficientnet_lite0 · random init" in opts
-    assert "○ vgg_c · random init only" in opts  # no published weights at all
+    assert "✓ efficientnet_lite0" in opts
+    assert "⚄ efficientnet_lite0" in opts  # its random-init twin
+    assert "○ vgg_c" in opts  # no published weights at all
     at.switch_page(pages.ACTIVATIONS.path).run()
     box = at.selectbox(key="activations_model")
-    assert "✓ efficientnet_lite0 · trained (bundled)" in box.options
-    assert "○ vgg_c · random init only" in box.options
+    assert "✓ efficientnet_lite0" in box.options
+    assert "○ vgg_c" in box.options
     assert box.value == "efficientnet_lite0"
+    # Where the chosen model's weights come from, under the (short) option text.
+    assert any(c.value == "efficientnet_lite0: ✓ trained (bundled)" for c in at.sidebar.caption)
+    at.selectbox(key="activations_model").set_value("vgg_c").run()
+    assert any(c.value == "vgg_c: ○ random init only" for c in at.sidebar.caption)
 
 
 def test_depth_slider_moves_every_model():

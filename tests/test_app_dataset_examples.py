@@ -45,7 +45,7 @@ def test_page_mines_samples_and_renders_grid(lite0, tmp_path, monkeypatch):
 
     ref = mine_top_patches(lite0, "samples", ["blocks.1.0"], k=9, batch_size=16, workers=0, cache=False)
     grid = sorted((c for c in captions if c.startswith("channel ")), key=lambda c: int(c.split()[1]))
-    assert grid == [f"channel {c} · max {ref.layers['blocks.1.0'][c][0].value:.3g}" for c in range(24)]
+    assert grid == [f"channel {c} · max activation {ref.layers['blocks.1.0'][c][0].value:.3g}" for c in range(24)]
     # the detail view of channel 0: its 9 patches, best first
     detail = [c for c in captions if c.startswith("#")]
     assert len(detail) == 9
@@ -121,7 +121,7 @@ def test_imagenet_samples_default_mine_button_time_left_and_partial_grid(lite0, 
 
     ref = mine_top_patches(lite0, f"imagenet-samples:{imagenet_samples}", ["blocks.1.0"], k=9, batch_size=16,
                            workers=0, cache=False, indices=range(64))
-    assert grid == [f"channel {c} · max {ref.layers['blocks.1.0'][c][0].value:.3g}" for c in range(12)]
+    assert grid == [f"channel {c} · max activation {ref.layers['blocks.1.0'][c][0].value:.3g}" for c in range(12)]
     assert not at.success  # not finished
     at.button(key="dataset_examples_stop").click().run()
     assert not at.exception, at.exception

@@ -91,3 +91,30 @@ def test_range_mode_and_pixel_param():
     assert [r["channel"] for r in shown["results"]] == [2, 3]
     assert shown["results"][0]["param"] == "pixel"
     json.dumps(shown["results"])
+
+
+def _estimate(at: AppTest) -> tuple[float, int, float]:
+    """(estimated seconds, steps, measured seconds per step) from the page's estimate line."""
+    import re
+
+    (text,) = [i.value for i in at.info if "on this machine" in i.value]
+    m = re.search(r"About (\d+) (s|min|h) on this machine: (\d+) steps × ([0-9.]+) s per step, measured", text)
+    assert m, text
+    total = float(m.group(1)) * {"s": 1, "min": 60, "h": 3600}[m.group(2)]
+    return total, int(m.group(3)), float(m.group(4))
+
+
+def test_time_estimate_comes_from_the_step_time_measured_here():
+    at = _open()
+    at.selectbox(key="feature_viz_layer").set_value("blocks.3.0")
+    at.run()
+    at.multiselect(key="feature_viz_channels").set_value([1, 4])
+    _small_settings(at, steps=6, size=64)
+    total, steps, per_step = _estimate(at)
+    assert steps == 6 and per_step > 0
+    assert abs(total - steps * per_step) <= 0.5 + 0.05 * steps * per_step  # "N s" rounds to the second
+    # More steps: the same measured step time, times the new count.
+    at.number_input(key="feature_viz_steps").set_value(1200).run()
+    total2, steps2, per_step2 = _estimate(at)
+    assert (steps2, per_step2) == (1200, per_step)
+    assert abs(total2 - 1200 * per_step) <= max(30, 0.05 * 1200 * per_step)  # minutes are rounded

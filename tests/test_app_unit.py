@@ -132,7 +132,10 @@ def test_weight_drivers_and_dataset_top_images(lite0):
     assert not at.exception and not at.error
     crops = [i for i in at.image if i.captions and i.captions[0].startswith("#")]
     assert len(crops) == 9
-    assert all("effective receptive field" in i.captions[0] for i in crops)  # the head sees the whole image
+    # The head sees the whole image: each crop is where the channel's map reaches half its maximum,
+    # square (equal heights) and captioned on one line (rank · activation · file).
+    assert any("Crop: activation ≥ half its max" in c.value for c in at.caption)
+    assert all(len(i.captions[0]) <= 32 and i.captions[0].count(" · ") == 2 for i in crops)
     _until_done(at, "unit_dr", start=True)
     assert not at.exception and not at.error
     assert any("weight magnitude" in c.value and "conv_head" in c.value for c in at.caption)
@@ -143,7 +146,7 @@ def test_weight_drivers_and_dataset_top_images(lite0):
     mags = lite0.model.conv_head.weight[7].detach().abs().sum(dim=(1, 2))
     best = torch.argsort(mags, descending=True)[:8].tolist()
     assert [int(q["channel"]) for q in links] == [best[i] for c in range(4) for i in range(c, 8, 4)]  # 4 columns
-    assert all(q["dataset"] == "samples" for q in links)
+    assert all(q["dataset"] == "builtin" for q in links)  # the short name of the built-in photos
 
 
 def test_a_unit_reopened_in_a_new_session_reads_its_analyses_from_the_cache(lite0):

@@ -194,3 +194,51 @@ def test_newcomer_walk_every_page_with_one_photo(server, browser, tmp_path, lite
     no_exception(fresh, "the unit page opened by its address")
     if shots:
         _save_page_screenshot(fresh, "unit_by_address")
+
+
+_CUT_OFF = """() => [...document.querySelectorAll(
+    '[data-testid="stSidebar"] input[role="combobox"], [data-testid="stSidebar"] [data-testid="stMultiSelect"] span')]
+    .filter(e => e.clientWidth > 0 && (e.value || e.textContent).trim())
+    .map(e => [(e.value || e.textContent).trim(), e.scrollWidth, e.clientWidth])"""
+
+
+def test_sidebar_model_labels_are_not_cut_off(server, browser):
+    """Every model picker's text in the sidebar fits its box or chip (Chromium's own layout: an
+    input or chip whose text is wider than it is cut off with an ellipsis)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    for path, text in (("activations", "efficientnet_lite0"), ("compare", "efficientnet_lite0"),
+                       ("probes", "efficientnet_lite0"), ("unit", "efficientnet_lite0")):
+        page.goto(f"{server}/{path}")
+        page.wait_for_function(f"() => ({_CUT_OFF})().some(([t]) => t.includes({text!r}))", timeout=180_000)
+        shown = page.evaluate(_CUT_OFF)
+        assert any(text in t for t, _, _ in shown), (path, shown)
+        cut = [(t, sw, cw) for t, sw, cw in shown if sw > cw + 1]
+        assert not cut, (path, cut)
+    page.close()
+
+
+def test_a_bad_upload_after_a_good_one_keeps_it_in_the_browser(server, browser, tmp_path):
+    """Good PNG, then an SVG into the same uploader: one error, the PNG stays the session's image,
+    and the built-in box says the upload is in use (not "cat")."""
+    good = _small_png(tmp_path / "my_coffee.png")
+    bad = tmp_path / "drawing.svg"
+    bad.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64"><rect width="64" height="64"/></svg>')
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(120_000)
+    page.goto(f"{server}/activations")
+    page.get_by_text("the 224px crop the network sees").first.wait_for()
+    upload = page.locator('input[type="file"]').first
+    upload.set_input_files(str(good))
+    page.get_by_text("my_coffee.png: the 224px crop the network sees").wait_for()
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text="Built-in image").locator("input")
+    page.wait_for_function("el => el.value === '' && el.placeholder.includes('my_coffee.png')",
+                           arg=box.element_handle())
+    upload.set_input_files(str(bad))
+    page.locator('[data-testid="stAlert"]').filter(has_text="Could not use drawing.svg").wait_for()
+    page.wait_for_timeout(2000)  # any rerun the frontend sends back has come and gone
+    assert page.get_by_text("Keeping my_coffee.png").count() == 1
+    assert page.get_by_text("my_coffee.png: the 224px crop the network sees").count() == 1
+    assert page.get_by_text("cat: the 224px crop the network sees").count() == 0
+    assert box.evaluate("el => el.value") == ""
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.close()

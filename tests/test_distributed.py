@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -182,7 +184,7 @@ def test_dashboard_reads_a_ray_result_without_recomputing(local_ray, lite0, tmp_
     assert ok and "from the cache" in ok[0] and "10 images of **samples**" in ok[0]
     assert not at.get("progress")  # nothing was mined in the page
     best = {c.split(" · ")[0]: c for im in at.image for c in im.captions if c.startswith("channel ")}
-    assert best["channel 0"] == f"channel 0 · max {mined.layers['blocks.1.0'][0][0].value:.3g}"
+    assert best["channel 0"] == f"channel 0 · max activation {mined.layers['blocks.1.0'][0][0].value:.3g}"
     # the page's own Ray engine: another layer, mined on the process's Ray, then cached
     at.radio(key="dataset_examples_engine").set_value("ray")
     at.selectbox(key="dataset_examples_layer").set_value("blocks.0.0")
@@ -198,7 +200,7 @@ def test_dashboard_reads_a_ray_result_without_recomputing(local_ray, lite0, tmp_
     assert mine_top_patches(lite0, "samples", ["blocks.0.0"], k=9, batch_size=16, workers=0).cached
 
 
-def test_cli_engine_ray_json_and_ctrl_c_leaves_no_ray_process(lite0, photos, tmp_path):
+def test_cli_engine_ray_json_and_ctrl_c_leaves_no_ray_process(lite0, imagenet_samples, tmp_path):
     """Ctrl-C during `vizcore mine --engine ray` (which starts its own local Ray): exit 130,
     nothing cached or written, every process of that Ray gone (found by a marker in their
     environment)."""
@@ -218,21 +220,43 @@ def test_cli_engine_ray_json_and_ctrl_c_leaves_no_ray_process(lite0, photos, tmp
                     pass
         return pids
 
-    files = tmp_path / "few.txt"
-    files.write_text("\n".join(photos.paths[:120]))
-    cmd = [sys.executable, "-m", "vizcore", "mine", str(files), "--layers", "stem", "--batch-size", "4",
-           "--engine", "ray", "--no-montage", "--out", str(tmp_path / "out")]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    def our_workers() -> list[int]:
-        return [pid for pid in _worker_pids() if pid in ours()]
+    # Enough work that it cannot finish between the first batch's report and the SIGINT (1,000
+    # images of the 1,000 ImageNet samples, 2 per batch), and the SIGINT sent as soon as the first
+    # batch is reported: no sleep, so the outcome does not depend on how fast the machine is.
+    from vizcore.data import image_folder
 
-    t = time.time()
-    while time.time() - t < 240 and not our_workers() and proc.poll() is None:
-        time.sleep(0.5)
-    assert our_workers(), "the Ray job did not start"
-    time.sleep(3)
+    every = image_folder(imagenet_samples).paths
+    files = tmp_path / "many.txt"
+    files.write_text("\n".join(every[:1000]))
+    cmd = [sys.executable, "-m", "vizcore", "mine", str(files), "--layers", "stem", "--batch-size", "2",
+           "--engine", "ray", "--no-montage", "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err_seen: list[str] = []
+    first = threading.Event()
+
+    def read_stderr() -> None:
+        """Collect stderr; set ``first`` when the progress bar shows a batch done (tqdm's ``2/1000``)."""
+        buf = ""
+        for ch in iter(lambda: proc.stderr.read(1), ""):
+            buf += ch
+            if ch in "\r\n":
+                err_seen.append(buf)
+                m = re.search(r"\b(\d+)/1000\b", buf)
+                if m and 0 < int(m.group(1)) < 1000:
+                    first.set()
+                buf = ""
+        err_seen.append(buf)
+        first.set()  # the process ended: stop waiting
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    assert first.wait(300), "no batch reported"
+    assert proc.poll() is None, "".join(err_seen)  # still running: the interrupt comes mid-job
+    assert [pid for pid in _worker_pids() if pid in ours()], "the Ray job runs no worker"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    reader.join(timeout=30)
+    err = "".join(err_seen)
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert not (tmp_path / "cache" / "patches").exists() or not any((tmp_path / "cache" / "patches").iterdir())

@@ -474,3 +474,17 @@ def test_cli_errors(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 2
     assert "has 40 channels" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_step_seconds_is_measured_and_predicts_a_run(lite0):
+    import time
+
+    from vizcore.featureviz import render, step_seconds
+
+    per_step = step_seconds(lite0, "blocks.2.0", [3], size=48, transforms="none")
+    assert per_step > 0
+    t0 = time.perf_counter()
+    render(lite0, "blocks.2.0", [3], steps=10, size=48, transforms="none")
+    took = time.perf_counter() - t0
+    # Loose: the machine is shared, but the estimate must be of the right order.
+    assert 0.2 * 10 * per_step < took < 5 * 10 * per_step + 1.0, (took, per_step)

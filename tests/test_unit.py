@@ -193,12 +193,46 @@ def test_crop_policy_context_for_small_fields_erf_for_whole_image_fields(lite0, 
     assert (arr == [0, 255, 255]).all(axis=2).any()
 
     hit = mined.hits("blocks.5.0", 10)[0]
-    c = U.hit_crop(lite0, mined, "blocks.5.0", 10, 0)
+    c = U.hit_crop(lite0, mined, "blocks.5.0", 10, 0, region="erf")
     erf = U.effective_rf(lite0, "blocks.5.0", 10, hit.file, hit.y, hit.x)
     assert c.method == "effective receptive field (90 % of gradient)"
     assert c.field_box == erf.box
     w, h = c.crop_box[2] - c.crop_box[0], c.crop_box[3] - c.crop_box[1]
     assert w * h < 224 * 224 and c.image.size == (w, h)
+
+
+def test_half_max_box_is_the_connected_region_around_the_unit():
+    up = np.zeros((50, 60))
+    up[10:20, 5:15] = 4.0  # the peak region
+    up[30:40, 40:55] = 3.0  # above half the max too, but not connected to the peak
+    up[12, 8] = 5.0
+    assert U.half_max_box(up) == (5, 10, 15, 20)
+    assert U.half_max_box(up, 35, 45) == (40, 30, 55, 40)  # the region holding the given pixel
+    assert U.half_max_box(up, 0, 0) == (5, 10, 15, 20)  # below the threshold: the maximum's region
+    assert U.half_max_box(np.zeros((8, 9))) == (0, 0, 9, 8)  # flat: the whole map
+
+
+def test_deep_crops_hold_the_peak_and_are_smaller_than_the_image(lite0):
+    """blocks.4.1's field is the whole input; the crop is the map's half-maximum region around its peak."""
+    from vizcore.patches import activation_map, mine_top_patches
+
+    res = mine_top_patches(lite0, "samples", ["blocks.4.1"], k=2, batch_size=8, workers=0)
+    geom = layer_geometry(lite0, "blocks.4.1")
+    assert geom.rf >= U.COVER * 224
+    for ch in (0, 5, 12, 40):
+        for r in range(2):
+            hit = res.hits("blocks.4.1", ch)[r]
+            c = U.hit_crop(lite0, res, "blocks.4.1", ch, r)
+            up = R.upsampled_map(lite0, "blocks.4.1", activation_map(lite0, "blocks.4.1", ch, hit.file))
+            py, px = divmod(int(up.argmax()), 224)
+            x0, y0, x1, y1 = c.crop_box
+            assert x0 <= px < x1 and y0 <= py < y1, (ch, r)
+            assert c.method == "activation ≥ half its max"
+            fx0, fy0, fx1, fy1 = c.field_box
+            assert (up[fy0:fy1, fx0:fx1] >= 0.5 * up.max()).any() and c.field_box == U.half_max_box(up, py, px)
+            if (up >= 0.5 * up.max()).mean() < 0.25:  # a peaked map: the crop says where
+                assert (x1 - x0) * (y1 - y0) < 0.5 * 224 * 224, (ch, r, c.crop_box)
+            assert c.image.size == (x1 - x0, y1 - y0) and min(c.image.size) >= min(64, 224)
 
 
 def test_upsampled_map_peaks_at_the_receptive_field_centre(lite0, photos):
@@ -224,7 +258,7 @@ def test_erf_of_a_unit_clipped_by_relu6_uses_its_pre_activation(lite0, mined):
     erf = U.effective_rf(lite0, "head", 7, hit.file, hit.y, hit.x)
     assert erf.value == 6.0 and erf.target == "bn2.drop"  # the BatchNorm output before the activation
     assert erf.box is not None and erf.grad.sum() > 0
-    c = U.hit_crop(lite0, mined, "head", 7, 0)
+    c = U.hit_crop(lite0, mined, "head", 7, 0, region="erf")
     assert c.method == "effective receptive field (90 % of gradient, before its clipping activation)"
     assert c.field_box == erf.box
 

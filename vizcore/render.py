@@ -89,9 +89,23 @@ def png_bytes(img: Image.Image, *, fast: bool = False) -> bytes:
 
 
 # ------------------------------------------------------- one image, one layer
+def label_tile(tile: Image.Image, text: str) -> Image.Image:
+    """``tile`` with ``text`` (a channel number) in its top-left corner, white on a dark box
+    (Pillow's built-in font, scaled to the tile: a quarter of its side, at least 10 px)."""
+    from PIL import ImageDraw, ImageFont
+
+    size = max(10, tile.size[1] // 4)
+    font = ImageFont.load_default(size=size)
+    draw = ImageDraw.Draw(tile)
+    x0, y0, x1, y1 = draw.textbbox((2, 1), text, font=font)
+    draw.rectangle((0, 0, x1 + 2, y1 + 1), fill=(0, 0, 0))
+    draw.text((2, 1), text, fill=(255, 255, 255), font=font)
+    return tile
+
+
 def channel_grid(act: torch.Tensor | np.ndarray, *, top: int | None = 16, order: str = "mean",
                  shared_scale: bool = False, cell: int = 64, cols: int | None = None,
-                 cmap: str = "viridis", pad: int = 2) -> tuple[Image.Image, list[int]]:
+                 cmap: str = "viridis", pad: int = 2, labels: bool = False) -> tuple[Image.Image, list[int]]:
     """A grid image of the ``top`` channels of one layer output.
 
     Args:
@@ -104,6 +118,7 @@ def channel_grid(act: torch.Tensor | np.ndarray, *, top: int | None = 16, order:
         cell: side of one cell in pixels; maps are upscaled with nearest neighbour so
             the true resolution stays visible.
         cols: number of columns (default: about square).
+        labels: write each tile's channel number in its top-left corner (:func:`label_tile`).
 
     Returns:
         ``(image, channels)``: the RGB grid and the channel indices in reading order.
@@ -144,6 +159,8 @@ def channel_grid(act: torch.Tensor | np.ndarray, *, top: int | None = 16, order:
     for k in range(n):
         r, q = divmod(k, cols)
         tile = Image.fromarray(np.ascontiguousarray(rgb[k]), "RGB").resize((cell, cell), resample)
+        if labels:
+            label_tile(tile, str(int(chans[k])))
         grid.paste(tile, (pad + q * (cell + pad), pad + r * (cell + pad)))
     return grid, [int(ch) for ch in chans]
 
@@ -463,11 +480,12 @@ def upsampled_map(lm: "LoadedModel", layer: str, m: torch.Tensor | np.ndarray, s
 
 def overlay_grid(lm: "LoadedModel", layer: str, act: torch.Tensor | np.ndarray, image: Image.Image,
                  channels: Sequence[int], *, cell: int = 96, cols: int | None = None, alpha: float = 0.55,
-                 shared_scale: bool = False, pad: int = 2) -> Image.Image:
+                 shared_scale: bool = False, pad: int = 2, labels: bool = False) -> Image.Image:
     """Channels of a ``(C, H, W)`` activation upsampled over ``image`` (the preprocessed input), in a grid.
 
     Each map is scaled to ``[0, its max]`` (``shared_scale``: the max over the shown channels),
-    negative values showing as zero, and blended over the image (colour map ``inferno``).
+    negative values showing as zero, and blended over the image (colour map ``inferno``);
+    ``labels`` writes each tile's channel number in its corner.
     """
     a = torch.as_tensor(np.asarray(act, dtype=np.float32))
     chans = [int(c) for c in channels]
@@ -480,6 +498,8 @@ def overlay_grid(lm: "LoadedModel", layer: str, act: torch.Tensor | np.ndarray, 
         top = top_all if shared_scale else float(u.max())
         heat = np.clip(u, 0, None) / top if top > 0 else np.zeros_like(u)
         tile = overlay(image, heat, alpha=alpha, cmap="inferno").resize((cell, cell), Image.Resampling.BILINEAR)
+        if labels:
+            label_tile(tile, str(chans[k]))
         r, q = divmod(k, cols)
         grid.paste(tile, (pad + q * (cell + pad), pad + r * (cell + pad)))
     return grid

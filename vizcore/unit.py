@@ -58,9 +58,9 @@ if TYPE_CHECKING:
     from vizcore.summary import Geometry
 
 __all__ = [
-    "CONTEXT_PX", "COVER", "ERF_MASS", "ClassScore", "ClassSupport", "ClassSupportJob", "CropsJob", "Driver",
-    "Drivers", "DriversJob", "EffectiveRF", "EffectiveRFJob", "UnitCrop", "class_support", "direct_conv", "drivers",
-    "effective_rf", "hit_crop", "previous_tap", "smallest_box", "unit_crop",
+    "CONTEXT_PX", "COVER", "ERF_MASS", "HALF_MAX", "ClassScore", "ClassSupport", "ClassSupportJob", "CropsJob",
+    "Driver", "Drivers", "DriversJob", "EffectiveRF", "EffectiveRFJob", "UnitCrop", "class_support", "direct_conv",
+    "drivers", "effective_rf", "half_max_box", "hit_crop", "previous_tap", "smallest_box", "unit_crop",
 ]
 
 CONTEXT_PX = 64
@@ -69,6 +69,8 @@ COVER = 0.8
 """A theoretical field at least this share of the input side is 'most of the input': use the ERF."""
 ERF_MASS = 0.9
 """Share of the input gradient the effective-receptive-field box holds."""
+HALF_MAX = 0.5
+"""Share of its maximum the upsampled map must reach to be in a deep unit's crop (:func:`half_max_box`)."""
 RGB = ("red", "green", "blue")
 
 ImageLike = Image.Image | str | os.PathLike
@@ -195,8 +197,10 @@ class EffectiveRF:
 class UnitCrop:
     """A crop of the input around one unit's field, the field outlined when there is context.
 
-    ``method`` is ``"receptive field + context"`` or ``"effective receptive field (90 % of gradient)"``
-    (or says the theoretical field was kept because the gradient was zero).
+    ``method`` is ``"receptive field + context"``, ``"activation ≥ half its max"`` (deep layers:
+    ``field_box`` is then that region of the upsampled map), ``"whole image (flat map)"``, or
+    ``"effective receptive field (90 % of gradient)"`` (or says the theoretical field was kept
+    because the gradient was zero).
     """
 
     image: Image.Image
@@ -665,27 +669,93 @@ def _with_context(box: tuple[int, int, int, int], size: int, context: int) -> tu
     return x0, y0, x1, y1
 
 
+def half_max_box(up: np.ndarray, y: int | None = None, x: int | None = None,
+                 frac: float = HALF_MAX) -> tuple[int, int, int, int]:
+    """The box ``(x0, y0, x1, y1)`` (end exclusive) of the connected region where ``up`` is at least
+    ``frac`` of its maximum: the region holding pixel ``(y, x)`` when it is above the threshold, else
+    the one holding the maximum. A map whose maximum is not positive gives the whole map.
+
+    Written here with :func:`scipy.ndimage.label` (one call) rather than a contour library: only the
+    bounding box of one component is needed.
+    """
+    from scipy import ndimage
+
+    h, w = up.shape
+    top = float(np.max(up))
+    if not np.isfinite(top) or top <= 0:
+        return 0, 0, w, h
+    mask = up >= frac * top
+    labels, _ = ndimage.label(mask)
+    if y is None or x is None or not (0 <= y < h and 0 <= x < w) or not mask[y, x]:
+        y, x = divmod(int(np.argmax(up)), w)
+    ys, xs = np.nonzero(labels == labels[y, x])
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _outline(img: Image.Image, box: tuple[int, int, int, int], offset: tuple[int, int], colour) -> None:
+    x0, y0, x1, y1 = box[0] - offset[0], box[1] - offset[1], box[2] - offset[0], box[3] - offset[1]
+    ImageDraw.Draw(img).rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour,
+                                  width=1 if max(x1 - x0, y1 - y0) < 16 else 2)
+
+
 def unit_crop(lm: LoadedModel, layer: str, channel: int, image: ImageLike, y: int, x: int, *,
-              context: int = CONTEXT_PX, cover: float = COVER, mass: float = ERF_MASS) -> UnitCrop:
+              context: int = CONTEXT_PX, cover: float = COVER, mass: float = ERF_MASS,
+              region: str = "half-max") -> UnitCrop:
     """A crop of the preprocessed input that shows what unit ``(channel, y, x)`` of ``layer`` sees.
 
     Where the theoretical receptive field is smaller than ``cover`` of the input side, the
-    field plus ``context`` pixels (half each side), the field outlined. Otherwise (deep
-    layers, squeeze-excitation gates: the field is the whole picture) the effective
-    receptive field of that unit for this image: the smallest box holding ``mass`` of the
-    input gradient, with context too if that box is small. A unit whose gradient is zero
-    (clipped by its activation function) keeps the theoretical field, and says so.
+    field plus ``context`` pixels (half each side), the field outlined in cyan. Otherwise (deep
+    layers, squeeze-excitation gates: the field is the whole picture) a crop chosen from this
+    image:
+
+    - ``region="half-max"`` (default): the region where the channel's map, upsampled to the input
+      (:func:`vizcore.render.upsampled_map`), is at least half its maximum (the connected part
+      around the unit), with a quarter of its side as context on each side (the crop at least
+      ``context`` pixels wide); the region is outlined in cyan and
+      the unit's theoretical receptive field in yellow where it fits inside the crop. A flat map
+      (a vector layer, say) gives the whole input.
+    - ``region="erf"``: the effective receptive field of the unit, the smallest box holding
+      ``mass`` of the input gradient, with context too if that box is small. A unit whose
+      gradient is zero (clipped by its activation function) keeps the theoretical field, and
+      says so.
     """
     from vizcore.activations import preprocess, denormalize
     from vizcore.summary import rf_box
 
+    if region not in ("half-max", "erf"):
+        raise ValueError(f"unknown crop region {region!r}; choose half-max or erf")
     img = _load(image)
     size = int(lm.spec.input_size)
     geom = _geometry(lm, layer, size)
+    theoretical = rf_box(geom, int(y), int(x), size)
     if geom.rf < cover * size:
         inp = denormalize(lm, preprocess(lm, img)[0])
-        fld = rf_box(geom, int(y), int(x), size)
+        fld = theoretical
         method = "receptive field + context"
+    elif region == "half-max":
+        from vizcore.patches import activation_map
+        from vizcore.render import upsampled_map
+
+        inp = denormalize(lm, preprocess(lm, img)[0])
+        up = upsampled_map(lm, layer, activation_map(lm, layer, channel, img), size)
+        cy = int(np.clip(round(float(geom.start) + float(geom.jump) * int(y)), 0, size - 1))
+        cx = int(np.clip(round(float(geom.start) + float(geom.jump) * int(x)), 0, size - 1))
+        fld = half_max_box(up, cy, cx)
+        side = max(fld[2] - fld[0], fld[3] - fld[1])
+        if side < size:  # a quarter of each side as context, at least ``context`` px per axis
+            cw, ch = fld[2] - fld[0], fld[3] - fld[1]
+            gx = _with_context(fld, size, max(cw // 2, context - cw))
+            gy = _with_context(fld, size, max(ch // 2, context - ch))
+            crop = (gx[0], gy[1], gx[2], gy[3])
+        else:
+            crop = fld
+        out = inp.crop(crop)
+        if crop != fld:
+            _outline(out, fld, crop[:2], (0, 255, 255))
+        if theoretical != crop and all(theoretical[i] >= crop[i] for i in (0, 1)) \
+                and all(theoretical[i] <= crop[i] for i in (2, 3)):
+            _outline(out, theoretical, crop[:2], (255, 255, 0))
+        return UnitCrop(out, crop, fld, "activation ≥ half its max" if side < size else "whole image (flat map)")
     else:
         erf = effective_rf(lm, layer, channel, img, y, x, mass=mass)
         inp = erf.input
@@ -701,10 +771,7 @@ def unit_crop(lm: LoadedModel, layer: str, channel: int, image: ImageLike, y: in
     crop = _with_context(fld, size, context) if method.startswith("receptive") or small else fld
     out = inp.crop(crop)
     if crop != fld:
-        fx0, fy0 = fld[0] - crop[0], fld[1] - crop[1]
-        fx1, fy1 = fld[2] - crop[0], fld[3] - crop[1]
-        ImageDraw.Draw(out).rectangle([fx0, fy0, max(fx0, fx1 - 1), max(fy0, fy1 - 1)], outline=(0, 255, 255),
-                                      width=1 if max(fx1 - fx0, fy1 - fy0) < 16 else 2)
+        _outline(out, fld, crop[:2], (0, 255, 255))
     return UnitCrop(out, crop, fld, method)
 
 

@@ -87,6 +87,7 @@ if focus and focus["model"] == model:
         if focus.pop("fresh", False) and layers[focus_i]["spatial"]:
             n_ch = layers[focus_i]["shape"][0]
             st.session_state[f"{KEY}_ch_{model}_{focus['layer']}"] = min(max(0, int(focus["channel"])), n_ch - 1)
+            st.session_state[f"{KEY}_ch_{model}_{focus['layer']}_image"] = digest  # the link's channel, kept
     elif focus.pop("fresh", False):
         st.warning(f"{focus['layer']} is not one of the taps shown here for {model}.")
 labels = {p[0]: p[1] for p in preds}
@@ -106,8 +107,9 @@ if cam_target is not None:
                 except Exception as e:  # noqa: BLE001 - show, keep the page alive
                     st.error(f"Grad-CAM failed for {name}: {e}")
 st.subheader(f"{len(layers)} layers of {model}")
-st.caption("Expand a layer to see its channels. Pick a channel number to open it on the Dataset "
-           "examples or Feature visualisation page, or on its own unit page.")
+st.caption("Expand a layer to see its channels (each tile carries its channel number). Pick a channel "
+           "number to open it on the Dataset examples or Feature visualisation page, or on its own unit page; "
+           "it starts at the image's top channel.")
 if focus_i is not None:
     f1, f2 = st.columns([4, 1], vertical_alignment="center")
     f1.info(f"Opened on **{focus['layer']}** (channel {focus['channel']}): it comes first below, expanded.",
@@ -125,7 +127,7 @@ def _overlays(model: str, weights: str, digest: str, _raw: bytes, size: tuple[in
 
     res = w.cached_extract(model, weights, digest, _raw, size)
     img = overlay_grid(w.get_model(model, weights), layer, res.layers[layer].output, res.image, channels,
-                       cell=max(cell, 64), shared_scale=shared)
+                       cell=max(cell, 64), shared_scale=shared, labels=True)
     return w.png_bytes(img)
 
 
@@ -181,7 +183,9 @@ for i in order_shown:
         if la["spatial"]:
             c0, _ = st.columns([1, 2])
             ch_key = f"{KEY}_ch_{model}_{name}"
-            st.session_state.setdefault(ch_key, chans[0] if chans else 0)  # or the channel a link asked for
+            if st.session_state.get(f"{ch_key}_image") != digest:  # a new image: its top channel
+                st.session_state[f"{ch_key}_image"] = digest
+                st.session_state[ch_key] = chans[0] if chans else 0
             ch = c0.number_input(f"Channel of {name} (0-{shape[0] - 1})", 0, shape[0] - 1, step=1, key=ch_key)
             w.channel_links(model, name, int(ch), key=f"{KEY}_link_{model}_{name}", weights=weights)
 

@@ -14,8 +14,7 @@ import plotly.express as px
 import streamlit as st
 from plotly.colors import qualitative
 
-from dashboard.widgets import show_error
-from vizcore.data import load_sample, sample_names
+from dashboard.widgets import current_image, from_raw, image_payload, show_error
 from vizcore.models import list_models
 
 KEY = "architectures"
@@ -73,15 +72,16 @@ def inception_json(size: int) -> list[dict]:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def rf_picture(sample: str, size: int, rf: int, jump: int, start: float, h: int, w: int, y: int, x: int) -> bytes:
-    """A sample photo at the input size with unit (y, x)'s receptive field and the unit centres."""
+def rf_picture(digest: str, _raw: bytes, raw_size: tuple[int, int], size: int, rf: int, jump: int, start: float,
+               h: int, w: int, y: int, x: int) -> bytes:
+    """The session's image at the input size with unit (y, x)'s receptive field and the unit centres."""
     import io
 
     from PIL import ImageDraw, ImageOps
 
     from vizcore.summary import Geometry, rf_box
 
-    img = ImageOps.fit(load_sample(sample), (size, size)).convert("RGB")
+    img = ImageOps.fit(from_raw(_raw, raw_size), (size, size)).convert("RGB")
     draw = ImageDraw.Draw(img, "RGBA")
     if h * w <= 4096:
         for i in range(h):
@@ -190,12 +190,16 @@ if spatial:
                        disabled=h <= 1)
         ux = st.slider("Unit column", 0, max(wd - 1, 0), wd // 2, key=f"{KEY}_rf_x_{table_model}_{layer}",
                        disabled=wd <= 1)
-        sample = st.selectbox("Image", sample_names(), key=f"{KEY}_rf_image")
+        session_img, session_name = current_image()  # the session's image, as on every page
         st.caption(f"{layer}: receptive field {row['rf']} px, jump {row['jump']} px. Red: the field of "
-                   f"unit ({uy}, {ux}), clipped to the image; dots: the centres of the layer's units.")
+                   f"unit ({uy}, {ux}), clipped to the image; dots: the centres of the layer's units. "
+                   f"The image is the session's ({session_name}): change it on any page.")
     with c2:
-        st.image(rf_picture(sample, js["input_size"], row["rf"], row["jump"], row["start"], h, wd, uy, ux),
-                 caption=f"{table_model} at {js['input_size']} px", width=min(448, 2 * js["input_size"]))
+        digest, raw, raw_size = image_payload(session_img)
+        st.image(rf_picture(digest, raw, raw_size, js["input_size"], row["rf"], row["jump"], row["start"], h, wd,
+                            uy, ux),
+                 caption=f"{table_model} at {js['input_size']} px on {session_name}",
+                 width=min(448, 2 * js["input_size"]))
 
 st.subheader("Against depth")
 all_df = pd.concat([frame(j) for j in summaries.values()], ignore_index=True)

@@ -47,7 +47,7 @@ with st.sidebar:
         "Models (2 to 4)", names + [n + RANDOM for n in names], default=default_entries(names),
         max_selections=4, key=f"{KEY}_models", format_func=_label,
         help="✓ trained weights available now; ○ random initialisation only. Every model is also "
-             "listed as its random-init twin (seeded), to compare the same network trained and untrained.")
+             "listed as its random-init twin (seeded; ⚄), to compare the same network trained and untrained.")
     st.subheader("Channel grids")
     top = st.slider("Channels per grid", 4, 36, 16, step=4, key=f"{KEY}_top")
     order = st.radio("Rank channels by", w.GRID_ORDERS, key=f"{KEY}_order", horizontal=True)

@@ -9,11 +9,10 @@ from :mod:`vizcore.render`.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from dashboard import widgets as w
+from vizcore.render import fit
 from vizcore.unit import hit_crop
 
 KEY = "dataset_examples"
@@ -58,6 +57,7 @@ with st.sidebar:
 
 w.weights_badge(lm)
 ds = w.open_dataset_or_stop(spec)
+ds_ref = w.set_session_dataset(spec)  # the session's dataset from now on: the unit page and links show it
 
 taps = [t.name for t in lm.taps()]
 layers = taps[: taps.index(layer) + 1] if earlier and layer in taps else [layer]
@@ -97,7 +97,7 @@ def _partial_grid() -> None:
         with cols[n % 6]:
             if hits:
                 st.image(_montage(f"{job_key}|partial|{part.n_images}", layer, n, 40, cols_k, part),
-                         caption=f"channel {n} · max {hits[0].value:.3g}")
+                         caption=f"channel {n} · max activation {hits[0].value:.3g}")
 
 
 @st.cache_data(max_entries=4000, show_spinner=False)
@@ -182,6 +182,8 @@ chans = list(range(n_ch))
 if order == "strongest":
     chans.sort(key=lambda c: -(result.layers[layer][c][0].value if result.layers[layer][c] else float("-inf")))
 shown = chans[(page - 1) * per_page: page * per_page]
+st.caption(f"**max activation**: the highest value of the channel's output at any position of any image "
+           f"(the number {layer} passes on, after its activation function; no physical unit).")
 grid = st.container(height=620)
 with grid:
     cols = st.columns(4)
@@ -190,7 +192,7 @@ with grid:
         with cols[n % 4]:
             if hits:
                 st.image(_montage(result_key, layer, c, 56, cols_k, result),
-                         caption=f"channel {c} · max {hits[0].value:.3g}")
+                         caption=f"channel {c} · max activation {hits[0].value:.3g}")
             else:
                 st.caption(f"channel {c}: no images")
 
@@ -202,23 +204,29 @@ target = st.session_state.get(f"{KEY}_applied_target")  # survives the reruns of
 if target and target.get("layer") == layer and target.get("model") == model:
     d2.info(f"Opened from the Activations page: {target['model']} · {target['layer']} · channel {target['channel']}.")
 hits = result.layers[layer][int(channel)]
-w.unit_link(model, weights, layer, int(channel), spec)
+w.unit_link(model, weights, layer, int(channel), ds_ref)
 show_heat = d1.toggle("Activation heatmaps", value=True, key=f"{KEY}_heat",
                       help="The channel's map over each whole image (one forward per image), "
                            "with the receptive-field box outlined.")
 per_row = min(len(hits), 5) or 1
+crops = [hit_crop(lm, result, layer, int(channel), r) for r in range(len(hits))]  # cached per model
+if crops:
+    st.caption(f"Each image: rank · the channel's activation at its peak · file. Crop: "
+               f"{', '.join(sorted({uc.method for uc in crops}))}"
+               + (" (cyan: where the map is at least half its maximum; yellow: the peak unit's receptive field "
+                  "where it fits)" if any(uc.method.startswith("activation") for uc in crops)
+                  else " (cyan: the peak unit's receptive field)")
+               + ". Below each: the channel's map over the whole image, the field outlined.")
 for start in range(0, len(hits), per_row):
     row = st.columns(per_row)
     for r in range(start, min(start + per_row, len(hits))):
         h = hits[r]
         with row[r - start]:
-            uc = hit_crop(lm, result, layer, int(channel), r)  # context around small fields, ERF for huge ones
-            crop = uc.image
-            st.image(w.png_bytes(crop.resize((160, round(160 * crop.size[1] / max(crop.size[0], 1))))),
-                     caption=f"#{r + 1} · {h.value:.3g} · {Path(h.file).name} · {uc.method}")
+            st.image(w.png_bytes(fit(crops[r].image, 160)), width="stretch",  # equal heights: square tiles
+                     caption=f"#{r + 1} · {h.value:.3g} · {w.short_name(h.file)}")
             if show_heat:
-                st.image(_heatmap(result_key, layer, int(channel), r, lm, result),
-                         caption=f"map at ({h.y}, {h.x}); box {h.box[2] - h.box[0]}×{h.box[3] - h.box[1]} px")
+                st.image(_heatmap(result_key, layer, int(channel), r, lm, result), width="stretch",
+                         caption=f"map at ({h.y}, {h.x})")
 
 try:
     import vizcore.featureviz as fv

@@ -51,6 +51,16 @@ def _best_on_photos(model: str, weights: str, layer: str, channels: tuple[int, .
     return best_dataset_value(w.get_model(model, weights), layer, list(channels), size=size, objective=objective)
 
 
+@st.cache_data(max_entries=64, show_spinner="Timing a few optimisation steps on this machine…")
+def _step_seconds(model: str, weights: str, layer: str, channels: tuple[int, ...], size: int, param: str,
+                  objective: str, transforms: str, copies: int, diversity: float) -> float:
+    """Seconds per optimisation step with these settings, measured here (3 steps; the first left out)."""
+    from vizcore.featureviz import step_seconds
+
+    return step_seconds(w.get_model(model, weights), layer, list(channels), size=size, param=param,
+                        objective=objective, transforms=transforms, n_per_channel=copies, diversity=diversity)
+
+
 def _request_stop() -> None:
     st.session_state[f"{KEY}_stop"] = True
 
@@ -121,6 +131,14 @@ settings = {"model": model, "weights": weights, "layer": layer, "channels": [int
 
 b1, b2 = st.columns([1, 5])
 run = b1.button("Run", type="primary", key=f"{KEY}_run", disabled=not channels)
+estimate = None
+if channels:
+    per_step = _step_seconds(model, weights, layer, tuple(int(c) for c in channels), int(size), param, objective,
+                             transforms, int(copies), float(diversity))
+    estimate = (f"About {w.duration(int(steps) * per_step)} on this machine: {int(steps)} steps × "
+                f"{per_step:.2f} s per step, measured just now for these settings.")
+if estimate and st.session_state.get(f"{KEY}_shown"):
+    b2.caption(estimate)
 if st.session_state.pop(f"{KEY}_stop", False):
     st.warning("Stopped. Change nothing and press Run to start again.")
 
@@ -192,5 +210,4 @@ if shown:
             if r["channel"] is not None:
                 w.unit_link(used["model"], used["weights"], used["layer"], r["channel"], label="Unit page")
 else:
-    st.info("Choose a layer and channels, then press Run. On a CPU, 128 px and 256 steps take about a "
-            "minute for a few channels.")
+    st.info("Choose a layer and channels, then press Run. " + (estimate or ""))

@@ -1,6 +1,7 @@
 """Unit: everything about one channel on one page, at an address that names it.
 
-``unit?model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12[&dataset=SPEC]``:
+``unit?model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12[&dataset=NAME]``
+(``NAME`` a short name the server resolves, :mod:`vizcore.data.refs`, never a server path):
 the address is read and written by :func:`dashboard.widgets.links.unit_address` /
 ``set_unit_address`` and kept in sync with the sidebar, so opening it in a new browser
 shows the same unit. The activation on the session's image is always shown (one forward
@@ -10,8 +11,6 @@ cached on disk by the engine: a unit reopened in a new session shows them at onc
 (engine: :mod:`vizcore.unit`, :mod:`vizcore.patches`, :mod:`vizcore.featureviz`).
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -26,6 +25,7 @@ from vizcore.unit import ClassSupportJob, CropsJob, DriversJob, EffectiveRFJob, 
 KEY = "unit"
 WEIGHTS = ("auto", "random")
 K = 9
+DATASET_LABELS = {"builtin": "built-in sample photographs", "imagenet-samples": "ImageNet sample images (1,000)"}
 
 
 # ------------------------------------------------------------------ cached engine calls
@@ -222,20 +222,36 @@ with st.sidebar:
     channel = int(st.number_input(f"Channel (0-{n_ch - 1})", 0, n_ch - 1, step=1, key=f"{KEY}_channel",
                                   on_change=_clear_problem))
     st.subheader("Dataset")
-    ds_options = ["samples"] + [str(w.SHARED_DATA / d) for d in ("imagenet-samples",) if (w.SHARED_DATA / d).is_dir()]
-    if fresh and want.get("dataset"):
-        if want["dataset"] not in ds_options:
-            ds_options.append(want["dataset"])
-        st.session_state[f"{KEY}_dataset"] = want["dataset"]
-    elif st.session_state.get(f"{KEY}_dataset") and st.session_state[f"{KEY}_dataset"] not in ds_options:
+    # Short names only (vizcore.data.refs): the address never carries a path of this server.
+    ds_options = ["builtin"] + (["imagenet-samples"] if w.offered_imagenet() is not None else [])
+    if fresh:  # the address's dataset, else the session's (the one just mined on Dataset examples, say)
+        ds_want = url.get("dataset") or w.session_dataset() or want.get("dataset")
+        ds_want = "builtin" if ds_want == "samples" else ds_want
+        if ds_want:
+            if ds_want not in ds_options:
+                ds_options.append(ds_want)
+            st.session_state[f"{KEY}_dataset"] = ds_want
+    if st.session_state.get(f"{KEY}_dataset") and st.session_state[f"{KEY}_dataset"] not in ds_options:
         ds_options.append(st.session_state[f"{KEY}_dataset"])
     dataset = st.selectbox("Top images from", ds_options, key=f"{KEY}_dataset", index=None,
                            placeholder="no dataset yet", on_change=_clear_problem,
-                           format_func=lambda s: "built-in sample photographs" if s == "samples" else s,
+                           format_func=lambda s: DATASET_LABELS.get(s, s),
                            help="Where the unit's top images come from (mined once, cached on disk).")
     other = st.text_input("…or another dataset (folder, cifar10, cue-conflict:ROOT)", key=f"{KEY}_dataset_other")
     if other.strip():
-        dataset = other.strip()
+        try:
+            dataset = w.dataset_ref(other.strip())  # a typed path, named by its data root
+        except (PermissionError, ValueError) as e:
+            w.show_error(e, "Cannot use that dataset")
+            st.stop()
+spec = None
+if dataset:
+    try:
+        spec = w.dataset_spec(dataset)
+    except (PermissionError, ValueError) as e:
+        _problem(f"The address names dataset {dataset!r}: {e}")
+    else:
+        st.session_state[w.SESSION_DATASET] = dataset  # the session's dataset, as its image is
 
 problem = st.session_state.get(f"{KEY}_problem")
 if problem:
@@ -297,7 +313,8 @@ st.subheader("Feature visualisation")
 f1, f2, f3 = st.columns([2, 1, 1])
 fv_steps = f2.select_slider("Steps", [16, 32, 64, 128, 256, 512], value=128, key=f"{KEY}_fv_steps")
 fv_size = f3.select_slider("Size (px)", [64, 96, 128, 160, 224], value=128, key=f"{KEY}_fv_size")
-if f1.toggle("Render the channel's feature visualisation (128 px, 128 steps: about a minute on a CPU)",
+if f1.toggle("Render the channel's feature visualisation (its progress bar shows the steps done; the "
+             "Feature visualisation page estimates the time on this machine)",
              key=f"{KEY}_show_fv"):
     try:
         (fv,) = _featviz(model, weights, layer, (channel,), int(fv_steps), int(fv_size))
@@ -313,8 +330,8 @@ result = None
 if not dataset:
     st.info("Choose a dataset in the sidebar to see the images that excite this channel most.")
 else:
-    ds = w.open_dataset_or_stop(dataset)
-    job_key = (model, weights, dataset, ds.fingerprint(), mine_layers)
+    ds = w.open_dataset_or_stop(spec)
+    job_key = (model, weights, spec, ds.fingerprint(), mine_layers)
     if _cached(*job_key) or st.session_state.get(f"{KEY}_mined") == job_key \
             or st.button(f"Find the top images in {ds.name} ({len(ds)} images)", key=f"{KEY}_mine",
                          icon=":material/search:"):
@@ -323,12 +340,14 @@ else:
 
 
 def _show_crops(crops, maps: list[bytes] | None = None) -> None:
+    from vizcore.render import fit
+
     hits = result.hits(layer, channel)
     cols = st.columns(min(len(hits), 5) or 1)
     for i, c in enumerate(crops):
         with cols[i % len(cols)]:
-            st.image(w.png_bytes(c.image), width="stretch",
-                     caption=f"#{i + 1} · {hits[i].value:.3g} · {Path(hits[i].file).name} · {c.method}")
+            st.image(w.png_bytes(fit(c.image, 160)), width="stretch",
+                     caption=f"#{i + 1} · {hits[i].value:.3g} · {w.short_name(hits[i].file)}")
             if maps is not None:
                 st.image(maps[i], width="stretch")
 
@@ -337,11 +356,15 @@ if result is not None:
     crops = run_job(f"{KEY}_crops", CropsJob(lm, result, layer, channel), opts, what="Crops of the top images",
                     unit="crops", rate_unit="crop", autostart=True, partial=_show_crops)
     if crops is not None:
+        methods = sorted({c.method for c in crops})
         st.caption(f"The {len(crops)} images of {ds.name} ({result.n_images} mined) where channel {channel} "
-                   f"peaks highest: the crop around the peak unit, then the channel's map over the image.")
+                   f"peaks highest (rank · the channel's activation at its peak · file). Crop: {', '.join(methods)}"
+                   + (" (cyan: where the map is at least half its maximum; yellow: the peak unit's receptive "
+                      "field where it fits)" if any(m.startswith("activation") for m in methods) else "")
+                   + "; then the channel's map over the whole image.")
         _show_crops(crops, _hit_maps(model, weights, f"{job_key}", layer, channel, result))
 files = tuple(h.file for h in result.hits(layer, channel)) if result is not None else ()
-on_what = (f"its {len(files)} top images in {Path(dataset).name or dataset}" if files
+on_what = (f"its {len(files)} top images in {ds.name}" if files
            else f"your image ({caption}); choose a dataset for its top images")
 images = _images_for(files, raw, size)
 
@@ -387,7 +410,7 @@ if dr is not None:
                 if result.hits(src, d.channel):
                     thumbs[d.channel] = w.png_bytes(patch_image(result, src, d.channel, 0))
             how = f"top patch in {ds.name}"
-        elif st.toggle("Feature-visualisation thumbnails (64 px; about a minute on a CPU)", key=f"{KEY}_dr_fv"):
+        elif st.toggle("Feature-visualisation thumbnails (64 px, 48 steps each)", key=f"{KEY}_dr_fv"):
             for fv in _featviz(model, weights, src, chans, 48, 64):
                 thumbs[fv["channel"]] = fv["png"]
             how = "feature visualisation, 64 px"

@@ -16,14 +16,15 @@ from dashboard.widgets.activations import (
     GRID_ORDERS, activation_overview, cached_extract, cached_gradcam, cached_grids,
 )
 from dashboard.widgets.datasets import (
-    DATASET_SOURCES, ENGINES, SHARED_DATA, allowed_path_or_stop, data_roots, dataset_input, engine_input,
-    open_dataset_or_stop, ray_or_stop,
+    DATASET_SOURCES, ENGINES, SESSION_DATASET, SHARED_DATA, allowed_path_or_stop, data_roots, dataset_input,
+    dataset_ref, dataset_spec, engine_input, offered_imagenet, open_dataset_or_stop, ray_or_stop, session_dataset,
+    set_session_dataset,
 )
 from dashboard.widgets.errors import errors_shown, one_line, show_error
 from dashboard.widgets.figures import nearest_tap, predictions_figure, shape_bias_figure, vector_figure
 from dashboard.widgets.images import (
     SESSION_IMAGE, current_image, from_raw, image_digest, image_input, image_payload, png_bytes, session_image,
-    set_session_image, thumbnail,
+    set_session_image, short_name, thumbnail,
 )
 from dashboard.widgets.links import (
     PAGE_DATASET_EXAMPLES, PAGE_FEATURE_VIZ, PAGE_UNIT, channel_links, receive_channel_target, set_channel_target,
@@ -31,7 +32,7 @@ from dashboard.widgets.links import (
 )
 from dashboard.widgets.models import (
     get_model, layer_picker, load_model_or_stop, model_label, model_picker, trained_models, trained_now,
-    weights_badge, weights_now, weights_picker,
+    weights_badge, weights_note, weights_now, weights_picker,
 )
 from dashboard.widgets.progress import duration, eta_text, progress_bar, stepped_job
 
@@ -47,3 +48,6 @@ __all__ = [
 ]
 __all__ += ["allowed_path_or_stop", "data_roots", "errors_shown", "one_line", "show_error"]
 __all__ += ["set_unit_address", "shape_bias_figure", "unit_address"]
+__all__ += ["short_name", "weights_note"]
+__all__ += ["SESSION_DATASET", "dataset_ref", "dataset_spec", "offered_imagenet", "session_dataset",
+            "set_session_dataset"]

@@ -67,7 +67,7 @@ def cached_grids(model: str, weights: str, digest: str, _raw: bytes, size: tuple
         act = la.output.detach().float().cpu()
         if act.dim() == 3 and _is_spatial(act.shape):
             img, chans = channel_grid(act, top=min(top, act.shape[0]), order=order,
-                                      shared_scale=shared_scale, cell=cell)
+                                      shared_scale=shared_scale, cell=cell, labels=True)
             out[name] = {"png": png_bytes(img), "channels": [int(c) for c in chans]}
         else:
             vec = act.reshape(act.shape[0], -1).mean(dim=1).numpy()

@@ -74,6 +74,62 @@ def data_roots() -> tuple[Path, ...]:
     return allowed_roots(extra)
 
 
+# ----------------------------------------------------------------------- short names
+SESSION_DATASET = "session_dataset"
+"""Session-state key of the session's dataset, as a short name (:mod:`vizcore.data.refs`): set by the
+pages that mine top images (Dataset examples, Unit) and carried by the links between pages, like the
+session's image."""
+
+
+def offered_imagenet() -> Path | None:
+    """The ImageNet sample images this server offers as ``imagenet-samples`` (found, not downloaded)."""
+    from vizcore.data.imagenet_samples import find_samples
+
+    return find_samples(candidates=(SHARED_DATA / "imagenet-samples",))
+
+
+def offered_stimuli() -> str | None:
+    """The cue-conflict stimuli root this server offers as ``stimuli``: $VIZCORE_STIMULI, the download
+    cache, or the reference copy beside a checkout."""
+    from vizcore.data.stimuli import default_stimuli_dir
+
+    for p in (os.environ.get("VIZCORE_STIMULI", "").strip(), default_stimuli_dir(), SHARED_DATA / "cue-conflict"):
+        if p and Path(p).is_dir():
+            return str(p)
+    return None
+
+
+def dataset_ref(spec: str) -> str:
+    """The short name of a dataset spec for an address (never a server path); raises
+    ``PathNotAllowedError`` for a path outside :func:`data_roots`."""
+    from vizcore.data.refs import dataset_ref as ref
+
+    return ref(spec, data_roots(), imagenet=offered_imagenet(), stimuli=offered_stimuli())
+
+
+def dataset_spec(ref: str) -> str:
+    """The spec an address's dataset name stands for; raises ``DatasetRefError`` /
+    ``PathNotAllowedError`` (one line each) for a name this server does not resolve."""
+    from vizcore.data.refs import ref_spec
+
+    return ref_spec(ref, data_roots(), imagenet=offered_imagenet(), stimuli=offered_stimuli())
+
+
+def set_session_dataset(spec: str) -> str | None:
+    """Make ``spec`` the session's dataset; returns its short name (``None`` when it has none)."""
+    try:
+        ref = dataset_ref(spec)
+    except (PermissionError, ValueError):
+        return None
+    st.session_state[SESSION_DATASET] = ref
+    return ref
+
+
+def session_dataset() -> str | None:
+    """The session's dataset as a short name, or ``None`` before one was chosen."""
+    return st.session_state.get(SESSION_DATASET)
+
+
 def imagenet_samples_input(key: str) -> str:
     """The ImageNet sample images: the folder found ($VIZCORE_IMAGENET_SAMPLES, the download cache,
     the reference copy beside a checkout), or a Download button (once, with progress, checked)."""

@@ -50,13 +50,10 @@ def image_input(key: str) -> tuple[Image.Image | None, str]:
     A bad upload shows an error and the session image stays as it was.
     """
     samples = sample_names()
-    rec = session_image()
-    # The built-in picker shows the session's sample, or nothing while an upload is in use.
-    st.session_state[f"{key}_sample"] = rec["name"] if rec["kind"] == "sample" and rec["name"] in samples else None
     col1, col2 = st.columns([2, 1])
-    with col2:
-        st.selectbox("Built-in image", samples, key=f"{key}_sample", placeholder="your upload",
-                     on_change=_choose_sample, args=(key,))
+    # The upload first, the built-in picker after it: the picker then shows, in this same run, what
+    # the session image is now (a picker drawn before would show the old sample, and its stale
+    # value could come back as a change that replaces the upload).
     with col1:
         up = st.file_uploader("Upload an image", key=f"{key}_upload", type=None,
                               help="Any format Pillow reads; large images are resized. It stays the image "
@@ -73,11 +70,18 @@ def image_input(key: str) -> tuple[Image.Image | None, str]:
             st.session_state.pop(err_key, None)
             try:
                 _decode_upload(_bytes_digest(data), data)
-                set_session_image("upload", up.name, data)
-            except ImageLoadError as e:
+            except ImageLoadError as e:  # the session image is left as it was
                 st.session_state[err_key] = f"Could not use {up.name}: {e} Keeping {session_image()['name']}."
-        if err_key in st.session_state:
-            st.error(st.session_state[err_key])
+            else:
+                set_session_image("upload", up.name, data)
+    rec = session_image()
+    # The built-in picker shows the session's sample, or says that an upload is in use.
+    st.session_state[f"{key}_sample"] = rec["name"] if rec["kind"] == "sample" and rec["name"] in samples else None
+    with col2:
+        st.selectbox("Built-in image", samples, key=f"{key}_sample", on_change=_choose_sample, args=(key,),
+                     placeholder=f"in use: your upload {rec['name']}" if rec["kind"] == "upload" else "choose one")
+    if err_key in st.session_state:
+        st.error(st.session_state[err_key])
     image, _ = current_image()
     rec = session_image()
     st.caption(f"Image of this session: **{rec['name']}** "
@@ -126,6 +130,16 @@ def thumbnail(file: str, side: int = 128) -> Image.Image | None:
     img.thumbnail((side, side))
     return img
 
+
+
+def short_name(file: str, n: int = 16) -> str:
+    """A file's name for a one-line caption: the stem without an ImageNet WordNet id
+    (``n02099601_golden_retriever.JPEG`` → ``golden retriever``), cut to ``n`` characters."""
+    import re
+    from pathlib import Path
+
+    stem = re.sub(r"^n\d{8}_", "", Path(file).stem).replace("_", " ")
+    return stem if len(stem) <= n else stem[: n - 1] + "…"
 
 
 def image_digest(img: Image.Image) -> str:

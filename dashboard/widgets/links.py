@@ -5,7 +5,8 @@ and switches page; :func:`receive_channel_target` applies it once on the receivi
 :func:`unit_url` / :func:`unit_link` point at the unit page, whose address names the unit
 (``unit?model=...&weights=...&layer=...&channel=...[&dataset=...]``), so the link also works
 pasted into a new browser. :func:`unit_address` reads that address on the unit page and
-:func:`set_unit_address` writes it back: the one place the address is parsed and written.
+:func:`set_unit_address` writes it back: the one place the address is parsed and written. pasted into a new browser. ``dataset`` is a short name (:mod:`vizcore.data.refs`: ``imagenet-samples``,
+``builtin``, ``<root>/<path>``), never a server path; links carry the session's dataset by default.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from dashboard import pages
+from dashboard.widgets.datasets import session_dataset
 from vizcore.models import list_models
 
 PAGE_DATASET_EXAMPLES = pages.DATASET_EXAMPLES.path
@@ -25,7 +27,7 @@ UNIT_PARAMS = ("model", "weights", "layer", "channel", "dataset")
 
 
 def unit_params(model: str, weights: str, layer: str, channel: int, dataset: str | None = None) -> dict[str, str]:
-    """The query parameters of a unit page (``dataset`` only when one is chosen)."""
+    """The query parameters of a unit page (``dataset``, a short name, only when one is chosen)."""
     params = {"model": model, "weights": weights, "layer": layer, "channel": str(int(channel))}
     if dataset:
         params["dataset"] = dataset
@@ -68,9 +70,10 @@ def set_unit_address(key: str, model: str, weights: str, layer: str, channel: in
 
 def unit_link(model: str, weights: str, layer: str, channel: int, dataset: str | None = None, *,
               label: str | None = None, help: str | None = None) -> None:
-    """A link to the unit page of one channel (carries the session: its image stays)."""
+    """A link to the unit page of one channel (carries the session: its image stays, and its dataset
+    unless ``dataset``, a short name, says another)."""
     st.page_link(PAGE_UNIT, label=label or f"Unit page: {layer} · {int(channel)}", icon=":material/my_location:",
-                 query_params=unit_params(model, weights, layer, channel, dataset),
+                 query_params=unit_params(model, weights, layer, channel, dataset or session_dataset()),
                  help=help or "Everything about this channel on one page, at an address you can share.")
 
 

@@ -50,11 +50,19 @@ MARKS = {"package": "trained (bundled)", "hub-cache": "trained (cached)", "downl
 
 
 def model_label(name: str, weights: str = "auto") -> str:
-    """``efficientnet_lite0 · trained (bundled)``, ``vgg_c · random init only``: a picker's option text."""
+    """``✓ efficientnet_lite0`` (trained weights now), ``○ vgg_c`` (random init only),
+    ``⚄ resnet18`` (the random-init twin, a die for chance): a picker's option text, short enough
+    for the sidebar's boxes and chips (where a longer one is cut off); :func:`weights_note` says
+    where the weights come from."""
     if weights != "auto" and str(weights).startswith("random"):
-        return f"{name} · random init"
-    icon = "✓" if weights_now(name) != "random" else "○"
-    return f"{icon} {name} · {MARKS.get(weights_now(name), weights_now(name))}"
+        return f"⚄ {name}"
+    return f"{'✓' if weights_now(name) != 'random' else '○'} {name}"
+
+
+def weights_note(name: str) -> str:
+    """``✓ trained (bundled)``, ``○ random init only``: where a model's weights come from now."""
+    now = weights_now(name)
+    return f"{'✓' if now != 'random' else '○'} {MARKS.get(now, now)}"
 
 
 def trained_models(exclude: Sequence[str] = ()) -> list[str]:
@@ -93,6 +101,7 @@ def model_picker(key: str, *, label: str = "Model", default: str = DEFAULT_MODEL
                           help="✓ trained weights are available now (bundled package, local cache or a "
                                "download); ○ only random initialisation: no published weights, or none "
                                "on this machine and no network. `vizcore models` lists the same.")
+    st.caption(f"{choice}: {weights_note(choice)}")
     if allow_timm:
         custom = st.text_input("…or any timm model (timm/<name>)", value="", key=f"{key}_timm",
                                placeholder="timm/convnext_tiny")

@@ -34,3 +34,6 @@ from vizcore.data import imagenet_samples  # noqa: E402,F401 - registers the `im
 
 __all__ += ["SUBSET_FOLDERS", "StimuliError", "default_stimuli_dir", "download_stimuli", "locate_stimuli",
             "stimuli_digest"]
+from vizcore.data.refs import DatasetRefError, dataset_ref, ref_spec, resolve_dataset_ref  # noqa: E402
+
+__all__ += ["DatasetRefError", "dataset_ref", "ref_spec", "resolve_dataset_ref"]

@@ -10,10 +10,12 @@ from vizcore.featureviz import objectives, param, transforms
 from vizcore.featureviz.cached import render_cached, render_key
 from vizcore.featureviz.channels import ChannelSpecError, parse_channels
 from vizcore.featureviz.objectives import Objective, channel, diversity, direction, layer, neuron, parse
-from vizcore.featureviz.render import FeatureVizResult, best_dataset_value, render, to_pil, unit_objective
+from vizcore.featureviz.render import (
+    FeatureVizResult, best_dataset_value, render, step_seconds, to_pil, unit_objective,
+)
 
 __all__ = [
     "ChannelSpecError", "FeatureVizResult", "Objective", "best_dataset_value", "channel", "direction",
     "diversity", "layer", "neuron", "objectives", "param", "parse", "parse_channels", "render", "render_cached",
-    "render_key", "to_pil", "transforms", "unit_objective",
+    "render_key", "step_seconds", "to_pil", "transforms", "unit_objective",
 ]

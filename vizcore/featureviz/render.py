@@ -260,3 +260,23 @@ def best_dataset_value(lm, layer: str, channels: Sequence[int] | None, dataset=N
             v = unit_objective(objective, layer, [c] * n)(acts)
             best[i] = max(best[i], float(v.max()))
     return best
+
+
+def step_seconds(lm, layer: str, channels: Sequence[int] | None, *, probe: int = 3, **settings) -> float:
+    """Seconds one optimisation step of :func:`render` takes on this machine, measured.
+
+    Runs ``probe`` steps with the same ``settings`` (objective, param, size, transforms,
+    n_per_channel, ...: whatever :func:`render` takes, except ``steps`` and ``progress``) and
+    returns the mean time of the steps after the first (which also pays for warm-up).
+    A run of ``steps`` steps then takes about ``steps * step_seconds(...)``.
+    """
+    import time
+
+    stamps: list[float] = []
+    settings = {k: v for k, v in settings.items() if k not in ("steps", "progress", "should_stop")}
+    t0 = time.perf_counter()
+    render(lm, layer, channels, steps=max(2, int(probe)), progress=lambda *_: stamps.append(time.perf_counter()),
+           **settings)
+    if len(stamps) >= 2:
+        return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    return (stamps[0] if stamps else time.perf_counter()) - t0
