@@ -47,7 +47,7 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from vizcore.passes import DatasetPass, PassInfo, Progress, Stopped, batches_of, decode_batch
+from vizcore.passes import DatasetPass, PassInfo, Progress, batches_of, decode_batch
 
 if TYPE_CHECKING:
     from vizcore.data.datasets import ImageDataset
@@ -234,14 +234,6 @@ def _picklable(e: BaseException) -> BaseException:
         return RuntimeError(f"{type(e).__name__}: {e}")
 
 
-@dataclass
-class RayPartial:
-    """What a stopped Ray run reached (``Stopped.partial``): the merged state and its info."""
-
-    state: Any
-    info: PassInfo
-
-
 def run_ray(p: DatasetPass, dataset: "ImageDataset", *, batch_size: int = 32, progress: Progress | None = None,
             should_stop: Callable[[], bool] | None = None, indices: Sequence[int] | None = None,
             address: str | None = None) -> tuple[Any, PassInfo]:
@@ -253,7 +245,7 @@ def run_ray(p: DatasetPass, dataset: "ImageDataset", *, batch_size: int = 32, pr
         batch_size: images per batch, as on the local backend (per GPU on a GPU cluster).
         progress: ``progress(done, total)`` after each batch that comes back.
         should_stop: polled as batches come back; when true the Ray job ends and
-            :class:`~vizcore.passes.Stopped` is raised (``partial``: a :class:`RayPartial`).
+            the Ray job ends and the state reached comes back with ``info.complete`` false.
         indices: run over these dataset indices only.
         address: the cluster (default ``$RAY_ADDRESS``, else a local Ray sized to this machine).
 
@@ -320,8 +312,8 @@ def run_ray(p: DatasetPass, dataset: "ImageDataset", *, batch_size: int = 32, pr
             if should_stop is not None and should_stop() and nxt < len(batches):
                 for b in sorted(pending):
                     info.skipped += skipped.pop(b)
-                raise Stopped(f"stopped after {done} of {info.total} images",
-                              partial=RayPartial(_merge_rest(p, state, pending), info))
+                info.seconds = time.perf_counter() - t_run
+                return _merge_rest(p, state, pending), info  # info.complete stays false: stopped
         if nxt != len(batches):
             raise RuntimeError(f"Ray returned {nxt} of {len(batches)} batches")
         info.complete = True
@@ -359,3 +351,87 @@ def _end(it) -> None:
             close()
     except Exception:  # noqa: BLE001 - best effort; ray.shutdown (when ours) ends everything anyway
         pass
+
+
+# ------------------------------------------------------------------------------ independent jobs
+class _JobActor:
+    """A Ray actor that runs pickled jobs (:class:`vizcore.jobs.Job`) one at a time.
+
+    Models are loaded by the jobs through ``load_model``, whose process cache keeps them, so
+    each model is loaded once per actor however many jobs use it.
+    """
+
+    def __init__(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    def run(self, blob: bytes) -> bytes:
+        from vizcore.jobs import RunOptions
+
+        job = pickle.loads(blob)
+        try:
+            s = job.stepper(RunOptions(cache=False, workers=0))
+            s.step(None)
+            return pickle.dumps(("ok", job.encode(s.result())), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # noqa: BLE001 - re-raised in the driver with its own type and message
+            return pickle.dumps(("error", _picklable(e)))
+
+
+def run_jobs_ray(jobs: Sequence[Any], *, address: str | None = None,
+                 should_stop: Callable[[], bool] | None = None,
+                 on_result: Callable[[int, Any], None] | None = None, actors: int | None = None) -> bool:
+    """Run independent jobs on Ray actors; ``on_result(i, result)`` in the driver as each completes.
+
+    Actors: one per GPU, else one per ``threads + 1`` CPUs (:func:`plan_actors`), at most one
+    per job. They are created with unlimited restarts and task retries, so a job whose worker
+    or node dies is run again on another (a job is a pure function of its inputs: the retry
+    gives the same result). Returns ``True`` when every job completed, ``False`` when
+    ``should_stop`` ended the run (the actors are killed; the completed results were reported).
+    """
+    import ray
+
+    if not jobs:
+        return True
+    already = ray.is_initialized()
+    ray_info = init_ray(address)
+    plan = plan_actors(ray_info.cpus, ray_info.gpus, len(jobs))
+    n = int(actors or plan["size"])
+    req = {k: plan[k] for k in ("num_cpus", "num_gpus") if k in plan}
+    cls = ray.remote(max_restarts=-1, max_task_retries=-1, **req)(_JobActor)
+    pool = [cls.remote(plan["threads"]) for _ in range(min(n, len(jobs)))]
+    blobs = [pickle.dumps(j, protocol=pickle.HIGHEST_PROTOCOL) for j in jobs]
+    pending: dict[Any, tuple[int, Any]] = {}
+    queue = list(range(len(jobs)))
+    try:
+        for actor in pool:
+            if queue:
+                i = queue.pop(0)
+                pending[actor.run.remote(blobs[i])] = (i, actor)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            if not ready:
+                if should_stop is not None and should_stop():
+                    return False
+                continue
+            ref = ready[0]
+            i, actor = pending.pop(ref)
+            status, payload = pickle.loads(ray.get(ref))
+            if status == "error":
+                raise payload
+            if on_result is not None:
+                on_result(i, jobs[i].decode(payload))
+            if should_stop is not None and should_stop() and (queue or pending):
+                return False
+            if queue:
+                j = queue.pop(0)
+                pending[actor.run.remote(blobs[j])] = (j, actor)
+        return True
+    finally:
+        for actor in pool:
+            try:
+                ray.kill(actor)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        if not already:
+            shutdown_ray()

@@ -345,6 +345,11 @@ def run_pass(p: DatasetPass[S, R], dataset: "ImageDataset", *, engine: str = "lo
 
             state, info = run_ray(p, dataset, batch_size=batch_size, progress=report, should_stop=should_stop,
                                   indices=indices, address=ray_address)
+            if not info.complete:
+                from types import SimpleNamespace
+
+                raise Stopped(f"stopped after {info.done} of {info.total} images",
+                              partial=SimpleNamespace(state=state, info=info))
         else:
             run = PassRun(p, dataset, batch_size=batch_size, workers=workers, indices=indices)
             run.step(None, progress=report, should_stop=should_stop)
