@@ -13,7 +13,8 @@ from vizcore.models import load_model
 from vizcore.regions import roi
 from vizcore.regions.heads import HeadError, split
 from vizcore.regions.proposals import ProposalError, selective_search, whole_image_box
-from vizcore.regions.rcnn import DetectError, RegionRun, Stopped, agreement, detect, pool_regions
+from vizcore.jobs import Stopped
+from vizcore.regions.rcnn import DetectError, DetectJob, RegionRun, agreement, detect, pool_regions
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +197,22 @@ def test_runs_report_progress_and_stop(lite):
         RegionRun(lite, img, np.zeros((0, 4)))
     with pytest.raises(DetectError, match="unknown method"):
         RegionRun(lite, img, boxes, method="yolo")
+
+
+def test_detect_job_is_cached_and_stops_without_caching(lite, tmp_path, monkeypatch):
+    from vizcore import jobs
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    img = load_sample("cat").resize((160, 107))
+    boxes = selective_search(img, max_proposals=10).boxes
+    job = DetectJob(lite, img, boxes, method="fast-rcnn", threshold=0.1, batch_size=4)
+    with pytest.raises(Stopped):
+        jobs.run(job, should_stop=lambda: True)
+    assert jobs.cached(DetectJob(lite, img, boxes, method="fast-rcnn", threshold=0.1)) is None
+    r = jobs.run(DetectJob(lite, img, boxes, method="fast-rcnn", threshold=0.1, batch_size=4))
+    hit = jobs.cached(DetectJob(lite, img, boxes, method="fast-rcnn", threshold=0.1))
+    assert hit is not None
+    a, b = hit.to_json(), r.to_json()
+    assert {k: v for k, v in a.items() if "seconds" not in k} == {k: v for k, v in b.items() if "seconds" not in k}
+    np.testing.assert_array_equal(hit.probs, r.probs)
+    assert jobs.cached(DetectJob(lite, img, boxes, method="fast-rcnn", threshold=0.2)) is None

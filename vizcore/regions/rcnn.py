@@ -14,7 +14,9 @@ suppression (``torchvision.ops.batched_nms``). How they differ from the papers: 
 no SVMs, no bounding-box regression; the classifier is used as it was trained.
 
 The work is steppable (:class:`RegionRun`): ``step()`` classifies batches for a bounded time
-and reports ``progress(done, total)``; :func:`detect` loops it, checking ``should_stop()``.
+and reports ``progress(done, total)``; :func:`detect` loops it, checking ``should_stop()``;
+:class:`DetectJob` is the same as a :class:`vizcore.jobs.StepJob` (cached, stoppable, resumable:
+``vizcore.jobs.run`` for the CLI, ``run_job`` on the dashboard).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vizcore.jobs import StepJob, Stopped, Tick
 from vizcore.models import LoadedModel
 from vizcore.regions.heads import SplitNetwork, split
 
@@ -39,10 +42,6 @@ DEFAULT_LAYER = {"efficientnet": "blocks.6", "resnet": "layer4.0", "resnext": "l
 (as Fast R-CNN pooled VGG-16's conv5_3, leaving fc6 and fc7 per region)."""
 
 Progress = Callable[[int, int], None]
-
-
-class Stopped(Exception):
-    """A long region computation was stopped by its caller (``should_stop()`` returned true)."""
 
 
 class DetectError(ValueError):
@@ -346,3 +345,67 @@ def agreement(a: DetectionResult, b: DetectionResult, *, min_area: float = 0.5) 
     big = area >= min_area
     return {"proposals": int(len(same)), "agree_all": float(same.mean()), "large": int(big.sum()),
             "agree_large": float(same[big].mean()) if big.any() else float("nan")}
+
+
+# ------------------------------------------------------------------------ the job
+def image_identity(image: Image.Image) -> str:
+    """A digest of the image's pixels, mode and size (what a region result depends on)."""
+    import hashlib
+
+    h = hashlib.sha256(f"{image.mode}{image.size}".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()[:24]
+
+
+class DetectJob(StepJob[DetectionResult]):
+    """R-CNN or Fast R-CNN on one image's proposals as a job: one tick per batch of regions.
+
+    Cached under ``detect`` by the weights, the image's pixels, the boxes and every setting.
+    """
+
+    kind = "detect"
+    unit = "regions"
+    VERSION = 1
+
+    def __init__(self, lm: LoadedModel, image: Image.Image, boxes: np.ndarray, *, method: str = "rcnn",
+                 threshold: float = 0.5, iou: float = 0.3, **kwargs):
+        self.lm, self.image, self.method = lm, image, method
+        self.boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        self.threshold, self.iou, self.kwargs = float(threshold), float(iou), kwargs
+        self.run = RegionRun(lm, image, self.boxes, method=method, **kwargs)  # checks the settings now
+        self.total = self.run.total
+
+    def key(self) -> str:
+        import hashlib
+
+        from vizcore.identity import result_key
+
+        settings = {k: v for k, v in self.kwargs.items() if k != "batch_size"}
+        return result_key(self.kind, self.VERSION, self.lm, method=self.method, image=image_identity(self.image),
+                          boxes=hashlib.sha256(self.boxes.tobytes()).hexdigest()[:24], threshold=self.threshold,
+                          iou=self.iou, layer=self.run.layer, **settings)
+
+    def describe(self) -> str:
+        return f"{self.method} {self.lm.name}"
+
+    def work(self):
+        run = self.run
+        yield Tick(run.done, run.total)
+        while not run.finished:
+            run.step(budget_s=0.0)  # one batch per tick
+            yield Tick(run.done, run.total)
+        return run.result(threshold=self.threshold, iou=self.iou)
+
+    def encode(self, r: DetectionResult) -> dict:
+        d = r.to_json()
+        d["boxes"] = torch.from_numpy(r.boxes)
+        d["probs"] = torch.from_numpy(r.probs)
+        return d
+
+    def decode(self, d: dict) -> DetectionResult:
+        dets = tuple(Detection(tuple(x["box"]), x["index"], x["label"], x["score"], x["proposal"])
+                     for x in d["detections"])
+        return DetectionResult(d["method"], d["model"], d["weights"], d["boxes"].numpy(), d["probs"].numpy(), dets,
+                               d["full_forward_passes"], d["head_passes"], dict(d["seconds"]), d["layer"], d["pool"],
+                               tuple(d["pooled_size"]) if d["pooled_size"] else None, d["threshold"], d["iou"],
+                               tuple(d["image_size"]))
