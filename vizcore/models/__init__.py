@@ -23,9 +23,11 @@ from vizcore.models.registry import (
     UnknownLayerError,
     UnknownModelError,
     WeightSource,
+    WrongTaskError,
     get_spec,
     list_models,
     register,
+    require_task,
 )
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -33,6 +35,6 @@ DEFAULT_MODEL = "efficientnet_lite0"
 __all__ = [
     "DEFAULT_MODEL", "LoadedModel", "ModelSpec", "ModelTooLargeError", "Preprocess", "Tap", "UnknownLayerError",
     "UnknownModelError", "WeightSource", "WeightsError", "WeightsInfo", "build", "clear_cache",
-    "get_spec", "list_models", "load_model", "loaded_models", "model_memory_budget_mb", "read_checkpoint", "register", "resolve_layer",
-    "resolve_weights", "tap_label", "taps_for", "weights_available",
+    "get_spec", "list_models", "load_model", "loaded_models", "model_memory_budget_mb", "read_checkpoint", "register", "require_task", "resolve_layer",
+    "resolve_weights", "tap_label", "taps_for", "weights_available", "WrongTaskError",
 ]

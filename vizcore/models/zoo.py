@@ -347,3 +347,7 @@ def timm_spec(timm_name: str) -> ModelSpec:
         categories=imagenet_categories if n_classes == 1000 else None,
         imagenet_head=n_classes == 1000,
     )
+
+
+# ------------------------------------------------- detection and segmentation (torchvision)
+from vizcore.models import detection as _detection  # noqa: E402,F401 - registers on import
