@@ -380,7 +380,7 @@ class DetectJob(StepJob[DetectionResult]):
 
         from vizcore.identity import result_key
 
-        settings = {k: v for k, v in self.kwargs.items() if k != "batch_size"}
+        settings = {k: v for k, v in self.kwargs.items() if k not in ("batch_size", "layer")}
         return result_key(self.kind, self.VERSION, self.lm, method=self.method, image=image_identity(self.image),
                           boxes=hashlib.sha256(self.boxes.tobytes()).hexdigest()[:24], threshold=self.threshold,
                           iou=self.iou, layer=self.run.layer, **settings)
