@@ -36,6 +36,8 @@ PAGES = {
                 url_path="architectures"),
         st.Page(str(ROOT / "app_pages" / "evidence.py"), title="Evidence", icon=":material/travel_explore:",
                 url_path="evidence"),
+        st.Page(str(ROOT / "app_pages" / "regions.py"), title="Regions and pixels", icon=":material/crop_free:",
+                url_path="regions"),
     ],
     "What units want": [
         st.Page(str(ROOT / "app_pages" / "dataset_examples.py"), title="Dataset examples", icon=":material/grid_view:",

@@ -25,6 +25,8 @@ with c2:
         ("app_pages/compare.py", "the same image through several networks, aligned by depth"),
         ("app_pages/architectures.py", "parameters, MACs and receptive fields, layer by layer"),
         ("app_pages/evidence.py", "where the evidence for a class lies, and how faithful each map is"),
+        ("app_pages/regions.py", "R-CNN vs Fast R-CNN, RoIPool vs RoIAlign, Faster/Mask R-CNN, segmentation, "
+                                 "transposed convolutions"),
         ("app_pages/dataset_examples.py", "the dataset patches that excite each channel most"),
         ("app_pages/feature_viz.py", "images optimised to excite a channel"),
         ("app_pages/unit.py", "one channel on one page, with a link you can share"),

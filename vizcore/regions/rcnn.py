@@ -121,7 +121,7 @@ def dilate(boxes: np.ndarray | torch.Tensor, context: int, size: int) -> torch.T
     return torch.cat([c - half, c + half], dim=1)
 
 
-def _normalised(lm: LoadedModel, image: Image.Image, size: tuple[int, int] | None = None) -> torch.Tensor:
+def normalised(lm: LoadedModel, image: Image.Image, size: tuple[int, int] | None = None) -> torch.Tensor:
     """``(1, 3, H, W)`` tensor of ``image`` (resized to ``size`` = (w, h) if given) with the model's mean/std."""
     from torchvision.transforms.functional import normalize, pil_to_tensor
 
@@ -170,6 +170,15 @@ def default_layer(lm: LoadedModel) -> str:
         return DEFAULT_LAYER[lm.spec.family]
     taps = head_taps(lm.model)
     return taps[-1] if taps else "blocks.6"
+
+
+def fit_to_stride(size: tuple[int, int], short: int, stride: float) -> tuple[int, int]:
+    """``(w, h)`` scaled so the short side is about ``short``, each side a multiple of ``stride``
+    (so every feature cell covers exactly ``stride`` input pixels)."""
+    w, h = size
+    f = short / min(w, h)
+    s = max(1, int(round(stride)))
+    return max(s, int(round(w * f / s)) * s), max(s, int(round(h * f / s)) * s)
 
 
 _TAP_SIZE: dict[tuple, tuple[int, int]] = {}
@@ -253,13 +262,11 @@ class RegionRun:
         t0 = time.perf_counter()
         w, h = self.image.size
         if self.method == "rcnn":
-            self._x = _normalised(self.lm, self.image)
+            self._x = normalised(self.lm, self.image)
             self._scale = (1.0, 1.0)
         else:
-            f = self.image_size / min(w, h)
-            s = self.stride
-            win, hin = (max(int(s), int(round(w * f / s)) * int(s)), max(int(s), int(round(h * f / s)) * int(s)))
-            self._x = _normalised(self.lm, self.image, (win, hin))
+            win, hin = fit_to_stride((w, h), self.image_size, self.stride)
+            self._x = normalised(self.lm, self.image, (win, hin))
             self._scale = (win / w, hin / h)
             with self.lm.lock, torch.no_grad():
                 self.feat = self.net.trunk(self._x)

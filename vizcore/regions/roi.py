@@ -68,6 +68,19 @@ class RoiComparison:
         """The largest distance, in input pixels, between a RoIPool bin edge and the exact one."""
         return float(max(np.abs(self.misalign_x).max(), np.abs(self.misalign_y).max()))
 
+    def pool_bins_px(self) -> np.ndarray:
+        """RoIPool's bins ``(ph, pw, 4)`` as ``x0, y0, x1, y1`` in input pixels (whole cells)."""
+        b = self.pool_bins.astype(np.float64) * self.stride
+        return np.stack([b[..., 2], b[..., 0], b[..., 3], b[..., 1]], axis=-1)
+
+    def align_bins_px(self) -> tuple[np.ndarray, np.ndarray]:
+        """RoIAlign's bin edges in x and y, in input pixels (the box split evenly)."""
+        return (self.align_edges_x + 0.5) * self.stride, (self.align_edges_y + 0.5) * self.stride
+
+    def align_points_px(self) -> np.ndarray:
+        """RoIAlign's sample points ``(ph, pw, g, g, 2)`` as ``(x, y)`` in input pixels."""
+        return (self.align_points + 0.5) * self.stride
+
     @property
     def difference(self) -> np.ndarray:
         return self.aligned - self.pooled
@@ -150,3 +163,28 @@ def compare(feature: torch.Tensor, box: tuple[float, float, float, float], scale
     my = np.stack([bins[:, 0, 0] * stride - exact_y[:-1], bins[:, 0, 1] * stride - exact_y[1:]], axis=1)
     return RoiComparison(box, float(scale), (h, w), tuple(output_size), g, tuple(v * scale for v in box), cells,
                          bins, ex, ey, pts, mx, my, pooled, aligned)
+
+
+def compare_on_image(lm, image, box: tuple[float, float, float, float], *, layer: str | None = None,
+                     image_size: int | None = None, sampling_ratio: int = 2):
+    """:func:`compare` on the map Fast R-CNN pools from: ``image`` resized as Fast R-CNN resizes it
+    (short side ``image_size``, default twice the classifier's input, sides multiples of the stride),
+    ``box`` in pixels of ``image``, pooled to the tap's own size. Returns the comparison (in pixels
+    of the resized image) and that image.
+    """
+    from PIL import Image
+
+    from vizcore.regions.heads import split
+    from vizcore.regions.rcnn import default_layer, fit_to_stride, normalised, tap_size
+
+    net = split(lm, layer or default_layer(lm))
+    out = tap_size(lm, net)
+    stride = lm.spec.input_size / out[1]
+    w, h = image.size
+    win, hin = fit_to_stride((w, h), int(image_size or 2 * lm.spec.input_size), stride)
+    resized = image.convert("RGB").resize((win, hin), Image.BILINEAR)
+    with lm.lock, torch.no_grad():
+        feat = net.trunk(normalised(lm, resized))[0]
+    sx, sy = win / w, hin / h
+    b = (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+    return compare(feat, b, feat.shape[-1] / win, out, sampling_ratio), resized
