@@ -28,10 +28,10 @@ def cat224():
 
 
 def _logits(lm, image):
-    from vizcore.regions.rcnn import _normalised  # noqa: PLC2701 - the same tensor the runs use
+    from vizcore.regions.rcnn import normalised  # the same tensor the runs use
 
     with torch.no_grad():
-        return lm.model(_normalised(lm, image))
+        return lm.model(normalised(lm, image))
 
 
 @pytest.mark.parametrize("name,taps", [("efficientnet_lite0", ["blocks.3.1", "blocks.5", "blocks.6"]),
@@ -56,13 +56,13 @@ def test_bad_taps_and_architectures_get_one_line(lite):
 def test_whole_image_roialign_is_the_feature_map_and_fast_rcnn_the_classifier(lite, cat224):
     """RoIAlign (aligned, 1 sample) over the whole image at the tap's own size returns the map itself,
     so Fast R-CNN's logits for that box are the classifier's logits on the image."""
-    from vizcore.regions.rcnn import _normalised  # noqa: PLC2701
+    from vizcore.regions.rcnn import normalised
 
     box = whole_image_box(cat224.size)
     for layer in ("blocks.5", "blocks.6"):
         net = split(lite, layer)
         with torch.no_grad():
-            feat = net.trunk(_normalised(lite, cat224))
+            feat = net.trunk(normalised(lite, cat224))
         pooled = pool_regions(feat, torch.as_tensor(box), tuple(feat.shape[-2:]), feat.shape[-1] / 224, "align",
                               sampling_ratio=1)
         torch.testing.assert_close(pooled, feat, rtol=0, atol=1e-6)
@@ -93,10 +93,10 @@ def _bilinear(f: np.ndarray, x: float, y: float) -> np.ndarray:
 @pytest.mark.parametrize("box,ratio", [((37.0, 21.5, 181.0, 140.0), 2), ((0.0, 0.0, 223.0, 96.0), 1),
                                        ((100.3, 50.7, 130.1, 90.2), 3)])
 def test_roialign_equals_brute_force_bilinear_sampling(lite, cat224, box, ratio):
-    from vizcore.regions.rcnn import _normalised  # noqa: PLC2701
+    from vizcore.regions.rcnn import normalised
 
     with torch.no_grad():
-        feat = split(lite, "blocks.3").trunk(_normalised(lite, cat224))[0]
+        feat = split(lite, "blocks.3").trunk(normalised(lite, cat224))[0]
     c = roi.compare(feat, box, scale=14 / 224, output_size=(7, 7), sampling_ratio=ratio)
     f = feat.numpy().astype(np.float64)
     # Sample points by hand: bin (i, j), sample (a, b) at the box's start + (j + (b + .5) / g) bin widths.
@@ -116,10 +116,10 @@ def test_roipool_bins_are_the_hand_quantised_cells(lite, cat224):
     """Box (37, 21.5, 181, 140) at stride 16 on a 14x14 map: round(2.3125)=2, round(1.34)=1,
     round(11.3125)=11, round(8.75)=9; width 11-2+1=10 cells, height 9-1+1=9 cells, 7x7 bins of
     10/7 by 9/7 cells with floor/ceil edges."""
-    from vizcore.regions.rcnn import _normalised  # noqa: PLC2701
+    from vizcore.regions.rcnn import normalised
 
     with torch.no_grad():
-        feat = split(lite, "blocks.3").trunk(_normalised(lite, cat224))[0]
+        feat = split(lite, "blocks.3").trunk(normalised(lite, cat224))[0]
     box = (37.0, 21.5, 181.0, 140.0)
     c = roi.compare(feat, box, scale=1 / 16, output_size=(7, 7))
     assert c.pool_cells == (2, 1, 11, 9)
@@ -145,6 +145,7 @@ def test_selective_search_caps_and_refuses_tiny_images():
     b = p.boxes
     assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all() and (b[:, 2] <= 192).all() and (b[:, 3] <= 128).all()
     assert ((b[:, 2] - b[:, 0]) >= 8).all() and ((b[:, 3] - b[:, 1]) >= 8).all()
+    np.testing.assert_array_equal(selective_search(img, max_proposals=50).boxes, b)  # the same order every time
     q = selective_search(img.resize((96, 64)), mode="quality", max_proposals=20)
     assert len(q) <= 20 and q.mode == "quality"
     with pytest.raises(ProposalError, match="too small for region proposals"):

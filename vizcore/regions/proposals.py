@@ -6,6 +6,8 @@ count, drops degenerate boxes and reports what it did.
 """
 from __future__ import annotations
 
+import ctypes
+import threading
 import time
 from dataclasses import dataclass
 
@@ -17,6 +19,19 @@ MIN_SIDE = 32
 """Images with a shorter side than this (pixels) are refused: Selective Search finds nothing useful."""
 MIN_BOX = 8
 """Proposals narrower or shorter than this (pixels) are dropped (a few pixels hold no object)."""
+
+
+_RAND_LOCK = threading.Lock()
+
+
+def _seed_c_rand(seed: int) -> None:
+    """Seed the C library's ``rand``: OpenCV's Selective Search ranks regions by ``level x rand()``
+    (``selectivesearchsegmentation.cpp``), and ``cv2.setRNGSeed`` does not reach it. Without this the
+    same image gives the same set of boxes in another order, so a cap keeps another subset."""
+    try:
+        ctypes.CDLL(None).srand(ctypes.c_uint(seed))
+    except (OSError, AttributeError):  # no C library to reach (unusual platforms): order may vary
+        pass
 
 
 class ProposalError(ValueError):
@@ -43,7 +58,7 @@ class Proposals:
 
 
 def selective_search(image: Image.Image, *, mode: str = "fast", max_proposals: int = 2000,
-                     min_box: int = MIN_BOX) -> Proposals:
+                     min_box: int = MIN_BOX, seed: int = 0) -> Proposals:
     """Selective Search proposals for ``image``, at most ``max_proposals``.
 
     Args:
@@ -52,6 +67,7 @@ def selective_search(image: Image.Image, *, mode: str = "fast", max_proposals: i
             ``quality`` (``switchToSelectiveSearchQuality``: more colour spaces and ks, ~4x slower).
         max_proposals: cap on the number of boxes kept (R-CNN used about 2,000).
         min_box: boxes with a side shorter than this many pixels are dropped.
+        seed: seed of the random part of Selective Search's ranking (the same seed, the same order).
 
     Raises:
         ProposalError: an image smaller than :data:`MIN_SIDE`, a bad mode or cap, or no proposal.
@@ -74,7 +90,9 @@ def selective_search(image: Image.Image, *, mode: str = "fast", max_proposals: i
         ss.switchToSelectiveSearchFast()
     else:
         ss.switchToSelectiveSearchQuality()
-    rects = np.asarray(ss.process(), dtype=np.float32).reshape(-1, 4)  # x, y, w, h
+    with _RAND_LOCK:
+        _seed_c_rand(seed)
+        rects = np.asarray(ss.process(), dtype=np.float32).reshape(-1, 4)  # x, y, w, h
     found = int(rects.shape[0])
     keep = (rects[:, 2] >= min_box) & (rects[:, 3] >= min_box)
     rects = rects[keep][:max_proposals]
