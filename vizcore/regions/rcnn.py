@@ -4,7 +4,7 @@
   so that, warped to the classifier's input, it has ``context`` (16) pixels of surrounding image,
   warped (anisotropically) and classified by a full forward pass.
 - Fast R-CNN (Girshick, ICCV 2015, https://arxiv.org/abs/1504.08083): one forward pass of the
-  whole image to a tap; every proposal is pooled from that map (``torchvision.ops.roi_align`` or
+  whole image (short side: the classifier's resize size) to a tap; every proposal is pooled from that map (``torchvision.ops.roi_align`` or
   ``roi_pool``) to the size the rest of the network sees at that tap on a normal input, and only
   the rest of the network (:mod:`vizcore.regions.heads`) runs per proposal.
 
@@ -207,8 +207,10 @@ class RegionRun:
         layer: Fast R-CNN's tap (default :func:`default_layer`).
         pool: ``align`` or ``pool``.
         context: padding of R-CNN, applied to the boxes of both methods so they classify the same regions.
-        image_size: Fast R-CNN's short side of the whole image (rounded to the tap's stride);
-            default twice the classifier's input.
+        image_size: Fast R-CNN's short side of the whole image (rounded to the tap's stride); default
+            the classifier's resize size (256 for a 224 px crop): an ImageNet classifier that was not
+            fine-tuned sees objects at the scale it was trained on (at twice that, EfficientNet-Lite0's
+            whole-image prediction of some photos collapses; see bench/regions.py).
         batch_size: regions per forward pass.
         sampling_ratio: samples per bin side of RoIAlign (Fast R-CNN) and of the warp (R-CNN).
     """
@@ -242,7 +244,7 @@ class RegionRun:
             self.layer = self.net.tap
             self.pooled_size = tap_size(lm, self.net)
             self.stride = self.size / self.pooled_size[1]
-            self.image_size = int(image_size or 2 * self.size)
+            self.image_size = int(image_size or lm.spec.preprocess.resize)
             self._x = None
         else:
             self._x = None

@@ -168,7 +168,7 @@ def compare(feature: torch.Tensor, box: tuple[float, float, float, float], scale
 def compare_on_image(lm, image, box: tuple[float, float, float, float], *, layer: str | None = None,
                      image_size: int | None = None, sampling_ratio: int = 2):
     """:func:`compare` on the map Fast R-CNN pools from: ``image`` resized as Fast R-CNN resizes it
-    (short side ``image_size``, default twice the classifier's input, sides multiples of the stride),
+    (short side ``image_size``, default the classifier's resize size, sides multiples of the stride),
     ``box`` in pixels of ``image``, pooled to the tap's own size. Returns the comparison (in pixels
     of the resized image) and that image.
     """
@@ -181,7 +181,7 @@ def compare_on_image(lm, image, box: tuple[float, float, float, float], *, layer
     out = tap_size(lm, net)
     stride = lm.spec.input_size / out[1]
     w, h = image.size
-    win, hin = fit_to_stride((w, h), int(image_size or 2 * lm.spec.input_size), stride)
+    win, hin = fit_to_stride((w, h), int(image_size or lm.spec.preprocess.resize), stride)
     resized = image.convert("RGB").resize((win, hin), Image.BILINEAR)
     with lm.lock, torch.no_grad():
         feat = net.trunk(normalised(lm, resized))[0]
