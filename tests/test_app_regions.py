@@ -106,3 +106,21 @@ def test_rpn_segmentation_and_deconv_views():
     assert any(r.formulas()["transposed"] in m.value for m in at.markdown)
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert np.array_equal(_arr(spec["data"][0]["z"]), deconv.connectivity(**deconv.CASES["strides"]).astype(int))
+
+
+def test_an_image_too_small_for_proposals_is_one_error_line():
+    import io
+
+    from PIL import Image
+
+    from dashboard.widgets.images import SESSION_IMAGE
+
+    buf = io.BytesIO()
+    Image.new("RGB", (24, 24), (200, 30, 30)).save(buf, format="PNG")
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.session_state[SESSION_IMAGE] = {"kind": "upload", "name": "tiny.png", "data": buf.getvalue(), "digest": "tiny"}
+    at.run()
+    at.switch_page("app_pages/regions.py").run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == ["the image is too small for region proposals (24x24 px; at least 32 px "
+                                           "on each side)"]
