@@ -124,3 +124,13 @@ def test_an_image_too_small_for_proposals_is_one_error_line():
     assert not at.exception, at.exception
     assert [e.value for e in at.error] == ["the image is too small for region proposals (24x24 px; at least 32 px "
                                            "on each side)"]
+
+
+def test_a_detector_in_a_unit_page_address_is_one_clear_line():
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.query_params.update({"model": "fasterrcnn_resnet50_fpn_v2", "weights": "auto", "layer": "blocks.4.0",
+                            "channel": "3"})
+    at.switch_page("app_pages/unit.py").run()
+    assert not at.exception, at.exception
+    shown = [e.value for e in at.error] + [e.value for e in at.warning]
+    assert any("a detection or segmentation model; open it on Regions and pixels" in t for t in shown), shown
