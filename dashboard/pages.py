@@ -51,6 +51,8 @@ ARCHITECTURES = PageInfo("architectures", "Architectures", ":material/account_tr
                          "parameters, MACs and receptive fields, layer by layer")
 EVIDENCE = PageInfo("evidence", "Evidence", ":material/travel_explore:", "Single network",
                     "where the evidence for a class lies, and how faithful each map is")
+REGIONS = PageInfo("regions", "Regions and pixels", ":material/crop_free:", "Single network",
+                   "R-CNN vs Fast R-CNN, RoIPool vs RoIAlign, Faster/Mask R-CNN, segmentation, transposed convolutions")
 DATASET_EXAMPLES = PageInfo("dataset_examples", "Dataset examples", ":material/grid_view:", "What units want",
                             "the dataset patches that excite each channel most")
 FEATURE_VIZ = PageInfo("feature_viz", "Feature visualisation", ":material/palette:", "What units want",
@@ -66,7 +68,7 @@ SHAPE_BIAS = PageInfo("shape_bias", "Texture vs shape", ":material/pets:", "What
 SIMILARITY = PageInfo("similarity", "Similarity", ":material/join_inner:", "What depth buys",
                       "how alike the layers of two networks are (CKA), and nearest neighbours")
 
-PAGES: tuple[PageInfo, ...] = (HOME, ACTIVATIONS, COMPARE, ARCHITECTURES, EVIDENCE, DATASET_EXAMPLES, FEATURE_VIZ,
+PAGES: tuple[PageInfo, ...] = (HOME, ACTIVATIONS, COMPARE, ARCHITECTURES, EVIDENCE, REGIONS, DATASET_EXAMPLES, FEATURE_VIZ,
                                UNIT, PROBES, EMBEDDINGS, SHAPE_BIAS, SIMILARITY)
 """Every page, in navigation order."""
 

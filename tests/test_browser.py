@@ -111,6 +111,7 @@ WALK = [
     ("Compare", "Compare architectures", "photo"),
     ("Architectures", "Architectures", None),
     ("Evidence", "Evidence", "photo"),
+    ("Regions and pixels", "Regions and pixels", "photo"),
     ("Unit", "· channel", "photo"),
     ("Dataset examples", "Dataset examples", None),
     ("Feature visualisation", "Feature visualisation", None),

@@ -503,3 +503,54 @@ def overlay_grid(lm: "LoadedModel", layer: str, act: torch.Tensor | np.ndarray, 
         r, q = divmod(k, cols)
         grid.paste(tile, (pad + q * (cell + pad), pad + r * (cell + pad)))
     return grid
+
+
+# ------------------------------------------------------------ regions and pixels
+def palette(n: int, cmap: str = "tab20") -> np.ndarray:
+    """``(n, 3)`` uint8 distinct colours (a qualitative colormap, repeated if needed)."""
+    table = lut(cmap)
+    return table[(np.arange(n) * 13) % 256] if cmap != "tab20" else table[((np.arange(n) % 20) * 256 // 20) + 6]
+
+
+def draw_boxes(image: Image.Image, boxes: np.ndarray, labels: Sequence[str] = (), *,
+               colors: np.ndarray | None = None, width: int = 2) -> Image.Image:
+    """``image`` with rectangles ``(N, 4)`` (``x1, y1, x2, y2`` in its pixels) and an optional label each."""
+    from PIL import ImageDraw
+
+    img = _rgb(image).copy()
+    d = ImageDraw.Draw(img)
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    cols = palette(max(1, len(boxes))) if colors is None else np.asarray(colors)
+    for k, b in enumerate(boxes):
+        c = tuple(int(v) for v in cols[k % len(cols)])
+        d.rectangle([float(b[0]), float(b[1]), float(b[2]), float(b[3])], outline=c, width=width)
+        if k < len(labels) and labels[k]:
+            x, y = float(b[0]), max(0.0, float(b[1]) - 12)
+            tw = d.textlength(labels[k])
+            d.rectangle([x, y, x + tw + 4, y + 12], fill=c)
+            d.text((x + 2, y), labels[k], fill=(0, 0, 0) if sum(c) > 380 else (255, 255, 255))
+    return img
+
+
+def label_overlay(image: Image.Image, mask: np.ndarray, alpha: float = 0.5, *, skip: Iterable[int] = (0,)) -> Image.Image:
+    """Blend a class-index mask ``(H, W)`` (resized to the image, nearest) over it, one colour per
+    class; classes in ``skip`` (the background) are left clear."""
+    img = _rgb(image)
+    m = np.asarray(mask)
+    if m.shape != (img.height, img.width):
+        m = np.asarray(Image.fromarray(m.astype(np.int32), "I").resize(img.size, Image.Resampling.NEAREST))
+    cols = palette(int(m.max()) + 1).astype(np.float32)
+    base = np.asarray(img, dtype=np.float32)
+    show = ~np.isin(m, list(skip))
+    out = base.copy()
+    out[show] = base[show] * (1 - alpha) + cols[m[show]] * alpha
+    return Image.fromarray(out.clip(0, 255).round().astype(np.uint8), "RGB")
+
+
+def masks_overlay(image: Image.Image, masks: np.ndarray, threshold: float = 0.5, alpha: float = 0.5) -> Image.Image:
+    """Blend instance masks ``(D, H, W)`` in [0, 1] over ``image``, one colour per instance."""
+    masks = np.asarray(masks)
+    m = np.zeros(masks.shape[1:], dtype=np.int64)
+    for k in range(masks.shape[0] - 1, -1, -1):  # the first (highest-scoring) instance on top
+        m[masks[k] >= threshold] = k + 1
+    return label_overlay(image, m, alpha)

@@ -14,6 +14,7 @@ import json
 import streamlit as st
 from PIL import Image
 
+from dashboard import pages
 from dashboard import widgets as w
 
 KEY = "evidence"
@@ -337,6 +338,8 @@ else:
                "for AlexNet) and fc7, fc8 as 1x1 convolutions, and the network takes any image larger than "
                "224 px and returns a coarse map of class scores (Long et al., CVPR 2015). Here it sees the "
                "whole image, not the centre crop.")
+    st.page_link(pages.REGIONS.path, label="Trained for it: FCN and DeepLabv3 segmentation, and transposed "
+                 "convolutions, on Regions and pixels", icon=":material/crop_free:")
     c1, c2, c3 = st.columns(3)
     fcn = c1.selectbox("Network", FCNS, key=f"{KEY}_fcn")
     short = c2.select_slider("Short side (px)", [256, 320, 448, 640], value=448, key=f"{KEY}_fcn_side")

@@ -170,6 +170,8 @@ if fresh:
     m = want.get("model", DEFAULT_MODEL)
     if m in names or m.startswith("timm/"):
         st.session_state[f"{KEY}_model"] = m
+    elif m in list_models(task=None):  # a detector or segmenter: not a classification unit page
+        _problem(f"The address names {m!r}, a detection or segmentation model; open it on Regions and pixels.")
     else:
         _problem(f"The address names model {m!r}, which vizcore does not know. Choose one in the sidebar.")
     wt = want.get("weights", "auto")

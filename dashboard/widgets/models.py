@@ -15,7 +15,7 @@ from typing import Sequence
 import streamlit as st
 
 from dashboard.widgets.errors import show_error
-from vizcore.models import DEFAULT_MODEL, LoadedModel, get_spec, list_models, load_model, weights_available
+from vizcore.models import DEFAULT_MODEL, LoadedModel, get_spec, list_models, load_model, require_task, weights_available
 
 # ------------------------------------------------------------------ weights available now
 _AVAILABLE: dict[str, str] = {}
@@ -79,9 +79,11 @@ def get_model(name: str, weights: str = "auto") -> LoadedModel:
         return load_model(name, weights, progress=False)
 
 
-def load_model_or_stop(name: str, weights: str = "auto") -> LoadedModel:
-    """The cached model, or an error message and ``st.stop()`` (unknown timm name, unreadable weights, ...)."""
+def load_model_or_stop(name: str, weights: str = "auto", task: str = "classification") -> LoadedModel:
+    """The cached model, or an error message and ``st.stop()`` (unknown timm name, unreadable weights,
+    a model of another ``task`` such as a detector on a classification page, ...)."""
     try:
+        require_task(name, task)
         with st.spinner("Loading model…"):  # shown only if loading takes a moment (a hit is instant)
             return get_model(name, weights)
     except Exception as e:  # noqa: BLE001 - any failure to build or load is shown, never raised

@@ -26,10 +26,12 @@ def add_engine_args(p) -> None:
                         "$RAY_ADDRESS, else a local Ray started with this machine's CPUs")
 
 
-def load_model_cli(args):
-    """Load the model named by ``--model/--weights`` and report the weight source on stderr."""
-    from vizcore.models import load_model
+def load_model_cli(args, task: str = "classification"):
+    """Load the model named by ``--model/--weights`` (a model of ``task``: a detector given to a
+    classification command is one clear error) and report the weight source on stderr."""
+    from vizcore.models import load_model, require_task
 
+    require_task(args.model, task)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the warning is printed below, once
         lm = load_model(args.model, args.weights)

@@ -17,7 +17,7 @@ def run(args) -> int:
     from vizcore.models import get_spec, list_models, weights_available
 
     rows = [{"name": n, "family": get_spec(n).family, "weights": weights_available(get_spec(n))}
-            for n in list_models()]
+            for n in list_models(task=None)]  # classifiers, then detectors and segmenters (vizcore detect/segment)
     if args.json:
         write_json(rows)
         return 0

@@ -11,18 +11,21 @@ from vizcore.models.registry import (
     UnknownLayerError,
     UnknownModelError,
     WeightSource,
+    WrongTaskError,
     get_spec,
     list_models,
     register,
+    require_task,
 )
 
 from vizcore.models import zoo  # noqa: E402,F401 - the built-in architectures register themselves on import
+from vizcore.models import detection  # noqa: E402,F401 - so do the torchvision detectors and segmenters
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
 __all__ = [
     "DEFAULT_MODEL", "LoadedModel", "ModelSpec", "ModelTooLargeError", "Preprocess", "Tap", "UnknownLayerError",
     "UnknownModelError", "WeightSource", "WeightsError", "WeightsInfo", "build", "clear_cache",
-    "get_spec", "list_models", "load_model", "loaded_models", "model_memory_budget_mb", "read_checkpoint", "register", "resolve_layer",
-    "resolve_weights", "tap_label", "taps_for", "weights_available",
+    "get_spec", "list_models", "load_model", "loaded_models", "model_memory_budget_mb", "read_checkpoint", "register", "require_task", "resolve_layer",
+    "resolve_weights", "tap_label", "taps_for", "weights_available", "WrongTaskError",
 ]

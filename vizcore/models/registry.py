@@ -25,6 +25,13 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
+TASKS = ("classification", "detection", "segmentation")
+
+
+class WrongTaskError(ValueError):
+    """A model asked for where another kind is needed (a detector on a classification page)."""
+
+
 class UnknownLayerError(KeyError):
     """Raised for a layer name that is neither a tap nor a module of the model."""
 
@@ -109,6 +116,9 @@ class ModelSpec:
     paper: str = ""
     description: str = ""
     imagenet_head: bool = True
+    task: str = "classification"
+    """``classification`` (ImageNet-style logits), ``detection`` or ``segmentation`` (torchvision's
+    COCO / VOC models, used by :mod:`vizcore.regions`)."""
     extra: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -141,9 +151,24 @@ def register_family(prefix: str, spec_of: Callable[[str], ModelSpec]) -> None:
     _FAMILIES[prefix] = spec_of
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style pattern, in registry order."""
-    return [n for n in _REGISTRY if fnmatch.fnmatch(n, pattern)]
+def list_models(pattern: str = "*", task: str | None = "classification") -> list[str]:
+    """Registered model names matching a shell-style pattern, in registry order.
+
+    ``task`` keeps only models of that :attr:`ModelSpec.task` (default the classifiers every
+    classification page and command uses); ``None`` lists every model.
+    """
+    return [n for n, s in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (task is None or s.task == task)]
+
+
+def require_task(name: str, task: str = "classification") -> ModelSpec:
+    """The spec of ``name``, or :class:`WrongTaskError` in one line when it is another kind of model."""
+    spec = get_spec(name)
+    if spec.task != task:
+        where = {"detection": "the Regions and pixels page or `vizcore detect`",
+                 "segmentation": "the Regions and pixels page or `vizcore segment`",
+                 "classification": "the classification pages"}[spec.task]
+        raise WrongTaskError(f"{name} is a {spec.task} model, not a {task} one: use it on {where}")
+    return spec
 
 
 def get_spec(name: str) -> ModelSpec:
