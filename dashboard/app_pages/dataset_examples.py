@@ -142,14 +142,14 @@ try:
         state["result"] = job.result()  # converted (and cached on disk) once
     result = state["result"] if state["result"] is not None else job.result()
 except ValueError as e:  # no image of the dataset could be read
-    st.error(str(e))
+    st.error(w.plain(e))
     st.stop()
 if layer not in result.layers:
     st.info("Nothing mined yet.")
     st.stop()
 with status:
     src = "from the cache" if result.cached else ("mined now" if result.complete else "partial")
-    msg = (f"{result.n_images} images of **{ds.name}** · layer **{layer}** · "
+    msg = (f"{result.n_images} images of **{w.plain(ds.name)}** · layer **{layer}** · "
            f"{result.n_channels(layer)} channels · top {k} ({src})")
     if result.complete:
         st.success(msg)
@@ -215,7 +215,7 @@ for start in range(0, len(hits), per_row):
             uc = hit_crop(lm, result, layer, int(channel), r)  # context around small fields, ERF for huge ones
             crop = uc.image
             st.image(w.png_bytes(crop.resize((160, round(160 * crop.size[1] / max(crop.size[0], 1))))),
-                     caption=f"#{r + 1} · {h.value:.3g} · {Path(h.file).name} · {uc.method}")
+                     caption=f"#{r + 1} · {h.value:.3g} · {w.plain(Path(h.file).name)} · {uc.method}")
             if show_heat:
                 st.image(_heatmap(result_key, layer, int(channel), r, lm, result),
                          caption=f"map at ({h.y}, {h.x}); box {h.box[2] - h.box[0]}×{h.box[3] - h.box[1]} px")

@@ -61,7 +61,7 @@ ds = w.open_dataset_or_stop(spec)
 if max_images and max_images < len(ds):
     ds = ds.subset(sorted({round(i * len(ds) / max_images) for i in range(int(max_images))}),
                    name=f"{ds.name} ({int(max_images)} of {len(ds)})")
-st.write(f"**{ds.name}**: {len(ds)} images; " + ", ".join(
+st.write(f"**{w.plain(ds.name)}**: {len(ds)} images; " + ", ".join(
     f"{sum(lab is not None for lab in ds.labels(k))} with a **{k}** label ({len(ds.classes(k))} classes)"
     for k in labels) + ".")
 

@@ -262,7 +262,7 @@ with st.sidebar:
 
 problem = st.session_state.get(f"{KEY}_problem")
 if problem:
-    st.error(problem)
+    st.error(w.plain(problem))
     st.stop()
 
 address = w.unit_params(model, weights, layer, channel, dataset)
@@ -272,7 +272,7 @@ if address != url:
     st.session_state[f"{KEY}_synced"] = address
 
 # ------------------------------------------------------------------ the page
-st.title(f"{model} · {layer} · channel {channel}")
+st.title(w.plain(f"{model} · {layer} · channel {channel}"))
 st.caption(f"Output {'×'.join(map(str, shape))} · link to this unit: `/{w.unit_url(model, weights, layer, channel, dataset)}`")
 w.weights_badge(lm)
 image, caption = w.image_input(KEY)
@@ -283,7 +283,7 @@ st.subheader("On your image")
 try:
     on = _on_image(model, weights, digest, raw, size, layer, channel)
 except Exception as e:  # noqa: BLE001 - a model the engine cannot run: say so, keep the app alive
-    st.error(f"{model} could not process {caption}: {e}")
+    st.error(w.plain(f"{model} could not process {caption}: {e}"))
     st.stop()
 fig = go.Figure(go.Image(z=on["crop"], hoverinfo="skip"))
 fig.add_trace(go.Heatmap(z=on["up"], colorscale="Inferno", opacity=0.55, zmin=min(0.0, float(on["up"].min())),
@@ -295,7 +295,7 @@ with c1:
     st.plotly_chart(fig, key=f"{KEY}_on_image")
 with c2:
     mh, mw = on["map"].shape
-    st.markdown(f"**{caption}**: channel {channel} peaks at {on['max']:.3g} (unit y={on['y']}, x={on['x']} of "
+    st.markdown(f"**{w.plain(caption)}**: channel {channel} peaks at {on['max']:.3g} (unit y={on['y']}, x={on['x']} of "
                 f"the {mh}×{mw} map); mean {on['mean']:.3g}.")
     st.caption("The map is upsampled bilinearly with each unit placed at the centre of its receptive field, "
                "and laid over the crop the network sees.")
@@ -307,7 +307,7 @@ if st.toggle("Show the theoretical and effective receptive field of the peak uni
     try:
         rf = _erf(model, weights, digest, raw, size, layer, channel, on["y"], on["x"])
     except Exception as e:  # noqa: BLE001
-        st.error(f"Could not compute the receptive field: {e}")
+        st.error(w.plain(f"Could not compute the receptive field: {e}"))
     else:
         t, b = rf["theoretical"], rf["box"]
         c1, c2 = st.columns([2, 3])
@@ -330,7 +330,7 @@ if f1.toggle("Render the channel's feature visualisation (128 px, 128 steps: abo
         (fv,) = _featviz(model, weights, layer, (channel,), int(fv_steps), int(fv_size))
         st.image(fv["png"], width=256, caption=f"objective {fv['start']:.3g} → {fv['final']:.3g}")
     except Exception as e:  # noqa: BLE001
-        st.error(f"Feature visualisation failed: {e}")
+        st.error(w.plain(f"Feature visualisation failed: {e}"))
 
 # -- dataset examples
 st.subheader("Top dataset images")
@@ -343,27 +343,27 @@ else:
     ds = w.open_dataset_or_stop(dataset)
     job_key = (model, weights, dataset, ds.fingerprint(), mine_layers)
     if _cached(model, weights, dataset, mine_layers) or st.session_state.get(f"{KEY}_mined") == job_key \
-            or st.button(f"Find the top images in {ds.name} ({len(ds)} images)", key=f"{KEY}_mine",
+            or st.button(f"Find the top images in {w.plain(ds.name)} ({len(ds)} images)", key=f"{KEY}_mine",
                          icon=":material/search:"):
         st.session_state[f"{KEY}_mined"] = job_key
         result = _mine(*job_key)
         views = _hit_views(model, weights, f"{job_key}", layer, channel, result)
-        st.caption(f"The {len(views)} images of {ds.name} ({result.n_images} mined) where channel {channel} "
+        st.caption(f"The {len(views)} images of {w.plain(ds.name)} ({result.n_images} mined) where channel {channel} "
                    f"peaks highest: the crop around the peak unit, then the channel's map over the image.")
         cols = st.columns(min(len(views), 5) or 1)
         for i, v in enumerate(views):
             with cols[i % len(cols)]:
-                st.image(v["crop"], caption=f"#{i + 1} · {v['value']:.3g} · {v['file']} · {v['method']}",
+                st.image(v["crop"], caption=f"#{i + 1} · {v['value']:.3g} · {w.plain(v['file'])} · {v['method']}",
                          width="stretch")
                 st.image(v["map"], width="stretch")
 files = tuple(h.file for h in result.hits(layer, channel)) if result is not None else ()
-on_what = (f"its {len(files)} top images in {Path(dataset).name or dataset}" if files
+on_what = (f"its {len(files)} top images in {w.plain(Path(dataset).name or dataset)}" if files
            else f"your image ({caption}); choose a dataset for its top images")
 
 # -- class support
 st.subheader("Classes it supports")
 if not lm.categories:
-    st.info(f"{model} has no ImageNet classification head.")
+    st.info(f"{w.plain(model)} has no ImageNet classification head.")
 elif layer == taps[-1] and shape == (len(lm.categories),):
     st.info(f"{layer} is the classification head itself: channel {channel} is the logit of "
             f"“{lm.categories[channel]}”.")
@@ -371,7 +371,7 @@ elif st.toggle(f"Compute class support over {on_what}", key=f"{KEY}_show_cs"):
     try:
         cs = _class_support(model, weights, layer, channel, files, digest, raw, size)
     except Exception as e:  # noqa: BLE001 - e.g. the logits layer itself
-        st.error(f"Class support: {e}")
+        st.error(w.plain(f"Class support: {e}"))
     else:
         st.caption(f"Method: {cs['method']}.")
         c1, c2 = st.columns(2)
@@ -384,7 +384,7 @@ if st.toggle(f"Find the units of the previous layer that drive it most (over {on
     try:
         dr = _drivers(model, weights, layer, channel, files, digest, raw, size)
     except Exception as e:  # noqa: BLE001
-        st.error(f"Drivers: {e}")
+        st.error(w.plain(f"Drivers: {e}"))
     else:
         st.caption(f"Method: {dr['method']}.")
         ds_ = dr["drivers"]

@@ -12,6 +12,8 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
+from dashboard.widgets.text import plain
+
 from vizcore.models import list_models
 
 PAGE_DATASET_EXAMPLES = "app_pages/dataset_examples.py"
@@ -37,7 +39,7 @@ def unit_url(model: str, weights: str, layer: str, channel: int, dataset: str | 
 def unit_link(model: str, weights: str, layer: str, channel: int, dataset: str | None = None, *,
               label: str | None = None, help: str | None = None) -> None:
     """A link to the unit page of one channel (carries the session: its image stays)."""
-    st.page_link(PAGE_UNIT, label=label or f"Unit page: {layer} · {int(channel)}", icon=":material/my_location:",
+    st.page_link(PAGE_UNIT, label=label or f"Unit page: {plain(layer)} · {int(channel)}", icon=":material/my_location:",
                  query_params=unit_params(model, weights, layer, channel, dataset),
                  help=help or "Everything about this channel on one page, at an address you can share.")
 
