@@ -74,26 +74,47 @@ if stimuli.strip():  # a typed folder is read (or downloaded into) only under th
 try:
     root = _root(stimuli.strip())
 except Exception as e:  # noqa: BLE001 - offline without stimuli, wrong folder, ...
-    st.error(f"No stimuli: {e}")
+    st.error(w.plain(f"No stimuli: {e}"))
     st.stop()
 
 # ------------------------------------------------------------------------------- the jobs
 jobs_state: dict = st.session_state.setdefault(f"{KEY}_jobs", {})
-jobs: dict[str, cc.PassRun] = {}
-loaded = {}
-for name in models:
+valid = []
+for name in models:  # names and heads are checked on the spec: nothing is built for that
     try:
-        cc.check_imagenet_head(get_spec(name))  # before building it
+        cc.check_imagenet_head(get_spec(name))
     except cc.NoImageNetHeadError as e:
-        st.error(str(e))
+        st.error(w.plain(e))
         continue
     except Exception as e:  # noqa: BLE001 - unknown timm name
-        st.error(f"Cannot load model {name!r}: {e}")
+        w.show_error(e, f"Cannot load model {name!r}")
         continue
+    valid.append(name)
+if not valid:
+    st.stop()
+
+# Nothing is loaded until Run: a model typed in the sidebar costs no memory (a timm giant is GBs)
+# until its result is asked for. Models of jobs this session already has are loaded already.
+request = (tuple(valid), weights, root, batch)
+asked = st.session_state.get(f"{KEY}_asked") == request
+if not asked and not all((n, weights, root, batch) in jobs_state for n in valid):
+    def _ask() -> None:
+        st.session_state[f"{KEY}_asked"] = request
+        st.session_state.pop(f"{KEY}_job_ctl", None)  # the job starts at once (autostart below)
+
+    c1, c2 = st.columns([1, 5], vertical_alignment="center")
+    c1.button("Run", key=f"{KEY}_start", type="primary", icon=":material/play_arrow:", on_click=_ask)
+    c2.info(f"{len(valid)} model(s) to score. Nothing is loaded until you press Run; results already "
+            "cached on disk then show at once.")
+    st.stop()
+
+jobs: dict[str, cc.PassRun] = {}
+loaded = {}
+for name in valid:
     try:
         lm = w.get_model(name, weights)
-    except Exception as e:  # noqa: BLE001 - unknown timm name, unreadable weights, ...
-        st.error(f"Cannot load model {name!r}: {e}")
+    except Exception as e:  # noqa: BLE001 - unreadable weights, the memory budget, ...
+        w.show_error(e, f"Cannot load model {name!r}")
         continue
     job_id = (name, weights, root, batch)
     job = jobs_state.get(job_id)
@@ -101,10 +122,10 @@ for name in models:
         try:
             job = cc.shape_bias_run(lm, root, batch_size=batch)
         except cc.NoImageNetHeadError as e:
-            st.error(str(e))
+            st.error(w.plain(e))
             continue
         except Exception as e:  # noqa: BLE001 - stimuli vanished, ...
-            st.error(f"{name}: {e}")
+            st.error(w.plain(f"{name}: {e}"))
             continue
         jobs_state[job_id] = job
     jobs[name] = job
@@ -116,7 +137,7 @@ if not jobs:
 cols = st.columns(min(len(loaded), 4))
 for i, (name, lm) in enumerate(loaded.items()):
     with cols[i % len(cols)]:
-        st.markdown(f"**{name}**")
+        st.markdown(f"**{w.plain(name)}**")
         w.weights_badge(lm)
 
 
@@ -151,7 +172,7 @@ def _partial() -> None:
         if est is None:
             continue
         bias, lo, hi = est
-        st.markdown(f"**{name}** so far: shape bias **{bias:.3f}** (95 % interval {lo:.3f} to {hi:.3f}) from "
+        st.markdown(f"**{w.plain(name)}** so far: shape bias **{bias:.3f}** (95 % interval {lo:.3f} to {hi:.3f}) from "
                     f"{s_hits + t_hits} shape-or-texture decisions among {scored} of "
                     f"{job.p.subsets['cue-conflict']} cue-conflict images.")
 
@@ -171,7 +192,7 @@ left = sum(jobs[n].total - jobs[n].pos for n in pending)
 started = any(jobs[n].pos for n in pending)
 finished = w.stepped_job(
     KEY, tuple((n, weights, root, batch) for n in jobs), counts=lambda: (sum(j.pos for j in jobs.values()), total),
-    step=_step, partial=_partial, what=f"Scoring {len(jobs)} model(s) on the stimuli",
+    step=_step, partial=_partial, what=f"Scoring {len(jobs)} model(s) on the stimuli", autostart=asked,
     idle_note=f"{len(pending)} model(s) to score: {left:,} images left "
               f"({'partly done, ' if started else ''}results are cached on disk when finished).")
 if not any(j.done for j in jobs.values()):
@@ -202,7 +223,7 @@ st.dataframe(rows, hide_index=True, width="stretch",
                              "edges accuracy")})
 for name, r in results.items():
     if r.skipped:
-        st.warning(f"{name}: {len(r.skipped)} unreadable stimuli skipped.")
+        st.warning(f"{w.plain(name)}: {len(r.skipped)} unreadable stimuli skipped.")
 
 
 # --------------------------------------------------------------------------- the plot
