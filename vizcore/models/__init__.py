@@ -1,6 +1,7 @@
 """Model zoo: registry, builders, weight resolution (see :mod:`.registry`, :mod:`.loading`)."""
 from vizcore.models.loading import (
     LoadedModel,
+    ModelMemoryBusyError,
     ModelTooLargeError,
     WeightsError,
     WeightsInfo,
@@ -10,6 +11,7 @@ from vizcore.models.loading import (
     loaded_models,
     model_memory_budget_mb,
     read_checkpoint,
+    release_memory,
     resolve_layer,
     resolve_weights,
     tap_label,
@@ -36,3 +38,4 @@ __all__ = [
     "get_spec", "list_models", "load_model", "loaded_models", "model_memory_budget_mb", "read_checkpoint", "register", "resolve_layer",
     "resolve_weights", "tap_label", "taps_for", "weights_available",
 ]
+__all__ += ["ModelMemoryBusyError", "release_memory"]
