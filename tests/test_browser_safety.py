@@ -73,3 +73,26 @@ def test_no_page_asks_another_host(server, browser):  # noqa: F811
     hosts = {urllib.parse.urlparse(u).netloc for u in requests if not u.startswith(("data:", "blob:"))}
     assert hosts == {own}, f"pages asked other hosts: {[u for u in requests if own not in u][:10]}"
     context.close()
+
+
+def test_upload_file_name_markup_is_shown_as_text(server, browser, tmp_path):  # noqa: F811
+    """An upload named like markup (a file name cannot hold "/", but ``http:host`` is a URL to a
+    browser): the caption shows the name literally, and nothing links to or loads from that host."""
+    from test_browser import _small_png
+
+    name = "![x](http:127.0.0.1:9) [sign in](http:127.0.0.1:9) <img src=http:127.0.0.1:9>.png"
+    upload = _small_png(tmp_path / name)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(180_000)
+    requests = _watch(page)
+    page.goto(f"{server}/activations")
+    page.get_by_text("the 224px crop the network sees").first.wait_for()
+    page.locator('input[type="file"]').first.set_input_files(str(upload))
+    caption = page.locator('[data-testid="stCaptionContainer"]').filter(has_text="Image of this session").first
+    page.wait_for_function("([el, t]) => el.textContent.replaceAll('\\u2060', '').includes(t)",
+                           arg=[caption.element_handle(), name])
+    _settled(page)
+    links = page.locator(f'a[href*="{TRAP}"]').evaluate_all("els => els.map(e => e.outerHTML)")
+    images = page.locator(f'img[src*="{TRAP}"]').evaluate_all("els => els.map(e => e.outerHTML)")
+    assert not links and not images, (links, images)
+    assert not [u for u in requests if TRAP in u], f"the browser was made to ask {TRAP}"
