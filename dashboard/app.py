@@ -20,7 +20,9 @@ from vizcore import apply_speed_settings  # noqa: E402
 
 apply_speed_settings()
 
-st.set_page_config(page_title="vizcore: what CNN layers learn", page_icon=":material/biotech:", layout="wide")
+# An emoji icon: the browser draws it from a data: URL. A ":material/...:" page icon (of the app or of
+# an st.Page) makes every visitor's browser fetch it from fonts.gstatic.com.
+st.set_page_config(page_title="vizcore: what CNN layers learn", page_icon="🔬", layout="wide")
 
 page = st.navigation(navigation())  # every page: dashboard/pages.py
 with st.sidebar:

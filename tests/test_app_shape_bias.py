@@ -199,3 +199,23 @@ def test_running_estimate_with_interval_and_time_left(cue_conflict_root, tmp_pat
     at.run()  # the next step: the estimate moves on
     assert "32/64 images" in at.get("progress")[0].proto.text
     assert any("among 32 of 64 cue-conflict images" in m.value for m in at.markdown)
+
+
+def test_nothing_is_loaded_until_run(few_stimuli, monkeypatch):
+    """Choosing or typing models loads none of them (a timm giant would take GBs at once): the page
+    offers Run and says so; the models are loaded when Run is pressed, and scored at once."""
+    import dashboard.widgets.models as wm
+
+    asked = []
+    real = wm.load_model
+    monkeypatch.setattr(wm, "load_model", lambda name, *a, **k: asked.append(name) or real(name, *a, **k))
+    at = _app(few_stimuli, ["efficientnet_lite0"])
+    at.text_input(key=f"{KEY}_timm").set_value("timm/resnet10t").run()
+    assert not at.exception, at.exception
+    assert asked == [], asked
+    assert any("2 model(s) to score" in i.value and "Nothing is loaded until you press Run" in i.value
+               for i in at.info)
+    at.button(key=f"{KEY}_start").click().run()
+    assert not at.exception, at.exception
+    assert set(asked) == {"efficientnet_lite0", "timm/resnet10t"}
+    assert at.get("progress") or at.dataframe  # scoring started without a second press

@@ -188,3 +188,58 @@ def test_cache_command_in_a_real_process(root, tmp_path):
     p = subprocess.run([sys.executable, "-m", "vizcore", "cache", "clear"], capture_output=True, text=True,
                        env=env, timeout=120, stdin=subprocess.DEVNULL)
     assert p.returncode == 2 and "add --yes" in p.stderr and (root / "embed" / "a.pt").exists()
+
+
+def test_what_the_cache_did_not_write_is_never_counted_followed_or_deleted(root, tmp_path, capsys):
+    """The cache root is also a data root: a user's folder there, a link to a folder elsewhere, and
+    links inside a real kind folder (to a file and to a folder outside) are not results. They are
+    not counted (``cache info``), not followed to size them, and survive ``cache clear`` and a
+    budget of 0 MB; the cache's own entries go."""
+    outside = tmp_path / "elsewhere"
+    (outside / "album").mkdir(parents=True)
+    (outside / "album" / "big.jpg").write_bytes(b"\0" * (3 * MB))
+    (outside / "precious.pt").write_bytes(b"\0" * (2 * MB))
+    mine = save_torch("features", "a" * 24, _blob(1))
+    json_entry = save_json("embed", "b" * 24, {"x": 1})
+    photos = root / "photos"  # a user's folder placed under the root
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(b"\0" * MB)
+    (photos / "abc123").mkdir()  # named like a key, but not in a kind of the cache
+    (root / "linked_kind").symlink_to(outside / "album", target_is_directory=True)
+    (root / "features" / ("c" * 24 + ".pt")).symlink_to(outside / "precious.pt")
+    (root / "features" / ("d" * 24)).symlink_to(outside / "album", target_is_directory=True)
+    (root / "features" / "holiday.jpg").write_bytes(b"\0" * MB)  # not a name the cache writes
+    user_things = [photos / "cat.jpg", photos / "abc123", root / "linked_kind", outside / "album" / "big.jpg",
+                   outside / "precious.pt", root / "features" / ("c" * 24 + ".pt"), root / "features" / ("d" * 24),
+                   root / "features" / "holiday.jpg"]
+
+    assert cache.kinds() == ["embed", "features"]
+    assert sorted(e.path for e in entries()) == sorted([json_entry, mine])
+    facts = cache.info()
+    assert set(facts["kinds"]) == {"embed", "features"}
+    assert facts["kinds"]["features"] == {"entries": 1, "mb": pytest.approx(1.0, abs=0.01), "in_budget": True}
+    assert facts["results_mb"] == pytest.approx(1.0, abs=0.01)
+    assert load_torch("features", "c" * 24) is None  # a link is not read through either
+    code, out, _ = _cli(capsys, "info")
+    assert code == 0 and "photos" not in out and "linked_kind" not in out
+
+    assert len(enforce_budget(budget_mb=0)) == 2  # the cache's own entries only
+    save_torch("features", "e" * 24, _blob(0.1))
+    assert cache.clear() == (1, pytest.approx(0.1 * MB, abs=4096))
+    with pytest.raises(ValueError, match="no cache kind 'photos'"):
+        cache.clear("photos")
+    missing = [str(p) for p in user_things if not os.path.lexists(p)]
+    assert not missing, f"deleted what the cache did not write: {missing}"
+    assert (outside / "album" / "big.jpg").stat().st_size == 3 * MB
+
+
+def test_a_new_kind_is_marked_and_bad_names_are_refused(root):
+    """A kind vizcore does not list yet is the cache's once the cache wrote it (its marker file);
+    a kind or key that is not a plain name (a path) is refused with one line."""
+    save_json("newkind", "k1", {"x": 1})
+    assert (root / "newkind" / cache.MARKER).is_file()
+    assert "newkind" in cache.kinds() and [e.path.name for e in entries(["newkind"])] == ["k1.json"]
+    for kind, key in (("../outside", "k"), ("features", "../../x"), ("features", "a.b")):
+        with pytest.raises(ValueError, match="bad cache (kind|key)"):
+            save_json(kind, key, {})
+    assert not (root.parent / "outside").exists()

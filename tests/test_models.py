@@ -11,6 +11,7 @@ from vizcore.models import (
     build,
     get_spec,
     list_models,
+    load_model,
     resolve_layer,
     taps_for,
 )
@@ -96,6 +97,29 @@ def test_unknown_model_suggests_close_names():
     with pytest.raises(UnknownModelError) as e:
         get_spec("timm/resnet10tt")
     assert "timm/resnet10t" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["timm/../../etc/passwd", "timm//etc/passwd", "timm/resnet50/../x",
+                                  "timm/[x](http://127.0.0.1:9/a)", "timm/", "timm/a b"])
+def test_a_timm_name_that_is_no_name_is_an_input_error(name, monkeypatch):
+    """A path, a URL or markup after ``timm/`` is the user's input error, said in one line (a
+    ``ValueError``, not an internal ``KeyError`` only), and timm is never asked about it."""
+    import timm
+
+    monkeypatch.setattr(timm, "list_models", lambda *a, **k: pytest.fail("timm was asked"))
+    with pytest.raises(UnknownModelError, match=r"bad model name .*: a timm model is timm/ and a name") as e:
+        load_model(name)
+    assert isinstance(e.value, ValueError)
+    assert "\n" not in str(e.value)
+
+
+def test_a_timm_name_that_is_no_name_in_the_cli(capsys):
+    from vizcore.cli import main
+
+    assert main(["layers", "--model", "timm/../../etc/passwd"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vizcore layers: error: bad model name 'timm/../../etc/passwd': a timm model is")
+    assert len(err.splitlines()) == 1
 
 
 def test_unknown_layer_suggests_close_names(resnet18_random):

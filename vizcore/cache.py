@@ -13,6 +13,14 @@ entries until the total fits, never the one just written. Exported datasets (``d
 downloaded stimuli (``stimuli/``) are data, not results: costly to get again and not
 recomputable from anything in the cache, so they are outside the budget; ``vizcore cache info``
 shows them and ``vizcore cache clear --kind datasets`` removes them on request.
+
+Only what the cache wrote is the cache's. The cache root is also a default data root, so a user
+may keep folders there: a folder under the root is a kind only if vizcore writes that kind
+(:data:`RESULT_KINDS`, :data:`DATA_KINDS`) or holds the marker :data:`MARKER` that the cache
+writes into every kind folder it creates; an entry of a result kind is a file or folder named
+like a cache key (``<key>``, ``<key>.pt``, ``<key>.json``) or a stale temporary file of a write.
+Symbolic links are never followed, counted or deleted, wherever they are; everything else under
+the root is left alone.
 """
 from __future__ import annotations
 
@@ -20,7 +28,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -32,6 +42,13 @@ log = logging.getLogger(__name__)
 DEFAULT_CACHE_MAX_MB = 5000
 DATA_KINDS = ("datasets", "stimuli")
 """Folders of the cache root that hold data (exported datasets, downloaded stimuli), not results."""
+RESULT_KINDS = ("embed", "featviz", "features", "patches", "probes", "shape_bias", "similarity")
+"""Folders of results that vizcore writes (a new kind is marked with :data:`MARKER` when written)."""
+MARKER = ".vizcore-cache"
+"""A file the cache writes into each kind folder it creates: the folder is the cache's."""
+KEY_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,127}")
+"""What a key may be (:func:`cache_key` gives 24 hex digits); entries are ``<key>[.pt|.json]``."""
+ENTRY_SUFFIXES = ("", ".pt", ".json")
 STALE_TMP_S = 3600
 """A temporary file older than this is a leftover of a killed write (counted and evictable);
 younger ones may be a write in progress in another process and are left alone."""
@@ -73,8 +90,42 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def _check_name(what: str, name: str) -> None:
+    if not KEY_PATTERN.fullmatch(name):
+        raise ValueError(f"bad cache {what} {name!r}: letters, digits, '_' and '-' only "
+                         "(at most 128, starting with a letter or digit)")
+
+
+def _mark(folder: Path) -> None:
+    """Create ``folder`` (a kind) and mark it as the cache's; a read-only cache is not an error."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        marker = folder / MARKER
+        if not marker.exists():
+            marker.write_text("vizcore results cache: this folder's entries may be deleted by the cache\n")
+    except OSError:
+        pass
+
+
 def entry_path(kind: str, key: str, suffix: str = ".pt") -> Path:
-    return cache_root() / kind / f"{key}{suffix}"
+    """Where the entry ``key`` of ``kind`` lives; the kind's folder is created and marked as the cache's.
+
+    Raises:
+        ValueError: ``kind`` or ``key`` is not a plain name (no path separators, no dots).
+    """
+    _check_name("kind", kind)
+    _check_name("key", key)
+    folder = cache_root() / kind
+    _mark(folder)
+    return folder / f"{key}{suffix}"
+
+
+def _regular_file(path: Path) -> bool:
+    """A regular file, not a link (a link under the cache is someone else's: never read through it)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def save_torch(kind: str, key: str, obj: Any) -> Path:
@@ -96,7 +147,7 @@ def load_torch(kind: str, key: str) -> Any | None:
     import torch
 
     path = entry_path(kind, key)
-    if not path.is_file():
+    if not _regular_file(path):
         return None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -118,7 +169,7 @@ def save_json(kind: str, key: str, obj: Any) -> Path:
 def load_json(kind: str, key: str) -> Any | None:
     """The cached JSON object, or ``None`` if absent or unreadable (a bad entry is removed)."""
     path = entry_path(kind, key, ".json")
-    if not path.is_file():
+    if not _regular_file(path):
         return None
     try:
         obj = json.loads(path.read_text())
@@ -163,38 +214,74 @@ class Entry:
 
 
 def _tree(path: Path) -> tuple[int, float]:
-    """Bytes and latest mtime of a file, or of everything under a folder."""
-    st = path.stat()
-    if not path.is_dir():
+    """Bytes and latest mtime of a file, or of the regular files under a folder (links not followed)."""
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode):
         return st.st_size, st.st_mtime
     size, latest = 0, st.st_mtime
-    for dirpath, _dirs, files in os.walk(path):
+    for dirpath, _dirs, files in os.walk(path):  # followlinks=False: a linked folder is not entered
         for f in files:
             try:
-                s = os.stat(os.path.join(dirpath, f))
+                s = os.lstat(os.path.join(dirpath, f))
             except OSError:
                 continue
-            size += s.st_size
-            latest = max(latest, s.st_mtime)
+            if stat.S_ISREG(s.st_mode):
+                size += s.st_size
+                latest = max(latest, s.st_mtime)
     return size, latest
 
 
+def _real_dir(p: Path) -> bool:
+    try:
+        return stat.S_ISDIR(p.lstat().st_mode)
+    except OSError:
+        return False
+
+
 def kinds(root: Path | None = None) -> list[str]:
-    """The kind folders under the cache root (results and data), sorted."""
+    """The kind folders under the cache root (results and data), sorted: folders vizcore writes or
+    that carry the cache's :data:`MARKER`; links and anyone else's folders are not kinds."""
     root = cache_root() if root is None else root
     try:
-        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        children = list(root.iterdir())
     except OSError:
         return []
+    return sorted(p.name for p in children
+                  if _real_dir(p) and (p.name in RESULT_KINDS or p.name in DATA_KINDS
+                                       or (p / MARKER).is_file() and not (p / MARKER).is_symlink()))
+
+
+def _is_entry(kind: str, p: Path) -> bool:
+    """Whether ``p`` (a child of a kind folder) is something the cache wrote: never a link; in a data
+    kind any file or folder; in a result kind a name like a key or a temporary file of a write."""
+    try:
+        mode = p.lstat().st_mode
+    except OSError:
+        return False
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) or p.name == MARKER:
+        return False
+    if kind in DATA_KINDS:
+        return True
+    if p.name.startswith(".") and p.name.endswith((".tmp", ".part")):
+        return stat.S_ISREG(mode)
+    for suffix in ENTRY_SUFFIXES:
+        if suffix and not p.name.endswith(suffix):
+            continue
+        stem = p.name[: len(p.name) - len(suffix)] if suffix else p.name
+        if KEY_PATTERN.fullmatch(stem) and (stat.S_ISDIR(mode) == (suffix == "")):
+            return True
+    return False
 
 
 def entries(which: Iterable[str] | None = None) -> list[Entry]:
     """Every entry of the result kinds (or of ``which``, data kinds included if named).
 
-    Temporary files of writes in progress (younger than :data:`STALE_TMP_S`) are skipped.
+    Temporary files of writes in progress (younger than :data:`STALE_TMP_S`) are skipped, and so is
+    whatever the cache did not write (see the module's docstring).
     """
     root = cache_root()
-    names = [k for k in kinds(root) if k not in DATA_KINDS] if which is None else list(which)
+    present = kinds(root)
+    names = [k for k in present if k not in DATA_KINDS] if which is None else [k for k in which if k in present]
     now = time.time()
     out = []
     for kind in names:
@@ -204,6 +291,8 @@ def entries(which: Iterable[str] | None = None) -> list[Entry]:
         except OSError:
             continue
         for p in children:
+            if not _is_entry(kind, p):
+                continue
             try:
                 size, used = _tree(p)
             except OSError:  # removed meanwhile
@@ -215,9 +304,10 @@ def entries(which: Iterable[str] | None = None) -> list[Entry]:
 
 
 def remove(entry: Entry) -> None:
-    if entry.path.is_dir() and not entry.path.is_symlink():
+    """Delete one entry. A folder's links are removed as links (``shutil.rmtree`` never follows them)."""
+    if _real_dir(entry.path):
         shutil.rmtree(entry.path, ignore_errors=True)
-    else:
+    elif not entry.path.is_symlink():
         entry.path.unlink(missing_ok=True)
 
 
@@ -232,12 +322,12 @@ def enforce_budget(keep: Path | None = None, budget_mb: float | None = None) -> 
     total = sum(e.bytes for e in found)
     if total <= budget:
         return []
-    keep = Path(keep).resolve() if keep is not None else None
+    keep = Path(keep).absolute() if keep is not None else None
     evicted = []
     for e in sorted(found, key=lambda e: e.last_used):
         if total <= budget:
             break
-        if keep is not None and e.path.resolve() == keep:
+        if keep is not None and e.path.absolute() == keep:
             continue
         remove(e)
         total -= e.bytes

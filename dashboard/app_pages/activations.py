@@ -49,17 +49,17 @@ digest, raw, size = w.image_payload(image)
 lm = w.load_model_or_stop(model, weights)
 
 try:
-    with st.spinner(f"Running {model} on {caption}…"):
+    with st.spinner(w.plain(f"Running {model} on {caption}…")):
         ov = w.activation_overview(model, weights, digest, raw, size)
         grids = w.cached_grids(model, weights, digest, raw, size, top=top, order=order,
                                shared_scale=shared, cell=cell)
 except Exception as e:  # noqa: BLE001 - a model the engine cannot run: say so, keep the app alive
-    st.error(f"{model} could not process {caption}: {e}")
+    st.error(w.plain(f"{model} could not process {caption}: {e}"))
     st.stop()
 
 left, right = st.columns([1, 2])
 with left:
-    st.image(ov["crop_png"], caption=f"{caption}: the {lm.spec.input_size}px crop the network sees")
+    st.image(ov["crop_png"], caption=f"{w.plain(caption)}: the {lm.spec.input_size}px crop the network sees")
 with right:
     w.weights_badge(lm)
     preds = ov["predictions"]
@@ -67,7 +67,7 @@ with right:
         st.markdown("**Top-5 predictions**")
         st.plotly_chart(w.predictions_figure(preds), key=f"{KEY}_pred_chart")
     else:
-        st.info(f"{model} has no ImageNet classification head: no predictions, no Grad-CAM.")
+        st.info(f"{w.plain(model)} has no ImageNet classification head: no predictions, no Grad-CAM.")
     cam_target = None if not preds else st.selectbox(
         "Grad-CAM explains the class", [p[0] for p in preds], key=f"{KEY}_cam_target_{model}",
         format_func={p[0]: f"{p[1]} ({p[2]:.1%})" for p in preds}.get,
@@ -89,7 +89,7 @@ if focus and focus["model"] == model:
             st.session_state[f"{KEY}_ch_{model}_{focus['layer']}"] = min(max(0, int(focus["channel"])), n_ch - 1)
             st.session_state[f"{KEY}_ch_{model}_{focus['layer']}_image"] = digest  # the link's channel, kept
     elif focus.pop("fresh", False):
-        st.warning(f"{focus['layer']} is not one of the taps shown here for {model}.")
+        st.warning(w.plain(f"{focus['layer']} is not one of the taps shown here for {model}."))
 labels = {p[0]: p[1] for p in preds}
 
 if cam_target is not None:
@@ -105,8 +105,8 @@ if cam_target is not None:
                     cam = w.cached_gradcam(model, weights, digest, raw, size, name, int(cam_target))
                     st.image(cam, output_format="PNG", caption=f"{name}")
                 except Exception as e:  # noqa: BLE001 - show, keep the page alive
-                    st.error(f"Grad-CAM failed for {name}: {e}")
-st.subheader(f"{len(layers)} layers of {model}")
+                    st.error(w.plain(f"Grad-CAM failed for {name}: {e}"))
+st.subheader(f"{len(layers)} layers of {w.plain(model)}")
 st.caption("Expand a layer to see its channels (each tile carries its channel number). Pick a channel "
            "number to open it on the Dataset examples or Feature visualisation page, or on its own unit page; "
            "it starts at the image's top channel.")
@@ -163,7 +163,7 @@ for i in order_shown:
                         cam = w.cached_gradcam(model, weights, digest, raw, size, name, int(cam_target))
                         st.image(cam, output_format="PNG", caption=f"Grad-CAM at {name} for {labels[cam_target]}")
                     except Exception as e:  # noqa: BLE001 - show, keep the page alive
-                        st.error(f"Grad-CAM failed for {name}: {e}")
+                        st.error(w.plain(f"Grad-CAM failed for {name}: {e}"))
             st.download_button("Download grid PNG", g["png"], file_name=f"{model.replace('/', '_')}_{name}.png",
                                mime="image/png", key=f"{KEY}_dl_{model}_{name}", on_click="ignore",
                                icon=":material/download:")
@@ -192,8 +192,8 @@ for i in order_shown:
 
 # ------------------------------------------------------------------------------ neighbours
 st.header("Nearest dataset images at every depth")
-st.caption(f"The dataset images whose pooled features at a tap of **{model}** are closest (cosine) to those of "
-           f"**{caption}**: early taps group by colour and texture, deep taps by what is in the picture. "
+st.caption(f"The dataset images whose pooled features at a tap of **{w.plain(model)}** are closest (cosine) to those of "
+           f"**{w.plain(caption)}**: early taps group by colour and texture, deep taps by what is in the picture. "
            "The dataset's features are computed once and cached on disk (shared with the probes and "
            "embeddings pages).")
 taps_nb = [la["name"] for la in layers if la["kind"] not in ("input", "logits")] or [la["name"] for la in layers]
@@ -243,15 +243,15 @@ if (digest, caption, k_nb) not in found_for:
         w.show_error(e, "Cannot find neighbours")
         st.stop()
 nb = found_for[(digest, caption, k_nb)]
-st.caption(f"{nb.n_images:,} images of {nb_ds.name} searched"
+st.caption(f"{nb.n_images:,} images of {w.plain(nb_ds.name)} searched"
            + (" (features from the cache)." if nb_run.result().from_cache else "."))
 query_thumb = image.copy()
 query_thumb.thumbnail((128, 128))
 for layer, hits in nb.layers.items():
     st.subheader(layer)
-    thumbs, caps = [query_thumb], [f"query: {caption}"]
+    thumbs, caps = [query_thumb], [f"query: {w.plain(caption)}"]
     for h in hits:
         if (img := w.thumbnail(h.file)) is not None:
             thumbs.append(img)
-            caps.append(f"{Path(h.file).name} · {h.similarity:.3f}")
+            caps.append(f"{w.plain(Path(h.file).name)} · {h.similarity:.3f}")
     st.image(thumbs, caption=caps, width=128)

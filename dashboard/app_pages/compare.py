@@ -70,7 +70,7 @@ for col, entry in zip(cols, entries):
     model, weights = _split(entry)
     title = model if weights == "auto" else f"{model} (random init)"
     with col:
-        st.subheader(title)
+        st.subheader(w.plain(title))
         try:
             lm = w.get_model(model, weights)
         except Exception as e:  # noqa: BLE001 - show, keep the other columns alive
@@ -78,7 +78,7 @@ for col, entry in zip(cols, entries):
             continue
         w.weights_badge(lm)
         try:
-            with st.spinner(f"Running {model}…"):
+            with st.spinner(f"Running {w.plain(model)}…"):
                 ov = w.activation_overview(model, weights, digest, raw, size)
                 grids = w.cached_grids(model, weights, digest, raw, size, top=top, order=order,
                                        shared_scale=shared, cell=48)

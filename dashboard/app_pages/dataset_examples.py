@@ -142,14 +142,14 @@ try:
         state["result"] = job.result()  # converted (and cached on disk) once
     result = state["result"] if state["result"] is not None else job.result()
 except ValueError as e:  # no image of the dataset could be read
-    st.error(str(e))
+    st.error(w.plain(e))
     st.stop()
 if layer not in result.layers:
     st.info("Nothing mined yet.")
     st.stop()
 with status:
     src = "from the cache" if result.cached else ("mined now" if result.complete else "partial")
-    msg = (f"{result.n_images} images of **{ds.name}** · layer **{layer}** · "
+    msg = (f"{result.n_images} images of **{w.plain(ds.name)}** · layer **{layer}** · "
            f"{result.n_channels(layer)} channels · top {k} ({src})")
     if result.complete:
         st.success(msg)
@@ -223,7 +223,7 @@ for start in range(0, len(hits), per_row):
         h = hits[r]
         with row[r - start]:
             st.image(w.png_bytes(fit(crops[r].image, 160)), width="stretch",  # equal heights: square tiles
-                     caption=f"#{r + 1} · {h.value:.3g} · {w.short_name(h.file)}")
+                     caption=f"#{r + 1} · {h.value:.3g} · {w.plain(w.short_name(h.file))}")
             if show_heat:
                 st.image(_heatmap(result_key, layer, int(channel), r, lm, result), width="stretch",
                          caption=f"map at ({h.y}, {h.x})")

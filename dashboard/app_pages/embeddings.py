@@ -61,7 +61,7 @@ ds = w.open_dataset_or_stop(spec)
 if max_images and max_images < len(ds):
     ds = ds.evenly_spaced(int(max_images))
 classes = ds.classes(label)
-st.write(f"**{ds.name}**: {len(ds)} images, {len(classes)} **{label}** classes.")
+st.write(f"**{w.plain(ds.name)}**: {len(ds)} images, {len(classes)} **{label}** classes.")
 
 request = (model, weights, spec, ds.fingerprint(), early, late, label, method, seed, perplexity)
 
@@ -206,5 +206,5 @@ if selected:
     for i in selected:
         if (img := w.thumbnail(files[i])) is not None:
             thumbs.append(img)
-            caps.append(f"{Path(files[i]).name} · {maps[0].labels[i]}")
+            caps.append(w.plain(f"{Path(files[i]).name} · {maps[0].labels[i]}"))
     st.image(thumbs, caption=caps, width=128)

@@ -175,7 +175,7 @@ def _channels_behind(model: str, weights: str, digest: str, raw: bytes, size: tu
         with st.spinner("Channels behind the map…"):
             ch = _channels(model, weights, digest, raw, size, int(target))
     except Exception as e:  # noqa: BLE001
-        st.error(f"Channels behind the map: {e}")
+        st.error(w.plain(f"Channels behind the map: {e}"))
         return
     if ch["bias"] is None:  # AlexNet/VGG's CAM is the convolutionalised head; DenseNet's has a ReLU first
         shown = [m for m in shown if m != "cam"]
@@ -236,12 +236,12 @@ view = st.radio("View", list(VIEWS), format_func=VIEWS.get, horizontal=True, key
 lm = w.load_model_or_stop(model, weights)
 cats = list(lm.categories or [])
 if not cats:
-    st.error(f"{model} has no ImageNet classification head: there is no class to explain.")
+    st.error(f"{w.plain(model)} has no ImageNet classification head: there is no class to explain.")
     st.stop()
 try:
     preds = _top5(model, weights, digest, raw, size)
 except Exception as e:  # noqa: BLE001 - a model the engine cannot run: say so, keep the app alive
-    st.error(f"{model} could not process {caption}: {e}")
+    st.error(w.plain(f"{model} could not process {caption}: {e}"))
     st.stop()
 
 if view == "methods":
@@ -253,7 +253,7 @@ if view == "methods":
                            key=f"{KEY}_methods", help="Occlusion and integrated gradients take many forward "
                                                        "passes: they run when you press Run.")
     with left:
-        st.image(w.png_bytes(image), caption=caption, width="stretch")
+        st.image(w.png_bytes(image), caption=w.plain(caption), width="stretch")
     settings = {"occlusion": {"window": int(window), "stride": int(min(stride, window))},
                 "ig": {"n_steps": int(ig_steps)}}
     slow = [m for m in methods if m in SLOW]
@@ -285,7 +285,7 @@ if view == "methods":
     for i, m in enumerate(shown):
         with cols[i % len(cols)]:
             if m in errors:  # one method failing must not take the page down
-                st.error(f"{m}: {errors[m]}")
+                st.error(w.plain(f"{m}: {errors[m]}"))
                 continue
             r = results[m] = report["methods"][m]
             st.image(r["overlay"], caption=f"{m} · raw {'×'.join(map(str, r['raw_shape']))} · {r['seconds']:.2f} s",
@@ -322,7 +322,7 @@ elif view == "bagnet":
         with st.spinner(f"{bag} patch evidence…"):
             res = _bagnet(bag, "auto", digest, raw, size, (bag_preds[0][0], int(second)), int(k))
     except Exception as e:  # noqa: BLE001
-        st.error(f"{bag}: {e}")
+        st.error(w.plain(f"{bag}: {e}"))
         st.stop()
     cols = st.columns(2)
     for col, m, name in zip(cols, res["maps"], ("predicted", "second")):
@@ -355,7 +355,7 @@ else:
         with st.spinner(f"{fcn} over the whole image…"):
             r = _fcn(fcn, "auto", digest, raw, size, fcn_target, int(short))
     except Exception as e:  # noqa: BLE001
-        st.error(f"{fcn}: {e}")
+        st.error(w.plain(f"{fcn}: {e}"))
         st.stop()
     st.image(r["overlay"], width="stretch",
              caption=f"{r['label']} ({r['index']}) · {'×'.join(map(str, r['raw_shape']))} score map over "

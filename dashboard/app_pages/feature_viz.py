@@ -98,7 +98,7 @@ with top[1]:
         try:
             channels = [c for c in parse_channels(text) if c < n_ch]
         except ValueError:  # ChannelSpecError: not a channel list
-            st.error(f"Cannot read {text!r}: use e.g. 0-15 or 3,7,12")
+            st.error(w.plain(f"Cannot read {text!r}: use e.g. 0-15 or 3,7,12"))
             channels = []
 
 with st.expander("Settings", expanded=False):
@@ -191,7 +191,7 @@ if shown:
             vals = _best_on_photos(used["model"], used["weights"], used["layer"], tuple(used["channels"]),
                                    used["size"], used["objective"])
         best = dict(zip(used["channels"], vals))
-    st.subheader(f"{used['model']} · {used['layer']}")
+    st.subheader(w.plain(f"{used['model']} · {used['layer']}"))
     st.caption(f"{used['steps']} steps at {used['size']} px, {used['param']} parameterisation, "
                f"{used['transforms']} transforms, seed {used['seed']}.")
     st.markdown(explain_numbers(used, res, best))

@@ -19,7 +19,7 @@ st.markdown("Look inside convolutional networks: what every layer does with your
             "you replace it.")
 image, caption = w.image_input(KEY)
 c1, c2 = st.columns([1, 3])
-c1.image(w.png_bytes(image), caption=caption, width=160)
+c1.image(w.png_bytes(image), caption=w.plain(caption), width=160)
 with c2:
     for p in PAGES:
         if p.default:

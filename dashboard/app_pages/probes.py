@@ -60,7 +60,7 @@ if not models:
 ds = w.open_dataset_or_stop(spec)
 if max_images and max_images < len(ds):
     ds = ds.evenly_spaced(int(max_images))
-st.write(f"**{ds.name}**: {len(ds)} images; " + ", ".join(
+st.write(f"**{w.plain(ds.name)}**: {len(ds)} images; " + ", ".join(
     f"{sum(lab is not None for lab in ds.labels(k))} with a **{k}** label ({len(ds.classes(k))} classes)"
     for k in labels) + ".")
 

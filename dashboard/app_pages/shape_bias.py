@@ -78,31 +78,53 @@ if stimuli.strip():  # a typed folder is read (or downloaded into) only under th
 try:
     root = _root(stimuli.strip())
 except Exception as e:  # noqa: BLE001 - offline without stimuli, wrong folder, ...
-    st.error(f"No stimuli: {e}")
+    st.error(w.plain(f"No stimuli: {e}"))
     st.stop()
 
 # ------------------------------------------------------------------------------- the job
-loaded = {}
-for name in models:
+valid = []
+for name in models:  # names and heads are checked on the spec: nothing is built for that
     try:
-        cc.check_imagenet_head(get_spec(name))  # before building it
+        cc.check_imagenet_head(get_spec(name))
     except cc.NoImageNetHeadError as e:
-        st.error(str(e))
+        st.error(w.plain(e))
         continue
     except Exception as e:  # noqa: BLE001 - unknown timm name
-        st.error(f"Cannot load model {name!r}: {e}")
+        w.show_error(e, f"Cannot load model {name!r}")
         continue
+    valid.append(name)
+if not valid:
+    st.stop()
+
+# Nothing is loaded until Run: a model typed in the sidebar costs no memory (a timm giant is GBs)
+# until its result is asked for. A session that already has this job has its models loaded.
+request = (tuple(valid), weights, root, batch)
+asked = st.session_state.get(f"{KEY}_asked") == request
+held = st.session_state.get(f"{KEY}_job")
+if not asked and not (held is not None and held[0][0] == tuple(valid) and held[0][1:] == request[1:]):
+    def _ask() -> None:
+        st.session_state[f"{KEY}_asked"] = request
+        st.session_state.pop(f"{KEY}_job_ctl", None)  # the job starts at once (autostart below)
+
+    c1, c2 = st.columns([1, 5], vertical_alignment="center")
+    c1.button("Run", key=f"{KEY}_start", type="primary", icon=":material/play_arrow:", on_click=_ask)
+    c2.info(f"{len(valid)} model(s) to score. Nothing is loaded until you press Run; results already "
+            "cached on disk then show at once.")
+    st.stop()
+
+loaded = {}
+for name in valid:
     try:
         loaded[name] = w.get_model(name, weights)
-    except Exception as e:  # noqa: BLE001 - unknown timm name, unreadable weights, ...
-        st.error(f"Cannot load model {name!r}: {e}")
+    except Exception as e:  # noqa: BLE001 - unreadable weights, the memory budget, ...
+        w.show_error(e, f"Cannot load model {name!r}")
 if not loaded:
     st.stop()
 
 cols = st.columns(min(len(loaded), 4))
 for i, (name, lm) in enumerate(loaded.items()):
     with cols[i % len(cols)]:
-        st.markdown(f"**{name}**")
+        st.markdown(f"**{w.plain(name)}**")
         w.weights_badge(lm)
 
 # One engine job scores every model in turn (each model's result is cached on disk once complete);
@@ -114,7 +136,7 @@ if held is None or held[0] != job_id:
         held = st.session_state[f"{KEY}_job"] = (job_id, cc.ShapeBiasManyJob(list(loaded.values()), root,
                                                                               batch_size=batch))
     except Exception as e:  # noqa: BLE001 - stimuli vanished, ...
-        st.error(f"Cannot score on {root}: {e}")
+        st.error(w.plain(f"Cannot score on {root}: {e}"))
         st.stop()
 job = held[1]
 
@@ -129,7 +151,7 @@ def _partial(p) -> None:
     if est is None:
         return
     bias, lo, hi = est
-    st.markdown(f"**{p.current}** so far: shape bias **{bias:.3f}** (95 % interval {lo:.3f} to {hi:.3f}) from "
+    st.markdown(f"**{w.plain(p.current)}** so far: shape bias **{bias:.3f}** (95 % interval {lo:.3f} to {hi:.3f}) from "
                 f"{r.shape_hits + r.texture_hits} shape-or-texture decisions among {r.n} of "
                 f"{job.passes[p.current].subsets['cue-conflict']} cue-conflict images.")
 
@@ -137,7 +159,7 @@ def _partial(p) -> None:
 options = RunOptions(batch_size=batch, workers=0)
 pending = [n for n, p in job.passes.items() if p.cached is None]
 so_far = job_run(KEY, job, options, job_id=job_id)
-results = run_job(KEY, job, options, what=f"Scoring {len(loaded)} model(s) on the stimuli", partial=_partial,
+results = run_job(KEY, job, options, what=f"Scoring {len(loaded)} model(s) on the stimuli", partial=_partial, autostart=asked,
                   units_per_step=STEP_BATCHES * batch, job_id=job_id,
                   idle_note=f"{len(pending)} model(s) to score: {so_far.total - so_far.done:,} images left "
                             f"({'partly done, ' if so_far.done else ''}results are cached on disk per model "
@@ -166,7 +188,7 @@ st.dataframe(rows, hide_index=True, width="stretch",
                              "edges accuracy")})
 for name, r in results.items():
     if r.skipped:
-        st.warning(f"{name}: {len(r.skipped)} unreadable stimuli skipped.")
+        st.warning(f"{w.plain(name)}: {len(r.skipped)} unreadable stimuli skipped.")
 
 
 st.subheader("Shape decisions per category")

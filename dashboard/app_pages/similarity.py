@@ -58,10 +58,10 @@ with st.sidebar:
 
 w.weights_badge(lm)
 if lm_b is not lm:
-    st.caption(f"B: **{model_b}**, weights {lm_b.weights.label()}")
+    st.caption(f"B: **{w.plain(model_b)}**, weights {w.plain(lm_b.weights.label())}")
 ds_all = w.open_dataset_or_stop(spec)
 if len(ds_all) < 4:
-    st.error(f"CKA needs at least 4 images; {ds_all.name} has {len(ds_all)}.")
+    st.error(f"CKA needs at least 4 images; {w.plain(ds_all.name)} has {len(ds_all)}.")
     st.stop()
 if not layers or not layers_b:
     st.info("Choose at least one tap of each network.")
@@ -81,7 +81,7 @@ with st.sidebar:
                          "flattened whole is Kornblith et al.'s protocol.")
 
 ds = ds_all.evenly_spaced(n_use)
-st.write(f"**{ds.name}**: {len(ds)} images · A: **{model}** · B: **{model_b}** ({AGAINST[against]})")
+st.write(f"**{w.plain(ds.name)}**: {len(ds)} images · A: **{w.plain(model)}** · B: **{w.plain(model_b)}** ({AGAINST[against]})")
 
 from vizcore.similarity import load_cached, prepare, save_cached  # noqa: E402
 
@@ -119,12 +119,12 @@ if key not in results:
         job["stopped"] = True
         st.rerun()
     eta = run.eta()
-    bar = c1.progress(run.pos / max(run.total, 1), text=f"CKA over {ds.name}: {run.pos}/{run.total} images"
+    bar = c1.progress(run.pos / max(run.total, 1), text=f"CKA over {w.plain(ds.name)}: {run.pos}/{run.total} images"
                       + (f" · about {eta:.0f} s left" if eta is not None else ""))
     try:
         # A few batches per script run: the Stop button is read between runs.
         run.step(max(1, 64 // batch),
-                 progress=lambda d, t: bar.progress(d / max(t, 1), text=f"CKA over {ds.name}: {d}/{t} images"))
+                 progress=lambda d, t: bar.progress(d / max(t, 1), text=f"CKA over {w.plain(ds.name)}: {d}/{t} images"))
         if run.done:
             res = run.result()
             save_cached(key, res)
@@ -178,14 +178,14 @@ def _unit_opener(side: str, model_: str, weights_: str, tap: str) -> int:
         ov = w.activation_overview(model_, weights_, digest, raw, size)
         la = next(la for la in ov["layers"] if la["name"] == tap)
     except Exception as e:  # noqa: BLE001 - a network that cannot run the image: say so, keep the heatmap
-        st.error(f"{side}: {model_} could not process {caption}: {e}")
+        st.error(w.plain(f"{side}: {model_} could not process {caption}: {e}"))
         return 0
     n = int(la["shape"][0]) if la["shape"] else 1
     best = int(np.argmax(la["mean"]))
     ch = int(st.number_input(f"Channel of {tap} in {side} (0-{n - 1})", 0, n - 1, best, step=1,
                              key=f"{KEY}_unit_{side}_{model_}_{weights_}_{tap}_{digest}",
                              help=f"Starts at the channel most active on {caption} (its mean over the map)."))
-    w.unit_link(model_, weights_, tap, ch, label=f"{side}: {model_} · {tap} · {ch}")
+    w.unit_link(model_, weights_, tap, ch, label=w.plain(f"{side}: {model_} · {tap} · {ch}"))
     return ch
 
 

@@ -257,14 +257,14 @@ if dataset:
 
 problem = st.session_state.get(f"{KEY}_problem")
 if problem:
-    st.error(problem)
+    st.error(w.plain(problem))
     st.stop()
 
 w.set_unit_address(KEY, model, weights, layer, channel, dataset)
 opts = RunOptions(workers=0)
 
 # ------------------------------------------------------------------ the page
-st.title(f"{model} · {layer} · channel {channel}")
+st.title(w.plain(f"{model} · {layer} · channel {channel}"))
 st.caption(f"Output {'×'.join(map(str, shape))} · link to this unit: `/{w.unit_url(model, weights, layer, channel, dataset)}`")
 w.weights_badge(lm)
 image, caption = w.image_input(KEY)
@@ -275,7 +275,7 @@ st.subheader("On your image")
 try:
     on = _on_image(model, weights, digest, raw, size, layer, channel)
 except Exception as e:  # noqa: BLE001 - a model the engine cannot run: say so, keep the app alive
-    st.error(f"{model} could not process {caption}: {e}")
+    st.error(w.plain(f"{model} could not process {caption}: {e}"))
     st.stop()
 fig = go.Figure(go.Image(z=on["crop"], hoverinfo="skip"))
 fig.add_trace(go.Heatmap(z=on["up"], colorscale="Inferno", opacity=0.55, zmin=min(0.0, float(on["up"].min())),
@@ -287,7 +287,7 @@ with c1:
     st.plotly_chart(fig, key=f"{KEY}_on_image")
 with c2:
     mh, mw = on["map"].shape
-    st.markdown(f"**{caption}**: channel {channel} peaks at {on['max']:.3g} (unit y={on['y']}, x={on['x']} of "
+    st.markdown(f"**{w.plain(caption)}**: channel {channel} peaks at {on['max']:.3g} (unit y={on['y']}, x={on['x']} of "
                 f"the {mh}×{mw} map); mean {on['mean']:.3g}.")
     st.caption("The map is upsampled bilinearly with each unit placed at the centre of its receptive field, "
                "and laid over the crop the network sees.")
@@ -322,7 +322,7 @@ if f1.toggle("Render the channel's feature visualisation (its progress bar shows
         (fv,) = _featviz(model, weights, layer, (channel,), int(fv_steps), int(fv_size))
         st.image(fv["png"], width=256, caption=f"objective {fv['start']:.3g} → {fv['final']:.3g}")
     except Exception as e:  # noqa: BLE001
-        st.error(f"Feature visualisation failed: {e}")
+        st.error(w.plain(f"Feature visualisation failed: {e}"))
 
 # -- dataset examples
 st.subheader("Top dataset images")
@@ -335,7 +335,7 @@ else:
     ds = w.open_dataset_or_stop(spec)
     job_key = (model, weights, spec, ds.fingerprint(), mine_layers)
     if _cached(*job_key) or st.session_state.get(f"{KEY}_mined") == job_key \
-            or st.button(f"Find the top images in {ds.name} ({len(ds)} images)", key=f"{KEY}_mine",
+            or st.button(f"Find the top images in {w.plain(ds.name)} ({len(ds)} images)", key=f"{KEY}_mine",
                          icon=":material/search:"):
         st.session_state[f"{KEY}_mined"] = job_key
         result = _mine(*job_key)
@@ -349,7 +349,7 @@ def _show_crops(crops, maps: list[bytes] | None = None) -> None:
     for i, c in enumerate(crops):
         with cols[i % len(cols)]:
             st.image(w.png_bytes(fit(c.image, 160)), width="stretch",
-                     caption=f"#{i + 1} · {hits[i].value:.3g} · {w.short_name(hits[i].file)}")
+                     caption=f"#{i + 1} · {hits[i].value:.3g} · {w.plain(w.short_name(hits[i].file))}")
             if maps is not None:
                 st.image(maps[i], width="stretch")
 
@@ -359,14 +359,14 @@ if result is not None:
                     unit="crops", rate_unit="crop", autostart=True, partial=_show_crops)
     if crops is not None:
         methods = sorted({c.method for c in crops})
-        st.caption(f"The {len(crops)} images of {ds.name} ({result.n_images} mined) where channel {channel} "
+        st.caption(f"The {len(crops)} images of {w.plain(ds.name)} ({result.n_images} mined) where channel {channel} "
                    f"peaks highest (rank · the channel's activation at its peak · file). Crop: {', '.join(methods)}"
                    + (" (cyan: where the map is at least half its maximum; yellow: the peak unit's receptive "
                       "field where it fits)" if any(m.startswith("activation") for m in methods) else "")
                    + "; then the channel's map over the whole image.")
         _show_crops(crops, _hit_maps(model, weights, f"{job_key}", layer, channel, result))
 files = tuple(h.file for h in result.hits(layer, channel)) if result is not None else ()
-on_what = (f"its {len(files)} top images in {ds.name}" if files
+on_what = (f"its {len(files)} top images in {w.plain(ds.name)}" if files
            else f"your image ({caption}); choose a dataset for its top images")
 images = _images_for(files, raw, size)
 
@@ -382,7 +382,7 @@ def _show_support(cs) -> None:
 
 
 if not lm.categories:
-    st.info(f"{model} has no ImageNet classification head.")
+    st.info(f"{w.plain(model)} has no ImageNet classification head.")
 elif layer == taps[-1] and shape == (len(lm.categories),):
     st.info(f"{layer} is the classification head itself: channel {channel} is the logit of "
             f"“{lm.categories[channel]}”.")
@@ -399,7 +399,7 @@ dr = run_job(f"{KEY}_dr", DriversJob(lm, layer, channel, images), opts, what="Dr
              start_label="Find the drivers",
              idle_note=f"The units of the previous layer that drive it most (over {on_what}).")
 if dr is not None:
-    st.caption(f"Method: {dr.method}.")
+    st.caption(f"Method: {w.plain(dr.method)}.")
     ds_ = dr.drivers
     thumbs: dict[int, bytes] = {}
     if ds_ and ds_[0].layer is not None:

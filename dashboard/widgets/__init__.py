@@ -7,6 +7,7 @@
 - :mod:`.datasets`: the dataset widgets of the dataset-driven pages.
 - :mod:`.links`: cross-page links (the channel a page opens on, the unit page's address).
 - :mod:`.errors`: one error line per failure, tracebacks only with ``VIZCORE_DEBUG=1``.
+- :mod:`.text`: :func:`plain`, a visitor's text (address, file name, path, text box) shown as text.
 - :mod:`.progress`: the one progress widget of long jobs (time left, Run/Stop, partial results).
 
 Pages import this package as ``w`` and use the names re-exported here.
@@ -35,6 +36,7 @@ from dashboard.widgets.models import (
     weights_badge, weights_note, weights_now, weights_picker,
 )
 from dashboard.widgets.progress import duration, eta_text, progress_bar, stepped_job
+from dashboard.widgets.text import plain
 
 __all__ = [
     "DATASET_SOURCES", "ENGINES", "GRID_ORDERS", "PAGE_DATASET_EXAMPLES", "PAGE_FEATURE_VIZ", "SHARED_DATA",
@@ -46,7 +48,7 @@ __all__ = [
     "trained_now", "PAGE_UNIT", "unit_link", "unit_params", "unit_url", "vector_figure", "weights_badge",
     "weights_now", "weights_picker",
 ]
-__all__ += ["allowed_path_or_stop", "data_roots", "errors_shown", "one_line", "show_error"]
+__all__ += ["allowed_path_or_stop", "data_roots", "errors_shown", "one_line", "plain", "show_error"]
 __all__ += ["set_unit_address", "shape_bias_figure", "unit_address"]
 __all__ += ["short_name", "weights_note"]
 __all__ += ["SESSION_DATASET", "dataset_ref", "dataset_spec", "offered_imagenet", "session_dataset",

@@ -16,6 +16,7 @@ from typing import Sequence
 import streamlit as st
 
 from dashboard.widgets.errors import show_error
+from dashboard.widgets.text import plain
 from vizcore.data.roots import allowed_roots, check_allowed
 
 # ----------------------------------------------------------------------- datasets
@@ -137,7 +138,7 @@ def imagenet_samples_input(key: str) -> str:
 
     found = find_samples(candidates=(SHARED_DATA / "imagenet-samples",))
     if found is not None:
-        st.caption(f"From {found}.")
+        st.caption(f"From {plain(found)}.")
         return f"imagenet-samples:{found}"
     st.caption(f"Not on this machine yet: one download from [GitHub]({SAMPLES_REPO}), checked and cached "
                "(or set VIZCORE_IMAGENET_SAMPLES to a folder of them).")
@@ -251,7 +252,7 @@ def ray_or_stop():
     try:
         info = _ray(os.environ.get("RAY_ADDRESS") or None)
     except Exception as e:  # noqa: BLE001 - unreachable cluster, Ray not installed, ...
-        st.error(f"Ray is not available: {e}")
+        st.error(plain(f"Ray is not available: {e}"))
         st.stop()
-    st.caption(f"Ray at {info.address}: {info.cpus:g} CPUs, {info.gpus:g} GPUs")
+    st.caption(f"Ray at {plain(info.address)}: {info.cpus:g} CPUs, {info.gpus:g} GPUs")
     return info

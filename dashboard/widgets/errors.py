@@ -1,5 +1,8 @@
 """Errors on the page: one line with ``st.error``, the traceback only with ``VIZCORE_DEBUG=1``.
 
+The line is shown as plain text (:func:`dashboard.widgets.text.plain`): messages quote model names,
+layers, file names and paths that a visitor chose, and markdown in them must not become a link.
+
 ``dashboard/app.py`` runs every page inside :func:`errors_shown`, so whatever the
 engine raises ends as one line instead of a traceback. A page that must go on after
 an error (one model of several fails) wraps just that part in ``with errors_shown(...)``.
@@ -14,6 +17,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import streamlit as st
+
+from dashboard.widgets.text import plain
 
 # Errors that mean a bug rather than a bad input: their bare message ('stem' for a KeyError)
 # says nothing to a user, so the type is named and the debug switch pointed at.
@@ -33,7 +38,8 @@ def one_line(e: BaseException) -> str:
     first = text.splitlines()[0].strip() if text else ""
     if len(first) > MAX_CHARS:
         first = first[: MAX_CHARS - 1] + "…"
-    if isinstance(e, _INTERNAL) or not first:
+    # An input error may also be a KeyError (UnknownModelError, UnknownLayerError: ValueError too).
+    if (isinstance(e, _INTERNAL) and not isinstance(e, ValueError)) or not first:
         return (f"internal error ({type(e).__name__}{': ' + first if first else ''}); "
                 "set VIZCORE_DEBUG=1 for the details")
     return first
@@ -41,7 +47,8 @@ def one_line(e: BaseException) -> str:
 
 def show_error(e: BaseException, context: str = "") -> None:
     """One ``st.error`` line (``context: message``); with ``VIZCORE_DEBUG=1`` also the traceback."""
-    st.error(f"{context}: {one_line(e)}" if context else one_line(e), icon=":material/error:")
+    # As text: the message and context often quote what a visitor typed or an address carried.
+    st.error(plain(f"{context}: {one_line(e)}" if context else one_line(e)), icon=":material/error:")
     if debug():
         st.exception(e)
 

@@ -10,6 +10,7 @@ import io
 import streamlit as st
 from PIL import Image
 
+from dashboard.widgets.text import plain
 from vizcore.data import ImageLoadError, load_image, load_sample, sample_names, to_rgb
 
 
@@ -81,10 +82,10 @@ def image_input(key: str) -> tuple[Image.Image | None, str]:
         st.selectbox("Built-in image", samples, key=f"{key}_sample", on_change=_choose_sample, args=(key,),
                      placeholder=f"in use: your upload {rec['name']}" if rec["kind"] == "upload" else "choose one")
     if err_key in st.session_state:
-        st.error(st.session_state[err_key])
+        st.error(plain(st.session_state[err_key]))
     image, _ = current_image()
     rec = session_image()
-    st.caption(f"Image of this session: **{rec['name']}** "
+    st.caption(f"Image of this session: **{plain(rec['name'])}** "
                f"({'your upload' if rec['kind'] == 'upload' else 'built-in'}), used on every page until replaced.")
     return image, rec["name"]
 

@@ -16,6 +16,7 @@ import streamlit as st
 
 from dashboard import pages
 from dashboard.widgets.datasets import session_dataset
+from dashboard.widgets.text import plain
 from vizcore.models import list_models
 
 PAGE_DATASET_EXAMPLES = pages.DATASET_EXAMPLES.path
@@ -72,7 +73,7 @@ def unit_link(model: str, weights: str, layer: str, channel: int, dataset: str |
               label: str | None = None, help: str | None = None) -> None:
     """A link to the unit page of one channel (carries the session: its image stays, and its dataset
     unless ``dataset``, a short name, says another)."""
-    st.page_link(PAGE_UNIT, label=label or f"Unit page: {layer} · {int(channel)}", icon=":material/my_location:",
+    st.page_link(PAGE_UNIT, label=label or f"Unit page: {plain(layer)} · {int(channel)}", icon=":material/my_location:",
                  query_params=unit_params(model, weights, layer, channel, dataset or session_dataset()),
                  help=help or "Everything about this channel on one page, at an address you can share.")
 

@@ -15,6 +15,7 @@ from typing import Sequence
 import streamlit as st
 
 from dashboard.widgets.errors import show_error
+from dashboard.widgets.text import plain
 from vizcore.models import DEFAULT_MODEL, LoadedModel, get_spec, list_models, load_model, require_task, weights_available
 
 # ------------------------------------------------------------------ weights available now
@@ -116,11 +117,11 @@ def weights_badge(lm: LoadedModel) -> None:
     """Show where the weights came from; a warning when they are random."""
     if lm.weights.pretrained:
         st.badge(f"weights: {lm.weights.source}", icon=":material/verified:", color="green")
-        st.caption(lm.weights.detail)
+        st.caption(plain(lm.weights.detail))
     else:
         st.badge("weights: random init", icon=":material/warning:", color="orange")
         if lm.weights.warning:
-            st.caption(lm.weights.warning)
+            st.caption(plain(lm.weights.warning))
 
 
 def layer_picker(lm: LoadedModel, key: str, *, label: str = "Layer", multi: bool = False,

@@ -24,6 +24,8 @@ from typing import Callable, Hashable
 
 import streamlit as st
 
+from dashboard.widgets.text import plain
+
 TICK_S = 0.25
 """Seconds between the fragment's reruns while a job runs (each rerun does one step)."""
 
@@ -146,7 +148,7 @@ def stepped_job(key: str, job_id: Hashable, *, counts: Counts, step: Callable[[P
         c1.button("Resume" if done else start_label, key=f"{key}_start", type="primary",
                   icon=":material/play_arrow:", on_click=start)
         if ctl["error"]:
-            c2.error(ctl["error"])
+            c2.error(plain(ctl["error"]))  # quotes the engine's message: names and paths a visitor chose
         elif ctl["stopped"]:
             c2.warning(f"Stopped after {done:,} of {total:,} {unit}; the results so far are shown below, "
                        "and nothing half-done is cached. Resume continues where it stopped.")

@@ -3,7 +3,7 @@
 from vizcore.models.building import LoadedModel, WeightsInfo, build, resolve_layer, tap_label, taps_for
 from vizcore.models.checkpoints import WeightsError, read_checkpoint
 from vizcore.models.loading import clear_cache, load_model, loaded_models, resolve_weights, weights_available
-from vizcore.models.memory import ModelTooLargeError, model_memory_budget_mb
+from vizcore.models.memory import ModelMemoryBusyError, ModelTooLargeError, model_memory_budget_mb, release_memory
 from vizcore.models.registry import (
     ModelSpec,
     Preprocess,
@@ -29,3 +29,4 @@ __all__ = [
     "get_spec", "list_models", "load_model", "loaded_models", "model_memory_budget_mb", "read_checkpoint", "register", "require_task", "resolve_layer",
     "resolve_weights", "tap_label", "taps_for", "weights_available", "WrongTaskError",
 ]
+__all__ += ["ModelMemoryBusyError", "release_memory"]

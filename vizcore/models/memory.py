@@ -5,8 +5,11 @@ least recently used first, and refuses a model that alone exceeds it before read
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
+import sys
 import warnings
 
 import torch
@@ -72,3 +75,42 @@ def too_large_error(spec: ModelSpec, nbytes: int, budget_mb: float) -> ModelTooL
         f"{spec.name} needs {nbytes / 2**20:,.0f} MB for its parameters and buffers, more than the "
         f"model memory budget of {budget_mb:,.0f} MB (VIZCORE_MODEL_MEMORY_MB); "
         f"choose a smaller model or raise the budget.")
+
+
+DEFAULT_MODEL_WAIT_S = 30
+
+
+def model_memory_wait_s() -> float:
+    """How long a load waits for memory held elsewhere (``$VIZCORE_MODEL_WAIT_S``, default 30 s)."""
+    raw = os.environ.get("VIZCORE_MODEL_WAIT_S", "").strip()
+    try:
+        return max(0.0, float(raw)) if raw else float(DEFAULT_MODEL_WAIT_S)
+    except ValueError:
+        raise ValueError(f"VIZCORE_MODEL_WAIT_S must be a number of seconds, not {raw!r}") from None
+
+
+class ModelMemoryBusyError(ValueError):
+    """The model memory budget is held by models still in use (by this caller or others) or being
+    loaded, so a new model cannot be admitted without exceeding it."""
+
+
+_LIBC = None
+
+
+def release_memory(collect: bool = True) -> None:
+    """Free what evicted models held and give it back to the system: ``gc.collect()`` (for models
+    kept alive only by reference cycles; ``collect=False`` skips it, it takes a second in a big
+    process), then glibc's ``malloc_trim(0)`` on Linux: freed heap pages otherwise stay in the
+    process, in every thread's arena, and RSS would keep the peak of every model ever loaded.
+    Written here because no library wraps this one call; a no-op where there is no glibc."""
+    global _LIBC
+    if collect:
+        gc.collect()
+    if not sys.platform.startswith("linux") or _LIBC is False:
+        return
+    try:
+        if _LIBC is None:
+            _LIBC = ctypes.CDLL("libc.so.6")
+        _LIBC.malloc_trim(0)
+    except (OSError, AttributeError):  # musl or another libc: nothing to trim with
+        _LIBC = False

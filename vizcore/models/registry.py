@@ -18,8 +18,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class UnknownModelError(KeyError):
-    """Raised for a model name that is not registered."""
+class UnknownModelError(KeyError, ValueError):
+    """Raised for a model name that is not registered: a user's input error (hence also a
+    ``ValueError``; a ``KeyError`` for callers that look names up)."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want plain text
         return str(self.args[0])
@@ -32,8 +33,9 @@ class WrongTaskError(ValueError):
     """A model asked for where another kind is needed (a detector on a classification page)."""
 
 
-class UnknownLayerError(KeyError):
-    """Raised for a layer name that is neither a tap nor a module of the model."""
+class UnknownLayerError(KeyError, ValueError):
+    """Raised for a layer name that is neither a tap nor a module of the model (an input error,
+    like :class:`UnknownModelError`)."""
 
     def __str__(self) -> str:
         return str(self.args[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from typing import Callable
 
 import torch.nn as nn
@@ -321,11 +322,20 @@ for _k, (_crop, _resize) in _LITE.items():
 
 
 # ------------------------------------------------------------------------- timm
-@functools.lru_cache(maxsize=None)
+TIMM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,99}(\.[A-Za-z0-9][A-Za-z0-9_]{0,99})?")
+"""What a timm model name looks like (``convnext_tiny``, ``resnet50.a1_in1k``): checked before timm is asked."""
+
+
+@functools.lru_cache(maxsize=256)
 def timm_spec(timm_name: str) -> ModelSpec:
     """A spec for any timm model, built on demand (``timm/<name>``)."""
     import timm
 
+    if not TIMM_NAME.fullmatch(timm_name):  # a path, a URL, markup: say what a name is, look nothing up
+        raise UnknownModelError(
+            f"bad model name {'timm/' + timm_name!r}: a timm model is timm/ and a name of letters, digits "
+            f"and '_' with an optional .tag (e.g. timm/convnext_tiny, timm/resnet50.a1_in1k); "
+            f"`python -m vizcore models` lists vizcore's own models")
     if timm_name not in timm.list_models(pretrained=False) and timm_name not in timm.list_models(pretrained=True):
         close = close_names(timm_name, timm.list_models())
         hint = f" Did you mean: {', '.join('timm/' + c for c in close)}?" if close else ""
