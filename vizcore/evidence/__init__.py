@@ -74,7 +74,7 @@ class EvidenceMap:
         geometry: receptive field, jump and start of one raw cell in input pixels (or ``None``).
         settings: every setting used.
         caveats: what to know before believing it.
-        display: ``"minmax"`` or ``"positive"`` (see :meth:`heat`).
+        display: ``"minmax"``, ``"positive"`` or ``"positive99"`` (see :meth:`heat`).
         image: the RGB image the map lies over (the network's crop, or the whole scene for FCN).
         seconds: wall time of the method.
         extra: method-specific figures.
@@ -93,20 +93,25 @@ class EvidenceMap:
     extra: dict = field(default_factory=dict)
 
     def heat(self) -> np.ndarray:
-        """The map in ``[0, 1]`` for display: a score map stretched over its range, or the
-        positive part scaled by its maximum (all zero when nothing is positive)."""
+        """The map in ``[0, 1]`` for display: a score map stretched over its range (``minmax``),
+        the positive part scaled by its maximum (``positive``), or by its 99th percentile and
+        clipped (``positive99``: pixel-gradient maps, where a few pixels would otherwise take the
+        whole range and leave the rest dark). All zero when nothing is positive."""
         m = self.map.astype(np.float32)
         if self.display == "minmax":
             lo, hi = float(m.min()), float(m.max())
             return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
         m = np.clip(m, 0, None)
-        hi = float(m.max())
-        return m / hi if hi > 0 else np.zeros_like(m)
+        hi = float(np.percentile(m, 99)) if self.display == "positive99" else 0.0
+        if hi <= 0:
+            hi = float(m.max())
+        return np.clip(m / hi, 0, 1) if hi > 0 else np.zeros_like(m)
 
-    def overlay(self, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
-        from vizcore.activations import overlay
+    def overlay(self, alpha: float = 0.5, cmap: str | None = None) -> Image.Image:
+        """:meth:`heat` blended over :attr:`image` (colour map :data:`vizcore.render.HEAT_CMAP` by default)."""
+        from vizcore.render import HEAT_CMAP, overlay
 
-        return overlay(self.image, self.heat(), alpha=alpha, cmap=cmap)
+        return overlay(self.image, self.heat(), alpha=alpha, cmap=cmap or HEAT_CMAP)
 
     def to_json(self) -> dict:
         return {"method": self.method, "target": self.target.to_json(), "raw_shape": list(self.raw.shape),
