@@ -20,7 +20,7 @@ from dashboard.widgets.datasets import (
     open_dataset_or_stop, ray_or_stop,
 )
 from dashboard.widgets.errors import errors_shown, one_line, show_error
-from dashboard.widgets.figures import nearest_tap, predictions_figure, vector_figure
+from dashboard.widgets.figures import colorscale, nearest_tap, predictions_figure, vector_figure
 from dashboard.widgets.images import (
     SESSION_IMAGE, current_image, from_raw, image_digest, image_input, image_payload, png_bytes, session_image,
     set_session_image, thumbnail,
@@ -46,3 +46,4 @@ __all__ = [
     "weights_now", "weights_picker",
 ]
 __all__ += ["allowed_path_or_stop", "data_roots", "errors_shown", "one_line", "show_error"]
+__all__ += ["colorscale"]
