@@ -27,6 +27,7 @@ from vizcore.evidence import (
     list_methods,
     random_map,
     resolve_target,
+    same_up_to_scale,
     to_input,
     top_patches,
 )
@@ -92,6 +93,15 @@ def test_gradcam_at_the_last_feature_map_is_cam_without_bias(lite0, cat_x):
     want = F.interpolate(torch.from_numpy(gc).clamp_min(0)[None, None], size=(224, 224), mode="bilinear",
                          align_corners=False)[0, 0].numpy()
     np.testing.assert_allclose(heat, want / want.max(), atol=1e-5)
+
+
+def test_same_up_to_scale_tells_cam_and_gradcam_apart_only_where_they_differ(lite0, cat_x):
+    cam = evidence(lite0, cat_x, 285, "cam").raw
+    assert same_up_to_scale(cam, evidence(lite0, cat_x, 285, "gradcam").raw)  # last feature map: equal
+    assert not same_up_to_scale(cam, evidence(lite0, cat_x, 285, "gradcam", layer="blocks.6").raw)
+    assert not same_up_to_scale(cam, evidence(lite0, cat_x, 8, "cam").raw)  # another class
+    assert same_up_to_scale(cam, 3 * cam - 2) and not same_up_to_scale(cam, -cam)
+    assert not same_up_to_scale(cam, cam[:6]) and not same_up_to_scale(cam, np.ones_like(cam))
 
 
 @pytest.mark.slow

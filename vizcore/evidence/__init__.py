@@ -43,7 +43,7 @@ __all__ = [
     "ChannelShare", "EvidenceChannels", "EvidenceMap", "EvidenceReport", "EvidenceStopped", "Faithfulness",
     "MethodNotApplicable", "MethodSpec", "RawEvidence", "Target", "UnknownClassError", "UnknownMethodError",
     "evidence", "evidence_channels", "explain", "faithfulness", "fcn_scene", "get_method", "layer_tap",
-    "list_methods", "method", "random_map", "resolve_target", "to_input", "top_patches",
+    "list_methods", "method", "random_map", "resolve_target", "same_up_to_scale", "to_input", "top_patches",
 ]
 
 
@@ -196,6 +196,22 @@ def to_input(raw: torch.Tensor, geometry: Geometry | None, size: tuple[int, int]
     grid = torch.stack([gx, gy], dim=-1)[None]
     out = F.grid_sample(r[None, None], grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out[0, 0].numpy().astype(np.float32)
+
+
+def same_up_to_scale(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, tol: float = 1e-3) -> bool:
+    """Whether two maps of one shape are the same map up to a positive scale and an offset
+    (e.g. CAM and Grad-CAM at the last feature map): their standardised values differ by at most
+    ``tol`` everywhere. Two constant maps are the same; a constant and a varying one are not."""
+    x = np.asarray(a, dtype=np.float64).ravel()
+    y = np.asarray(b, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        return False
+    sx, sy = x.std(), y.std()
+    flat_x = sx <= 1e-12 * max(1.0, float(np.abs(x).max(initial=0)))
+    flat_y = sy <= 1e-12 * max(1.0, float(np.abs(y).max(initial=0)))
+    if flat_x or flat_y:
+        return flat_x and flat_y
+    return bool(np.abs((x - x.mean()) / sx - (y - y.mean()) / sy).max() <= tol)
 
 
 # ---------------------------------------------------------------------- evidence
