@@ -221,7 +221,7 @@ def test_denormalize_and_overlay(lite0, cat_result):
     assert ov.size == img.size and ov.mode == "RGB"
     assert np.array_equal(np.asarray(R.overlay(img, heat, alpha=0.0)), np.asarray(img))
     o, base = np.asarray(ov).astype(int), np.asarray(img).astype(int)
-    hot, cold = R.colorize(np.array(1.0), "jet"), R.colorize(np.array(0.0), "jet")
+    hot, cold = R.colorize(np.array(1.0), R.HEAT_CMAP), R.colorize(np.array(0.0), R.HEAT_CMAP)
     assert np.abs(o[100, 200] - (base[100, 200] + hot) / 2).max() <= 1
     assert np.abs(o[100, 20] - (base[100, 20] + cold) / 2).max() <= 1
     small = R.overlay(img, heat[::4, ::4])  # heat maps of another size are resized

@@ -30,6 +30,17 @@ def _curve_names(at: AppTest) -> list[str]:
     return list(dict.fromkeys(t["name"] for t in spec["data"]))
 
 
+def _assert_curves_told_apart(at: AppTest) -> None:
+    """Every curve has its own colour and its own dash; a method's two curves share them."""
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    style: dict[str, set] = {}
+    for t in spec["data"]:
+        style.setdefault(t["name"], set()).add((t["line"]["color"], t["line"]["dash"]))
+    assert all(len(v) == 1 for v in style.values()), style
+    pairs = [next(iter(v)) for v in style.values()]
+    assert len({c for c, _ in pairs}) == len({d for _, d in pairs}) == len(pairs), style
+
+
 @pytest.mark.slow
 def test_default_page_shows_cam_and_gradcam_with_the_engines_scores(lite0):
     at = _app()
@@ -47,6 +58,9 @@ def test_default_page_shows_cam_and_gradcam_with_the_engines_scores(lite0):
     rnd = faithfulness(lite0, x, random_map((224, 224), 0), top, steps=16)
     assert any(f"deletion **{rnd.deletion_auc:.3f}**" in t and "Random map" in t for t in texts)
     assert _curve_names(at) == ["cam", "gradcam", "random"]
+    _assert_curves_told_apart(at)
+    # at the last feature map CAM and Grad-CAM are one map, and the page says so where it shows them
+    assert any("CAM and Grad-CAM give the same map here" in i.value and "head" in i.value for i in at.info)
     # another class from the top-5 gives other maps and scores
     at.selectbox(key=f"{KEY}_top5").set_value(predict(lite0, [cat], topk=5)[0][3].index).run()
     assert not at.exception, at.exception
@@ -69,6 +83,8 @@ def test_slow_methods_wait_for_run_then_show_and_guided_reports_its_caveat():
     assert any(c.startswith("occlusion · raw 224×224") for c in captions), captions
     assert at.button(key=f"{KEY}_stop") is not None
     assert _curve_names(at) == ["guided", "occlusion", "random"]
+    _assert_curves_told_apart(at)
+    assert not any("CAM and Grad-CAM give the same map" in i.value for i in at.info)  # neither is shown
 
 
 def test_bad_upload_is_an_error_message_not_an_exception():
@@ -116,7 +132,11 @@ def test_channels_behind_cam_and_gradcam_link_to_their_unit_pages(lite0):
     assert all(q == {"model": "efficientnet_lite0", "weights": "auto", "layer": "head", "channel": q["channel"]}
                for _, q in links)
     assert any(f"share **{ec.top[0].share:+.3g}**" == m.value for m in at.markdown)
-    assert any("class activation map and the Grad-CAM map" in c.value for c in at.caption)
+    # two plain sentences first; the method under the heading's help icon
+    (head,) = [h for h in at.subheader if h.value == "Channels behind this map"]
+    assert "class activation map and the Grad-CAM map" in head.proto.help and "Method:" in head.proto.help
+    intro = next(m.value for m in at.markdown if m.value.startswith("Layer **head** has"))
+    assert intro.count(". ") + intro.endswith(".") == 2 and "Method" not in intro, intro
     # the link's address opens that channel on the unit page
     at = _unit(links[0][1], at)
     assert [t.value for t in at.title] == [f"efficientnet_lite0 · head · channel {want[0]}"]
@@ -133,5 +153,5 @@ def test_channels_of_a_container_layer_link_to_its_last_tap():
     assert not at.exception, at.exception
     links = [q for page, q in _links(at) if page == "unit"]
     assert links and all((q["model"], q["weights"], q["layer"]) == ("resnet18", "random", "layer4.1") for q in links)
-    assert any("Grad-CAM map of" in c.value and "layer4 is computed at its last tap, layer4.1" in c.value
-               for c in at.caption)
+    assert any("Grad-CAM map of" in h.proto.help and "layer4 is computed at its last tap, layer4.1" in h.proto.help
+               for h in at.subheader)

@@ -5,10 +5,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import plotly.colors
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import pages
+from tests.colours import assert_page_colorscales_monotone, is_monotone, lightness, theme_placeholders
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 PAGE = pages.SIMILARITY.path
@@ -75,6 +77,11 @@ def test_similarity_page_computes_caches_highlights_and_links(lite0, eight, monk
     np.testing.assert_allclose(_array(hm["z"]), ref.matrix, atol=1e-12)
     assert "%{z:.6f}" in hm["hovertemplate"]
     assert fig["layout"]["yaxis"]["autorange"] == "reversed"
+    # CKA 0 is drawn darkest and 1 lightest: the scale rises in lightness, with no stop the browser
+    # would swap for a Streamlit theme colour (Magma's #000004 became pink)
+    assert assert_page_colorscales_monotone(at) == 1
+    light = lightness([plotly.colors.hex_to_rgb(c) for _, c in hm["colorscale"]])
+    assert light[0] < 5 < 95 < light[-1]
 
     # highlight a row (and the matching column): two outlines, a summary line, links
     at.selectbox(key=f"{KEY}_focus").set_value("blocks.1.0").run()
@@ -189,3 +196,15 @@ def test_highlighted_row_and_column_open_a_unit_of_their_tap(lite0, eight, monke
     at = _unit(b, at)  # B's link: the random twin
     assert [t.value for t in at.title] == [f"efficientnet_lite0 · blocks.1.0 · channel {b['channel']}"]
     assert at.radio(key="unit_weights").value == "random" and not at.error
+
+
+def test_dashboard_colour_scales_are_monotone_and_survive_the_streamlit_theme():
+    from dashboard.widgets import colorscale
+
+    placeholders = theme_placeholders()
+    assert "#000004" in placeholders and plotly.colors.get_colorscale("Magma")[0][1] == "#000004"  # the clash
+    for name in ("Magma", "Inferno", "Viridis", "Cividis"):
+        cs = colorscale(name)
+        assert [p for p, _ in cs] == [p for p, _ in plotly.colors.get_colorscale(name)]
+        assert not {c for _, c in cs} & placeholders
+        assert is_monotone(lightness([plotly.colors.hex_to_rgb(c) for _, c in cs])), name

@@ -16,6 +16,8 @@ from dashboard import pages
 from vizcore.activations import extract
 from vizcore.data import load_sample
 
+from tests.colours import assert_page_colorscales_monotone
+
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "dashboard" / "app.py")
 PAGE = pages.UNIT.path
@@ -79,6 +81,7 @@ def test_opens_by_its_address_and_shows_the_unit(lite0):
     m = extract(lite0, load_sample("cat"), layers=["blocks.4.0"]).layers["blocks.4.0"].output[12]
     top, shape = _overlay_peak(at)
     assert shape == (224, 224)
+    assert assert_page_colorscales_monotone(at) == 1  # the activation colour bar: dark to light, no theme pink
     assert top == pytest.approx(float(m.max()), rel=0.05)
     assert any(f"peaks at {float(m.max()):.3g}" in md.value for md in at.markdown)
     assert any("unit?model=efficientnet_lite0&weights=auto&layer=blocks.4.0&channel=12" in c.value

@@ -25,6 +25,7 @@ from vizcore.evidence import (
     layer_tap,
     list_methods,
     random_map,
+    same_up_to_scale,
     to_input,
     top_patches,
 )
@@ -91,6 +92,15 @@ def test_gradcam_at_the_last_feature_map_is_cam_without_bias(lite0, cat_x):
     want = F.interpolate(torch.from_numpy(gc).clamp_min(0)[None, None], size=(224, 224), mode="bilinear",
                          align_corners=False)[0, 0].numpy()
     np.testing.assert_allclose(heat, want / want.max(), atol=1e-5)
+
+
+def test_same_up_to_scale_tells_cam_and_gradcam_apart_only_where_they_differ(lite0, cat_x):
+    cam = evidence(lite0, cat_x, 285, "cam").raw
+    assert same_up_to_scale(cam, evidence(lite0, cat_x, 285, "gradcam").raw)  # last feature map: equal
+    assert not same_up_to_scale(cam, evidence(lite0, cat_x, 285, "gradcam", layer="blocks.6").raw)
+    assert not same_up_to_scale(cam, evidence(lite0, cat_x, 8, "cam").raw)  # another class
+    assert same_up_to_scale(cam, 3 * cam - 2) and not same_up_to_scale(cam, -cam)
+    assert not same_up_to_scale(cam, cam[:6]) and not same_up_to_scale(cam, np.ones_like(cam))
 
 
 @pytest.mark.slow
@@ -222,7 +232,7 @@ def test_occlusion_is_the_logit_drop_batched_with_progress_and_stop(lite0, cat_x
     grey[:, :, :56, :56] = 0
     drop = _logit(lite0, cat_x, 285) - _logit(lite0, grey, 285)
     assert ev.raw[10, 10] == pytest.approx(drop, abs=1e-3)
-    assert ev.geometry == Geometry(56, 56, 27.5)
+    assert ev.geometry == Geometry(56, 1, 0.0)  # one value per pixel: the map is at pixel resolution
     with pytest.raises(EvidenceStopped):
         evidence(lite0, cat_x, 285, "occlusion", window=56, stride=56, batch=6, should_stop=lambda: True)
     with pytest.raises(ValueError, match="stride"):
@@ -340,6 +350,78 @@ def test_to_input_puts_each_cell_at_its_receptive_field_centre():
     assert np.unravel_index(np.argmax(out), out.shape) == (15, 25)
     assert out[15, 25] == pytest.approx(1.0) and out[0, 0] == 0.0
     assert to_input(raw, None, (8, 8)).shape == (8, 8)
+
+
+def _cell_of(p: int, n_in: int, n_out: int, g: Geometry | None) -> int:
+    """The raw cell whose centre is nearest input pixel ``p`` (as :func:`to_input` places cells)."""
+    c = round((p - g.start) / g.jump) if g is not None else int(p * n_in / n_out)
+    return min(max(c, 0), n_in - 1)
+
+
+# Fast settings of the slow methods (the geometry does not depend on them)
+_FAST_SETTINGS = {"occlusion": {"window": 32, "stride": 16}, "ig": {"n_steps": 8, "internal_batch_size": 8}}
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_every_method_draws_its_maximum_where_the_raw_map_has_it(name, lite0, cat_x):
+    if name == "bagnet":
+        lm = _random("bagnet9")
+        torch.manual_seed(1)
+        x, t = torch.randn(1, 3, 96, 96), 7
+    else:
+        lm, x, t = lite0, cat_x, 285
+    ev = evidence(lm, x, t, name, **_FAST_SETTINGS.get(name, {}))
+    H, W = x.shape[-2:]
+    h, w = ev.raw.shape
+    assert ev.map.shape == (H, W)
+    if (h, w) == (H, W):  # a map at pixel resolution says so, and is drawn as it is
+        assert ev.geometry is not None and (ev.geometry.jump, ev.geometry.start) == (1, 0.0), ev.geometry
+        assert np.array_equal(ev.map, ev.raw)
+    # the drawn map (to_input, what the page colours) peaks within one raw cell of the raw map's peak
+    py, px = np.unravel_index(int(np.argmax(ev.map)), ev.map.shape)
+    ry, rx = np.unravel_index(int(np.argmax(ev.raw)), ev.raw.shape)
+    cy, cx = _cell_of(int(py), h, H, ev.geometry), _cell_of(int(px), w, W, ev.geometry)
+    assert abs(cy - ry) <= 1 and abs(cx - rx) <= 1, (name, (py, px), (cy, cx), (ry, rx))
+
+
+@pytest.mark.slow
+def test_occlusion_overlay_lights_the_golden_retrievers_head_as_its_raw_map(lite0, imagenet_samples):
+    from vizcore.render import lut
+
+    img = load_image(imagenet_samples / "n02099601_golden_retriever.jpg")
+    ev = evidence(lite0, img, 207, "occlusion", window=16, stride=8)  # the page's defaults
+    assert ev.raw.shape == ev.map.shape == (224, 224) and np.array_equal(ev.map, ev.raw)
+    peak = np.unravel_index(int(np.argmax(ev.map)), ev.map.shape)
+    assert peak == np.unravel_index(int(np.argmax(ev.raw)), ev.raw.shape)
+    y, x = peak
+    assert y < 90 and 50 <= x <= 150, peak  # the dog's head (top centre of the crop), not the grass below
+    # the overlay paints the brightest colour where the raw map is largest, and the bottom corners
+    # (grass) stay at the dark end
+    heat = ev.heat()
+    ov, base = np.asarray(ev.overlay(), dtype=float), np.asarray(ev.image, dtype=float)
+    top = lut("inferno")[255].astype(float)
+    assert np.abs(ov[y, x] - (base[y, x] + top) / 2).max() <= 1
+    assert heat[180:, :40].max() < 0.5 and heat[180:, -40:].max() < 0.5
+    # the scores are of this map: deletion removes the head first, and falls faster than a random map's
+    f = faithfulness(lite0, preprocess(lite0, img), ev.map, 207, steps=8, curves=("deletion",))
+    base_f = faithfulness(lite0, preprocess(lite0, img), random_map((224, 224), 0), 207, steps=8,
+                          curves=("deletion",))
+    assert f.deletion_auc < base_f.deletion_auc
+
+
+@pytest.mark.parametrize("name", ["guided", "deconv", "ig"])
+def test_pixel_gradient_overlays_show_their_strongest_pixels_in_the_brightest_colour(name, lite0, cat_x):
+    from vizcore.render import HEAT_CMAP, lut
+
+    ev = evidence(lite0, cat_x, 285, name, **_FAST_SETTINGS.get(name, {}))
+    m = np.clip(ev.map, 0, None)
+    strongest = m >= np.percentile(m, 99)  # the top 1 % of the map
+    heat = ev.heat()
+    assert heat[strongest].min() >= 254.5 / 255  # drawn with the colour map's last entry
+    ov, base = np.asarray(ev.overlay(), dtype=float), np.asarray(ev.image, dtype=float)
+    want = (base[strongest] + lut(HEAT_CMAP)[255]) / 2
+    assert np.abs(ov[strongest] - want).max() <= 1
+    assert 0 < heat.mean() < 0.9  # scaled, not saturated
 
 
 def test_targets_by_index_label_and_top1(lite0, cat_x):

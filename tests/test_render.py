@@ -86,3 +86,17 @@ def test_drawing_has_one_home():
     assert defined == {n: ["render.py"] for n in drawing}
     lut = R.lut("viridis")
     assert lut.shape == (256, 3) and lut.dtype == np.uint8 and not lut.flags.writeable
+
+
+def test_heat_overlay_colour_maps_rise_monotonically_in_lightness():
+    import inspect
+
+    from tests.colours import is_monotone, lightness
+
+    # the overlay's default and every colour map the engine draws with
+    defaults = {p.default for f in (R.overlay, R.channel_grid, R.colorize)
+                for p in inspect.signature(f).parameters.values() if p.name == "cmap"}
+    assert R.HEAT_CMAP in defaults
+    for name in defaults | {R.HEAT_CMAP}:
+        assert is_monotone(lightness(R.lut(name))), name
+    assert not is_monotone(lightness(R.lut("jet")))  # the check does catch a rainbow

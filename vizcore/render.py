@@ -47,6 +47,11 @@ if TYPE_CHECKING:
 ORDERS = ("mean", "max", "index")
 """How :func:`channel_grid` picks and orders channels."""
 
+HEAT_CMAP = "inferno"
+"""The colour map of every heat-map overlay: its lightness rises monotonically from black to
+pale yellow, so brighter always means more (``jet`` does not: its cyan and yellow are lighter
+than its top red)."""
+
 
 # ------------------------------------------------------------------ colour maps
 @functools.lru_cache(maxsize=32)
@@ -165,7 +170,7 @@ def channel_grid(act: torch.Tensor | np.ndarray, *, top: int | None = 16, order:
     return grid, [int(ch) for ch in chans]
 
 
-def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
+def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str = HEAT_CMAP) -> Image.Image:
     """Blend a ``[0, 1]`` heat map (resized to the image if needed) over ``image``."""
     img = to_rgb(image)
     h = np.asarray(heat, dtype=np.float32)
@@ -267,7 +272,7 @@ def heatmap_overlay(lm: "LoadedModel", result: "MiningResult", layer: str, chann
     heat = upsample_map(lm, layer, m, img.size[0])
     top = float(heat.max())
     heat = np.clip(heat, 0, None) / top if top > 0 else np.zeros_like(heat)
-    rgb = (colormaps["inferno"](heat)[..., :3] * 255).astype(np.uint8)
+    rgb = (colormaps[HEAT_CMAP](heat)[..., :3] * 255).astype(np.uint8)
     out = Image.blend(img, Image.fromarray(rgb).resize(img.size), alpha)
     if draw_box:
         x0, y0, x1, y1 = hit.box
@@ -484,7 +489,7 @@ def overlay_grid(lm: "LoadedModel", layer: str, act: torch.Tensor | np.ndarray, 
     """Channels of a ``(C, H, W)`` activation upsampled over ``image`` (the preprocessed input), in a grid.
 
     Each map is scaled to ``[0, its max]`` (``shared_scale``: the max over the shown channels),
-    negative values showing as zero, and blended over the image (colour map ``inferno``);
+    negative values showing as zero, and blended over the image (colour map :data:`HEAT_CMAP`);
     ``labels`` writes each tile's channel number in its corner.
     """
     a = torch.as_tensor(np.asarray(act, dtype=np.float32))
@@ -497,7 +502,7 @@ def overlay_grid(lm: "LoadedModel", layer: str, act: torch.Tensor | np.ndarray, 
     for k, u in enumerate(ups):
         top = top_all if shared_scale else float(u.max())
         heat = np.clip(u, 0, None) / top if top > 0 else np.zeros_like(u)
-        tile = overlay(image, heat, alpha=alpha, cmap="inferno").resize((cell, cell), Image.Resampling.BILINEAR)
+        tile = overlay(image, heat, alpha=alpha, cmap=HEAT_CMAP).resize((cell, cell), Image.Resampling.BILINEAR)
         if labels:
             label_tile(tile, str(chans[k]))
         r, q = divmod(k, cols)

@@ -23,6 +23,11 @@ SLOW = ("occlusion", "ig")
 BAGNETS = ("bagnet9", "bagnet17", "bagnet33")
 FCNS = ("alexnet", "vgg11", "vgg16")
 CHANNELS = 6
+# One colour (Okabe-Ito, told apart by colour-blind readers too) and one dash per method, so no
+# curve hides another; cam is drawn wide beneath, since its curves may be Grad-CAM's exactly.
+STYLES = {"cam": ("#E69F00", "solid", 6), "gradcam": ("#0072B2", "dash", 2.5), "guided": ("#009E73", "dot", 2.5),
+          "deconv": ("#CC79A7", "dashdot", 2.5), "occlusion": ("#D55E00", "longdash", 2.5),
+          "ig": ("#56B4E9", "longdashdot", 2.5), "random": ("#7F7F7F", "4px,2px,1px,2px", 2)}
 VIEWS = {"methods": "Methods side by side", "bagnet": "BagNet patches", "fcn": "Fully convolutional"}
 
 
@@ -60,6 +65,7 @@ def _explain(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int
     if bar is not None:
         bar.empty()
     return {"methods": {m: {"overlay": w.png_bytes(ev.overlay()), "raw_shape": tuple(ev.raw.shape),
+                            "raw": ev.raw if ev.raw.size <= 4096 else None,  # small maps: to compare CAM with Grad-CAM
                             "geometry": ev.geometry.to_json() if ev.geometry else None, "settings": ev.settings,
                             "caveats": list(ev.caveats), "seconds": ev.seconds,
                             **rep.scores[m].to_json(curves=True)} for m, ev in rep.maps.items()},
@@ -134,18 +140,18 @@ def _fcn(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, in
 
 # ------------------------------------------------------------------ figures
 def curves_figure(results: dict[str, dict], random: dict | None):
-    """Deletion and insertion curves of every method (solid) and the random map (dashed)."""
+    """Deletion and insertion curves of every method and the random map, each in its own colour and dash."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Deletion (lower is better)",
                                                         "Insertion (higher is better)"))
     items = list(results.items()) + ([("random", random)] if random else [])
-    for i, (name, r) in enumerate(items):
-        dash = "dash" if name == "random" else "solid"
+    for name, r in items:
+        colour, dash, width = STYLES.get(name, ("#333333", "solid", 2))
         for col, curve in ((1, "deletion"), (2, "insertion")):
             fig.add_trace(go.Scatter(x=r["fractions"], y=r[curve], mode="lines", name=name, legendgroup=name,
-                                     showlegend=col == 1, line=dict(dash=dash),
+                                     showlegend=col == 1, line=dict(color=colour, dash=dash, width=width),
                                      hovertemplate=f"{name}: %{{y:.3f}} at %{{x:.0%}}<extra></extra>"),
                           row=1, col=col)
     fig.update_xaxes(title_text="fraction of pixels", tickformat=".0%")
@@ -182,13 +188,16 @@ def _channels_behind(model: str, weights: str, digest: str, raw: bytes, size: tu
     if not shown:
         return
     tap = ch["layer"]
-    st.subheader("Channels behind this map")
     names = {"cam": "class activation map", "gradcam": "Grad-CAM map"}
-    st.caption(f"The {' and the '.join(names[m] for m in shown)} of **{ch['target']['label']}** "
-               f"{'are' if len(shown) > 1 else 'is'} a weighted sum of the {ch['n_channels']} channels of "
-               f"**{tap}**; a channel's share is its part of the map summed (all shares: {ch['total']:.4g}). "
-               f"Method: {ch['method']}. Each link opens that unit's page; the thumbnails are each channel's map "
-               "over the crop.")
+    st.subheader("Channels behind this map", help=(
+        f"The {' and the '.join(names[m] for m in shown)} of {ch['target']['label']} "
+        f"{'are' if len(shown) > 1 else 'is'} a weighted sum of the {ch['n_channels']} channels of {tap}; "
+        f"a channel's share is its part of the map summed (all shares: {ch['total']:.4g}). "
+        f"Method: {ch['method']}. The thumbnails are each channel's map over the crop."))
+    st.markdown(f"Layer **{tap}** has {ch['n_channels']} channels, each a map of where one kind of pattern "
+                f"is found in the image; the map above adds them up, each weighted by how much it counts for "
+                f"**{ch['target']['label']}**. Here are the channels that add the most to it (and those that "
+                "take the most away): open one to see what that unit responds to.")
     if not ch["top"]:
         st.info(f"No channel of {tap} adds to this map.")
     for caption, row in ((None, ch["top"]), ("Most against the class:", ch["bottom"])):
@@ -293,6 +302,17 @@ if view == "methods":
             st.markdown(f"deletion **{r['deletion_auc']:.3f}** · insertion **{r['insertion_auc']:.3f}**")
             for c in r["caveats"]:
                 st.caption(f":material/info: {c}")
+    if "cam" in results and "gradcam" in results:
+        from vizcore.evidence import same_up_to_scale
+
+        cam, gc = results["cam"]["raw"], results["gradcam"]["raw"]
+        if cam is not None and gc is not None and same_up_to_scale(cam, gc):
+            st.info(f"**CAM and Grad-CAM give the same map here.** Grad-CAM is taken at "
+                    f"{results['gradcam']['settings']['layer']}, the last feature map before global pooling "
+                    "and the linear head, where its channel weights are the class weights divided by the map's "
+                    "area: its map is the CAM without the bias, scaled (Selvaraju et al. 2017). The pictures "
+                    "differ only in colouring (CAM stretched over its range, Grad-CAM's positive part), and "
+                    "their curves lie on top of each other.", icon=":material/info:")
     _channels_behind(model, weights, digest, raw, size, int(target), results)
     if results:
         rnd = report["random"]

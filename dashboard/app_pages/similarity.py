@@ -154,7 +154,7 @@ focus_b = c2.selectbox("Highlight a tap of B (column)", ["(none)"] + res.layers_
 
 m = res.matrix
 fig = go.Figure(go.Heatmap(
-    z=m, x=res.layers_b, y=res.layers_a, zmin=0, zmax=1, colorscale="Magma", colorbar={"title": "CKA"},
+    z=m, x=res.layers_b, y=res.layers_a, zmin=0, zmax=1, colorscale=w.colorscale("Magma"), colorbar={"title": "CKA"},
     hovertemplate="A: %{y}<br>B: %{x}<br>CKA %{z:.6f}<extra></extra>"))
 n_a, n_b = len(res.layers_a), len(res.layers_b)
 if focus_a != "(none)":

@@ -278,7 +278,8 @@ except Exception as e:  # noqa: BLE001 - a model the engine cannot run: say so, 
     st.error(w.plain(f"{model} could not process {caption}: {e}"))
     st.stop()
 fig = go.Figure(go.Image(z=on["crop"], hoverinfo="skip"))
-fig.add_trace(go.Heatmap(z=on["up"], colorscale="Inferno", opacity=0.55, zmin=min(0.0, float(on["up"].min())),
+fig.add_trace(go.Heatmap(z=on["up"], colorscale=w.colorscale("Inferno"), opacity=0.55,
+                         zmin=min(0.0, float(on["up"].min())),
                          colorbar=dict(title="activation"), hovertemplate="x %{x}, y %{y}: %{z:.3g}<extra></extra>"))
 fig.update_layout(height=380, margin=dict(l=0, r=0, t=0, b=0), xaxis=dict(visible=False),
                   yaxis=dict(visible=False, scaleanchor="x"))

@@ -22,7 +22,7 @@ from dashboard.widgets.datasets import (
     set_session_dataset,
 )
 from dashboard.widgets.errors import errors_shown, one_line, show_error
-from dashboard.widgets.figures import nearest_tap, predictions_figure, shape_bias_figure, vector_figure
+from dashboard.widgets.figures import colorscale, nearest_tap, predictions_figure, shape_bias_figure, vector_figure
 from dashboard.widgets.images import (
     SESSION_IMAGE, current_image, from_raw, image_digest, image_input, image_payload, png_bytes, session_image,
     set_session_image, short_name, thumbnail,
@@ -53,3 +53,4 @@ __all__ += ["set_unit_address", "shape_bias_figure", "unit_address"]
 __all__ += ["short_name", "weights_note"]
 __all__ += ["SESSION_DATASET", "dataset_ref", "dataset_spec", "offered_imagenet", "session_dataset",
             "set_session_dataset"]
+__all__ += ["colorscale"]

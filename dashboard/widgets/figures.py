@@ -1,10 +1,33 @@
-"""Plotly figures shared by pages, and small layout helpers."""
+"""Plotly figures shared by pages, colour scales, and small layout helpers."""
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     from vizcore.cueconflict import Reference, ShapeBiasResult
+
+# Streamlit's plotly theme writes its colours as placeholders #000001-#000040 and the browser swaps
+# every such string in the figure for a theme colour. A colour scale that happens to contain one
+# (Magma and Inferno begin with #000004, the placeholder of the 4th category colour, a light pink)
+# is drawn with that colour at its dark end. Nothing in plotly or streamlit avoids it, hence this.
+_THEME_PLACEHOLDER = re.compile(r"#0000[0-9a-f]{2}", re.IGNORECASE)
+
+
+def colorscale(name: str) -> list[list]:
+    """plotly's continuous colour scale ``name`` (e.g. ``"Magma"``, ``"Viridis"``) as
+    ``[[position, "#rrggbb"], ...]``, safe under Streamlit's plotly theme: a stop that would collide
+    with one of the theme's placeholder colours moves to the indistinguishable ``#0100xx``."""
+    import plotly.colors as pc
+
+    out = []
+    for pos, colour in pc.get_colorscale(name):
+        rgb = pc.unlabel_rgb(colour) if colour.startswith("rgb") else pc.hex_to_rgb(colour)
+        hexa = "#%02x%02x%02x" % tuple(int(round(float(v))) for v in rgb)
+        if _THEME_PLACEHOLDER.fullmatch(hexa):
+            hexa = "#01" + hexa[3:]
+        out.append([float(pos), hexa])
+    return out
 
 
 def predictions_figure(preds: Sequence[tuple[int, str, float]], *, height: int = 220):

@@ -45,7 +45,7 @@ __all__ = [
     "ChannelShare", "EvidenceChannels", "EvidenceMap", "EvidenceReport", "EvidenceStopped", "Faithfulness",
     "MethodNotApplicable", "MethodSpec", "RawEvidence", "UnknownMethodError",
     "evidence", "evidence_channels", "explain", "faithfulness", "fcn_scene", "get_method", "layer_tap",
-    "list_methods", "method", "random_map", "to_input", "top_patches",
+    "list_methods", "method", "random_map", "same_up_to_scale", "to_input", "top_patches",
 ]
 
 
@@ -61,7 +61,7 @@ class EvidenceMap:
         geometry: receptive field, jump and start of one raw cell in input pixels (or ``None``).
         settings: every setting used.
         caveats: what to know before believing it.
-        display: ``"minmax"`` or ``"positive"`` (see :meth:`heat`).
+        display: ``"minmax"``, ``"positive"`` or ``"positive99"`` (see :meth:`heat`).
         image: the RGB image the map lies over (the network's crop, or the whole scene for FCN).
         seconds: wall time of the method.
         extra: method-specific figures.
@@ -80,20 +80,25 @@ class EvidenceMap:
     extra: dict = field(default_factory=dict)
 
     def heat(self) -> np.ndarray:
-        """The map in ``[0, 1]`` for display: a score map stretched over its range, or the
-        positive part scaled by its maximum (all zero when nothing is positive)."""
+        """The map in ``[0, 1]`` for display: a score map stretched over its range (``minmax``),
+        the positive part scaled by its maximum (``positive``), or by its 99th percentile and
+        clipped (``positive99``: pixel-gradient maps, where a few pixels would otherwise take the
+        whole range and leave the rest dark). All zero when nothing is positive."""
         m = self.map.astype(np.float32)
         if self.display == "minmax":
             lo, hi = float(m.min()), float(m.max())
             return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
         m = np.clip(m, 0, None)
-        hi = float(m.max())
-        return m / hi if hi > 0 else np.zeros_like(m)
+        hi = float(np.percentile(m, 99)) if self.display == "positive99" else 0.0
+        if hi <= 0:
+            hi = float(m.max())
+        return np.clip(m / hi, 0, 1) if hi > 0 else np.zeros_like(m)
 
-    def overlay(self, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
-        from vizcore.render import overlay
+    def overlay(self, alpha: float = 0.5, cmap: str | None = None) -> Image.Image:
+        """:meth:`heat` blended over :attr:`image` (colour map :data:`vizcore.render.HEAT_CMAP` by default)."""
+        from vizcore.render import HEAT_CMAP, overlay
 
-        return overlay(self.image, self.heat(), alpha=alpha, cmap=cmap)
+        return overlay(self.image, self.heat(), alpha=alpha, cmap=cmap or HEAT_CMAP)
 
     def to_json(self) -> dict:
         return {"method": self.method, "target": self.target.to_json(), "raw_shape": list(self.raw.shape),
@@ -136,6 +141,22 @@ def to_input(raw: torch.Tensor, geometry: Geometry | None, size: tuple[int, int]
     grid = torch.stack([gx, gy], dim=-1)[None]
     out = F.grid_sample(r[None, None], grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out[0, 0].numpy().astype(np.float32)
+
+
+def same_up_to_scale(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, tol: float = 1e-3) -> bool:
+    """Whether two maps of one shape are the same map up to a positive scale and an offset
+    (e.g. CAM and Grad-CAM at the last feature map): their standardised values differ by at most
+    ``tol`` everywhere. Two constant maps are the same; a constant and a varying one are not."""
+    x = np.asarray(a, dtype=np.float64).ravel()
+    y = np.asarray(b, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        return False
+    sx, sy = x.std(), y.std()
+    flat_x = sx <= 1e-12 * max(1.0, float(np.abs(x).max(initial=0)))
+    flat_y = sy <= 1e-12 * max(1.0, float(np.abs(y).max(initial=0)))
+    if flat_x or flat_y:
+        return flat_x and flat_y
+    return bool(np.abs((x - x.mean()) / sx - (y - y.mean()) / sy).max() <= tol)
 
 
 # ---------------------------------------------------------------------- evidence

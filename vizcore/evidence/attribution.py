@@ -121,7 +121,9 @@ def occlusion_method(lm: LoadedModel, x: torch.Tensor, target: int, *, progress=
                                         perturbations_per_eval=int(batch))
     # The window spans all colour channels, so the three channels carry the same value.
     raw = attr.detach()[0].float().mean(0).cpu()
-    return RawEvidence(raw, Geometry(window, stride, (window - 1) / 2),
+    # captum returns one value per input pixel (not one per window position), so the raw map is
+    # at pixel resolution: jump 1, start 0 (never resampled); each pixel saw windows of `window` px.
+    return RawEvidence(raw, Geometry(window, 1, 0.0),
                        {"window": window, "stride": stride, "batch": batch, "baseline": "mean colour"},
                        ("each pixel averages the logit drops of the windows that cover it; the raw map "
                         "is at pixel resolution, its detail is set by window and stride",),
@@ -142,7 +144,7 @@ def guided_method(lm: LoadedModel, x: torch.Tensor, target: int, *, progress=Non
     caveats = _relu_caveats(lm, "guided backpropagation") + (
         "guided backpropagation largely reconstructs the image and changes little with the class "
         "(Nie et al., ICML 2018, https://arxiv.org/abs/1805.07039)",)
-    return RawEvidence(_reduce(attr, reduce), PIXEL, {"reduce": reduce}, caveats, display="positive")
+    return RawEvidence(_reduce(attr, reduce), PIXEL, {"reduce": reduce}, caveats, display="positive99")
 
 
 @method("deconv", title="Deconvolution", paper="https://arxiv.org/abs/1311.2901",
@@ -157,7 +159,7 @@ def deconv_method(lm: LoadedModel, x: torch.Tensor, target: int, *, progress=Non
         attr = Deconvolution(lm.model).attribute(_input(x), target=int(target))
     caveats = _relu_caveats(lm, "deconvolution") + (
         "deconvolution maps are nearly independent of the class (Nie et al., ICML 2018)",)
-    return RawEvidence(_reduce(attr, reduce), PIXEL, {"reduce": reduce}, caveats, display="positive")
+    return RawEvidence(_reduce(attr, reduce), PIXEL, {"reduce": reduce}, caveats, display="positive99")
 
 
 # ---------------------------------------------------------- integrated gradients
@@ -185,7 +187,7 @@ def ig_method(lm: LoadedModel, x: torch.Tensor, target: int, *, progress=None, s
                        "more n_steps make the path integral more exact")
     return RawEvidence(_reduce(attr, reduce), PIXEL,
                        {"n_steps": n_steps, "internal_batch_size": internal_batch_size, "reduce": reduce,
-                        "baseline": "mean colour"}, tuple(caveats), display="positive",
+                        "baseline": "mean colour"}, tuple(caveats), display="positive99",
                        extra={"convergence_delta": gap, "attribution_sum": total_attr})
 
 

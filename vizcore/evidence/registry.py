@@ -45,8 +45,9 @@ class RawEvidence:
             (``None``: cells spread evenly over the input).
         settings: every setting used, defaults filled in (enough to reproduce it).
         caveats: what the user should know before believing the map.
-        display: ``"minmax"`` (a score map: stretch its range) or ``"positive"``
-            (only positive values are evidence; negatives show as zero).
+        display: ``"minmax"`` (a score map: stretch its range), ``"positive"``
+            (only positive values are evidence; negatives show as zero) or ``"positive99"``
+            (as ``positive``, scaled so the top 1 % of pixels take the brightest colour).
         extra: method-specific figures (e.g. IG's completeness gap).
     """
 
