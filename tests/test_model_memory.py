@@ -122,13 +122,19 @@ def test_dashboard_uses_the_engine_cache(budget):
 
 @pytest.mark.slow
 def test_random_init_twins_count_against_the_budget(budget, tmp_path, monkeypatch):
-    """Probing a trained model and its random-init twin under a budget that fits only one: the twin
-    comes from load_model("...", "random:SEED") and evicts the older trained model, so the cache
-    never holds more than the budget; the probes page asks the same cache for its twins."""
+    """Probing a trained model and its random-init twin under a budget that fits only one. The twin
+    comes from load_model("...", "random:SEED"), in the same budgeted cache as every model (no
+    per-session copy): while the caller still holds the trained model the twin cannot be admitted
+    and the probes fail with one line naming the budget (the process never holds both); with a
+    budget for two they run, and a twin loaded after the trained model is let go evicts it."""
+    import gc
+
     import numpy as np
     from PIL import Image
 
     from vizcore.data import image_folder
+    from vizcore.identity import weights_identity
+    from vizcore.models import ModelMemoryBusyError
     from vizcore.models.memory import module_bytes
     from vizcore.probes import fit_probes
 
@@ -142,18 +148,25 @@ def test_random_init_twins_count_against_the_budget(budget, tmp_path, monkeypatc
     ds = image_folder(tmp_path / "data")
     trained = load_model("efficientnet_lite0")
     mb = module_bytes(trained.model) / 2**20
+    kw = dict(layers=["blocks.2.0", "head"], compare_random=True, random_seed=3, test_size=0.5, batch_size=8,
+              workers=0, groups=None)
     budget(1.5 * mb)  # room for one lite0, not two
     trained = load_model("efficientnet_lite0")  # cached again under the new budget
-    res = fit_probes(trained, ds, layers=["blocks.2.0", "head"], compare_random=True, random_seed=3,
-                     test_size=0.5, batch_size=8, workers=0, groups=None)
-    assert res.random is not None and res.random.weights.source == "random"
-    assert [(m["name"], m["weights"]) for m in loaded_models()] == [("efficientnet_lite0", "random:3")]
+    with pytest.raises(ModelMemoryBusyError, match="VIZCORE_MODEL_MEMORY_MB"):
+        fit_probes(trained, ds, **kw)
     assert _cached_mb() <= 1.5 * mb
-    twin = load_model("efficientnet_lite0", "random:3")  # the twin the probes used: a cache hit, same weights
-    from vizcore.identity import weights_identity
-
-    assert twin.weights_arg == "random:3" and weights_identity(twin) != weights_identity(trained)
-    # The probes page's twin is the same cached model (no per-session copy).
+    identity = weights_identity(trained)
+    del trained
+    gc.collect()
+    twin = load_model("efficientnet_lite0", "random:3")  # the trained model let go: the twin evicts it
+    assert [(m["name"], m["weights"]) for m in loaded_models()] == [("efficientnet_lite0", "random:3")]
+    assert twin.weights_arg == "random:3" and weights_identity(twin) != identity
+    del twin
+    budget(2.5 * mb)  # room for both: the probes run, both models in the one cache
+    res = fit_probes(load_model("efficientnet_lite0"), ds, **kw)
+    assert res.random is not None and res.random.weights.source == "random"
+    assert sorted(m["weights"] for m in loaded_models()) == ["auto", "random:3"]
+    assert _cached_mb() <= 2.5 * mb
     assert "random_twin" not in vars(__import__("vizcore.features", fromlist=["x"]))
 
 
