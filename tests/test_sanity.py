@@ -152,3 +152,31 @@ def test_sanity_job_is_cached_stops_resumes_and_json_has_no_nan(lite0, cat):
         SanityJob(lite0, cat, None, ["cam"], mode="bogus")
     with pytest.raises(Exception, match="Did you mean"):
         SanityJob(lite0, cat, None, ["gradcan"])
+
+
+@pytest.mark.slow
+def test_cli_sanity_writes_scores_per_step_and_figures_equal_to_the_engine(tmp_path, lite0):
+    import json
+
+    from PIL import Image
+
+    from tests.test_cli import assert_one_line_error, vizcore
+    from vizcore.data import sample_path
+
+    out = tmp_path / "san"
+    vizcore("evidence", sample_path("cat"), "--sanity", "--methods", "cam", "guided", "--mode", "cascading",
+            "--max-steps", "2", "--seed", "1", "--out", out)
+    index = json.loads((out / "sanity.json").read_text())
+    r = index["results"]["cascading"]
+    assert [s["unit"] for s in r["steps"]] == ["none", "logits", "head"]
+    assert r["scores"]["cam"]["spearman"][0] == 1.0 and r["control"]["ssim"] == [1.0, 1.0, 1.0]
+    assert "data randomisation" in index["out_of_scope"]
+    engine = sanity_check(lite0, load_sample("cat"), None, ["cam", "guided"], max_steps=2, seed=1,
+                          options=NOCACHE).to_json()
+    assert r["scores"] == engine["scores"] and r["random_class"] == engine["random_class"]
+    for f in ("sanity.png", "sanity_maps_cascading.png"):
+        assert Image.open(out / f).size[0] > 300
+    assert_one_line_error(vizcore("evidence", sample_path("cat"), "--sanity", "--max-steps", "0", ok=False),
+                          "--max-steps")
+    assert_one_line_error(vizcore("evidence", sample_path("cat"), "--sanity", "--methods", "gradcan", ok=False),
+                          "gradcam")

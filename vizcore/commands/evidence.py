@@ -8,6 +8,7 @@ DEFAULT_METHODS = ("cam", "gradcam", "guided", "deconv")
 
 
 def register(sub) -> None:
+    from vizcore.commands._sanity import add_sanity_flags
     from vizcore.commands._util import add_model_args
 
     p = sub.add_parser(
@@ -41,10 +42,13 @@ def register(sub) -> None:
                    help="AlexNet/VGG cam: the crop is upscaled to this size for the FCN map (default 448)")
     f = p.add_argument_group("faithfulness")
     f.add_argument("--steps", type=int, default=32, help="steps of the deletion/insertion curves (default 32)")
-    f.add_argument("--seed", type=int, default=0, help="seed of the random baseline map (default 0)")
+    f.add_argument("--seed", type=int, default=0,
+                   help="seed of the random baseline map, and with --sanity of the new weights and the random "
+                        "class (default 0)")
     f.add_argument("--random-grid", type=int, default=7,
                    help="side of the random baseline map's lattice (default 7, like a CAM at stride 32)")
     f.add_argument("--curves", action="store_true", help=argparse.SUPPRESS)
+    add_sanity_flags(p)
     p.set_defaults(func=run)
 
 
@@ -74,7 +78,13 @@ def run(args) -> int:
     image = read_images([args.image])[0]
     if str(args.target).strip().lower() != "top1":
         resolve_target(get_spec(args.model), args.target)  # an unknown class fails before the model loads
+    if args.sanity and args.max_steps is not None and args.max_steps < 1:
+        raise ValueError("--max-steps must be at least 1")
     lm = load_model_cli(args)
+    if args.sanity:
+        from vizcore.commands._sanity import run_sanity
+
+        return run_sanity(args, lm, image, _settings(args))
     if args.random_grid < 1:
         raise ValueError("--random-grid must be at least 1")
     if args.channels < 0:

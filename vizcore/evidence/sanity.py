@@ -273,6 +273,7 @@ class SanityResult:
     edges: dict[str, dict[str, list[float]]]
     control: dict[str, list[float]]
     random_class: dict
+    names: list[str] = field(default_factory=list)
     maps: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
     edge: np.ndarray | None = None
     image: Image.Image | None = None
@@ -281,6 +282,9 @@ class SanityResult:
     complete: bool = True
 
     def step_labels(self) -> list[str]:
+        """``none`` for step 0, then the name of the unit randomised at each step."""
+        if len(self.names) == len(self.steps):
+            return list(self.names)
         return ["none"] + [u[0] if len(u) == 1 else f"{u[0]}…" for u in self.steps[1:]]
 
     def to_json(self) -> dict:
@@ -295,7 +299,8 @@ class SanityResult:
 
         return clean({"model": self.model, "target": self.target, "mode": self.mode,
                       "granularity": self.granularity, "seed": self.seed, "methods": list(self.methods),
-                      "steps": [{"step": i, "randomised": s} for i, s in enumerate(self.steps)],
+                      "steps": [{"step": i, "unit": n, "randomised": s}
+                                for i, (n, s) in enumerate(zip(self.step_labels(), self.steps))],
                       "scores": self.scores, "edges": self.edges, "control": self.control,
                       "random_class": self.random_class, "errors": self.errors,
                       "seconds_per_map": self.seconds, "complete": self.complete,
@@ -429,7 +434,8 @@ def _work(job: SanityJob) -> Work:
     def result(complete: bool) -> SanityResult:
         return SanityResult(lm.name, tgt.to_json(), job.mode, job.granularity, job.seed, tuple(methods),
                             [list(s) for s in steps], copy.deepcopy(scores), copy.deepcopy(edges),
-                            copy.deepcopy(control), dict(rc), {m: dict(v) for m, v in maps.items()}, edge, crop,
+                            copy.deepcopy(control), dict(rc), ["none"] + [u.name for u in us[:len(steps) - 1]],
+                            {m: dict(v) for m, v in maps.items()}, edge, crop,
                             dict(errors), {m: float(np.mean(v)) for m, v in seconds.items()}, complete)
 
     rc: dict = {}
@@ -499,3 +505,62 @@ def sanity_check(lm: LoadedModel, image: Image.Image | torch.Tensor, target: int
     job = SanityJob(lm, image, target, methods, mode=mode, granularity=granularity, seed=seed,
                     settings=settings, keep=keep, max_steps=max_steps)
     return run(job, options, progress=progress, should_stop=should_stop)
+
+
+# ------------------------------------------------------------------ figures (built, never shown or saved)
+def sanity_figure(results: Sequence[SanityResult]):
+    """The similarity curves: one column per measure, one row per result (mode), one line per
+    method, the edge control dashed; the random-class test as a marker right of the last step.
+
+    Returns a :class:`matplotlib.figure.Figure` (the caller saves or shows it)."""
+    from matplotlib.figure import Figure
+
+    results = list(results)
+    fig = Figure(figsize=(4.2 * len(MEASURES), 3.2 * len(results)), layout="constrained")
+    axes = fig.subplots(len(results), len(MEASURES), squeeze=False)
+    colours = {}
+    for row, r in zip(axes, results):
+        x = np.arange(len(r.steps))
+        for ax, key in zip(row, MEASURES):
+            for i, m in enumerate(r.methods):
+                line = ax.plot(x, r.scores[m][key], marker="o", ms=3, label=m,
+                               color=colours.get(m, f"C{i}"))[0]
+                colours[m] = line.get_color()
+                rc = r.random_class.get("scores", {}).get(m)
+                if rc is not None:
+                    ax.plot([x[-1] + 1], [rc[key]], marker="*", ms=9, color=colours[m], ls="none")
+            ax.plot(x, r.control[key], ls="--", color="0.4", label="edges (control)")
+            ax.set_ylim(-0.5 if key != "ssim" else -0.1, 1.05)
+            ax.axhline(0, color="0.85", lw=0.8)
+            ticks = list(x) + ([x[-1] + 1] if r.random_class else [])
+            labels = r.step_labels() + (["rand. class"] if r.random_class else [])
+            every = max(1, len(ticks) // 10)
+            ax.set_xticks(ticks[::every], labels[::every], rotation=60, ha="right", fontsize=7)
+            ax.set_title(f"{r.mode}: {MEASURE_TITLES[key]}", fontsize=9)
+            ax.set_xlabel(f"randomised from the logits down ({r.granularity})", fontsize=8)
+        row[0].set_ylabel("similarity to the trained model's map")
+    axes[0][-1].legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def sanity_maps_figure(r: SanityResult):
+    """The kept maps: one row per method, one column per kept step, the edge map first."""
+    from matplotlib.figure import Figure
+
+    steps = sorted({k for m in r.maps.values() for k in m})
+    labels = r.step_labels()
+    fig = Figure(figsize=(1.6 * (len(steps) + 2), 1.7 * max(1, len(r.methods))), layout="constrained")
+    axes = fig.subplots(max(1, len(r.methods)), len(steps) + 2, squeeze=False)
+    for i, m in enumerate(r.methods):
+        axes[i][0].imshow(r.image)
+        axes[i][1].imshow(_unit(r.edge), cmap="gray")
+        for j, k in enumerate(steps):
+            axes[i][j + 2].imshow(_unit(r.maps[m][k]), cmap="inferno", vmin=0, vmax=1)
+            if i == 0:
+                axes[i][j + 2].set_title(f"{k}: {labels[k]}", fontsize=7)
+        axes[i][0].set_ylabel(m, fontsize=8)
+    axes[0][0].set_title("image", fontsize=7)
+    axes[0][1].set_title("edges (control)", fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([]), ax.set_yticks([])
+    return fig
