@@ -23,7 +23,8 @@ SLOW = ("occlusion", "ig")
 BAGNETS = ("bagnet9", "bagnet17", "bagnet33")
 FCNS = ("alexnet", "vgg11", "vgg16")
 CHANNELS = 6
-VIEWS = {"methods": "Methods side by side", "bagnet": "BagNet patches", "fcn": "Fully convolutional"}
+VIEWS = {"methods": "Methods side by side", "bagnet": "BagNet patches", "fcn": "Fully convolutional",
+         "sanity": "Sanity checks"}
 
 
 # ------------------------------------------------------------------ cached engine calls
@@ -315,6 +316,13 @@ elif view == "bagnet":
                              f"{m['patch']} px · mean logit {m['mean']:.3f}")
             st.markdown(f"**Top {len(m['crops'])} patches for {m['label']}**")
             st.image([c for _, c in m["crops"]], caption=[f"{v:.2f}" for v, _ in m["crops"]], width=72)
+
+elif view == "sanity":
+    from dashboard.widgets.sanity import sanity_view
+
+    w.weights_badge(lm)
+    target = _class_picker(preds, cats)
+    sanity_view(KEY, lm, image, int(target), FAST + SLOW)
 
 else:
     st.caption("AlexNet and VGG end in fully connected layers. Read fc6 as a convolution (7x7 for VGG, 6x6 "
