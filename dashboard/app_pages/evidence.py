@@ -18,7 +18,7 @@ from PIL import Image
 from dashboard import widgets as w
 
 KEY = "evidence"
-FAST = ("cam", "gradcam", "guided", "deconv")
+FAST = ("cam", "gradcam", "guided", "deconv", "lrp")
 SLOW = ("occlusion", "ig")
 BAGNETS = ("bagnet9", "bagnet17", "bagnet33")
 FCNS = ("alexnet", "vgg11", "vgg16")

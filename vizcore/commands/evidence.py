@@ -25,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--target", default="top1",
                    help="class to explain: an index, a label (case-insensitive) or top1 (default)")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
-                   help=f"methods, in order (default: {' '.join(DEFAULT_METHODS)}; also bagnet, occlusion, ig)")
+                   help=f"methods, in order (default: {' '.join(DEFAULT_METHODS)}; also bagnet, occlusion, ig, lrp)")
     p.add_argument("--out", default=None, help="output folder (created if missing)")
     p.add_argument("--json", action="store_true", help="print index.json to stdout")
     g = p.add_argument_group("method settings")

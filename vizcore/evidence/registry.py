@@ -93,7 +93,7 @@ def method(name: str, *, title: str, paper: str, description: str, slow: bool = 
 
 def _ensure_loaded() -> None:
     # The method modules register themselves on import.
-    from vizcore.evidence import attribution, cam  # noqa: F401
+    from vizcore.evidence import attribution, cam, lrp  # noqa: F401
 
 
 def list_methods() -> list[str]:
