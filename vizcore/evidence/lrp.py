@@ -203,7 +203,8 @@ def relevance(model: nn.Module, x: torch.Tensor, target: int, composite) -> tupl
     return rel.detach(), out.detach()
 
 
-def _private_copy(lm: LoadedModel) -> tuple[nn.Module, threading.Lock]:
+def private_copy(lm: LoadedModel) -> tuple[nn.Module, threading.Lock]:
+    """``lm``'s private copy for LRP (one per loaded model) and the lock to hold while using it."""
     with _COPIES_LOCK:
         hit = _COPIES.get(lm.model)
         if hit is None:
@@ -217,16 +218,23 @@ def lrp(lm: LoadedModel, x: torch.Tensor, target: int, composite: str = "epsilon
         epsilon: float = 1e-6, gamma: float = 0.25) -> tuple[torch.Tensor, float, float]:
     """LRP of ``lm`` (on its private copy) for ``x`` ``(1, 3, H, W)``: ``(relevance (1, 3, H, W),
     sum of input relevance, logit)``."""
-    model, lock = _private_copy(lm)
+    model, lock = private_copy(lm)
+    with lock:
+        comp = model_composite(lm, model, x, composite, epsilon=epsilon, gamma=gamma)
+        rel, out = relevance(model, x, target, comp)
+    return rel, float(rel.sum()), float(out[0, target])
+
+
+def model_composite(lm: LoadedModel, model: nn.Module, x: torch.Tensor, composite: str = "epsilon", *,
+                    epsilon: float = 1e-6, gamma: float = 0.25):
+    """The composite ``composite`` with ``lm``'s canonizers for ``model`` (a copy of ``lm.model``), the
+    z-box bounds read from the preprocessing (pixels in [0, 1], normalised), for inputs shaped like ``x``."""
     pp = lm.spec.preprocess
     mean = torch.tensor(pp.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(pp.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     low, high = ((0 - mean) / std).expand_as(x), ((1 - mean) / std).expand_as(x)
-    with lock:
-        cans = canonizers_for(lm, model, x)
-        comp = composite_of(composite, epsilon=epsilon, gamma=gamma, low=low, high=high, canonizers=cans)
-        rel, out = relevance(model, x, target, comp)
-    return rel, float(rel.sum()), float(out[0, target])
+    cans = canonizers_for(lm, model, x[:1])
+    return composite_of(composite, epsilon=epsilon, gamma=gamma, low=low, high=high, canonizers=cans)
 
 
 @method("lrp", title="Layer-wise relevance propagation", paper="https://doi.org/10.1371/journal.pone.0130140",
