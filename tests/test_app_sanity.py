@@ -65,3 +65,22 @@ def test_sanity_view_runs_stops_resumes_and_draws_the_engines_curves(lite0):
                for m in at.markdown)
     fresh = _sanity_page()  # a new session: the cached result without pressing anything
     assert _complete(fresh) and fresh.get("plotly_chart")
+
+
+@pytest.mark.slow
+def test_concept_relevance_below_the_channels_shows_the_engines_shares(lite0):
+    from vizcore.activations import predict
+    from vizcore.relevance import channel_relevance
+
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.run()
+    at.switch_page("app_pages/evidence.py").run()
+    assert not at.exception, at.exception
+    at.toggle(key=f"{KEY}_crp").set_value(True).run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    cat = load_sample("cat")
+    top = predict(lite0, [cat], topk=1)[0][0].index
+    want = channel_relevance(lite0, cat, top, k=6).to_json()
+    shown = [m.value for m in at.markdown if m.value.startswith("relevance share")]
+    assert shown == [f"relevance share **{c['share']:.1%}**" for c in want["channels"]]
+    assert any(f"channels of **{want['layer']}**" in c.value and "conditional heatmap" in c.value for c in at.caption)

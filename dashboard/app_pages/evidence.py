@@ -277,6 +277,10 @@ if view == "methods":
             for c in r["caveats"]:
                 st.caption(f":material/info: {c}")
     _channels_behind(model, weights, digest, raw, size, int(target), results)
+    if {"cam", "gradcam"} & set(results):
+        from dashboard.widgets.relevance import relevance_section
+
+        relevance_section(KEY, model, weights, digest, raw, size, int(target))
     if results:
         with st.spinner("Scoring a random map…"):
             rnd = _random(model, weights, digest, raw, size, int(target), int(steps), int(seed))
