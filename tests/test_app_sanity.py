@@ -84,3 +84,41 @@ def test_concept_relevance_below_the_channels_shows_the_engines_shares(lite0):
     shown = [m.value for m in at.markdown if m.value.startswith("relevance share")]
     assert shown == [f"relevance share **{c['share']:.1%}**" for c in want["channels"]]
     assert any(f"channels of **{want['layer']}**" in c.value and "conditional heatmap" in c.value for c in at.caption)
+
+
+@pytest.mark.slow
+def test_unit_page_concept_relevance_and_relmax_beside_the_activation_ranking(lite0, tmp_path):
+    import shutil
+
+    from vizcore.activations import predict
+    from vizcore.data import image_folder, sample_path
+    from vizcore.jobs import RunOptions, run
+    from vizcore.relevance import RelMaxJob, channel_relevance
+
+    for n in ("cat", "coffee", "astronaut", "rocket"):
+        shutil.copy(sample_path(n), tmp_path / sample_path(n).name)
+    at = AppTest.from_file(APP, default_timeout=600)
+    at.query_params.update({"model": "efficientnet_lite0", "weights": "auto", "layer": "blocks.6.0", "channel": "7",
+                            "dataset": str(tmp_path)})
+    at.switch_page("app_pages/unit.py").run()
+    assert not at.exception, at.exception
+    at.toggle(key="unit_crp").set_value(True).run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    cat = load_sample("cat")
+    top = predict(lite0, [cat], topk=1)[0][0]
+    cr = channel_relevance(lite0, cat, top.index, "blocks.6.0", k=0)
+    assert any(f"carries **{cr.share(7):.2%}** of the relevance of **{top.label}**" in m.value for m in at.markdown)
+    at.toggle(key="unit_relmax").set_value(True).run()
+    at.button(key="unit_relmax_start").click().run()
+    for _ in range(30):
+        if not [b for b in at.button if b.key in ("unit_relmax_start", "unit_relmax_stop")]:
+            break
+        at.run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    res = run(RelMaxJob(lite0, image_folder(tmp_path), "blocks.6.0", k=6), RunOptions(batch_size=8, workers=0))
+    rows = [im for im in at.image if im.captions and all(" · " in c for c in im.captions)]
+    names = [[c.split(" · ")[0] for c in im.captions] for im in rows][-2:]
+    ds = image_folder(tmp_path)
+    assert res.relevance_ranked(7) and res.activation_ranked(7)
+    assert names[0] == [Path(ds.items[i].path).name for i, _ in res.relevance_ranked(7)]
+    assert names[1] == [Path(ds.items[i].path).name for i, _ in res.activation_ranked(7)]

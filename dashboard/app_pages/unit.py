@@ -416,3 +416,8 @@ if st.toggle(f"Find the units of the previous layer that drive it most (over {on
                 if d["layer"] is not None:
                     w.unit_link(model, weights, d["layer"], d["channel"], dataset,
                                 label=f"{d['layer']} · {d['channel']}")
+
+# -- concept relevance (CRP conditional heatmap, RelMax): a self-contained section
+from dashboard.widgets.relevance import unit_relevance  # noqa: E402
+
+unit_relevance(KEY, model, weights, layer, channel, digest, raw, size, caption, dataset)
