@@ -180,3 +180,52 @@ def test_cli_sanity_writes_scores_per_step_and_figures_equal_to_the_engine(tmp_p
                           "--max-steps")
     assert_one_line_error(vizcore("evidence", sample_path("cat"), "--sanity", "--methods", "gradcan", ok=False),
                           "gradcam")
+
+
+@pytest.mark.slow
+def test_dataset_version_averages_the_per_image_checks_with_intervals(lite0, tmp_path):
+    import shutil
+
+    from vizcore.data import image_folder, load_image, sample_path
+    from vizcore.evidence.sanity import DatasetSanityJob
+    from vizcore.jobs import run
+
+    for n in ("cat", "coffee", "astronaut", "rocket"):
+        shutil.copy(sample_path(n), tmp_path / sample_path(n).name)
+    ds = image_folder(tmp_path)
+    job = DatasetSanityJob(lite0, ds, n=3, methods=["cam"], max_steps=2, seed=2)
+    assert job.indices == [0, 2, 3]
+    r = run(job, RunOptions(batch_size=2, workers=0))
+    assert r.n_images == 3 and r.names == ["none", "logits", "head"]
+    per = [sanity_check(lite0, preprocess(lite0, load_image(ds.items[i].path)), None, ["cam"], max_steps=2,
+                        seed=2 + i, options=NOCACHE) for i in job.indices]
+    for s in range(3):
+        vals = [p.scores["cam"]["spearman"][s] for p in per]
+        assert r.mean["cam"]["spearman"][s] == pytest.approx(np.mean(vals), abs=1e-9)
+        if s > 0:
+            assert r.low["cam"]["spearman"][s] < r.mean["cam"]["spearman"][s] < r.high["cam"]["spearman"][s]
+    assert r.mean["cam"]["ssim"][0] == 1.0
+    hit = cached(DatasetSanityJob(lite0, ds, n=3, methods=["cam"], max_steps=2, seed=2))
+    assert hit is not None and hit.to_json() == r.to_json()
+
+
+@pytest.mark.slow
+def test_cli_dataset_version_writes_means_and_intervals(tmp_path):
+    import json
+    import shutil
+
+    from tests.test_cli import assert_one_line_error, vizcore
+    from vizcore.data import sample_path
+
+    data = tmp_path / "photos"
+    data.mkdir()
+    for n in ("cat", "coffee"):
+        shutil.copy(sample_path(n), data / sample_path(n).name)
+    out = tmp_path / "out"
+    vizcore("evidence", data, "--sanity", "--images", "2", "--methods", "cam", "--mode", "cascading",
+            "--max-steps", "1", "--out", out)
+    r = json.loads((out / "sanity_dataset.json").read_text())["results"]["cascading"]
+    assert r["n_images"] == 2 and r["steps"] == ["none", "logits"] and r["mean"]["cam"]["spearman"][0] == 1.0
+    assert r["low"]["cam"]["spearman"][1] <= r["mean"]["cam"]["spearman"][1] <= r["high"]["cam"]["spearman"][1]
+    assert (out / "sanity_dataset_cascading.png").stat().st_size > 1000
+    assert_one_line_error(vizcore("evidence", data, "--sanity", "--images", "0", ok=False), "--images")

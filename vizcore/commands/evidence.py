@@ -75,6 +75,10 @@ def run(args) -> int:
         get_method(m)  # unknown names fail first, with the closest valid ones
     if args.steps < 1:
         raise ValueError("--steps must be at least 1")
+    if args.sanity and args.images is not None:
+        from vizcore.commands._sanity import run_sanity_dataset
+
+        return run_sanity_dataset(args)
     image = read_images([args.image])[0]
     if str(args.target).strip().lower() != "top1":
         resolve_target(get_spec(args.model), args.target)  # an unknown class fails before the model loads

@@ -46,8 +46,9 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from vizcore.jobs import StepJob, Tick, Work
+from vizcore.jobs import PassJob, StepJob, Tick, Work
 from vizcore.models import LoadedModel
+from vizcore.passes import DatasetPass, PassInfo
 
 MODES = ("cascading", "independent")
 GRANULARITIES = ("blocks", "layers", "modules")
@@ -563,4 +564,210 @@ def sanity_maps_figure(r: SanityResult):
     axes[0][1].set_title("edges (control)", fontsize=7)
     for ax in axes.ravel():
         ax.set_xticks([]), ax.set_yticks([])
+    return fig
+
+
+# ------------------------------------------------------------------ over a dataset
+def _finish_inline(job: SanityJob) -> SanityResult:
+    gen = job.work()
+    while True:
+        try:
+            next(gen)
+        except StopIteration as e:
+            return e.value
+
+
+@dataclass(frozen=True, eq=False)
+class DatasetSanity:
+    """The sanity check averaged over the images of a dataset.
+
+    Attributes:
+        mean, low, high: ``{method: {measure: [per step]}}``: the mean over images and its 95%
+            t-interval (``nan`` where fewer than two images define the measure).
+        random_class: ``{method: {measure: (mean, low, high)}}``.
+        n: ``{method: {measure: [images defining it, per step]}}``; n_images: images used.
+    """
+
+    model: str
+    mode: str
+    granularity: str
+    seed: int
+    methods: tuple[str, ...]
+    names: list[str]
+    mean: dict
+    low: dict
+    high: dict
+    random_class: dict
+    n: dict
+    n_images: int
+    complete: bool = True
+
+    def to_json(self) -> dict:
+        def clean(v):
+            if isinstance(v, float):
+                return None if math.isnan(v) else round(v, 6)
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [clean(x) for x in v]
+            return v
+
+        return clean({"model": self.model, "mode": self.mode, "granularity": self.granularity, "seed": self.seed,
+                      "methods": list(self.methods), "steps": self.names, "mean": self.mean, "low": self.low,
+                      "high": self.high, "random_class": self.random_class, "n": self.n,
+                      "n_images": self.n_images, "complete": self.complete, "interval": "95% t-interval of the mean",
+                      "out_of_scope": OUT_OF_SCOPE})
+
+
+def _interval(values: np.ndarray) -> tuple[float, float, float, int]:
+    from scipy.stats import t
+
+    v = values[~np.isnan(values)]
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    m = float(v.mean())
+    if v.size < 2:
+        return m, float("nan"), float("nan"), int(v.size)
+    h = float(t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return m, m - h, m + h, int(v.size)
+
+
+class SanityPass(DatasetPass):
+    """The sanity check of each image of a dataset (its top-1 class); state: each image's curves by
+    dataset index (merge: union, exact); finish: mean and 95% interval per step."""
+
+    kind = "sanity-dataset"
+
+    def __init__(self, lm: LoadedModel, methods: Sequence[str] = DEFAULT_METHODS, *, mode: str = "cascading",
+                 granularity: str = "blocks", seed: int = 0, max_steps: int | None = None):
+        super().__init__({"model": lm})
+        self.methods, self.mode, self.granularity = tuple(methods), mode, granularity
+        self.seed, self.max_steps = int(seed), max_steps
+
+    def transform(self):
+        return self.model("model").transform()
+
+    def empty(self):
+        return {}
+
+    def step(self, x, indices: Sequence[int]):
+        lm = self.model("model")
+        out = {}
+        for row, i in zip(x, indices):
+            r = _finish_inline(SanityJob(lm, row[None].to(lm.device), None, self.methods, mode=self.mode,
+                                         granularity=self.granularity, seed=self.seed + int(i), keep=0,
+                                         max_steps=self.max_steps))
+            out[int(i)] = {"scores": r.scores, "names": r.step_labels(), "random": r.random_class["scores"],
+                           "errors": r.errors}
+        return out
+
+    def merge(self, a, b):
+        return {**a, **b}
+
+    def finish(self, state, info: PassInfo) -> DatasetSanity:
+        lm = self.model("model")
+        idx = sorted(state)
+        methods = tuple(m for m in self.methods if any(m in state[i]["scores"] for i in idx))
+        names = state[idx[0]]["names"] if idx else []
+        mean, low, high, n, rc = ({m: {} for m in methods} for _ in range(5))
+        for m in methods:
+            for key in MEASURES:
+                rows = np.array([state[i]["scores"][m][key] for i in idx if m in state[i]["scores"]], dtype=float)
+                stats = [_interval(rows[:, s]) for s in range(rows.shape[1])] if rows.size else []
+                mean[m][key] = [s[0] for s in stats]
+                low[m][key] = [s[1] for s in stats]
+                high[m][key] = [s[2] for s in stats]
+                n[m][key] = [s[3] for s in stats]
+                r = _interval(np.array([state[i]["random"][m][key] for i in idx if m in state[i]["random"]],
+                                       dtype=float))
+                rc[m][key] = list(r[:3])
+        return DatasetSanity(lm.name, self.mode, self.granularity, self.seed, methods, list(names), mean, low, high,
+                             rc, n, len(idx), info.complete)
+
+
+class DatasetSanityJob(PassJob[DatasetSanity]):
+    """:class:`SanityPass` over ``n`` images of a dataset (evenly spread) as a job; image ``i``'s new
+    weights are seeded by ``seed + i``."""
+
+    kind = "sanity-dataset"
+    codec = "json"
+    version = 1
+
+    def __init__(self, lm: LoadedModel, dataset, n: int = 16, methods: Sequence[str] = DEFAULT_METHODS, *,
+                 mode: str = "cascading", granularity: str = "blocks", seed: int = 0, max_steps: int | None = None):
+        from vizcore.evidence import get_method
+
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        for m in methods:
+            get_method(m)
+        if int(n) < 1:
+            raise ValueError("the dataset check needs at least 1 image")
+        total = len(dataset)
+        idx = sorted({int(round(v)) for v in np.linspace(0, total - 1, min(int(n), total))}) if total else []
+        super().__init__(dataset, idx)
+        self.lm, self.methods, self.mode, self.granularity = lm, tuple(methods), mode, granularity
+        self.seed, self.max_steps = int(seed), max_steps
+
+    def make_pass(self) -> DatasetPass:
+        return SanityPass(self.lm, self.methods, mode=self.mode, granularity=self.granularity, seed=self.seed,
+                          max_steps=self.max_steps)
+
+    def key(self) -> str | None:
+        from vizcore.identity import result_key
+
+        return result_key(self.kind, self.version, self.lm, self.dataset, indices=self.indices,
+                          methods=list(self.methods), mode=self.mode, granularity=self.granularity, seed=self.seed,
+                          max_steps=self.max_steps)
+
+    def encode(self, r: DatasetSanity) -> Any:
+        d = {f.name: getattr(r, f.name) for f in dataclasses.fields(r)}
+        d["methods"] = list(r.methods)
+        return json_safe(d)
+
+    def decode(self, d: Any) -> DatasetSanity:
+        d = dict(d)
+        d["methods"] = tuple(d["methods"])
+        return DatasetSanity(**unjson(d))
+
+
+def json_safe(v):
+    """NaN as ``None`` (JSON has no NaN), recursively."""
+    if isinstance(v, float):
+        return None if math.isnan(v) else v
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    return v
+
+
+def unjson(v):
+    """``None`` inside lists of numbers back to NaN."""
+    if isinstance(v, dict):
+        return {k: unjson(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [float("nan") if x is None else unjson(x) for x in v]
+    return v
+
+
+def dataset_sanity_figure(r: DatasetSanity):
+    """Mean similarity per step with its 95% interval (shaded), one panel per measure (matplotlib)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * len(MEASURES), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(MEASURES), squeeze=False)[0]
+    x = np.arange(len(r.names))
+    for ax, key in zip(axes, MEASURES):
+        for i, m in enumerate(r.methods):
+            mu = np.array(r.mean[m][key], dtype=float)
+            ax.plot(x, mu, marker="o", ms=3, label=m, color=f"C{i}")
+            ax.fill_between(x, np.array(r.low[m][key], dtype=float), np.array(r.high[m][key], dtype=float),
+                            color=f"C{i}", alpha=0.2)
+        ax.set_ylim(-0.5, 1.05)
+        every = max(1, len(x) // 10)
+        ax.set_xticks(x[::every], r.names[::every], rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"{r.mode}: {MEASURE_TITLES[key]} (n={r.n_images})", fontsize=9)
+    axes[0].set_ylabel("similarity (mean, 95% interval)")
+    axes[-1].legend(fontsize=7)
     return fig
