@@ -229,3 +229,11 @@ def test_cli_dataset_version_writes_means_and_intervals(tmp_path):
     assert r["low"]["cam"]["spearman"][1] <= r["mean"]["cam"]["spearman"][1] <= r["high"]["cam"]["spearman"][1]
     assert (out / "sanity_dataset_cascading.png").stat().st_size > 1000
     assert_one_line_error(vizcore("evidence", data, "--sanity", "--images", "0", ok=False), "--images")
+
+
+def test_lrp_and_every_method_see_the_randomised_weights_not_a_stale_copy(lite0, cat):
+    r = sanity_check(lite0, cat, None, ["lrp"], granularity="blocks", max_steps=2, keep=3, options=NOCACHE)
+    assert r.scores["lrp"]["spearman"][0] == 1.0 and r.scores["lrp"]["spearman"][2] < 0.99
+    top2 = units(lite0, "blocks")[::-1][:2]
+    want = evidence(randomised(lite0, top2, seed=0), cat, r.target["index"], "lrp").map
+    np.testing.assert_allclose(r.maps["lrp"][2], want, atol=1e-5)

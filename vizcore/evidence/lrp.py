@@ -214,6 +214,13 @@ def private_copy(lm: LoadedModel) -> tuple[nn.Module, threading.Lock]:
         return hit
 
 
+def forget_model(model: nn.Module) -> None:
+    """Drop the private copy of ``model`` (call after changing ``model``'s weights in place, as the
+    sanity checks do to their own copy; shared models never change)."""
+    with _COPIES_LOCK:
+        _COPIES.pop(model, None)
+
+
 def lrp(lm: LoadedModel, x: torch.Tensor, target: int, composite: str = "epsilon", *,
         epsilon: float = 1e-6, gamma: float = 0.25) -> tuple[torch.Tensor, float, float]:
     """LRP of ``lm`` (on its private copy) for ``x`` ``(1, 3, H, W)``: ``(relevance (1, 3, H, W),

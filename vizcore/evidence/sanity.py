@@ -83,32 +83,47 @@ def _hog(m: np.ndarray) -> np.ndarray:
     return hog(m, orientations=9, pixels_per_cell=(cell, cell), cells_per_block=(2, 2), feature_vector=True)
 
 
-def similarity(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+class Prepared:
+    """A map with what the measures need computed once: ranks of ``|map|``, the scaled map and its HOG."""
+
+    def __init__(self, m: np.ndarray):
+        from scipy.stats import rankdata
+
+        self.raw = np.asarray(m, dtype=np.float64)
+        a = np.abs(self.raw).ravel()
+        self.constant = bool(a.std() == 0)
+        self.ranks = rankdata(a)
+        self.unit = _unit(self.raw)
+        self.hog = _hog(self.unit)
+
+
+def similarity(a: "np.ndarray | Prepared", b: "np.ndarray | Prepared") -> dict[str, float]:
     """The paper's three similarity measures between two ``(H, W)`` maps.
 
-    - ``spearman``: Spearman rank correlation of ``|a|`` and ``|b|`` (scipy);
+    - ``spearman``: Spearman rank correlation of ``|a|`` and ``|b|`` (scipy's ranks, ties averaged);
     - ``ssim``: structural similarity of ``|a|`` and ``|b|``, each scaled into [0, 1]
       (``skimage.metrics.structural_similarity``, data range 1);
     - ``hog``: Pearson correlation of the HOG descriptors of the scaled maps (``skimage.feature.hog``).
 
     Identical maps score exactly 1 on every measure (no rounding noise); a measure that is
-    undefined (a constant map has no rank order) is ``nan``.
+    undefined (a constant map has no rank order) is ``nan``. Pass :class:`Prepared` maps to
+    compare one map with several without recomputing its ranks and HOG.
     """
-    from scipy.stats import spearmanr
     from skimage.metrics import structural_similarity
 
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"maps of different shapes {a.shape} and {b.shape}")
-    if np.array_equal(a, b):
+    pa = a if isinstance(a, Prepared) else None
+    pb = b if isinstance(b, Prepared) else None
+    ra = pa.raw if pa else np.asarray(a, dtype=np.float64)
+    rb = pb.raw if pb else np.asarray(b, dtype=np.float64)
+    if ra.shape != rb.shape:
+        raise ValueError(f"maps of different shapes {ra.shape} and {rb.shape}")
+    if np.array_equal(ra, rb):
         return {m: 1.0 for m in MEASURES}
-    aa, bb = np.abs(a).ravel(), np.abs(b).ravel()
-    rho = float("nan") if aa.std() == 0 or bb.std() == 0 else float(spearmanr(aa, bb).statistic)
-    ua, ub = _unit(a), _unit(b)
-    win = min(7, *(s if s % 2 else s - 1 for s in a.shape))
-    ssim = float(structural_similarity(ua, ub, data_range=1.0, win_size=win)) if win >= 3 else float("nan")
-    return {"spearman": rho, "ssim": ssim, "hog": _pearson(_hog(ua), _hog(ub))}
+    pa, pb = pa or Prepared(ra), pb or Prepared(rb)
+    rho = float("nan") if pa.constant or pb.constant else _pearson(pa.ranks, pb.ranks)
+    win = min(7, *(s if s % 2 else s - 1 for s in ra.shape))
+    ssim = float(structural_similarity(pa.unit, pb.unit, data_range=1.0, win_size=win)) if win >= 3 else float("nan")
+    return {"spearman": rho, "ssim": ssim, "hog": _pearson(pa.hog, pb.hog)}
 
 
 def edge_map(image: Image.Image) -> np.ndarray:
@@ -228,6 +243,15 @@ def reinitialise_(module: nn.Module, name: str, seed: int) -> None:
             p.copy_(draw.to(dtype=p.dtype, device=p.device))
 
 
+def weights_changed(model: nn.Module) -> None:
+    """Tell the methods that keep derived copies of a model (LRP's canonized copy, the FCN head) that
+    ``model``'s weights changed in place."""
+    from vizcore.evidence import cam, lrp
+
+    cam.forget_model(model)
+    lrp.forget_model(model)
+
+
 def model_copy(lm: LoadedModel) -> LoadedModel:
     """A private copy of ``lm`` (own module, own lock) that may be modified freely."""
     with lm.lock:
@@ -242,6 +266,7 @@ def randomised(lm: LoadedModel, randomise: Sequence[Unit], seed: int = 0) -> Loa
     for u in randomise:
         for n in u.modules:
             reinitialise_(mods[n], n, seed)
+    weights_changed(c.model)
     return c
 
 
@@ -415,12 +440,14 @@ def _work(job: SanityJob) -> Work:
     n = len(us)
     kept = set(_kept(n, job.keep))
     edge = edge_map(crop)
+    edge_p = Prepared(edge)
     errors: dict[str, str] = {}
     seconds: dict[str, list[float]] = {}
     work = model_copy(lm)  # the shared model is never touched
     mods = dict(work.model.named_modules())
-    ref = _maps(work, x, tgt.index, job.methods, job.settings, errors, seconds)
+    ref = _maps(lm, x, tgt.index, job.methods, job.settings, errors, seconds)  # methods only read lm
     methods = [m for m in job.methods if m in ref]
+    ref_p = {m: Prepared(ref[m]) for m in methods}
     scores = {m: {k: [] for k in MEASURES} for m in methods}
     edges = {m: {k: [] for k in MEASURES} for m in methods}
     control = {k: [] for k in MEASURES}
@@ -454,30 +481,31 @@ def _work(job: SanityJob) -> Work:
                             b.copy_(original_buf[n_][bn])
             for n_ in u.modules:
                 reinitialise_(mods[n_], n_, job.seed)
+            weights_changed(work.model)
             cur = _maps(work, x, tgt.index, methods, job.settings, errors, seconds)
         else:
             cur = ref
         steps.append([] if k == 0 else [n_ for n_ in us[k - 1].modules])
         ctl = edge_map(crop)
-        for key, v in similarity(edge, ctl).items():
+        for key, v in similarity(edge_p, ctl).items():
             control[key].append(v)
         for m in methods:
-            s = similarity(ref[m], cur[m])
-            e = similarity(edge, cur[m])
+            cp = ref_p[m] if k == 0 else Prepared(cur[m])
+            s = similarity(ref_p[m], cp)
+            e = similarity(edge_p, cp)
             for key in MEASURES:
                 scores[m][key].append(s[key])
                 edges[m][key].append(e[key])
             if k in kept:
                 maps[m][k] = cur[m].astype(np.float32)
         yield Tick(k + 1, total, result(False))
-    # random-class test on the trained model (a fresh copy: the work copy is randomised now)
+    # random-class test on the trained model
     cats = list(lm.categories or [])
     rng = np.random.default_rng(job.seed)
     other = int(rng.choice([i for i in range(len(cats)) if i != tgt.index]))
-    trained = model_copy(lm)
-    alt = _maps(trained, x, other, methods, job.settings, errors, {})
+    alt = _maps(lm, x, other, methods, job.settings, errors, {})
     rc.update({"class": {"index": other, "label": cats[other]},
-               "scores": {m: similarity(ref[m], alt[m]) for m in methods if m in alt}})
+               "scores": {m: similarity(ref_p[m], alt[m]) for m in methods if m in alt}})
     yield Tick(total, total, result(False))
     return result(True)
 
