@@ -58,7 +58,7 @@ def curves_figure(r: SanityResult):
     ticks = x + ([len(x)] if r.random_class else [])
     fig.update_xaxes(tickvals=ticks, ticktext=labels + (["random class"] if r.random_class else []), tickangle=-60,
                      tickfont=dict(size=9))
-    fig.update_yaxes(range=[-0.5, 1.05])
+    fig.update_yaxes(range=[-1.05, 1.05])
     fig.update_layout(height=380, margin=dict(l=0, r=0, t=30, b=0))
     return fig
 

@@ -559,7 +559,7 @@ def sanity_figure(results: Sequence[SanityResult]):
                 if rc is not None:
                     ax.plot([x[-1] + 1], [rc[key]], marker="*", ms=9, color=colours[m], ls="none")
             ax.plot(x, r.control[key], ls="--", color="0.4", label="edges (control)")
-            ax.set_ylim(-0.5 if key != "ssim" else -0.1, 1.05)
+            ax.set_ylim(-1.05 if key != "ssim" else -0.3, 1.05)
             ax.axhline(0, color="0.85", lw=0.8)
             ticks = list(x) + ([x[-1] + 1] if r.random_class else [])
             labels = r.step_labels() + (["rand. class"] if r.random_class else [])
@@ -792,7 +792,7 @@ def dataset_sanity_figure(r: DatasetSanity):
             ax.plot(x, mu, marker="o", ms=3, label=m, color=f"C{i}")
             ax.fill_between(x, np.array(r.low[m][key], dtype=float), np.array(r.high[m][key], dtype=float),
                             color=f"C{i}", alpha=0.2)
-        ax.set_ylim(-0.5, 1.05)
+        ax.set_ylim(-1.05, 1.05)
         every = max(1, len(x) // 10)
         ax.set_xticks(x[::every], r.names[::every], rotation=60, ha="right", fontsize=7)
         ax.set_title(f"{r.mode}: {MEASURE_TITLES[key]} (n={r.n_images})", fontsize=9)
