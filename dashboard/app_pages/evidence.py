@@ -18,7 +18,7 @@ from dashboard import pages
 from dashboard import widgets as w
 
 KEY = "evidence"
-FAST = ("cam", "gradcam", "guided", "deconv")
+FAST = ("cam", "gradcam", "guided", "deconv", "lrp")
 SLOW = ("occlusion", "ig")
 BAGNETS = ("bagnet9", "bagnet17", "bagnet33")
 FCNS = ("alexnet", "vgg11", "vgg16")
@@ -28,7 +28,8 @@ CHANNELS = 6
 STYLES = {"cam": ("#E69F00", "solid", 6), "gradcam": ("#0072B2", "dash", 2.5), "guided": ("#009E73", "dot", 2.5),
           "deconv": ("#CC79A7", "dashdot", 2.5), "occlusion": ("#D55E00", "longdash", 2.5),
           "ig": ("#56B4E9", "longdashdot", 2.5), "random": ("#7F7F7F", "4px,2px,1px,2px", 2)}
-VIEWS = {"methods": "Methods side by side", "bagnet": "BagNet patches", "fcn": "Fully convolutional"}
+VIEWS = {"methods": "Methods side by side", "bagnet": "BagNet patches", "fcn": "Fully convolutional",
+         "sanity": "Sanity checks"}
 
 
 # ------------------------------------------------------------------ cached engine calls
@@ -314,6 +315,10 @@ if view == "methods":
                     "differ only in colouring (CAM stretched over its range, Grad-CAM's positive part), and "
                     "their curves lie on top of each other.", icon=":material/info:")
     _channels_behind(model, weights, digest, raw, size, int(target), results)
+    if {"cam", "gradcam"} & set(results):
+        from dashboard.widgets.relevance import relevance_section
+
+        relevance_section(KEY, model, weights, digest, raw, size, int(target))
     if results:
         rnd = report["random"]
         st.markdown(f"**Random map** (baseline, same image and class): deletion **{rnd['deletion_auc']:.3f}** · "
@@ -352,6 +357,13 @@ elif view == "bagnet":
                              f"{m['patch']} px · mean logit {m['mean']:.3f}")
             st.markdown(f"**Top {len(m['crops'])} patches for {m['label']}**")
             st.image([c for _, c in m["crops"]], caption=[f"{v:.2f}" for v, _ in m["crops"]], width=72)
+
+elif view == "sanity":
+    from dashboard.widgets.sanity import sanity_view
+
+    w.weights_badge(lm)
+    target = _class_picker(preds, cats)
+    sanity_view(KEY, lm, image, int(target), FAST + SLOW)
 
 else:
     st.caption("AlexNet and VGG end in fully connected layers. Read fc6 as a convolution (7x7 for VGG, 6x6 "

@@ -429,3 +429,8 @@ if dr is not None:
             st.markdown(f"**{d.label}** · {d.value:.3g}")
             if d.layer is not None:
                 w.unit_link(model, weights, d.layer, d.channel, dataset, label=f"{d.layer} · {d.channel}")
+
+# -- concept relevance (CRP conditional heatmap, RelMax): a self-contained section
+from dashboard.widgets.relevance import unit_relevance  # noqa: E402
+
+unit_relevance(KEY, model, weights, layer, channel, digest, raw, size, caption, dataset)

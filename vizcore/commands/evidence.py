@@ -8,6 +8,7 @@ DEFAULT_METHODS = ("cam", "gradcam", "guided", "deconv")
 
 
 def register(sub) -> None:
+    from vizcore.commands._sanity import add_sanity_flags
     from vizcore.commands._util import add_model_args
 
     p = sub.add_parser(
@@ -24,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--target", default="top1",
                    help="class to explain: an index, a label (case-insensitive) or top1 (default)")
     p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
-                   help=f"methods, in order (default: {' '.join(DEFAULT_METHODS)}; also bagnet, occlusion, ig)")
+                   help=f"methods, in order (default: {' '.join(DEFAULT_METHODS)}; also bagnet, occlusion, ig, lrp)")
     p.add_argument("--out", default=None, help="output folder (created if missing)")
     p.add_argument("--json", action="store_true", help="print index.json to stdout")
     g = p.add_argument_group("method settings")
@@ -41,10 +42,13 @@ def register(sub) -> None:
                    help="AlexNet/VGG cam: the crop is upscaled to this size for the FCN map (default 448)")
     f = p.add_argument_group("faithfulness")
     f.add_argument("--steps", type=int, default=32, help="steps of the deletion/insertion curves (default 32)")
-    f.add_argument("--seed", type=int, default=0, help="seed of the random baseline map (default 0)")
+    f.add_argument("--seed", type=int, default=0,
+                   help="seed of the random baseline map, and with --sanity of the new weights and the random "
+                        "class (default 0)")
     f.add_argument("--random-grid", type=int, default=7,
                    help="side of the random baseline map's lattice (default 7, like a CAM at stride 32)")
     f.add_argument("--curves", action="store_true", help=argparse.SUPPRESS)
+    add_sanity_flags(p)
     p.set_defaults(func=run)
 
 
@@ -72,10 +76,20 @@ def run(args) -> int:
         get_method(m)  # unknown names fail first, with the closest valid ones
     if args.steps < 1:
         raise ValueError("--steps must be at least 1")
+    if args.sanity and args.images is not None:
+        from vizcore.commands._sanity import run_sanity_dataset
+
+        return run_sanity_dataset(args)
     image = read_images([args.image])[0]
     if str(args.target).strip().lower() != "top1":
         resolve_target(get_spec(args.model), args.target)  # an unknown class fails before the model loads
+    if args.sanity and args.max_steps is not None and args.max_steps < 1:
+        raise ValueError("--max-steps must be at least 1")
     lm = load_model_cli(args)
+    if args.sanity:
+        from vizcore.commands._sanity import run_sanity
+
+        return run_sanity(args, lm, image, _settings(args))
     if args.random_grid < 1:
         raise ValueError("--random-grid must be at least 1")
     if args.channels < 0:

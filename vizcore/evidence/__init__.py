@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vizcore.evidence import attribution, cam  # noqa: F401 - the methods register themselves on import
+from vizcore.evidence import attribution, cam, lrp  # noqa: F401 - the methods register themselves on import
 from vizcore.evidence.channels import ChannelShare, EvidenceChannels, evidence_channels, layer_tap
 from vizcore.evidence.faithfulness import Faithfulness, faithfulness, random_map
 from vizcore.evidence.registry import (

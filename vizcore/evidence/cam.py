@@ -245,6 +245,12 @@ def convolutionalize(lm: LoadedModel) -> nn.Module:
         return net
 
 
+def forget_model(model: nn.Module) -> None:
+    """Drop the convolutionalised copy of ``model`` (after its weights changed in place: sanity checks)."""
+    with _FCN_LOCK:
+        _FCN.pop(model, None)
+
+
 def fcn_map(lm: LoadedModel, x: torch.Tensor, target: int) -> tuple[torch.Tensor, Geometry]:
     """Class-``target`` score map of the convolutionalised network on ``x`` ``(1, 3, H, W)``.
 
