@@ -173,3 +173,32 @@ def test_bad_input_gets_one_clear_line(lite0, ds16, photo):
         neuron_groups(lite0, photo, HEAD, 9)
     with pytest.raises(ConceptError, match="unknown factorisation"):
         ConceptsJob(lite0, ds16, HEAD, 4, method="pca")
+
+
+def test_cli_concepts_writes_json_crops_and_the_image_view(lite0, ds16, imagenet_samples, tmp_path, capsys):
+    import json
+    import os
+
+    from vizcore.cli import main
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in ds16.paths[:8]:
+        os.symlink(p, folder / os.path.basename(p))
+    photo = str(imagenet_samples / "n01443537_goldfish.jpg")
+    out = tmp_path / "out"
+    rc = main(["concepts", str(folder), "--layer", HEAD, "--k", "3", "--per-image", "4", "--crops", "2",
+               "--image", photo, "--out", str(out), "--workers", "0", "--no-cache"])
+    assert rc == 0
+    js = json.loads((out / "concepts.json").read_text())
+    assert js["k"] == 3 and js["method"] == "nmf" and len(js["W"]) == 3 and len(js["W"][0]) == 1280
+    assert [r["k"] for r in js["sweep"]] == [2, 3] and len(js["crops"]) == 3
+    imp = js["image"]["importance"]
+    assert imp["method"] == "logit share"
+    assert abs(sum(imp["shares"]) + imp["residual"] + imp["bias"] - imp["logit"]) < 1e-4
+    assert all((out / f"concept_{i}_crops.png").is_file() for i in range(3)) and (out / "image_concepts.png").is_file()
+    capsys.readouterr()
+    assert main(["concepts", str(folder), "--layer", EARLY, "--k", "99", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("vizcore concepts: error: k=99 is larger than the 40 channels of blocks.2.0: "
+                       "choose k <= 40")

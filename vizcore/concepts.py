@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from vizcore.models import LoadedModel
     from vizcore.patches import MiningResult
 
-__all__ = ["ConceptCropsJob", "ConceptError", "ConceptImportance", "ConceptMaps", "Concepts", "ConceptsJob",
+__all__ = ["ConceptCropsJob", "ConceptError", "DirectionIcons", "DirectionIconsJob", "ConceptImportance", "ConceptMaps", "Concepts", "ConceptsJob",
            "Factorisation", "NeuronGroups", "VectorJob", "VectorPass", "VectorSample", "concept_importance",
            "concept_maps", "factorise", "neuron_groups", "project", "spatial_shape"]
 
@@ -793,3 +793,98 @@ def neuron_groups(lm: "LoadedModel", image: Image.Image, layer: str, k: int = 4,
     tops = [[int(ch) for ch in np.argsort(-wr, kind="stable")[:n_channels]] for wr in W]
     return NeuronGroups(lm.name, layer, module, int(k), f.method, f.rel_error, f.explained_variance,
                         U.T.reshape(-1, h, w), W, share, tops, crop)
+
+
+# ------------------------------------------------------------------------------ directions as pictures
+@dataclass(frozen=True, eq=False)
+class DirectionIcons:
+    """Feature visualisations of directions (concepts, atlas cells), one image each.
+
+    Attributes:
+        images: one RGB image per direction; start, final: each one's objective (cosine-weighted
+        direction, :func:`vizcore.featureviz.objectives.direction_cosine`) on its random start and
+        on the result.
+    """
+
+    layer: str
+    steps: int
+    size: int
+    seed: int
+    images: list[Image.Image] = field(repr=False)
+    start: list[float] = field(repr=False)
+    final: list[float] = field(repr=False)
+    complete: bool = True
+
+    def to_json(self) -> dict:
+        return {"layer": self.layer, "steps": self.steps, "size": self.size, "seed": self.seed,
+                "n": len(self.images), "start": self.start, "final": self.final, "complete": self.complete}
+
+
+class DirectionIconsJob(StepJob[DirectionIcons]):
+    """Feature visualisations of ``directions`` ``(n, C)`` at ``layer``, ``batch_size`` per batch
+    (each batch one :func:`vizcore.featureviz.render` call, one image per direction); a tick per batch.
+    Cosine-weighted direction objective (Carter et al. 2019). Cached by the directions' content."""
+
+    kind = "direction-icons"
+    unit = "icons"
+    codec = "torch"
+
+    def __init__(self, lm: "LoadedModel", layer: str, directions: np.ndarray, *, steps: int = 64, size: int = 96,
+                 seed: int = 0, batch_size: int = 16, power: float = 1.0, transforms: str = "standard"):
+        self.lm, self.layer = lm, layer
+        self.directions = np.ascontiguousarray(directions, dtype=np.float32)
+        if self.directions.ndim != 2 or not len(self.directions):
+            raise ConceptError("no directions to visualise")
+        self.steps, self.size, self.seed = int(steps), int(size), int(seed)
+        self.batch_size, self.power, self.transforms = max(1, int(batch_size)), float(power), transforms
+        self.total = len(self.directions)
+
+    def describe(self) -> str:
+        return f"icons of {self.layer}"
+
+    def key(self) -> str:
+        digest = hashlib.sha256(self.directions.tobytes()).hexdigest()[:24]
+        return result_key(self.kind, CACHE_VERSION, self.lm, None, module=self.lm.resolve(self.layer),
+                          directions=digest, steps=self.steps, size=self.size, seed=self.seed,
+                          batch=self.batch_size, power=self.power, transforms=self.transforms)
+
+    def work(self):
+        from vizcore.featureviz import render
+        from vizcore.featureviz.objectives import direction_cosine
+
+        n = self.total
+        images, start, final = [], [], []
+        yield Tick(0, n)
+        for s in range(0, n, self.batch_size):
+            d = torch.from_numpy(self.directions[s:s + self.batch_size])
+            obj = direction_cosine(self.layer, d, power=self.power)
+            res = render(self.lm, self.layer, None, objective=obj, steps=self.steps, size=self.size,
+                         seed=self.seed, transforms=self.transforms, n_per_channel=len(d))
+            images += [r.image for r in res]
+            start += [r.objective_start for r in res]
+            final += [r.objective_final for r in res]
+            part = DirectionIcons(self.layer, self.steps, self.size, self.seed, list(images), list(start),
+                                  list(final), complete=False)
+            yield Tick(len(images), n, part)
+        return DirectionIcons(self.layer, self.steps, self.size, self.seed, images, start, final)
+
+    def encode(self, r: DirectionIcons) -> dict:
+        import io
+
+        def png(im: Image.Image) -> bytes:
+            buf = io.BytesIO()
+            im.save(buf, format="PNG")
+            return buf.getvalue()
+
+        return {"meta": r.to_json(), "png": [png(im) for im in r.images]}
+
+    def decode(self, d: dict) -> DirectionIcons:
+        import io
+
+        m = d["meta"]
+        ims = []
+        for b in d["png"]:
+            im = Image.open(io.BytesIO(b))
+            im.load()
+            ims.append(im.convert("RGB"))
+        return DirectionIcons(m["layer"], m["steps"], m["size"], m["seed"], ims, m["start"], m["final"])
