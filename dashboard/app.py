@@ -52,6 +52,7 @@ PAGES = {
                 url_path="shape_bias"),
         st.Page(str(ROOT / "app_pages" / "similarity.py"), title="Similarity", icon=":material/join_inner:",
                 url_path="similarity"),
+        st.Page(str(ROOT / "app_pages" / "concepts.py"), title="Concepts", icon=":material/hub:", url_path="concepts"),
     ],
 }
 
