@@ -53,6 +53,7 @@ PAGES = {
         st.Page(str(ROOT / "app_pages" / "similarity.py"), title="Similarity", icon=":material/join_inner:",
                 url_path="similarity"),
         st.Page(str(ROOT / "app_pages" / "concepts.py"), title="Concepts", icon=":material/hub:", url_path="concepts"),
+        st.Page(str(ROOT / "app_pages" / "atlas.py"), title="Activation atlas", icon=":material/map:", url_path="atlas"),
     ],
 }
 

@@ -869,22 +869,32 @@ class DirectionIconsJob(StepJob[DirectionIcons]):
         return DirectionIcons(self.layer, self.steps, self.size, self.seed, images, start, final)
 
     def encode(self, r: DirectionIcons) -> dict:
-        import io
-
-        def png(im: Image.Image) -> bytes:
-            buf = io.BytesIO()
-            im.save(buf, format="PNG")
-            return buf.getvalue()
-
-        return {"meta": r.to_json(), "png": [png(im) for im in r.images]}
+        return icons_to_data(r)
 
     def decode(self, d: dict) -> DirectionIcons:
-        import io
+        return icons_from_data(d)
 
-        m = d["meta"]
-        ims = []
-        for b in d["png"]:
-            im = Image.open(io.BytesIO(b))
-            im.load()
-            ims.append(im.convert("RGB"))
-        return DirectionIcons(m["layer"], m["steps"], m["size"], m["seed"], ims, m["start"], m["final"])
+
+def icons_to_data(r: DirectionIcons) -> dict:
+    """:class:`DirectionIcons` as plain data for the cache (images as lossless PNG bytes)."""
+    import io
+
+    def png(im: Image.Image) -> bytes:
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        return buf.getvalue()
+
+    return {"meta": r.to_json(), "png": [png(im) for im in r.images]}
+
+
+def icons_from_data(d: dict) -> DirectionIcons:
+    """The inverse of :func:`icons_to_data`."""
+    import io
+
+    m = d["meta"]
+    ims = []
+    for b in d["png"]:
+        im = Image.open(io.BytesIO(b))
+        im.load()
+        ims.append(im.convert("RGB"))
+    return DirectionIcons(m["layer"], m["steps"], m["size"], m["seed"], ims, m["start"], m["final"])
