@@ -15,7 +15,8 @@ from vizcore.jobs import RunOptions, run
 
 OPTS = RunOptions(batch_size=8, workers=0, cache=False)
 LAYER = "blocks.3.0"  # 80 channels, 14x14
-ICONS = dict(icon_steps=16, icon_size=32, icon_batch=8, icon_transforms="none")  # small, quick, and the objective optimised is the one measured
+# small and quick; no transforms, so the objective optimised is the one measured
+ICONS = dict(icon_steps=16, icon_size=32, icon_batch=8, icon_transforms="none")
 pytestmark = pytest.mark.slow  # a UMAP fit and a few dozen optimisation steps: about a minute
 
 
@@ -104,3 +105,26 @@ def test_bad_input_gets_one_clear_line(lite0, ds16):
         AtlasJob(lite0, ds16, "pool", 3)
     with pytest.raises(AtlasError, match="unknown layout"):
         AtlasJob(lite0, ds16, LAYER, 3, method="pca")
+
+
+def test_cli_atlas_writes_the_picture_and_cells(ds16, tmp_path, capsys):
+    import json
+    import os
+
+    from vizcore.cli import main
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in ds16.paths[:8]:
+        os.symlink(p, folder / os.path.basename(p))
+    out = tmp_path / "out"
+    rc = main(["atlas", str(folder), "--layer", LAYER, "--grid", "2", "--per-image", "4", "--min-count", "2",
+               "--icon-steps", "2", "--icon-size", "32", "--out", str(out), "--workers", "0", "--no-cache"])
+    assert rc == 0
+    js = json.loads((out / "atlas.json").read_text())
+    assert js["grid"] == 2 and js["n_kept"] == 32 and sum(c["count"] for c in js["cells"]) <= 32
+    assert Image.open(out / "atlas.png").size == (64, 64) and len(js["icons"]["final"]) == js["n_cells"]
+    capsys.readouterr()
+    assert main(["atlas", str(folder), "--layer", LAYER, "--grid", "20", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("vizcore atlas: error: 128 vectors (8 images × 16 positions) are too few for a 20×20 grid")

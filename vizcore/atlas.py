@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from vizcore.data.datasets import ImageDataset
     from vizcore.models import LoadedModel
 
-__all__ = ["Atlas", "AtlasError", "AtlasJob", "atlas_image", "bin_layout", "class_filter", "layout_2d", "place",
+__all__ = ["Atlas", "AtlasError", "AtlasJob", "atlas_image", "atlas_of", "bin_layout", "class_filter", "layout_2d", "place",
            "position_crop"]
 
 LAYOUTS = ("umap", "tsne")
@@ -206,7 +206,8 @@ class AtlasJob(StepJob[Atlas]):
     def __init__(self, lm: "LoadedModel", dataset: "ImageDataset", layer: str, grid: int = 20, *,
                  per_image: int | None = 16, seed: int = 0, method: str = "umap", min_count: int = 3,
                  target: int | str | None = None, keep: float = 0.1, icon_steps: int = 64, icon_size: int = 64,
-                 icon_batch: int = 32, icon_transforms: str = "standard", options: RunOptions | None = None, indices: Sequence[int] | None = None):
+                 icon_batch: int = 32, icon_transforms: str = "standard", options: RunOptions | None = None,
+                 indices: Sequence[int] | None = None):
         if method not in LAYOUTS:
             raise AtlasError(f"unknown layout {method!r}; choose from {', '.join(LAYOUTS)}")
         if int(grid) < 2:
@@ -246,8 +247,9 @@ class AtlasJob(StepJob[Atlas]):
 
     def key(self) -> str:
         return result_key(self.kind, CACHE_VERSION, None, None, vectors=self.vectors.key(), grid=self.grid,
-                          method=self.method, min_count=self.min_count, keep=self.keep if self.target is not None
-                          else None, icons=[self.icon_steps, self.icon_size, self.icon_batch, self.icon_transforms], seed=self.seed)
+                          method=self.method, min_count=self.min_count,
+                          keep=self.keep if self.target is not None else None, seed=self.seed,
+                          icons=[self.icon_steps, self.icon_size, self.icon_batch, self.icon_transforms])
 
     def work(self):
         n = self.vectors.total

@@ -43,9 +43,10 @@ if TYPE_CHECKING:
     from vizcore.models import LoadedModel
     from vizcore.patches import MiningResult
 
-__all__ = ["ConceptCropsJob", "ConceptError", "DirectionIcons", "DirectionIconsJob", "ConceptImportance", "ConceptMaps", "Concepts", "ConceptsJob",
-           "Factorisation", "NeuronGroups", "VectorJob", "VectorPass", "VectorSample", "concept_importance",
-           "concept_maps", "factorise", "neuron_groups", "project", "spatial_shape"]
+__all__ = ["ConceptCropsJob", "ConceptError", "ConceptImportance", "ConceptMaps", "Concepts", "ConceptsJob",
+           "DirectionIcons", "DirectionIconsJob", "Factorisation", "NeuronGroups", "VectorJob", "VectorPass", "VectorSample", "concept_importance",
+           "concept_maps", "concepts_of", "factorise", "icons_from_data", "icons_to_data", "neuron_groups", "project",
+           "spatial_shape"]
 
 CACHE_VERSION = 1
 METHODS = ("auto", "nmf", "semi-nmf")

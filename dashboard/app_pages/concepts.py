@@ -150,4 +150,5 @@ icons = run_job(f"{KEY}_icons", DirectionIconsJob(lm, layer, concepts.W, steps=s
                 idle_note="Press **Render**: one image per concept (cosine-weighted direction objective).")
 if icons is not None:
     st.image(icons.images, caption=[f"concept {i}" for i in range(len(icons.images))], width=120)
-    st.caption("Objective from start to end: " + ", ".join(f"{a:.2f}→{b:.2f}" for a, b in zip(icons.start, icons.final)))
+    st.caption("Objective from start to end: "
+               + ", ".join(f"{a:.2f}→{b:.2f}" for a, b in zip(icons.start, icons.final)))

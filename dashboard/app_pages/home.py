@@ -32,6 +32,8 @@ with c2:
         ("app_pages/embeddings.py", "maps of an early and a late layer"),
         ("app_pages/shape_bias.py", "texture or shape: what the network decides by"),
         ("app_pages/similarity.py", "how alike the layers of two networks are (CKA), and nearest neighbours"),
+        ("app_pages/concepts.py", "a layer's concepts and neuron groups, by matrix factorisation"),
+        ("app_pages/atlas.py", "an activation atlas: a layer's vectors laid out and drawn cell by cell"),
     ]:
         a, b = st.columns([1, 2])
         with a:
