@@ -67,9 +67,13 @@ SHAPE_BIAS = PageInfo("shape_bias", "Texture vs shape", ":material/pets:", "What
                       "texture or shape: what the network decides by")
 SIMILARITY = PageInfo("similarity", "Similarity", ":material/join_inner:", "What depth buys",
                       "how alike the layers of two networks are (CKA), and nearest neighbours")
+CONCEPTS = PageInfo("concepts", "Concepts", ":material/hub:", "What depth buys",
+                    "a layer's concepts and neuron groups, by matrix factorisation")
+ATLAS = PageInfo("atlas", "Activation atlas", ":material/map:", "What depth buys",
+                 "an activation atlas: a layer's vectors laid out and drawn cell by cell")
 
 PAGES: tuple[PageInfo, ...] = (HOME, ACTIVATIONS, COMPARE, ARCHITECTURES, EVIDENCE, REGIONS, DATASET_EXAMPLES, FEATURE_VIZ,
-                               UNIT, PROBES, EMBEDDINGS, SHAPE_BIAS, SIMILARITY)
+                               UNIT, PROBES, EMBEDDINGS, SHAPE_BIAS, SIMILARITY, CONCEPTS, ATLAS)
 """Every page, in navigation order."""
 
 

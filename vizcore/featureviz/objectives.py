@@ -153,6 +153,29 @@ def direction(layer: str, vector: torch.Tensor | Sequence[float]) -> Objective:
     return Objective(fn, [layer], f"direction {layer} ({vec.shape[-1]} channels)")
 
 
+def direction_cosine(layer: str, vector: torch.Tensor | Sequence[float], power: float = 1.0,
+                     floor: float = 0.1) -> Objective:
+    """The direction objective weighted by cosine similarity, as in activation atlases.
+
+    Per position ``dot(a, v) * max(cos(a, v), floor) ** power``, averaged over positions: a large
+    dot product alone can come from a vector pointing elsewhere with a large norm; the cosine term
+    rewards pointing *along* ``v`` (Carter et al., "Activation Atlas", Distill 2019,
+    https://distill.pub/2019/activation-atlas/). ``vector`` is ``(C,)`` or ``(B, C)``.
+    """
+    vec = torch.as_tensor(vector, dtype=torch.float32)
+
+    def fn(acts: Acts) -> torch.Tensor:
+        a = acts[layer]
+        v = vec.to(device=a.device, dtype=a.dtype)
+        v = v.expand(a.shape[0], -1) if v.dim() == 1 else v
+        flat = a.flatten(2) if a.dim() > 2 else a[:, :, None]
+        dot = torch.einsum("bcn,bc->bn", flat, v)
+        cos = dot / (flat.norm(dim=1) * v.norm(dim=1, keepdim=True) + 1e-8)
+        return (dot * cos.clamp_min(floor).pow(power)).mean(1)
+
+    return Objective(fn, [layer], f"direction·cos^{power:g} {layer} ({vec.shape[-1]} channels)")
+
+
 def gram(a: torch.Tensor) -> torch.Tensor:
     """Gram matrices ``(B, C, C)`` of ``(B, C, H, W)`` activations, divided by ``H * W``."""
     flat = a.flatten(2)
