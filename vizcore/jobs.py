@@ -95,6 +95,13 @@ class RunOptions:
         return replace(self, **changes)
 
     @classmethod
+    def of(cls, options: "RunOptions | None" = None, **fields: Any) -> "RunOptions":
+        """``options`` (default: the defaults) with ``fields`` changed: how every entry point takes its
+        options, as one object or as keywords (``cka(..., batch_size=4, engine="ray")``)."""
+        options = options or cls()
+        return replace(options, **fields) if fields else options
+
+    @classmethod
     def from_args(cls, args: "argparse.Namespace", **overrides: Any) -> "RunOptions":
         """The options of a command line parsed with :func:`add_run_flags`."""
         opts = {
@@ -282,6 +289,10 @@ class PassJob(Job[R]):
         if self.require_images and info.complete and info.n_images == 0:
             raise no_images_error(self.dataset.name, info.skipped)
 
+    def partial_result(self, state: Any, info: PassInfo) -> R:
+        """The result of a run not yet complete (``Stopped.partial``, the page's partial view)."""
+        return self.pass_.finish(state, info)
+
     def finish(self, state: Any, info: PassInfo) -> R:
         self.check(state, info)
         res = self.pass_.finish(state, info)
@@ -298,7 +309,7 @@ class PassJob(Job[R]):
                               should_stop=should_stop, indices=self.indices, address=options.ray_address)
         if not info.complete:
             raise Stopped(f"stopped after {info.done} of {info.total} images",
-                          partial=self.pass_.finish(state, info) if info.done else None)
+                          partial=self.partial_result(state, info) if info.done else None)
         return self.finish(state, info)
 
 
@@ -323,7 +334,7 @@ class _PassStepper(Stepper[R]):
         if not self.run.pos:
             return None
         self.run.info.complete = self.run.done
-        return self.job.pass_.finish(self.run.state, self.run.info)
+        return self.job.partial_result(self.run.state, self.run.info)
 
     def result(self) -> R:
         if not self.run.done:
