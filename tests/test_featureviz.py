@@ -394,7 +394,7 @@ def test_featviz_job_ticks_stops_resumes_and_caches_per_batch(lite0, monkeypatch
     last = run(jobs[2], RunOptions())
     assert [x.channel for x in last] == [4]
     ticks = list(render_batch(lite0, "blocks.1.0", [4], **{**kw, "steps": 2}))
-    assert [(t.done, t.total) for t in ticks] == [(1, 2), (2, 2)]
+    assert [(t.done, t.total) for t in ticks] == [(0, 2), (1, 2), (2, 2)]  # set up, then one per step
 
 
 def test_bad_channel_and_layer(lite0):
