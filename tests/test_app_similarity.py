@@ -123,8 +123,6 @@ def test_similarity_page_stop_keeps_nothing(lite0, eight, monkeypatch, tmp_path)
     monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
     at = _open(eight)
     # a run that was stopped after its first step: the Stop state shows and nothing is cached
-    from vizcore.similarity import load_cached, prepare
-
     at.session_state[f"{KEY}_batch"] = 8  # more than the images chosen next: lowered, no error
     at.session_state[f"{KEY}_n"] = 6
     at.run()
