@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from vizcore.features import Pooling, Stopped, extract_features
+from vizcore.features import Pooling, extract_features
+from vizcore.jobs import Stopped
 from vizcore.probes import fit_probes, holdout_split, make_classifier, probe_features
 from vizcore.stats import wilson_interval
 

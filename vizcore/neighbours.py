@@ -64,7 +64,7 @@ def nearest_neighbours(lm: "LoadedModel", query: "Image.Image", dataset: "ImageD
 
     Dataset features come from :func:`vizcore.features.extract_features` (cached on disk, shared
     with probes and embeddings), or ``features`` when given (e.g. a finished
-    :class:`vizcore.features.FeaturesRun` of the same layers and pooling); the query is pooled the
+    :class:`vizcore.features.FeaturesJob` of the same layers and pooling); the query is pooled the
     same way (same grid per tap).
 
     Args:

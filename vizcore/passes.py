@@ -16,9 +16,8 @@ computation, the shape of Ray Data's ``AggregateFnV2`` (``aggregate_block``,
 Backends run a pass over a dataset: ``local`` (:class:`PassRun`, a streaming loop
 in this process, the default: no Ray import and no start-up cost) and ``ray``
 (:mod:`vizcore.distributed`, Ray Data with an actor pool). Progress, stop and
-resume are implemented here once, for every analysis; choosing between the two
-engines is :mod:`vizcore.jobs`' (``run_pass`` there), so this module never
-imports the Ray backend, which imports it.
+resume are implemented once, for every analysis, by the job layer above (:mod:`vizcore.jobs`:
+one options object, caching, one stop rule, :class:`vizcore.jobs.Stopped`).
 
 Batches are consecutive runs of ``batch_size`` dataset indices (an unreadable
 image leaves its batch one image short), on every backend, so an analysis that
@@ -48,20 +47,6 @@ Progress = Callable[[int, int], None]
 """``progress(images_done, images_total)``, called after every batch, on every backend."""
 
 ENGINES = ("local", "ray")
-
-
-class Stopped(RuntimeError):
-    """A pass was asked to stop (``should_stop()`` returned true, Ctrl-C, Stop in the app).
-
-    Nothing half-done is cached. ``partial`` holds the state reached, when there is one: an
-    object with ``.state`` and ``.info`` (the :class:`PassRun` locally, a
-    :class:`vizcore.distributed.RayPartial` on Ray), so ``p.finish(partial.state, partial.info)``
-    gives the partial result.
-    """
-
-    def __init__(self, message: str, partial: Any = None):
-        super().__init__(message)
-        self.partial = partial
 
 
 class NoImagesError(ValueError):
@@ -207,9 +192,9 @@ def decode_batch(transform: Callable[[Any], Any], files: Sequence[tuple[int, str
 class PassRun(Generic[S, R]):
     """A pass over a dataset in this process, advanced a few batches at a time.
 
-    The dashboard calls :meth:`step` with a small ``max_batches`` per script run to show
-    progress and stay responsive to Stop; the CLI calls :func:`run_pass`. Stopping keeps the
-    state, so a later :meth:`step` resumes where it left off.
+    The job layer (:mod:`vizcore.jobs`) drives it: the dashboard a few batches per script run
+    (to show progress and stay responsive to Stop), :func:`vizcore.jobs.run` to the end.
+    Stopping keeps the state, so a later :meth:`step` resumes where it left off.
 
     Args:
         p: the pass.

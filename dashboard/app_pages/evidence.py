@@ -1,15 +1,16 @@
 """Evidence: where each method finds the evidence for a class, and how much each map is worth.
 
-UI only: maps and their scores come from :func:`vizcore.evidence.explain` (each method's map,
-its deletion/insertion curves, and a random map scored on the same image and class), the channels behind the CAM and Grad-CAM maps from
+UI only: maps and scores (deletion/insertion curves, with a random map scored on the same image
+and class) come from :class:`vizcore.evidence.ExplainJob` run by the job widget
+(:func:`dashboard.widgets.jobs.run_job`: cached on disk, progress, Stop and Resume for occlusion
+and integrated gradients), the channels behind the CAM and Grad-CAM maps from
 :func:`vizcore.evidence.evidence_channels` (each linked to its unit page), the BagNet view from
 the ``bagnet`` method and :func:`vizcore.evidence.top_patches`, the FCN view from
 :func:`vizcore.evidence.fcn_scene`.
-Results are cached with ``st.cache_data`` keyed by the image digest and every setting.
+The other views' results are cached with ``st.cache_data`` keyed by the image digest and every setting.
 """
 from __future__ import annotations
 
-import json
 
 import streamlit as st
 from PIL import Image
@@ -46,54 +47,30 @@ def _top5(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, i
     return [(p.index, p.label, p.prob) for p in preds]
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _explain(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], target: int,
-             methods: tuple[str, ...], settings: str, steps: int, seed: int) -> dict:
-    """The engine's :func:`vizcore.evidence.explain` (every method's map and faithfulness, and the
-    random baseline in the same run), page-ready. Slow methods draw a progress bar here, so it is
-    replayed (empty) on a cache hit; a run stopped midway raises and caches nothing."""
-    from vizcore.evidence import explain, get_method
-
-    lm = w.get_model(model, weights)
-    bar = st.progress(0.0, text="Evidence…") if any(get_method(m).slow for m in methods) else None
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if bar is not None:
-            bar.progress(min(1.0, done / max(total, 1)), text=f"{stage}: {done}/{total} forward passes")
-
-    rep = explain(lm, _image(_raw, size), target, list(methods), settings=json.loads(settings), steps=steps,
-                  seed=seed, progress=progress)
-    if bar is not None:
-        bar.empty()
-    return {"methods": {m: {"overlay": w.png_bytes(ev.overlay()), "raw_shape": tuple(ev.raw.shape),
-                            "raw": ev.raw if ev.raw.size <= 4096 else None,  # small maps: to compare CAM with Grad-CAM
-                            "geometry": ev.geometry.to_json() if ev.geometry else None, "settings": ev.settings,
-                            "caveats": list(ev.caveats), "seconds": ev.seconds,
-                            **rep.scores[m].to_json(curves=True)} for m, ev in rep.maps.items()},
-            "random": rep.random.to_json(curves=True)}
+def _rows(rep) -> dict[str, dict]:
+    """The page's view of an :class:`vizcore.evidence.EvidenceReport` (or the partial one of a running
+    job): per method its overlay, shape, settings, caveats, seconds and (once scored) its curves."""
+    out = {}
+    for n, ev in rep.maps.items():
+        f = rep.scores.get(n)
+        out[n] = {"overlay": w.png_bytes(ev.overlay()), "raw_shape": tuple(ev.raw.shape),
+                  "raw": ev.raw if ev.raw.size <= 4096 else None,  # small maps: to compare CAM with Grad-CAM
+                  "geometry": ev.geometry.to_json() if ev.geometry else None, "settings": ev.settings,
+                  "caveats": list(ev.caveats), "seconds": ev.seconds,
+                  **(f.to_json(curves=True) if f is not None else {})}
+    return out
 
 
-def _report(model: str, weights: str, digest: str, raw: bytes, size: tuple[int, int], target: int,
-            methods: list[str], settings: dict, steps: int, seed: int) -> tuple[dict | None, dict[str, str]]:
-    """:func:`_explain` of ``methods``, and an error line per method that cannot explain this model
-    (each such method is then left out, so one failing method does not take the others down)."""
-    def call(ms: list[str]) -> dict:
-        return _explain(model, weights, digest, raw, size, target, tuple(ms),
-                        json.dumps({m: settings.get(m, {}) for m in ms}, sort_keys=True), steps, seed)
-
-    try:
-        return call(methods), {}
-    except Exception as e:  # noqa: BLE001 - find which method failed; the others are still shown
-        if len(methods) <= 1:
-            return None, {m: str(e) for m in methods}
-    errors: dict[str, str] = {}
-    for m in methods:
-        try:
-            call([m])
-        except Exception as e:  # noqa: BLE001
-            errors[m] = str(e)
-    ok = [m for m in methods if m not in errors]
-    return (call(ok) if ok else None), errors
+def _show_maps(results: dict[str, dict]) -> None:
+    cols = st.columns(max(1, min(3, len(results))))
+    for i, (m, r) in enumerate(results.items()):
+        with cols[i % len(cols)]:
+            st.image(r["overlay"], caption=f"{m} · raw {'×'.join(map(str, r['raw_shape']))} · {r['seconds']:.2f} s",
+                     width="stretch")
+            if "deletion_auc" in r:
+                st.markdown(f"deletion **{r['deletion_auc']:.3f}** · insertion **{r['insertion_auc']:.3f}**")
+            for c in r["caveats"]:
+                st.caption(f":material/info: {c}")
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -214,11 +191,6 @@ def _channels_behind(model: str, weights: str, digest: str, raw: bytes, size: tu
                 w.unit_link(model, weights, tap, c["channel"], label=f"{tap} · {c['channel']}")
 
 
-def _stop() -> None:
-    st.session_state[f"{KEY}_run_slow"] = False
-    st.session_state[f"{KEY}_stopped"] = True
-
-
 # ------------------------------------------------------------------ page
 st.title("Evidence")
 st.caption("Where in the image is the evidence for a class? Each method answers differently; the "
@@ -266,43 +238,35 @@ if view == "methods":
         st.image(w.png_bytes(image), caption=w.plain(caption), width="stretch")
     settings = {"occlusion": {"window": int(window), "stride": int(min(stride, window))},
                 "ig": {"n_steps": int(ig_steps)}}
+    from dashboard.widgets.jobs import run_job
+    from vizcore.evidence import ExplainJob
+    from vizcore.jobs import RunOptions
+
+    # Two jobs of the job layer (every map and score cached on disk by image, model, class and
+    # settings): the fast methods at once, occlusion and IG on Run, with progress, Stop and Resume.
+    fast = [m for m in methods if m not in SLOW]
     slow = [m for m in methods if m in SLOW]
-    run_slow = st.session_state.get(f"{KEY}_run_slow", False)
-    if slow:
-        b1, b2 = st.columns([1, 5])
-        if b1.button("Run", type="primary", key=f"{KEY}_run", help=f"Compute {', '.join(slow)}"):
-            st.session_state[f"{KEY}_run_slow"] = run_slow = True
-            st.session_state[f"{KEY}_stopped"] = False
-        if run_slow:
-            b2.button("Stop", key=f"{KEY}_stop", on_click=_stop, icon=":material/stop:")
-        if st.session_state.get(f"{KEY}_stopped"):
-            st.warning("Stopped: nothing was cached. Press Run to start again.")
-    shown = [m for m in methods if m not in SLOW or run_slow]
-    results: dict[str, dict] = {}
-    report, errors = {"methods": {}, "random": None}, {}
-    # The fast and the slow methods are two engine calls, so adding a fast method never reruns a slow one.
-    for group in ([m for m in shown if m not in SLOW], [m for m in shown if m in SLOW]):
-        if not group:
-            continue
-        with st.spinner(f"{', '.join(group)}…"):
-            rep, errs = _report(model, weights, digest, raw, size, int(target), group, settings, int(steps),
-                                int(seed))
-        errors.update(errs)
-        if rep is not None:
-            report["methods"].update(rep["methods"])
-            report["random"] = report["random"] or rep["random"]
-    cols = st.columns(max(1, min(3, len(shown))))
-    for i, m in enumerate(shown):
-        with cols[i % len(cols)]:
-            if m in errors:  # one method failing must not take the page down
-                st.error(w.plain(f"{m}: {errors[m]}"))
+    reports = []
+    try:
+        for key, names, auto in ((f"{KEY}_fast", fast, True), (KEY, slow, False)):
+            if not names:
                 continue
-            r = results[m] = report["methods"][m]
-            st.image(r["overlay"], caption=f"{m} · raw {'×'.join(map(str, r['raw_shape']))} · {r['seconds']:.2f} s",
-                     width="stretch")
-            st.markdown(f"deletion **{r['deletion_auc']:.3f}** · insertion **{r['insertion_auc']:.3f}**")
-            for c in r["caveats"]:
-                st.caption(f":material/info: {c}")
+            job = ExplainJob(lm, image, int(target), names, settings=settings, steps=int(steps), seed=int(seed))
+            rep = run_job(key, job, RunOptions(), what=f"Evidence by {', '.join(names)}", autostart=auto,
+                          units_per_step=None if not auto else job.total,
+                          partial=lambda p: _show_maps(_rows(p)),
+                          idle_note="" if auto else f"Press **Run** to compute {', '.join(names)} (many forward "
+                                                    "passes; cached on disk once complete).")
+            if rep is not None:
+                reports.append(rep)
+    except Exception as e:  # noqa: BLE001 - a method that cannot explain this model: say so, keep the page
+        st.error(w.plain(e))
+        reports = []
+    results: dict[str, dict] = {}
+    for rep in reports:
+        results.update(_rows(rep))
+    results = {m: results[m] for m in methods if m in results}
+    _show_maps(results)
     if "cam" in results and "gradcam" in results:
         from vizcore.evidence import same_up_to_scale
 
@@ -320,11 +284,11 @@ if view == "methods":
 
         relevance_section(KEY, model, weights, digest, raw, size, int(target))
     if results:
-        rnd = report["random"]
+        rnd = reports[0].random.to_json(curves=True)
         st.markdown(f"**Random map** (baseline, same image and class): deletion **{rnd['deletion_auc']:.3f}** · "
                     f"insertion **{rnd['insertion_auc']:.3f}**")
         st.plotly_chart(curves_figure(results, rnd), key=f"{KEY}_curves")
-    elif not shown:
+    elif not methods:
         st.info("Pick at least one method.")
 
 elif view == "bagnet":

@@ -413,7 +413,7 @@ def _maps(lm: LoadedModel, x: torch.Tensor, target: int, methods: Sequence[str],
             continue
         t0 = time.perf_counter()
         try:
-            out[m] = evidence(lm, x, target, m, **settings.get(m, {})).map
+            out[m] = evidence(lm, x, target, m, cache=False, **settings.get(m, {})).map  # a changing copy: never cached
         except MethodNotApplicable as e:
             errors[m] = str(e)
             continue
