@@ -227,7 +227,7 @@ with st.sidebar:
     # Short names only (vizcore.data.refs): the address never carries a path of this server.
     ds_options = ["builtin"] + (["imagenet-samples"] if w.offered_imagenet() is not None else [])
     if fresh:  # the address's dataset, else the session's (the one just mined on Dataset examples, say)
-        ds_want = url.get("dataset") or w.session_dataset() or want.get("dataset")
+        ds_want = st.query_params.get("dataset") or w.session_dataset() or want.get("dataset")
         ds_want = "builtin" if ds_want == "samples" else ds_want
         if ds_want:
             if ds_want not in ds_options:
