@@ -237,7 +237,7 @@ def own_cache(tmp_path, monkeypatch):
 
 def _entries(root, kind):
     d = root / kind
-    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+    return sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) if d.is_dir() else []  # not the kind marker
 
 
 def _save_random(path, seed: int) -> None:
