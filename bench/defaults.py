@@ -47,18 +47,17 @@ def baseline(lm, ds) -> float:
 def job_mining(lm):
     """Dataset examples: blocks.4.1 and every earlier tap, k = 9, the 1,000 ImageNet sample images."""
     from vizcore.data import open_dataset
-    from vizcore.passes import PassRun
-    from vizcore.patches import MiningPass
+    from vizcore.jobs import JobRun, RunOptions
+    from vizcore.patches import MiningJob
 
     ds = open_dataset(f"imagenet-samples:{DATA / 'imagenet-samples'}")
     taps = [t.name for t in lm.taps()]
     layers = taps[: taps.index("blocks.4.1") + 1]
 
     def run():  # as the page runs it: the pass advanced a few batches at a time, then its result
-        job = PassRun(MiningPass(lm, ds, layers, k=9), ds, batch_size=16, workers=0)
-        while not job.done:
-            job.step(4)
-        job.result()
+        job = JobRun(MiningJob(lm, ds, layers, k=9), RunOptions(batch_size=16, workers=0))
+        while not job.step(64):
+            pass
     return ds, run
 
 
@@ -98,14 +97,14 @@ def job_embeddings(lm):
 def job_shape_bias(lm):
     """Texture vs shape: 1,200 cue-conflict stimuli plus 160 silhouettes and 160 edge drawings."""
     from vizcore import cueconflict as cc
+    from vizcore.jobs import JobRun, RunOptions
 
     root = DATA / "cue-conflict"
 
     def run():  # as the page runs it: four batches per step of the progress widget
-        job = cc.shape_bias_run(lm, root, batch_size=16, use_cache=False)
-        while not job.done:
-            job.step(4)
-        job.result()
+        job = JobRun(cc.ShapeBiasJob.of(lm, root, reuse=False), RunOptions(batch_size=16, workers=0, cache=False))
+        while not job.step(64):
+            pass
     return cc.ShapeBiasPass(lm, root, use_cache=False).dataset, run
 
 

@@ -62,11 +62,16 @@ def test_slow_methods_wait_for_run_then_show_and_guided_reports_its_caveat():
     captions = [c for im in at.image for c in im.captions]
     assert any(c.startswith("guided") for c in captions) and not any(c.startswith("occlusion") for c in captions)
     assert any("plain input gradient" in c.value for c in at.caption)
-    at.button(key=f"{KEY}_run").click().run()
+    at.button(key=f"{KEY}_start").click().run()  # the job widget: one stage (the occlusion map) per run
     assert not at.exception, at.exception
     captions = [c for im in at.image for c in im.captions]
-    assert any(c.startswith("occlusion · raw 224×224") for c in captions), captions
-    assert at.button(key=f"{KEY}_stop") is not None
+    assert any(c.startswith("occlusion · raw 224×224") for c in captions), captions  # shown while it runs
+    assert [b.key for b in at.button if b.key == f"{KEY}_stop"]  # and it can be stopped
+    for _ in range(5):
+        if not [b for b in at.button if b.key == f"{KEY}_stop"]:
+            break
+        at.run()
+    assert not at.exception, at.exception
     assert _curve_names(at) == ["guided", "occlusion", "random"]
 
 

@@ -128,17 +128,22 @@ def test_page_scores_several_models_and_shows_what_the_engine_computes(few_stimu
 
 def test_partial_job_resumes_and_head_errors_are_shown(few_stimuli):
     lm = _model("efficientnet_lite0")
-    job = cc.shape_bias_run(lm, few_stimuli, batch_size=8, use_cache=False)
-    job.step(1)
+    from vizcore.jobs import ChainJob, JobRun, RunOptions
+
+    chain = ChainJob({"efficientnet_lite0": cc.ShapeBiasJob.of(lm, few_stimuli, reuse=False)})
+    options = RunOptions(batch_size=8, workers=0)
+    job = JobRun(chain, options)
+    job.step(8)  # one batch, as a stopped run of the page leaves it
     at = _app(few_stimuli, ["efficientnet_lite0"])
     at.select_slider(key=f"{KEY}_batch").set_value(8)
-    at.session_state[f"{KEY}_jobs"] = {("efficientnet_lite0", "auto", str(few_stimuli), 8): job}
+    ident = (chain.kind, chain.key(), options)
+    at.session_state[f"{KEY}_jobrun"] = (ident, job)
     at.run()
     assert any("partly done" in i.value and f"{job.total - 8} images left" in i.value for i in at.info)
     assert at.button(key=f"{KEY}_start").label == "Resume"
     _run_to_end(at)
     assert not at.exception, at.exception
-    assert job.done and at.dataframe[0].value["images"][0] == 16
+    assert job.complete and at.dataframe[0].value["images"][0] == 16
     assert not at.session_state[f"{KEY}_job_ctl"]["running"]
 
     # a model without a 1000-class ImageNet head: a clear message, no crash

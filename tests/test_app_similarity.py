@@ -55,7 +55,7 @@ def test_similarity_page_computes_caches_highlights_and_links(lite0, eight, monk
     at = _open(eight)
     assert at.title[0].value == "Similarity"
     assert at.radio(key=f"{KEY}_against").value == "random"  # default: A against its random twin
-    at.button(key=f"{KEY}_run").click().run()
+    at.button(key=f"{KEY}_start").click().run()
     assert not at.exception, at.exception
     ok = at.success[0].value
     assert "CKA of 4 x 4 taps on 8 images in 2 batches of 4 (computed now)" in ok, ok
@@ -108,7 +108,7 @@ def test_similarity_page_against_itself_links_the_neighbours(lite0, eight, monke
     monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
     at = _open(eight)
     at.radio(key=f"{KEY}_against").set_value("self").run()
-    at.button(key=f"{KEY}_run").click().run()
+    at.button(key=f"{KEY}_start").click().run()
     assert not at.exception, at.exception
     assert "computed now" in at.success[0].value
     hm = _heatmap(at)["data"][0]  # lite0 against itself: ones on the diagonal
@@ -135,20 +135,29 @@ def test_similarity_page_stop_keeps_nothing(lite0, eight, monkeypatch, tmp_path)
     at.run()
     from vizcore.data import open_dataset
     from vizcore.features import random_twin
-    from vizcore.passes import PassRun
+    from vizcore.jobs import RunOptions, cached
+    from vizcore.similarity import CKAJob
 
-    ds = open_dataset(str(eight))
-    p, key = prepare(lite0, random_twin(lite0), ds, layers=LAYERS, batch_size=4)
-    run = PassRun(p, ds, batch_size=4, workers=0)
-    run.step(1)
-    at.session_state[f"{KEY}_job"] = {"key": key, "run": run, "stopped": True}
+    job = CKAJob.of(lite0, random_twin(lite0), open_dataset(str(eight)), layers=LAYERS, batch_size=4)
+    # a run of the job widget stopped after its first batch (one step of the page does all 8 images)
+    from vizcore.jobs import JobRun
+
+    run = JobRun(job, RunOptions(batch_size=4, workers=0))
+    run.step(4)
+    ident = (job.kind, job.key(), run.options)
+    at.session_state[f"{KEY}_jobrun"] = (ident, run)
+    at.session_state[f"{KEY}_job_ctl"] = {"id": ("job", ident), "running": False, "stopped": True, "error": None}
     at.run()
     assert not at.exception, at.exception
     assert "Stopped after 4 of 8 images" in at.warning[0].value
-    assert load_cached(key) is None
-    at.button(key=f"{KEY}_resume").click().run()
+    assert cached(job, RunOptions()) is None
+    at.button(key=f"{KEY}_start").click().run()
+    for _ in range(5):
+        if at.success:
+            break
+        at.run()
     assert not at.exception, at.exception
-    assert "computed now" in at.success[0].value and load_cached(key) is not None
+    assert "computed now" in at.success[0].value and cached(job, RunOptions()) is not None
 
 
 def test_highlighted_row_and_column_open_a_unit_of_their_tap(lite0, eight, monkeypatch, tmp_path):
@@ -158,7 +167,7 @@ def test_highlighted_row_and_column_open_a_unit_of_their_tap(lite0, eight, monke
 
     monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
     at = _open(eight)
-    at.button(key=f"{KEY}_run").click().run()
+    at.button(key=f"{KEY}_start").click().run()
     assert not at.exception, at.exception
     assert not [q for page, q in _links(at) if page == "unit"]  # nothing highlighted: no unit links
     at.selectbox(key=f"{KEY}_focus").set_value("blocks.1.0").run()  # the column follows: blocks.1.0 of B

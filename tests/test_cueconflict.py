@@ -165,7 +165,9 @@ def test_progress_stop_cache_and_cue_conflict_folder_alone(colour_stimuli):
     r2 = cc.shape_bias(lm, colour_stimuli, batch_size=2, workers=0)
     assert r2.cached and not r1.cached
     assert r2.to_json(decisions=True) | {"seconds": 0} == r1.to_json(decisions=True) | {"seconds": 0}
-    with pytest.raises(cc.Stopped):
+    from vizcore.jobs import Stopped
+
+    with pytest.raises(Stopped):
         cc.shape_bias(lm, colour_stimuli, workers=0, use_cache=False, should_stop=lambda: True)
     # the cue-conflict folder alone: no silhouettes or edges
     alone = cc.shape_bias(lm, colour_stimuli / "style-transfer-preprocessed-512", workers=0, use_cache=False)
@@ -176,14 +178,16 @@ def test_progress_stop_cache_and_cue_conflict_folder_alone(colour_stimuli):
 def test_step_by_step_equals_one_run_and_bad_files_are_skipped(colour_stimuli):
     (colour_stimuli / "style-transfer-preprocessed-512" / "cat" / "cat9-dog9.png").write_bytes(b"not a png")
     lm = standin(name="standin-steps")
-    job = cc.shape_bias_run(lm, colour_stimuli, batch_size=5, use_cache=False)
-    assert job.total == 13 and not job.done
+    from vizcore.jobs import JobRun, RunOptions
+
+    job = JobRun(cc.ShapeBiasJob.of(lm, colour_stimuli), RunOptions(batch_size=5, workers=0, cache=False))
+    assert job.total == 13 and not job.complete
     seen, steps = [], 0
-    while not job.done:
-        job.step(1, progress=lambda d, t: seen.append((d, t)))
+    while not job.complete:
+        job.step(5, progress=lambda d, t: seen.append((d, t)))
         steps += 1
     assert steps == 3 and seen[:2] == [(5, 13), (10, 13)] and seen[-1] == (13, 13)  # batches of 5 indices
-    stepped = job.result()
+    stepped = job.result
     whole = cc.shape_bias(lm, colour_stimuli, batch_size=4, workers=1, use_cache=False)
     for r in (stepped, whole):
         assert (r.n, r.shape_hits, r.texture_hits) == (8, 3, 4)

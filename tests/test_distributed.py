@@ -123,7 +123,11 @@ def test_stop_ends_the_ray_job_and_caches_nothing(local_ray, lite0, photos, tmp_
         calls["n"] += 1
         return calls["n"] >= 2
 
-    part = mine_top_patches(lite0, photos, LAYERS, k=5, batch_size=16, engine="ray", should_stop=should_stop)
+    from vizcore.jobs import Stopped
+
+    with pytest.raises(Stopped) as stop:
+        mine_top_patches(lite0, photos, LAYERS, k=5, batch_size=16, engine="ray", should_stop=should_stop)
+    part = stop.value.partial
     assert not part.complete and 0 < part.n_images < N_IMAGES
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.pt"))
     assert _wait_gone(_worker_pids) == []  # the actor pool is gone; the module's Ray stays up
@@ -145,18 +149,41 @@ def test_features_on_ray_match_local(local_ray, lite0, photos):
 
 def test_shape_bias_on_ray_makes_the_same_decisions(local_ray, lite0, cue_conflict_root):
     from vizcore.cueconflict import ShapeBiasPass
-    from vizcore.passes import run_pass
+    from vizcore.jobs import RunOptions, pass_job, run
 
     p = ShapeBiasPass(lite0, cue_conflict_root, use_cache=False)
     picks = list(range(0, len(p.dataset), len(p.dataset) // N_IMAGES))[:N_IMAGES]  # every subset
     assert len(picks) == N_IMAGES and {p.dataset.items[i].labels["subset"] for i in picks} == \
         {"cue-conflict", "silhouettes", "edges"}
-    here = run_pass(p, p.dataset, batch_size=16, workers=1, indices=picks)
-    there = run_pass(p, p.dataset, batch_size=16, engine="ray", indices=picks)
+    here = run(pass_job(p, p.dataset, picks), RunOptions(batch_size=16, workers=1))
+    there = run(pass_job(p, p.dataset, picks), RunOptions(batch_size=16, engine="ray"))
     assert there.to_json(decisions=True) | {"seconds": 0} == here.to_json(decisions=True) | {"seconds": 0}
     assert (there.shape_hits, there.texture_hits, there.silhouettes, there.edges) == \
         (here.shape_hits, here.texture_hits, here.silhouettes, here.edges)
     assert there.shape_hits + there.texture_hits > 0
+
+
+def test_cka_on_ray_equals_local_and_the_cli_has_ray_address(local_ray, lite0, photos, tmp_path, monkeypatch):
+    """CKA is a job like every pass: RunOptions(engine="ray", ray_address=...) sends it to the cluster
+    (here the module's local Ray, by its address), with the same matrix as the local engine, cached
+    under the same key; `vizcore similarity --ray-address` reaches it from the command line."""
+    from vizcore.cli import build_parser
+    from vizcore.jobs import RunOptions
+    from vizcore.similarity import cka
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    ds = photos.subset(range(48), name="photos-48")
+    layers = ["stem", "blocks.1.0", "blocks.3.0"]
+    here = cka(lite0, None, ds, layers=layers, options=RunOptions(batch_size=16, workers=1, cache=False))
+    there = cka(lite0, None, ds, layers=layers,
+                options=RunOptions(batch_size=16, engine="ray"))
+    np.testing.assert_allclose(there.matrix, here.matrix, atol=1e-9)
+    assert (there.n_images, there.batches) == (here.n_images, here.batches) == (48, 3)
+    again = cka(lite0, None, ds, layers=layers, batch_size=16, workers=0)  # the Ray result, from the cache
+    assert again.from_cache and np.array_equal(again.matrix, there.matrix)
+    args = build_parser().parse_args(["similarity", "samples", "--models", "efficientnet_lite0", "--out",
+                                      str(tmp_path / "o"), "--engine", "ray", "--ray-address", "127.0.0.1:1"])
+    assert RunOptions.from_args(args).ray_address == "127.0.0.1:1" and RunOptions.from_args(args).engine == "ray"
 
 
 def test_dashboard_reads_a_ray_result_without_recomputing(local_ray, lite0, tmp_path, monkeypatch):

@@ -15,7 +15,6 @@ from vizcore.activations import gradcam as activations_gradcam
 from vizcore.activations import preprocess
 from vizcore.data import load_image, load_sample, sample_path
 from vizcore.evidence import (
-    EvidenceStopped,
     MethodNotApplicable,
     UnknownClassError,
     evidence,
@@ -224,8 +223,11 @@ def test_occlusion_is_the_logit_drop_batched_with_progress_and_stop(lite0, cat_x
     drop = _logit(lite0, cat_x, 285) - _logit(lite0, grey, 285)
     assert ev.raw[10, 10] == pytest.approx(drop, abs=1e-3)
     assert ev.geometry == Geometry(56, 56, 27.5)
-    with pytest.raises(EvidenceStopped):
-        evidence(lite0, cat_x, 285, "occlusion", window=56, stride=56, batch=6, should_stop=lambda: True)
+    from vizcore.jobs import Stopped
+
+    with pytest.raises(Stopped):  # the one stop rule (no evidence-only stop exception); nothing cached
+        evidence(lite0, cat_x, 285, "occlusion", window=56, stride=56, batch=6, should_stop=lambda: True,
+                 cache=False)
     with pytest.raises(ValueError, match="stride"):
         evidence(lite0, cat_x, 285, "occlusion", window=16, stride=32)
 
@@ -441,3 +443,44 @@ def test_cli_unknown_class_and_method_are_one_line_errors(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     assert_one_line_error(vizcore("evidence", bad, ok=False), "bad.png")
+
+
+@pytest.mark.slow
+def test_a_second_cli_run_returns_from_the_cache(tmp_path, monkeypatch):
+    """Every map and score is a cached job (by image content, model, target and settings): the
+    second `vizcore evidence` on the same image and settings reads them back, with the same index;
+    other settings or --no-cache compute afresh."""
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    args = ("evidence", sample_path("cat"), "--methods", "occlusion", "ig", "--window", "56", "--stride", "56",
+            "--ig-steps", "4", "--ig-batch", "2", "--steps", "2", "--channels", "0", "--json")
+    first = vizcore(*args)
+    assert "from the cache" not in first.stderr
+    assert sorted(p.parent.name for p in (tmp_path / "cache").rglob("*.pt")) == \
+        ["evidence", "evidence", "faithfulness", "faithfulness", "faithfulness"]
+    second = vizcore(*args)
+    assert "maps and scores from the cache" in second.stderr
+    assert json.loads(second.stdout) == json.loads(first.stdout)
+    other = vizcore(*args[:-1], "--window", "112", "--stride", "112", "--json")  # another window: computed
+    assert "from the cache" not in other.stderr
+    assert json.loads(other.stdout)["methods"]["occlusion"]["settings"]["window"] == 112
+    assert "from the cache" not in vizcore(*args, "--no-cache").stderr
+
+
+def test_evidence_jobs_tick_stop_resume_and_cache(lite0, cat_x, tmp_path, monkeypatch):
+    """Occlusion as a StepJob: a tick per forward batch, stopped between batches, resumed to the
+    same map as one run, cached once complete."""
+    from vizcore.evidence import EvidenceJob
+    from vizcore.jobs import JobRun, RunOptions, cached
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    job = EvidenceJob(lite0, cat_x, 285, "occlusion", {"window": 56, "stride": 56, "batch": 6})
+    run = JobRun(job, RunOptions())
+    assert not run.complete
+    run.step(2)  # the plain pass and the first batch of 6 windows
+    assert (run.done, run.total) == (2, 4) and cached(job, RunOptions()) is None
+    run.step()
+    whole = evidence(lite0, cat_x, 285, "occlusion", window=56, stride=56, batch=6, cache=False)
+    np.testing.assert_array_equal(run.result.raw, whole.raw)
+    hit = cached(EvidenceJob(lite0, cat_x, 285, "occlusion", {"window": 56, "stride": 56, "batch": 6}), RunOptions())
+    np.testing.assert_array_equal(hit.map, whole.map)
+    assert hit.geometry == whole.geometry and hit.caveats == whole.caveats and hit.image.size == whole.image.size

@@ -361,11 +361,40 @@ def test_diversity_gives_different_images(lite0):
 
 
 def test_progress_and_stop(lite0):
+    from vizcore.jobs import Stopped
+
     seen = []
-    res = render(lite0, "blocks.2.0", [0, 1], steps=50, size=48,
-                 progress=lambda s, n, v: seen.append((s, n, len(v))), should_stop=lambda: len(seen) >= 3)
+    with pytest.raises(Stopped) as stop:  # the one stop rule: Stopped carries the images so far
+        render(lite0, "blocks.2.0", [0, 1], steps=50, size=48,
+               progress=lambda s, n, v: seen.append((s, n, len(v))), should_stop=lambda: len(seen) >= 3)
     assert seen == [(1, 50, 2), (2, 50, 2), (3, 50, 2)]
-    assert res[0].steps_run == 3 and res[0].steps == 50
+    res = stop.value.partial
+    assert res[0].steps_run == 3 and res[0].steps == 50 and res[0].image.size == (48, 48)
+
+
+def test_featviz_job_ticks_stops_resumes_and_caches_per_batch(lite0, monkeypatch, tmp_path):
+    """A FeatVizJob renders one batch: a tick per step, the images so far as its partial result,
+    resumed to the same images as one run, cached per batch; featviz_jobs splits a layer."""
+    from vizcore.featureviz import FeatVizJob, featviz_jobs, render_batch
+    from vizcore.jobs import JobRun, RunOptions, cached, run
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    kw = dict(steps=6, size=48, seed=2)
+    jobs = featviz_jobs(lite0, "blocks.1.0", range(5), batch=2, **kw)
+    assert [j.channels for j in jobs] == [[0, 1], [2, 3], [4]]
+    r = JobRun(jobs[0], RunOptions())
+    r.step(2)
+    assert (r.done, r.total) == (2, 6) and [p.steps_run for p in r.partial()] == [2, 2]
+    assert cached(jobs[0], RunOptions()) is None
+    r.step()
+    whole = render(lite0, "blocks.1.0", [0, 1], **kw)
+    assert [np.asarray(a.image).tolist() for a in r.result] == [np.asarray(b.image).tolist() for b in whole]
+    hit = cached(FeatVizJob(lite0, "blocks.1.0", [0, 1], **kw), RunOptions())
+    assert [np.asarray(a.image).tolist() for a in hit] == [np.asarray(b.image).tolist() for b in whole]
+    last = run(jobs[2], RunOptions())
+    assert [x.channel for x in last] == [4]
+    ticks = list(render_batch(lite0, "blocks.1.0", [4], **{**kw, "steps": 2}))
+    assert [(t.done, t.total) for t in ticks] == [(0, 2), (1, 2), (2, 2)]  # set up, then one per step
 
 
 def test_bad_channel_and_layer(lite0):
@@ -437,9 +466,12 @@ def test_render_cached_optimises_once(lite0, monkeypatch):
     # any setting that changes the images is part of the key: another seed optimises again
     _, cached3 = fc.render_cached(lite0, "blocks.1.0", [2, 0], **{**kw, "seed": 6})
     assert (cached3, len(calls)) == (False, 2)
-    # a stopped run is returned but not cached
-    stopped, _ = fc.render_cached(lite0, "blocks.1.0", [1], **kw, should_stop=lambda: True)
-    assert stopped[0].steps_run == 0
+    # a stopped run raises the one Stopped (nothing done before the first step) and is not cached
+    from vizcore.jobs import Stopped
+
+    with pytest.raises(Stopped) as stop:
+        fc.render_cached(lite0, "blocks.1.0", [1], **kw, should_stop=lambda: True)
+    assert stop.value.partial is None
     assert not entry_path(fc.CACHE_KIND, fc.render_key(lite0, "blocks.1.0", [1], **kw)).exists()
     _, again = fc.render_cached(lite0, "blocks.1.0", [1], **kw)
     assert again is False and len(calls) == 4

@@ -196,6 +196,28 @@ def test_a_generator_job_steps_stops_resumes_and_caches(fresh_cache):
     assert JobRun(CountdownJob(10), opts).from_cache
 
 
+def test_a_chain_of_jobs_is_one_job_that_caches_each_part(colours, fresh_cache):
+    """ChainJob (several models scored in turn on one page): one progress over all parts, each part
+    cached as soon as it completes, a stop keeps the finished parts, the end equals separate runs."""
+    from vizcore.jobs import ChainJob
+
+    opts = RunOptions(batch_size=4, workers=0)
+    parts = lambda: {"a": MeanColourJob(colours, indices=range(0, 8)),  # noqa: E731
+                     "b": MeanColourJob(colours, indices=range(8, 20)), "c": CountdownJob(3)}
+    r = JobRun(ChainJob(parts()), opts)
+    assert r.total == 8 + 12 + 1
+    r.step(8)  # the first part, complete: cached at once
+    assert r.done == 8 and cached(parts()["a"], opts) is not None and cached(parts()["b"], opts) is None
+    r.step(4)
+    assert r.done == 12 and set(r.partial()) == {"a", "b"} and r.partial()["b"]["n"] == 4
+    while not r.step(4):
+        pass
+    assert r.result == {"a": run(parts()["a"], opts), "b": run(parts()["b"], opts), "c": {"sum": 6, "upto": 3}}
+    assert JobRun(ChainJob(parts()), opts).from_cache
+    with pytest.raises(Stopped):
+        run(ChainJob({"d": MeanColourJob(colours, indices=range(20, 24))}), opts, should_stop=lambda: True)
+
+
 def test_every_command_gets_the_same_run_flags():
     p = argparse.ArgumentParser()
     add_run_flags(p, batch_size=16)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from vizcore.data.datasets import ImageDataset, ImageItem
-from vizcore.passes import NoImagesError, PassRun, batches_of, run_pass
+from vizcore.passes import NoImagesError, PassRun, batches_of
 
 
 def _fold(p, parts):
@@ -172,11 +172,11 @@ def _samples():
     return open_dataset("samples")
 
 
-def test_run_pass_rejects_an_unknown_engine(lite0, eight):
-    from vizcore.patches import MiningPass
+def test_run_options_reject_an_unknown_engine(lite0, eight):
+    from vizcore.patches import mine_top_patches
 
     with pytest.raises(ValueError, match="unknown engine 'spark'"):
-        run_pass(MiningPass(lite0, eight, ["stem"], cache=False), eight, engine="spark")
+        mine_top_patches(lite0, eight, ["stem"], cache=False, engine="spark")
 
 
 @pytest.mark.slow

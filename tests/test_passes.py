@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from vizcore.data.datasets import ImageDataset, ImageItem
-from vizcore.passes import DatasetPass, ModelRef, NoImagesError, PassRun, Stopped, run_pass
+from vizcore.jobs import RunOptions, Stopped, pass_job, run
+from vizcore.passes import DatasetPass, ModelRef, NoImagesError, PassRun
+
+
+def run_pass(p, dataset, *, batch_size, workers, progress=False, should_stop=None):
+    """A pass to the end through the job layer (the one way passes run), nothing cached."""
+    return run(pass_job(p, dataset), RunOptions(batch_size=batch_size, workers=workers), progress=progress,
+               should_stop=should_stop)
 
 
 class MeanLogits(DatasetPass):

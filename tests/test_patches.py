@@ -240,9 +240,13 @@ def test_interrupted_run_leaves_no_entry(small_folder, lite0):
         mine_top_patches(lite0, ds, ["blocks.4.0"], k=3, batch_size=4, workers=0, progress=interrupt)
     assert patch_entries() == before  # nothing written, not even a temporary file
 
+    from vizcore.jobs import Stopped
+
     seen = []
-    part = mine_top_patches(lite0, ds, ["blocks.4.0"], k=3, batch_size=4, workers=0,
-                            progress=lambda d, t: seen.append(d), should_stop=lambda: len(seen) >= 2)
+    with pytest.raises(Stopped) as stop:  # the one stop rule: Stopped carries the partial result
+        mine_top_patches(lite0, ds, ["blocks.4.0"], k=3, batch_size=4, workers=0,
+                         progress=lambda d, t: seen.append(d), should_stop=lambda: len(seen) >= 2)
+    part = stop.value.partial
     assert not part.complete and not part.cached and part.n_images == 8
     assert patch_entries() == before
     assert all(h.index < 8 for hs in part.layers["blocks.4.0"] for h in hs)
@@ -256,7 +260,8 @@ def test_interrupted_run_leaves_no_entry(small_folder, lite0):
 
 
 def test_resumable_job_equals_one_pass(small_folder, lite0):
-    from vizcore.patches import MiningPass, PassRun, mine_top_patches
+    from vizcore.passes import PassRun
+    from vizcore.patches import MiningPass, mine_top_patches
 
     ds = open_dataset(small_folder)
     run = PassRun(MiningPass(lite0, ds, ["blocks.1.0"], k=3, cache=False), ds, batch_size=3, workers=0)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from vizcore.features import Pooling, Stopped, extract_features, random_twin
+from vizcore.features import Pooling, extract_features, random_twin
+from vizcore.jobs import Stopped
 from vizcore.probes import fit_probes, holdout_split, make_classifier, probe_features, wilson_interval
 
 LAYERS = ["stem", "blocks.2.0", "blocks.4.0", "head", "pool", "logits"]

@@ -198,14 +198,17 @@ def test_unreadable_image_leaves_its_batch_short_and_it_is_dropped(lite0, twelve
 
 
 def test_cached_on_disk_and_a_stopped_run_caches_nothing(lite0, twelve):
-    from vizcore.passes import Stopped
-    from vizcore.similarity import load_cached
+    from vizcore.jobs import RunOptions, Stopped, cached
+    from vizcore.similarity import CKAJob
 
     layers = ["stem", "blocks.6.0"]
     _, key = prepare(lite0, None, twelve, layers=layers, batch_size=4)
-    with pytest.raises(Stopped):
+    job = CKAJob.of(lite0, None, twelve, layers=layers, batch_size=4)
+    assert job.key() == key
+    with pytest.raises(Stopped) as e:
         cka(lite0, None, twelve, layers=layers, batch_size=4, workers=0, should_stop=lambda: True)
-    assert load_cached(key) is None
+    assert e.value.partial is None  # stopped before the first batch
+    assert cached(job, RunOptions()) is None
     first = cka(lite0, None, twelve, layers=layers, batch_size=4, workers=0)
     again = cka(lite0, None, twelve, layers=layers, batch_size=4, workers=0)
     assert not first.from_cache and again.from_cache
@@ -306,34 +309,73 @@ def test_nearest_neighbours_match_cosine_on_the_features_cache(lite0, twelve):
     assert set(j["layers"]["pool"][0]) == {"file", "similarity"}
 
 
-def test_features_run_in_steps_equals_one_pass_caches_only_when_complete_and_feeds_neighbours(
+def test_cka_results_keep_the_cache_budget_and_a_read_entry_survives(lite0, twelve, tmp_path, monkeypatch):
+    """CKA results are written through the cache module: with a small VIZCORE_CACHE_MAX_MB a series
+    of runs with different settings stays within it, the least recently used entry goes first, and
+    an entry read in between (so used recently) survives the eviction."""
+    from vizcore import cache
+    from vizcore.jobs import RunOptions, Stopped, cached
+    from vizcore.similarity import CKAJob
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    taps = ["stem", "blocks.0.0", "blocks.1.0", "blocks.2.0", "blocks.3.0"]
+    jobs = [CKAJob.of(lite0, None, twelve, layers=[t], batch_size=4) for t in taps]
+    first = cka(lite0, None, twelve, layers=[taps[0]], batch_size=4, workers=0)
+    size = cache.entry_path("similarity", jobs[0].key(), ".json").stat().st_size
+    budget_mb = 2.5 * size / 2**20  # room for two entries, not three
+    monkeypatch.setenv("VIZCORE_CACHE_MAX_MB", str(budget_mb))
+    cka(lite0, None, twelve, layers=[taps[1]], batch_size=4, workers=0)
+    import time
+
+    for i, t in enumerate(taps[2:], start=2):
+        time.sleep(0.02)  # distinct use times
+        hit = cka(lite0, None, twelve, layers=[taps[0]], batch_size=4, workers=0)  # read in between
+        assert hit.from_cache and np.array_equal(hit.matrix, first.matrix)
+        time.sleep(0.02)
+        cka(lite0, None, twelve, layers=[t], batch_size=4, workers=0)
+        used = sum(e.bytes for e in cache.entries(["similarity"]))
+        assert used <= budget_mb * 2**20, (i, used)
+        assert cached(jobs[0], RunOptions()) is not None  # read often: never the one evicted
+        assert cached(jobs[i - 1], RunOptions()) is None  # the least recently used went
+        assert cached(jobs[i], RunOptions()) is not None
+    with pytest.raises(Stopped):  # a stopped run writes nothing, so evicts nothing either
+        cka(lite0, None, twelve, layers=["pool"], batch_size=4, workers=0, should_stop=lambda: True)
+    assert cached(jobs[-1], RunOptions()) is not None
+
+
+def test_features_job_in_steps_equals_one_pass_caches_only_when_complete_and_feeds_neighbours(
         lite0, twelve, tmp_path, monkeypatch):
-    """The stepped feature pass (the Activations page's neighbours): same rows as one pass, nothing
+    """The stepped feature job (the Activations page's neighbours): same rows as one pass, nothing
     cached while it is unfinished, the cache afterwards, and the same neighbours from its result."""
     from vizcore.data import load_image
-    from vizcore.features import FeaturesRun, extract_features
+    from vizcore.features import FeaturesJob, extract_features
+    from vizcore.jobs import JobRun, RunOptions
 
     monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
     layers = ["pool", "stem"]  # given out of order: network order comes back
-    run = FeaturesRun(lite0, twelve, layers, batch_size=4, workers=0)
-    assert (run.pos, run.total, run.done) == (0, 12, False)
+    opts = RunOptions(batch_size=4, workers=0)
+    run = JobRun(FeaturesJob(lite0, twelve, layers), opts)
+    assert (run.done, run.total, run.complete) == (0, 12, False)
     seen = []
-    run.step(1, progress=lambda d, t: seen.append((d, t)))
-    assert run.pos == 4 and seen == [(4, 12)]
+    run.step(4, progress=lambda d, t: seen.append((d, t)))
+    assert run.done == 4 and seen == [(4, 12)]
+    part = run.partial()
+    assert len(part) == 4 and list(part.layers) == ["stem", "pool"]
     with pytest.raises(RuntimeError, match="not finished"):
-        run.result()
+        run.result
     assert not (tmp_path / "cache" / "features").exists() or not any((tmp_path / "cache" / "features").iterdir())
     # a run abandoned here (Stop) leaves nothing: a new one starts from the beginning
-    assert FeaturesRun(lite0, twelve, layers, batch_size=4, workers=0).pos == 0
+    assert JobRun(FeaturesJob(lite0, twelve, layers), opts).done == 0
     run.step()
-    feats = run.result()
+    feats = run.result
     assert list(feats.layers) == ["stem", "pool"] and not feats.from_cache
     ref = extract_features(lite0, twelve, ["stem", "pool"], workers=0, batch_size=4, cache=False)
     for n in ("stem", "pool"):
         np.testing.assert_allclose(feats.layers[n], ref.layers[n], atol=1e-6)
+    np.testing.assert_allclose(part.layers["pool"], ref.layers["pool"][:4], atol=1e-6)
     # complete now: the next run is done at once, from the cache
-    again = FeaturesRun(lite0, twelve, layers, batch_size=4, workers=0)
-    assert again.done and again.total == 0 and again.result().from_cache
+    again = JobRun(FeaturesJob(lite0, twelve, layers), opts)
+    assert again.complete and again.result.from_cache
     query = load_image(twelve.items[3].path)
     a = nearest_neighbours(lite0, query, twelve, ["stem", "pool"], k=3, features=feats)
     b = nearest_neighbours(lite0, query, twelve, ["stem", "pool"], k=3, workers=0, batch_size=4)

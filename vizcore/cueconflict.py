@@ -42,7 +42,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 # The stimuli live with the other datasets; re-exported for the CLI, the pages and old callers.
 from vizcore.data.stimuli import (  # noqa: F401
@@ -56,11 +56,13 @@ from vizcore.data.stimuli import (  # noqa: F401
     locate_stimuli,
     stimuli_digest,
 )
-from vizcore.passes import DatasetPass, PassInfo, PassRun, Stopped, run_pass
+from vizcore import jobs
+from vizcore.jobs import PassJob, RunOptions
+from vizcore.passes import DatasetPass, PassInfo
 
-__all__ = ["CATEGORIES", "CATEGORY_CLASSES", "Decision", "NoImageNetHeadError", "PassRun", "REFERENCES",
-           "ShapeBiasPass", "ShapeBiasResult", "StimuliError", "Stopped", "SubsetAccuracy", "check_imagenet_head",
-           "decide", "locate_stimuli", "shape_bias", "shape_bias_run", "stimulus_protocol", "stimulus_transform", "summary_lines"]
+__all__ = ["CATEGORIES", "CATEGORY_CLASSES", "Decision", "NoImageNetHeadError", "REFERENCES",
+           "ShapeBiasJob", "ShapeBiasPass", "ShapeBiasResult", "StimuliError", "SubsetAccuracy", "check_imagenet_head",
+           "decide", "locate_stimuli", "shape_bias", "stimulus_protocol", "stimulus_transform", "summary_lines"]
 
 if TYPE_CHECKING:  # heavy imports stay lazy
     import torch
@@ -412,12 +414,12 @@ class ShapeBiasPass(DatasetPass):
     item's ``labels["subset"]`` says which). The partial state of a batch is the
     decision of each of its images, keyed by index; merging is a union of disjoint
     keys, exact in any order. The constructor finds the stimuli and looks the result
-    up in the disk cache (:attr:`cached`); :meth:`finish` caches a complete result.
+    up in the disk cache (:attr:`cached`); :class:`ShapeBiasJob` caches a complete result.
 
     Args:
         lm: a loaded 1000-way ImageNet classifier.
         stimuli_root: a stimuli root or the cue-conflict folder; ``None``: :func:`locate_stimuli`.
-        use_cache: read and write the result on disk.
+        use_cache: read the result from the disk cache.
         download_progress: show a bar while the stimuli are downloaded.
     """
 
@@ -454,7 +456,6 @@ class ShapeBiasPass(DatasetPass):
                 self.cached = ShapeBiasResult.from_json(hit, cached=True)
             except (KeyError, TypeError, ValueError):
                 pass  # an entry from an incompatible version: recompute
-        self._saved = False
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
@@ -488,9 +489,7 @@ class ShapeBiasPass(DatasetPass):
         return {**a, **b}
 
     def finish(self, state: dict[int, str], info: PassInfo) -> "ShapeBiasResult":
-        """The :class:`ShapeBiasResult` of the decisions so far (cached once complete)."""
-        from vizcore.cache import save_torch
-
+        """The :class:`ShapeBiasResult` of the decisions so far. Pure: :class:`ShapeBiasJob` caches it."""
         if self.cached is not None:
             return self.cached
         lm = self.model("net")
@@ -505,52 +504,69 @@ class ShapeBiasPass(DatasetPass):
                 subs[name] = SubsetAccuracy(len(pairs), sum(lab == d for lab, d in pairs))
         subset_of = {it.path: it.labels["subset"] for it in items}
         skipped = tuple(dict(s, subset=subset_of.get(s["file"], "")) for s in info.skipped)
-        result = ShapeBiasResult(
+        return ShapeBiasResult(
             model=lm.spec.name, weights=lm.weights.to_json(), stimuli=str(self.root), fingerprint=self.fingerprint,
             decisions=decisions, skipped=skipped, seconds=info.seconds, protocol=dict(self.protocol), **subs)
-        if info.complete and self.use_cache and not self._saved:
-            save_torch("shape_bias", self.key, result.to_json(decisions=True))
-            self._saved = True
-        return result
 
 
-def shape_bias_run(lm: "LoadedModel", stimuli_root: str | os.PathLike | None = None, *, batch_size: int = 16,
-                   workers: int | None = 0, use_cache: bool = True) -> PassRun:
-    """A :class:`~vizcore.passes.PassRun` of :class:`ShapeBiasPass` to advance a few batches at a
-    time (the dashboard): already done when the result is cached; ``run.result()`` is the
-    :class:`ShapeBiasResult` (complete once ``run.done``, and then cached on disk)."""
-    p = ShapeBiasPass(lm, stimuli_root, use_cache=use_cache)
-    return PassRun(p, p.dataset, batch_size=batch_size, workers=workers,
-                   indices=[] if p.cached is not None else None)
+class ShapeBiasJob(PassJob[ShapeBiasResult]):
+    """The cue-conflict test of one model as a job (:mod:`vizcore.jobs`): cached under
+    ``shape_bias/`` (through :mod:`vizcore.cache`), stopped with the decisions so far, on the
+    local or Ray engine. Build the pass first (:class:`ShapeBiasPass`: it finds the stimuli)."""
+
+    kind = "shape_bias"
+    require_images = False
+
+    def __init__(self, p: ShapeBiasPass):
+        super().__init__(p.dataset)
+        self._p = p
+
+    @classmethod
+    def of(cls, lm: "LoadedModel", stimuli_root: str | os.PathLike | None = None, *, reuse: bool = True,
+           download_progress: bool = False) -> "ShapeBiasJob":
+        return cls(ShapeBiasPass(lm, stimuli_root, use_cache=reuse, download_progress=download_progress))
+
+    def make_pass(self) -> ShapeBiasPass:
+        return self._p
+
+    def key(self) -> str:
+        return self._p.key
+
+    def describe(self) -> str:
+        return f"shape bias {self._p.model('net').spec.name}"
+
+    def load(self) -> ShapeBiasResult | None:
+        return self._p.cached
+
+    def encode(self, result: ShapeBiasResult) -> dict:
+        return result.to_json(decisions=True)
 
 
-def shape_bias(lm: "LoadedModel", stimuli_root: str | os.PathLike | None = None, *, batch_size: int = 16,
-               workers: int | None = None, progress: bool | Callable[[int, int], None] = False,
-               should_stop: Callable[[], bool] | None = None, use_cache: bool = True, engine: str = "local",
-               ray_address: str | None = None) -> ShapeBiasResult:
+def shape_bias(lm: "LoadedModel", stimuli_root: str | os.PathLike | None = None, *,
+               options: RunOptions | None = None, progress: bool | Callable[[int, int], None] = False,
+               should_stop: Callable[[], bool] | None = None, use_cache: bool = True, **run: Any) -> ShapeBiasResult:
     """Score ``lm`` on the cue-conflict stimuli (and silhouettes and edges, when present).
 
     Args:
         lm: a loaded 1000-way ImageNet classifier (``lm.spec.imagenet_head``).
         stimuli_root: a stimuli root or the cue-conflict folder; ``None`` uses
             :func:`locate_stimuli` (``$VIZCORE_STIMULI``, the download cache, a download).
-        batch_size: images per forward pass.
-        workers: DataLoader worker processes decoding images (default: the dataset layer's).
+        options: batch size (default 16), loader workers, engine (``local`` or ``ray``; the same
+            decisions), Ray address and cache (:class:`vizcore.jobs.RunOptions`); ``run``: the same
+            as keywords.
         progress: ``True`` for a tqdm bar on stderr, or ``fn(done, total)`` called per batch.
-        should_stop: polled between batches; when it returns true :class:`Stopped` is raised.
+        should_stop: polled between batches; when it returns true :class:`vizcore.jobs.Stopped` is
+            raised with the decisions so far.
         use_cache: read and write the result on disk (key: the weights' content, the stimuli
-            fingerprint, the protocol, the mapping version).
-        engine: ``local`` or ``ray`` (:mod:`vizcore.distributed`); the same decisions.
-        ray_address: the Ray cluster for ``engine="ray"``.
+            fingerprint, the protocol, the mapping version); ``options.cache`` says the same.
 
     Returns:
         A :class:`ShapeBiasResult` with every image's decision and the protocol used.
     """
-    p = ShapeBiasPass(lm, stimuli_root, use_cache=use_cache, download_progress=progress is True)
-    if p.cached is not None:
-        return p.cached
-    return run_pass(p, p.dataset, engine=engine, batch_size=batch_size, workers=workers, progress=progress,
-                    should_stop=should_stop, ray_address=ray_address, require_images=False)
+    options = RunOptions.of(options or RunOptions(batch_size=16), **run)
+    options = options if use_cache else options.but(cache=False)
+    job = ShapeBiasJob.of(lm, stimuli_root, reuse=options.cache, download_progress=progress is True)
+    return jobs.run(job, options, progress=progress, should_stop=should_stop)
 
 
 def summary_lines(result: ShapeBiasResult) -> list[str]:

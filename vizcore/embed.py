@@ -21,15 +21,16 @@ import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from vizcore.data.datasets import ImageDataset
-from vizcore.features import Pooling, Stopped, as_pooling, extract_features
+from vizcore.features import Pooling, as_pooling, extract_features
+from vizcore.jobs import RunOptions, Stopped
 from vizcore.models import LoadedModel
 
-__all__ = ["METHODS", "Embedding", "Quality", "embed", "embedding_quality", "project", "Stopped"]
+__all__ = ["METHODS", "Embedding", "Quality", "embed", "embedding_quality", "project"]
 
 METHODS = ("tsne", "pca", "umap")
 
@@ -223,15 +224,16 @@ def embedding_quality(x: np.ndarray, coords: np.ndarray, labels: Sequence[str | 
 # ------------------------------------------------------------------------ embed
 def embed(lm: LoadedModel, dataset: ImageDataset, layer: str, *, method: str = "tsne", label: str = "class",
           seed: int = 0, perplexity: float = 30.0, n_neighbors: int = 15, pca_dims: int | None = 50,
-          pool: Pooling | int | None = None, backend: str = "auto", batch_size: int = 32,
-          workers: int | None = None, progress: bool | Callable[[int, int], None] = False,
-          should_stop: Callable[[], bool] | None = None, cache: bool = True,
-          engine: str = "local", ray_address: str | None = None) -> Embedding:
+          pool: Pooling | int | None = None, backend: str = "auto", options: RunOptions | None = None,
+          progress: bool | Callable[[int, int], None] = False, should_stop: Callable[[], bool] | None = None,
+          **run: Any) -> Embedding:
     """The 2-D map of ``dataset`` at ``layer`` of ``lm`` with its quality numbers.
 
     Features come from :func:`vizcore.features.extract_features` (shared cache with the
-    probes), computed locally or on Ray (``engine``, ``ray_address``); see :func:`project` and
-    :func:`embedding_quality` for the other arguments.
+    probes), computed as ``options`` say (:class:`vizcore.jobs.RunOptions`: batch size, workers,
+    engine ``local`` or ``ray``, Ray address, cache; ``run``: the same as keywords); see
+    :func:`project` and :func:`embedding_quality` for the other arguments. ``should_stop`` raises
+    :class:`vizcore.jobs.Stopped`.
     """
     import torch
 
@@ -240,10 +242,11 @@ def embed(lm: LoadedModel, dataset: ImageDataset, layer: str, *, method: str = "
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    options = RunOptions.of(options, **run)
+    cache = options.cache
     pooling = as_pooling(pool)
-    feats = extract_features(lm, dataset, [layer], pool=pooling, batch_size=batch_size, workers=workers,
-                             progress=progress, should_stop=should_stop, cache=cache, engine=engine,
-                             ray_address=ray_address)
+    feats = extract_features(lm, dataset, [layer], pool=pooling, options=options, progress=progress,
+                             should_stop=should_stop)
     x = feats.layers[layer]
     labels = feats.labels(dataset, label)
     params = {"perplexity": perplexity, "pca_dims": pca_dims} if method == "tsne" else (

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -32,9 +32,11 @@ import torch.nn.functional as F
 from vizcore.data.datasets import ImageDataset
 from vizcore.identity import result_key
 from vizcore.models import LoadedModel
-from vizcore.passes import DatasetPass, NoImagesError, PassInfo, Progress, Stopped, run_pass
+from vizcore import jobs
+from vizcore.jobs import PassJob, RunOptions
+from vizcore.passes import DatasetPass, NoImagesError, PassInfo, Progress
 
-__all__ = ["DEFAULT_TARGET", "FeaturesPass", "Features", "NoImagesError", "Pooling", "Stopped", "as_pooling",
+__all__ = ["DEFAULT_TARGET", "FeaturesJob", "FeaturesPass", "Features", "NoImagesError", "Pooling", "as_pooling",
            "extract_features", "random_twin"]
 
 DEFAULT_TARGET = 9600
@@ -185,10 +187,100 @@ class FeaturesPass(DatasetPass):
                 {p: state.grids.get(p, 0) for p in self.paths}, list(info.skipped))
 
 
+class FeaturesJob(PassJob[Features]):
+    """Pooled features of some layers over a dataset, as a job (:mod:`vizcore.jobs`).
+
+    Cached per layer (``features/<key>.pt`` through :mod:`vizcore.cache`): :meth:`load` gives
+    the result when every layer is cached; otherwise the pass computes only the layers not yet
+    cached (``reuse=True``) and :meth:`complete_result` adds the cached ones; :meth:`save` writes
+    the computed layers. The partial result of a stopped run is the :class:`Features` of the
+    computed layers for the images done so far.
+    """
+
+    kind = "features"
+
+    def __init__(self, lm: LoadedModel, dataset: ImageDataset, layers: Sequence[str] | None = None, *,
+                 pool: Pooling | int | None = None, reuse: bool = True):
+        super().__init__(dataset)
+        self.lm, self.pooling, self.reuse = lm, as_pooling(pool), reuse
+        self.names, self.modules = _plan(lm, layers)
+        self.keys = {n: _layer_key(lm, dataset, self.modules[n], self.pooling) for n in self.names}
+        self._hits: dict[str, dict] | None = None
+
+    @property
+    def hits(self) -> dict[str, dict]:
+        """The layers already in the disk cache (read once; none with ``reuse=False``)."""
+        if self._hits is None:
+            from vizcore.cache import load_torch
+
+            self._hits = {}
+            for n in self.names if self.reuse else ():
+                if (hit := load_torch("features", self.keys[n])) is not None:
+                    self._hits[n] = hit
+        return self._hits
+
+    @property
+    def todo(self) -> list[str]:
+        return [n for n in self.names if n not in self.hits]
+
+    def key(self) -> str:
+        from vizcore.cache import cache_key
+
+        return cache_key(layers=[self.keys[n] for n in self.names])
+
+    def describe(self) -> str:
+        return f"features {self.lm.spec.name}"
+
+    def make_pass(self) -> FeaturesPass:
+        return FeaturesPass(self.lm, list(dict.fromkeys(self.modules[n] for n in self.todo)), self.pooling)
+
+    def load(self) -> Features | None:
+        if not self.reuse or self.todo:
+            return None
+        meta = self.hits[self.names[0]]
+        if any(not torch.equal(h["indices"], meta["indices"]) for h in self.hits.values()):
+            return None
+        return self._features({n: (h["x"], int(h["grid"])) for n, h in self.hits.items()}, meta["indices"],
+                              list(meta["skipped"]), from_cache=True)
+
+    def save(self, result: Features) -> None:
+        from vizcore.cache import save_torch
+
+        idx = torch.as_tensor(result.indices, dtype=torch.long)
+        for n in self.todo:
+            save_torch("features", self.keys[n], {"x": torch.from_numpy(result.layers[n]), "grid": result.grids[n],
+                                                  "indices": idx, "skipped": list(result.skipped)})
+
+    def _features(self, rows: dict[str, tuple[torch.Tensor, int]], idx: torch.Tensor, skipped: list[dict], *,
+                  from_cache: bool = False) -> Features:
+        names = [n for n in self.names if n in rows]
+        return Features(self.lm.spec.name, self.lm.weights.label(), {n: rows[n][0].numpy() for n in names},
+                        {n: rows[n][1] for n in names}, idx.numpy(), [self.dataset.items[int(i)].path for i in idx],
+                        list(skipped), from_cache=from_cache)
+
+    def partial_result(self, state: FeatureRows, info: PassInfo) -> Features:
+        idx, rows, grids, skipped = self.pass_.finish(state, info)
+        return self._features({n: (rows[self.modules[n]], grids.get(self.modules[n], 0)) for n in self.todo},
+                              idx, skipped)
+
+    def complete_result(self, result) -> Features:
+        idx, rows, grids, skipped = result
+        out = {n: (rows[self.modules[n]], grids.get(self.modules[n], 0)) for n in self.todo}
+        for n, h in self.hits.items():
+            if not torch.equal(h["indices"], idx):  # files changed readability since: recompute every layer
+                raise StaleFeatures(n)
+            out[n] = (h["x"], int(h["grid"]))
+        return self._features(out, idx, skipped)
+
+
+class StaleFeatures(RuntimeError):
+    """A cached layer was computed on other readable files than this run (see :func:`extract_features`)."""
+
+
 def extract_features(lm: LoadedModel, dataset: ImageDataset, layers: Sequence[str] | None = None, *,
-                     pool: Pooling | int | None = None, batch_size: int = 32, workers: int | None = None,
+                     pool: Pooling | int | None = None, options: RunOptions | None = None,
                      progress: bool | Progress = False, should_stop: Callable[[], bool] | None = None,
-                     cache: bool = True, engine: str = "local", ray_address: str | None = None) -> Features:
+                     **run: Any) -> Features:
     """Pooled features of ``layers`` (tap names or module paths; ``None`` = every tap).
 
     Args:
@@ -196,13 +288,12 @@ def extract_features(lm: LoadedModel, dataset: ImageDataset, layers: Sequence[st
         dataset: the images; unreadable files are skipped and listed in ``skipped``.
         layers: tap names or module paths, returned in network order (tap order, then as given).
         pool: a :class:`Pooling`, a target feature count, or ``None`` for ~9,600 per layer.
-        batch_size, workers: for :func:`vizcore.data.iter_batches`.
+        options: batch size, loader workers, engine (``local`` or ``ray``, the same features), Ray
+            address and cache (:class:`vizcore.jobs.RunOptions`; the same keys whatever the engine);
+            ``run``: the same as keywords (``batch_size=16, workers=0, cache=False``).
         progress: ``True`` for a tqdm bar on stderr, or ``f(images_done, total)``.
-        should_stop: polled between batches; when it returns true :class:`Stopped` is raised
-            and nothing is cached.
-        cache: read and write the on-disk cache (the same keys whatever the engine).
-        engine: ``local`` or ``ray`` (:mod:`vizcore.distributed`); the same features.
-        ray_address: the Ray cluster for ``engine="ray"``.
+        should_stop: polled between batches; when it returns true :class:`vizcore.jobs.Stopped` is
+            raised (with the features so far) and nothing is cached.
 
     Returns:
         :class:`Features` with one ``(N, F)`` float32 array per layer.
@@ -210,25 +301,13 @@ def extract_features(lm: LoadedModel, dataset: ImageDataset, layers: Sequence[st
     Raises:
         NoImagesError: no image of the dataset could be read.
     """
-    pooling = as_pooling(pool)
-    names, modules = _plan(lm, layers)
-    keys, out, grids, meta = _from_cache(lm, dataset, names, modules, pooling, cache)
-    todo = [n for n in names if n not in out]
-    if not todo and meta is not None:
-        return Features(lm.spec.name, lm.weights.label(), {n: out[n] for n in names}, grids,
-                        meta["indices"].numpy(), [dataset.items[int(i)].path for i in meta["indices"]],
-                        list(meta["skipped"]), from_cache=True)
-
-    paths = list(dict.fromkeys(modules[n] for n in todo))
-    result = run_pass(
-        FeaturesPass(lm, paths, pooling), dataset, engine=engine, batch_size=batch_size, workers=workers,
-        progress=progress, should_stop=should_stop, ray_address=ray_address)
-    if meta is not None and list(meta["indices"].tolist()) != result[0].tolist():
-        out.clear()  # files changed readability since the cached entries: recompute everything
-        return extract_features(lm, dataset, layers, pool=pooling, batch_size=batch_size, workers=workers,
-                                progress=progress, should_stop=should_stop, cache=False, engine=engine,
-                                ray_address=ray_address)
-    return _assemble(lm, dataset, names, modules, keys, out, grids, todo, result)
+    options = RunOptions.of(options, **run)
+    job = FeaturesJob(lm, dataset, layers, pool=pool, reuse=options.cache)
+    try:
+        return jobs.run(job, options, progress=progress, should_stop=should_stop)
+    except StaleFeatures:
+        job = FeaturesJob(lm, dataset, layers, pool=pool, reuse=False)
+        return jobs.run(job, options, progress=progress, should_stop=should_stop)
 
 
 def _plan(lm: LoadedModel, layers: Sequence[str] | None) -> tuple[list[str], dict[str, str]]:
@@ -239,103 +318,6 @@ def _plan(lm: LoadedModel, layers: Sequence[str] | None) -> tuple[list[str], dic
     order = {t.name: i for i, t in enumerate(taps)}
     names.sort(key=lambda n: order.get(n, len(order)))
     return names, modules
-
-
-def _from_cache(lm: LoadedModel, dataset: ImageDataset, names: list[str], modules: dict[str, str],
-                pooling: Pooling, cache: bool):
-    """``(keys, rows, grids, meta)`` of the layers already in the disk cache (``meta``: one hit's entry)."""
-    from vizcore.cache import load_torch
-
-    out: dict[str, np.ndarray] = {}
-    grids: dict[str, int] = {}
-    meta: dict | None = None
-    keys = {n: (_layer_key(lm, dataset, modules[n], pooling) if cache else None) for n in names}
-    for n in names:
-        if keys[n] is None or (hit := load_torch("features", keys[n])) is None:
-            continue
-        out[n] = hit["x"].numpy()
-        grids[n] = int(hit["grid"])
-        meta = meta or hit
-    return keys, out, grids, meta
-
-
-def _assemble(lm: LoadedModel, dataset: ImageDataset, names: list[str], modules: dict[str, str],
-              keys: dict[str, str | None], out: dict[str, np.ndarray], grids: dict[str, int], todo: list[str],
-              result) -> Features:
-    """:class:`Features` from a finished :class:`FeaturesPass` (``result``) for ``todo`` plus the cached
-    rest; each computed layer is written to the disk cache."""
-    from vizcore.cache import save_torch
-
-    idx_t, rows, path_grids, skipped = result
-    indices = idx_t.tolist()
-    for n in todo:
-        x = rows[modules[n]]
-        out[n] = x.numpy()
-        grids[n] = path_grids.get(modules[n], 0)
-        if keys[n] is not None:
-            save_torch("features", keys[n], {"x": x, "grid": grids[n], "indices": idx_t, "skipped": skipped})
-    return Features(lm.spec.name, lm.weights.label(), {n: out[n] for n in names}, grids,
-                    idx_t.numpy(), [dataset.items[i].path for i in indices], list(skipped))
-
-
-class FeaturesRun:
-    """:func:`extract_features` a few batches at a time, for a page that shows progress and a Stop
-    button between steps (as :func:`vizcore.cueconflict.shape_bias_run` does for shape bias).
-
-    Already done when every layer is in the disk cache. Otherwise one :class:`FeaturesPass`
-    computes every requested layer (cached ones too: the forward pass is the cost, and all rows
-    then come from the same reading of the files); :meth:`result` writes the cache once the
-    pass is complete, never before, so a stopped run leaves nothing behind.
-    """
-
-    def __init__(self, lm: LoadedModel, dataset: ImageDataset, layers: Sequence[str] | None = None, *,
-                 pool: Pooling | int | None = None, batch_size: int = 32, workers: int | None = 0,
-                 cache: bool = True):
-        from vizcore.passes import PassRun
-
-        self.lm, self.dataset, self.pooling = lm, dataset, as_pooling(pool)
-        self.names, self.modules = _plan(lm, layers)
-        self.keys, out, grids, meta = _from_cache(lm, dataset, self.names, self.modules, self.pooling, cache)
-        self._features: Features | None = None
-        if len(out) == len(self.names) and meta is not None:
-            self._features = Features(lm.spec.name, lm.weights.label(), {n: out[n] for n in self.names}, grids,
-                                      meta["indices"].numpy(),
-                                      [dataset.items[int(i)].path for i in meta["indices"]],
-                                      list(meta["skipped"]), from_cache=True)
-        paths = list(dict.fromkeys(self.modules[n] for n in self.names))
-        self.run = PassRun(FeaturesPass(lm, paths, self.pooling), dataset, batch_size=batch_size,
-                           workers=workers, indices=[] if self._features is not None else None)
-
-    @property
-    def pos(self) -> int:
-        return self.run.pos
-
-    @property
-    def total(self) -> int:
-        return self.run.total
-
-    @property
-    def done(self) -> bool:
-        return self.run.done
-
-    def step(self, max_batches: int | None = None, *, progress: Progress | None = None,
-             should_stop: Callable[[], bool] | None = None) -> bool:
-        """Up to ``max_batches`` more batches (see :meth:`vizcore.passes.PassRun.step`); returns :attr:`done`."""
-        return self.run.step(max_batches, progress=progress, should_stop=should_stop)
-
-    def result(self) -> Features:
-        """The features, once :attr:`done` (written to the disk cache the first time)."""
-        if self._features is None:
-            if not self.done:
-                raise RuntimeError(f"the feature pass is not finished ({self.pos}/{self.total} images)")
-            result = self.run.result()
-            if not len(result[0]):  # as run_pass says it
-                from vizcore.passes import no_images_error
-
-                raise no_images_error(self.dataset.name, self.run.info.skipped)
-            self._features = _assemble(self.lm, self.dataset, self.names, self.modules, self.keys, {}, {},
-                                       self.names, result)
-        return self._features
 
 
 def random_twin(lm_or_name: LoadedModel | str, seed: int = 0) -> LoadedModel:

@@ -95,6 +95,13 @@ class RunOptions:
         return replace(self, **changes)
 
     @classmethod
+    def of(cls, options: "RunOptions | None" = None, **fields: Any) -> "RunOptions":
+        """``options`` (default: the defaults) with ``fields`` changed: how every entry point takes its
+        options, as one object or as keywords (``cka(..., batch_size=4, engine="ray")``)."""
+        options = options or cls()
+        return replace(options, **fields) if fields else options
+
+    @classmethod
     def from_args(cls, args: "argparse.Namespace", **overrides: Any) -> "RunOptions":
         """The options of a command line parsed with :func:`add_run_flags`."""
         opts = {
@@ -108,14 +115,16 @@ class RunOptions:
         return cls(**opts)
 
 
-def add_run_flags(parser: "argparse.ArgumentParser", *, batch_size: int = 32, engine: bool = True,
+def add_run_flags(parser: "argparse.ArgumentParser", *, batch_size: int | None = 32, engine: bool = True,
                   workers: bool = True) -> None:
     """``--batch-size``, ``--workers``, ``--no-cache``, ``--engine`` and ``--ray-address``: the same
-    flags, with the same meaning, on every command that runs a job."""
+    flags, with the same meaning, on every command that runs a job (``batch_size=None``, ``engine=False``,
+    ``workers=False``: a job over no dataset, which has no use for them)."""
     import os
 
-    parser.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
-                        help=f"images per batch (default {batch_size})")
+    if batch_size is not None:
+        parser.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
+                            help=f"images per batch (default {batch_size})")
     if workers:
         parser.add_argument("--workers", type=int, default=None, metavar="N",
                             help="data-loading processes (default: cores - 1, max 4; 0: in this process)")
@@ -132,7 +141,10 @@ def add_run_flags(parser: "argparse.ArgumentParser", *, batch_size: int = 32, en
 # ------------------------------------------------------------------------------ jobs
 @dataclass(frozen=True)
 class Tick:
-    """One report of a running job: ``done`` of ``total`` units, and the result so far (or ``None``)."""
+    """One report of a running job: ``done`` of ``total`` units, and the result so far (or ``None``).
+
+    ``partial`` may be a function of no arguments that makes the result so far, for work whose
+    partial result costs something to build (images): it is called only when someone asks."""
 
     done: int
     total: int
@@ -282,6 +294,10 @@ class PassJob(Job[R]):
         if self.require_images and info.complete and info.n_images == 0:
             raise no_images_error(self.dataset.name, info.skipped)
 
+    def partial_result(self, state: Any, info: PassInfo) -> R:
+        """The result of a run not yet complete (``Stopped.partial``, the page's partial view)."""
+        return self.pass_.finish(state, info)
+
     def finish(self, state: Any, info: PassInfo) -> R:
         self.check(state, info)
         res = self.pass_.finish(state, info)
@@ -298,8 +314,32 @@ class PassJob(Job[R]):
                               should_stop=should_stop, indices=self.indices, address=options.ray_address)
         if not info.complete:
             raise Stopped(f"stopped after {info.done} of {info.total} images",
-                          partial=self.pass_.finish(state, info) if info.done else None)
+                          partial=self.partial_result(state, info) if info.done else None)
         return self.finish(state, info)
+
+
+class _BarePassJob(PassJob):
+    kind = "pass"
+
+    def __init__(self, p: DatasetPass, dataset: "ImageDataset", indices: Sequence[int] | None, require_images: bool):
+        super().__init__(dataset, indices)
+        self._p, self.require_images = p, require_images
+
+    def make_pass(self) -> DatasetPass:
+        return self._p
+
+    def key(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return self._p.kind
+
+
+def pass_job(p: DatasetPass, dataset: "ImageDataset", indices: Sequence[int] | None = None, *,
+             require_images: bool = True) -> PassJob:
+    """Any pass over a dataset as an uncached job (``run(pass_job(p, ds), options)``: the result of
+    ``p.finish`` on every engine, with progress and the one stop rule, nothing cached)."""
+    return _BarePassJob(p, dataset, indices, require_images)
 
 
 class _PassStepper(Stepper[R]):
@@ -323,7 +363,7 @@ class _PassStepper(Stepper[R]):
         if not self.run.pos:
             return None
         self.run.info.complete = self.run.done
-        return self.job.pass_.finish(self.run.state, self.run.info)
+        return self.job.partial_result(self.run.state, self.run.info)
 
     def result(self) -> R:
         if not self.run.done:
@@ -404,7 +444,9 @@ class _GenStepper(Stepper[R]):
         return self._result is not _NOTHING
 
     def partial(self) -> R | None:
-        return self._result if self.complete else self._partial
+        if self.complete:
+            return self._result
+        return self._partial() if callable(self._partial) else self._partial
 
     def result(self) -> R:
         if not self.complete:
@@ -413,6 +455,127 @@ class _GenStepper(Stepper[R]):
 
 
 _NOTHING = object()
+
+
+# ------------------------------------------------------------------------------ several jobs in turn
+class ChainJob(Job[dict]):
+    """Several jobs run one after the other as one job (several models scored on the same stimuli):
+    one progress bar over all their units, one Stop, one Resume. The result is ``{name: result}``;
+    each part is cached as it completes (a stop keeps the finished parts cached, since each is
+    complete), and the partial result holds the finished parts plus the running one's partial.
+    """
+
+    kind = "chain"
+
+    def __init__(self, parts: dict[str, Job]):
+        if not parts:
+            raise ValueError("a chain needs at least one job")
+        self.parts = dict(parts)
+        self.unit = next(iter(self.parts.values())).unit
+
+    @property
+    def total(self) -> int:
+        return sum(int(getattr(j, "total", 1) or 1) for j in self.parts.values())
+
+    def key(self) -> str | None:
+        keys = [j.key() for j in self.parts.values()]
+        if any(k is None for k in keys):
+            return None
+        return _cache.cache_key(parts=[[name, type(j).__name__, k] for (name, j), k in zip(self.parts.items(), keys)])
+
+    def describe(self) -> str:
+        return f"{len(self.parts)} jobs"
+
+    def load(self) -> dict | None:
+        out = {}
+        for name, j in self.parts.items():
+            if (hit := j.load()) is None:
+                return None
+            out[name] = hit
+        return out
+
+    def save(self, result: dict) -> None:
+        pass  # each part is saved as it completes (by the chain's stepper, or by run below)
+
+    def stepper(self, options: RunOptions) -> "Stepper[dict]":
+        return _ChainStepper(self, options)
+
+    def run_ray(self, options: RunOptions, progress: Progress | None, should_stop: ShouldStop | None) -> dict:
+        out, base = {}, 0
+        for name, j in self.parts.items():
+            def report(d: int, t: int, base: int = base) -> None:
+                if progress is not None:
+                    progress(base + d, self.total)
+            try:
+                out[name] = run(j, options, progress=report, should_stop=should_stop)
+            except Stopped as e:
+                raise Stopped(str(e), partial={**out, name: e.partial} if e.partial is not None else out or None)
+            base += int(getattr(j, "total", 1) or 1)
+        return out
+
+
+class _ChainStepper(Stepper[dict]):
+    def __init__(self, job: ChainJob, options: RunOptions):
+        self.job, self.options = job, options
+        self.results: dict[str, Any] = {}
+        for name, j in job.parts.items():
+            if (hit := cached(j, options)) is not None:
+                self.results[name] = hit
+        self.current: tuple[str, Stepper] | None = None
+
+    def _sizes(self) -> dict[str, int]:
+        return {n: int(getattr(j, "total", 1) or 1) for n, j in self.job.parts.items()}
+
+    @property
+    def done(self) -> int:
+        sizes = self._sizes()
+        d = sum(sizes[n] for n in self.results)
+        if self.current is not None:
+            d += min(self.current[1].done, sizes[self.current[0]])
+        return d
+
+    @property
+    def total(self) -> int:
+        return sum(self._sizes().values())
+
+    @property
+    def complete(self) -> bool:
+        return len(self.results) == len(self.job.parts)
+
+    def step(self, max_units: int | None = None, *, progress: Progress | None = None,
+             should_stop: ShouldStop | None = None) -> bool:
+        budget = max_units
+        while not self.complete:
+            if should_stop is not None and should_stop():
+                break
+            if self.current is None:
+                name = next(n for n in self.job.parts if n not in self.results)
+                self.current = (name, self.job.parts[name].stepper(self.options))
+            name, s = self.current
+            before, base = s.done, self.done - s.done
+            report = None if progress is None else (lambda d, t: progress(base + d, self.total))
+            s.step(budget, progress=report, should_stop=should_stop)
+            if s.complete:
+                res = s.result()
+                if self.options.cache:
+                    self.job.parts[name].save(res)
+                self.results[name], self.current = res, None
+            if budget is not None:
+                budget -= max(0, s.done - before)
+                if budget <= 0:
+                    break
+        return self.complete
+
+    def partial(self) -> dict | None:
+        out = dict(self.results)
+        if self.current is not None and (p := self.current[1].partial()) is not None:
+            out[self.current[0]] = p
+        return out or None
+
+    def result(self) -> dict:
+        if not self.complete:
+            raise RuntimeError(f"chain: not finished ({self.done}/{self.total})")
+        return {n: self.results[n] for n in self.job.parts}
 
 
 # ------------------------------------------------------------------------------ the three verbs
@@ -455,7 +618,8 @@ def _progress(job: Job, progress: bool | Progress) -> tuple[Any, Progress | None
 
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=getattr(job, "total", None), unit=job.unit, desc=job.describe(), file=sys.stderr)
+        bar = tqdm(total=getattr(job, "total", None), unit={"images": "img"}.get(job.unit, job.unit),
+                   desc=job.describe(), file=sys.stderr)
 
         def report(done: int, total: int) -> None:
             if bar.total != total:

@@ -16,7 +16,8 @@ computation, the shape of Ray Data's ``AggregateFnV2`` (``aggregate_block``,
 Backends run a pass over a dataset: ``local`` (:class:`PassRun`, a streaming loop
 in this process, the default: no Ray import and no start-up cost) and ``ray``
 (:mod:`vizcore.distributed`, Ray Data with an actor pool). Progress, stop and
-resume are implemented here once, for every analysis.
+resume are implemented once, for every analysis, by the job layer above (:mod:`vizcore.jobs`:
+one options object, caching, one stop rule, :class:`vizcore.jobs.Stopped`).
 
 Batches are consecutive runs of ``batch_size`` dataset indices (an unreadable
 image leaves its batch one image short), on every backend, so an analysis that
@@ -46,20 +47,6 @@ Progress = Callable[[int, int], None]
 """``progress(images_done, images_total)``, called after every batch, on every backend."""
 
 ENGINES = ("local", "ray")
-
-
-class Stopped(RuntimeError):
-    """A pass was asked to stop (``should_stop()`` returned true, Ctrl-C, Stop in the app).
-
-    Nothing half-done is cached. ``partial`` holds the state reached, when there is one: an
-    object with ``.state`` and ``.info`` (the :class:`PassRun` locally, a
-    :class:`vizcore.distributed.RayPartial` on Ray), so ``p.finish(partial.state, partial.info)``
-    gives the partial result.
-    """
-
-    def __init__(self, message: str, partial: Any = None):
-        super().__init__(message)
-        self.partial = partial
 
 
 class NoImagesError(ValueError):
@@ -205,9 +192,9 @@ def decode_batch(transform: Callable[[Any], Any], files: Sequence[tuple[int, str
 class PassRun(Generic[S, R]):
     """A pass over a dataset in this process, advanced a few batches at a time.
 
-    The dashboard calls :meth:`step` with a small ``max_batches`` per script run to show
-    progress and stay responsive to Stop; the CLI calls :func:`run_pass`. Stopping keeps the
-    state, so a later :meth:`step` resumes where it left off.
+    The job layer (:mod:`vizcore.jobs`) drives it: the dashboard a few batches per script run
+    (to show progress and stay responsive to Stop), :func:`vizcore.jobs.run` to the end.
+    Stopping keeps the state, so a later :meth:`step` resumes where it left off.
 
     Args:
         p: the pass.
@@ -313,52 +300,3 @@ class _Report:
     @skipped.setter
     def skipped(self, value: list[dict]) -> None:
         self.info.skipped[:] = value
-
-
-def run_pass(p: DatasetPass[S, R], dataset: "ImageDataset", *, engine: str = "local", batch_size: int = 32,
-             workers: int | None = None, progress: bool | Progress = False,
-             should_stop: Callable[[], bool] | None = None, indices: Sequence[int] | None = None,
-             ray_address: str | None = None, require_images: bool = True) -> R:
-    """Run ``p`` over ``dataset`` to the end and return its result.
-
-    Args:
-        engine: ``local`` (this process) or ``ray`` (Ray Data; see :mod:`vizcore.distributed`).
-        progress: ``True`` for a tqdm bar on stderr, or ``progress(done, total)``.
-        should_stop: polled between batches; when it returns true :class:`Stopped` is raised.
-        ray_address: the Ray cluster (default ``$RAY_ADDRESS``, else a local Ray).
-        require_images: raise :class:`NoImagesError` when no image could be read.
-    """
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
-    bar = None
-    report: Progress | None = progress if callable(progress) else None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(dataset) if indices is None else len(indices), unit="img", desc=p.kind)
-
-        def report(done: int, total: int) -> None:
-            bar.update(done - bar.n)
-    try:
-        if engine == "ray":
-            from vizcore.distributed import run_ray
-
-            state, info = run_ray(p, dataset, batch_size=batch_size, progress=report, should_stop=should_stop,
-                                  indices=indices, address=ray_address)
-            if not info.complete:
-                from types import SimpleNamespace
-
-                raise Stopped(f"stopped after {info.done} of {info.total} images",
-                              partial=SimpleNamespace(state=state, info=info))
-        else:
-            run = PassRun(p, dataset, batch_size=batch_size, workers=workers, indices=indices)
-            run.step(None, progress=report, should_stop=should_stop)
-            if not run.done:
-                raise Stopped(f"stopped after {run.pos} of {run.total} images", partial=run)
-            state, info = run.state, run.info
-    finally:
-        if bar is not None:
-            bar.close()
-    if require_images and info.n_images == 0:
-        raise no_images_error(dataset.name, info.skipped)
-    return p.finish(state, info)

@@ -26,8 +26,9 @@ Design:
   in row-major order on ties).
 - Results are cached per layer under ``$VIZCORE_CACHE/patches``, keyed by model,
   weights, layer, ``k``, preprocessing, the dataset fingerprint and the images
-  mined. Entries are written atomically, and only once the pass has finished;
-  a stopped or interrupted run leaves nothing behind.
+  mined. :class:`MiningJob` (:mod:`vizcore.jobs`) writes them, through the cache
+  module, only once the pass has finished; a stopped or interrupted run leaves
+  nothing behind (and raises :class:`vizcore.jobs.Stopped` with the partial result).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -46,10 +47,12 @@ from PIL import Image
 from vizcore.data.datasets import ImageDataset, open_dataset
 from vizcore.identity import result_key
 from vizcore.models import LoadedModel
-from vizcore.passes import DatasetPass, NoImagesError, PassInfo, PassRun, Progress, Stopped, no_images_error, run_pass
+from vizcore import jobs
+from vizcore.jobs import PassJob, RunOptions
+from vizcore.passes import DatasetPass, NoImagesError, PassInfo, Progress, no_images_error
 from vizcore.tap import forward_until, tap
 
-__all__ = ["Hit", "MiningPass", "MiningResult", "NoImagesError", "PassRun", "Stopped", "activation_map",
+__all__ = ["Hit", "MiningJob", "MiningPass", "MiningResult", "NoImagesError", "activation_map",
            "mine_top_patches"]
 
 CACHE_KIND = "patches"
@@ -297,7 +300,7 @@ class MiningPass(DatasetPass):
 
     Construction resolves the layers and loads the layers already in the on-disk
     cache; the others (``todo``) are mined, in one forward per batch that stops at the
-    deepest of them. :meth:`finish` writes them to the cache once the pass is complete.
+    deepest of them. The pass never writes the cache: :class:`MiningJob` does, once complete.
 
     Args:
         lm: the loaded model.
@@ -306,7 +309,7 @@ class MiningPass(DatasetPass):
             ``None`` for every tap.
         k: hits kept per channel.
         indices: the dataset images the run covers (``None``: all); part of the cache key.
-        cache: read and write the on-disk cache.
+        cache: reuse the layers already in the on-disk cache.
     """
 
     kind = "mining"
@@ -339,7 +342,6 @@ class MiningPass(DatasetPass):
         self._best: dict[str, tuple] = {}  # per layer, the (C, k) best (values, images) this process has seen
         self._floor: dict[str, torch.Tensor] = {}  # their k-th (last) column
         self._entering: dict[str, float] = {}  # share of the last batch's pairs that could enter the top-k
-        self._saved = False
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
@@ -430,22 +432,14 @@ class MiningPass(DatasetPass):
 
     def finish(self, state: dict[str, TopK], info: PassInfo) -> "MiningResult":
         """The :class:`MiningResult` of the merged state, cached layers included, layers in
-        request order; a complete pass is written to the cache (once)."""
+        request order. Pure: the job (:class:`MiningJob`) writes the cache."""
         lm = self.model("net") if self.modules else None
         if self.modules and info.complete and info.n_images == 0 and info.done:
             raise no_images_error(info.dataset.name, info.skipped)
         fresh = _hits(lm, self.modules, state, info.dataset) if self.modules else {}
         layers = {n: (self._cached[n] if n in self._cached else fresh[n])
                   for n in self.layer_modules if n in self._cached or n in fresh}
-        res = self._result(info, layers)
-        if info.complete and self.cache and self.modules and not self._saved:
-            from vizcore.cache import save_torch
-
-            for name, path in self.modules.items():
-                one = replace(res, layers={name: res.layers[name]}, modules={name: path}, cached=False)
-                save_torch(CACHE_KIND, self.keys[name], one._state())
-            self._saved = True
-        return res
+        return self._result(info, layers)
 
     def _result(self, info: PassInfo, layers: dict[str, list[list[Hit]]]) -> "MiningResult":
         lm = self.model("net")
@@ -500,11 +494,71 @@ def _boxes(lm: LoadedModel, path: str, hw: tuple[int, int], size: int) -> Callab
     return box
 
 
+class MiningJob(PassJob[MiningResult]):
+    """Mining as a job (:mod:`vizcore.jobs`): one :class:`MiningPass`, cached per layer.
+
+    Each layer is its own cache entry (``patches/<key>.pt``, written through
+    :mod:`vizcore.cache` by :meth:`save`, only for a complete run), so mining a deeper layer
+    later reuses the earlier ones and the pass mines only the layers not yet cached
+    (``reuse=True``). :meth:`load` is the result when every layer is cached. A stopped run's
+    partial result is a :class:`MiningResult` with ``complete=False``.
+    """
+
+    kind = CACHE_KIND
+    unit = "images"
+
+    def __init__(self, lm: LoadedModel, dataset: ImageDataset, layers: Sequence[str] | None = None, k: int = 9, *,
+                 indices: Sequence[int] | None = None, reuse: bool = True):
+        super().__init__(dataset, indices)
+        self.lm, self.layers, self.k, self.reuse = lm, layers, int(k), reuse
+
+    def make_pass(self) -> MiningPass:
+        return MiningPass(self.lm, self.dataset, self.layers, self.k, indices=self.indices, cache=self.reuse)
+
+    def key(self) -> str:
+        from vizcore.cache import cache_key
+
+        return cache_key(layers=_layer_keys(self.pass_, self.lm, self.dataset, self.indices))
+
+    def describe(self) -> str:
+        return f"mining {self.lm.name}"
+
+    @property
+    def from_cache(self) -> bool:
+        """Every layer is cached: nothing to mine."""
+        return self.reuse and self.pass_.from_cache
+
+    def load(self) -> MiningResult | None:
+        if not self.from_cache:
+            return None
+        return self.pass_.finish(self.pass_.empty(), PassInfo(self.dataset, total=self.total, complete=True))
+
+    def save(self, result: MiningResult) -> None:
+        from vizcore.cache import save_torch
+
+        keys = _layer_keys(self.pass_, self.lm, self.dataset, self.indices)
+        for name, path in self.pass_.modules.items():
+            one = replace(result, layers={name: result.layers[name]}, modules={name: path}, cached=False)
+            save_torch(CACHE_KIND, keys[name], one._state())
+
+    def check(self, state, info: PassInfo) -> None:
+        pass  # the pass says when no image could be read (only if it had layers to mine)
+
+
+def _layer_keys(p: MiningPass, lm: LoadedModel, dataset: ImageDataset, indices: Sequence[int] | None
+                ) -> dict[str, str]:
+    """The cache key of each layer of ``p`` (the pass's own, or computed when it does not use the cache)."""
+    if p.keys:
+        return p.keys
+    sel = None if indices is None else hashlib.sha256(np.asarray(list(indices), dtype=np.int64).tobytes()).hexdigest()[:16]
+    return {name: result_key(CACHE_KIND, CACHE_VERSION, lm, dataset, module=path, k=p.k, indices=sel)
+            for name, path in p.layer_modules.items()}
+
+
 def mine_top_patches(lm: LoadedModel, dataset: ImageDataset | str, layers: Sequence[str] | None = None, *,
-                     k: int = 9, batch_size: int = 32, workers: int | None = None,
-                     progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-                     cache: bool = True, indices: Sequence[int] | None = None, engine: str = "local",
-                     ray_address: str | None = None) -> MiningResult:
+                     k: int = 9, options: RunOptions | None = None, progress: bool | Progress = False,
+                     should_stop: Callable[[], bool] | None = None, indices: Sequence[int] | None = None,
+                     **run: Any) -> MiningResult:
     """Mine the top-``k`` images of every channel of ``layers`` in one pass over ``dataset``.
 
     Args:
@@ -512,36 +566,29 @@ def mine_top_patches(lm: LoadedModel, dataset: ImageDataset | str, layers: Seque
         dataset: an :class:`ImageDataset` or a spec (folder, ``samples``, ``cifar10``...).
         layers: tap names or module paths; ``None`` for every tap of the model.
         k: hits kept per channel (default 9).
-        batch_size, workers: data loading (see :func:`vizcore.data.iter_batches`).
-        progress: ``progress(images_done, images_total)`` after each batch.
-        should_stop: checked between batches; when it returns ``True`` the run
-            ends and the partial result comes back with ``complete=False`` (not cached).
-        cache: reuse and write the on-disk cache (a second identical call does not
-            run the model; a result computed on Ray lands under the same keys).
+        options: batch size, loader workers, engine (``local`` or ``ray``; the same result), Ray
+            address and cache (:class:`vizcore.jobs.RunOptions`: a second identical call does not
+            run the model; a result computed on Ray lands under the same keys); ``run``: the same
+            as keywords (``batch_size=16, workers=0, cache=False``).
+        progress: ``True`` for a tqdm bar, or ``progress(images_done, images_total)`` after each batch.
+        should_stop: checked between batches; when it returns ``True`` the run ends with
+            :class:`vizcore.jobs.Stopped`, whose ``partial`` is the result so far (a
+            :class:`MiningResult` with ``complete=False``, never cached; ``None`` before the first
+            batch). This is the one stop rule of every job: no partial result is *returned*.
         indices: mine only these dataset images (results of disjoint parts merge
             exactly with :meth:`MiningResult.merge`).
-        engine: ``local`` or ``ray`` (see :mod:`vizcore.distributed`); the same result.
-        ray_address: the Ray cluster for ``engine="ray"`` (default ``$RAY_ADDRESS``, else a local Ray).
 
     Returns:
-        A :class:`MiningResult`; ``skipped`` lists the files that could not be read.
+        A complete :class:`MiningResult`; ``skipped`` lists the files that could not be read.
 
     Raises:
         NoImagesError: no image of the dataset could be read.
+        vizcore.jobs.Stopped: ``should_stop`` said so (the partial result in ``partial``).
     """
+    options = RunOptions.of(options, **run)
     ds = dataset if isinstance(dataset, ImageDataset) else open_dataset(dataset)
-    p = MiningPass(lm, ds, layers, k, indices=indices, cache=cache)
-    total = len(ds) if indices is None else len(indices)
-    if p.from_cache:
-        return p.finish(p.empty(), PassInfo(ds, total=total, complete=True))
-    try:
-        return run_pass(p, ds, engine=engine, batch_size=batch_size, workers=workers, progress=progress or False,
-                        should_stop=should_stop, indices=indices, ray_address=ray_address)
-    except Stopped as e:
-        if e.partial is None:
-            raise
-        return p.finish(e.partial.state, e.partial.info)  # complete=False: never cached
-
+    return jobs.run(MiningJob(lm, ds, layers, k, indices=indices, reuse=options.cache), options,
+                    progress=progress, should_stop=should_stop)
 
 
 # ------------------------------------------------------------------ maps

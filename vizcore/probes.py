@@ -25,17 +25,17 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from vizcore.cache import load_json, save_json
 from vizcore.data.datasets import ImageDataset
-from vizcore.features import Features, Pooling, Stopped, extract_features, random_twin
+from vizcore.features import Features, Pooling, extract_features, random_twin
+from vizcore.jobs import RunOptions, Stopped
 from vizcore.models import LoadedModel, WeightsInfo
 
-__all__ = ["LayerProbe", "ProbeResult", "exemplar_groups", "fit_probes", "probe_features", "wilson_interval",
-           "Stopped"]
+__all__ = ["LayerProbe", "ProbeResult", "exemplar_groups", "fit_probes", "probe_features", "wilson_interval"]
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -361,9 +361,8 @@ def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers:
                compare_random: bool = False, random_seed: int = 0,
                test_size: float = 0.25, folds: int | None = None, seed: int = 0, C: float = 1.0,
                max_iter: int = 1000, pool: Pooling | int | None = None, fit_device: str = "auto",
-               batch_size: int = 32, workers: int | None = None, progress: bool | Callable[[str, int, int], None] = False,
-               should_stop: Callable[[], bool] | None = None, cache: bool = True,
-               engine: str = "local", ray_address: str | None = None) -> ProbeResult:
+               options: RunOptions | None = None, progress: bool | Callable[[str, int, int], None] = False,
+               should_stop: Callable[[], bool] | None = None, **run: Any) -> ProbeResult:
     """Linear probes of every tap (or ``layers``) of ``model`` for ``label`` on ``dataset``.
 
     Args:
@@ -384,14 +383,17 @@ def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers:
             ``"sklearn"``, ``"cpu"`` or ``"cuda"``.
         progress: ``True`` for tqdm bars, or ``f(stage, done, total)`` with stage
             ``"features"``/``"fit"`` (``"random features"``/``"random fit"`` for the twin).
-        should_stop: polled often; raising :class:`Stopped` when it returns true.
-        cache: use the on-disk caches for features and for the finished result.
-        engine, ray_address: where the features are computed (``local`` or ``ray``; see
-            :func:`vizcore.features.extract_features`); the same result either way.
+        should_stop: polled often; raising :class:`vizcore.jobs.Stopped` when it returns true.
+        options: how the feature pass runs (batch size, loader workers, engine ``local`` or ``ray``
+            and Ray address: the same result either way) and whether the on-disk caches of features
+            and of the finished result are used (:class:`vizcore.jobs.RunOptions`); ``run``: the same
+            as keywords (``batch_size=16, workers=0, cache=False``).
 
     Returns:
         :class:`ProbeResult` (layers in network order).
     """
+    options = RunOptions.of(options, **run)
+    cache = options.cache
     if isinstance(dataset, str):
         from vizcore.data import open_dataset
 
@@ -427,9 +429,8 @@ def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers:
                 return ProbeResult.from_json(hit)
         fprog = True if progress is True else (
             (lambda d, t: progress(f"{tag}features".strip(), d, t)) if callable(progress) else False)
-        feats = extract_features(lm, dataset, names, pool=pooling, batch_size=batch_size, workers=workers,
-                                 progress=fprog, should_stop=should_stop, cache=cache, engine=engine,
-                                 ray_address=ray_address)
+        feats = extract_features(lm, dataset, names, pool=pooling, options=options, progress=fprog,
+                                 should_stop=should_stop)
         bar = None
         if progress is True:
             from tqdm.auto import tqdm

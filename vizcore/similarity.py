@@ -55,7 +55,9 @@ import torch
 import torch.nn.functional as F
 
 from vizcore.features import DEFAULT_TARGET, Features, Pooling
-from vizcore.passes import DatasetPass, PassInfo, Progress, run_pass
+from vizcore import jobs
+from vizcore.jobs import PassJob, RunOptions
+from vizcore.passes import DatasetPass, PassInfo, Progress
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -64,9 +66,9 @@ if TYPE_CHECKING:
     from vizcore.models import LoadedModel
 
 __all__ = [
-    "MIN_BATCH", "MODES", "CKAPass", "CKAResult", "CKAState", "Neighbour", "Neighbours", "cka",
-    "cka_from_hsic", "cka_key", "gram", "hsic_biased", "hsic_matrix", "hsic_unbiased", "load_cached",
-    "minibatch_cka", "nearest_neighbours", "order_layers", "prepare", "save_cached",
+    "MIN_BATCH", "MODES", "CKAJob", "CKAPass", "CKAResult", "CKAState", "Neighbour", "Neighbours", "cka",
+    "cka_from_hsic", "cka_key", "gram", "hsic_biased", "hsic_matrix", "hsic_unbiased",
+    "minibatch_cka", "nearest_neighbours", "order_layers", "prepare",
 ]
 
 VERSION = 1
@@ -436,62 +438,69 @@ def cka_key(*args, **kwargs) -> str:
     return prepare(*args, **kwargs)[1]
 
 
-def load_cached(key: str) -> CKAResult | None:
-    """A complete cached result, or ``None`` (a damaged entry is removed)."""
-    from vizcore.cache import entry_path
+class CKAJob(PassJob[CKAResult]):
+    """CKA between taps of two models over a dataset, as a job (:mod:`vizcore.jobs`).
 
-    path = entry_path("similarity", key, ".json")
-    if not path.is_file():
-        return None
-    try:
-        return CKAResult.from_json(json.loads(path.read_text()), from_cache=True)
-    except (OSError, ValueError, KeyError, TypeError):
-        path.unlink(missing_ok=True)
-        return None
+    The result is cached as JSON under ``similarity/`` through :mod:`vizcore.cache`, so the
+    disk budget and least-recently-used order hold for CKA as for every result. Build it with
+    :meth:`of` (the arguments of :func:`prepare`, checked there).
+    """
 
+    kind = "similarity"
+    codec = "json"
 
-def save_cached(key: str, result: CKAResult) -> Path | None:
-    """Write a complete result atomically (a partial one is never cached)."""
-    from vizcore.cache import atomic_write_text, entry_path
+    def __init__(self, p: CKAPass, key: str, dataset: "ImageDataset"):
+        super().__init__(dataset)
+        self._p, self._key = p, key
 
-    if not result.complete:
-        return None
-    path = entry_path("similarity", key, ".json")
-    atomic_write_text(path, json.dumps(result.to_json()))
-    return path
+    @classmethod
+    def of(cls, a: "LoadedModel", b: "LoadedModel | None", dataset: "ImageDataset", **kwargs: Any) -> "CKAJob":
+        p, key = prepare(a, b, dataset, **kwargs)
+        return cls(p, key, dataset)
+
+    def make_pass(self) -> CKAPass:
+        return self._p
+
+    def key(self) -> str:
+        return self._key
+
+    def describe(self) -> str:
+        return "CKA"
+
+    def encode(self, result: CKAResult) -> dict:
+        return result.to_json()
+
+    def decode(self, data: dict) -> CKAResult:
+        return CKAResult.from_json(data, from_cache=True)
 
 
 def cka(a: "LoadedModel", b: "LoadedModel | None", dataset: "ImageDataset", *, layers: Sequence[str] | None = None,
-        layers_b: Sequence[str] | None = None, batch_size: int = 32, mode: str = "pool",
-        pool_target: int = DEFAULT_TARGET, engine: str = "local", workers: int | None = None,
-        progress: bool | Progress = False, should_stop: Callable[[], bool] | None = None,
-        cache: bool = True) -> CKAResult:
+        layers_b: Sequence[str] | None = None, mode: str = "pool", pool_target: int = DEFAULT_TARGET,
+        options: RunOptions | None = None, progress: bool | Progress = False,
+        should_stop: Callable[[], bool] | None = None, **run: Any) -> CKAResult:
     """Linear CKA between every chosen tap of ``a`` and of ``b`` over ``dataset``, in one pass.
 
     Args:
         a: model A. b: model B (another model, A's random twin, other weights) or ``None`` for A itself.
         dataset: the images; each model gets its own preprocessing of the same image.
         layers: taps of A (default: every tap); layers_b: taps of B (see :func:`prepare`).
-        batch_size: images per batch (at least 4); a short last batch is dropped and counted.
         mode: ``"pool"`` (adaptive average pooling to about ``pool_target`` features per tap) or
             ``"flatten"`` (whole maps).
-        engine: ``local`` or ``ray`` (:func:`vizcore.passes.run_pass`).
+        options: batch size (at least 4; a short last batch is dropped and counted; part of the
+            result), engine (``local`` or ``ray``, with ``ray_address``: CKA reaches a cluster like
+            every pass), loader workers and cache (:class:`vizcore.jobs.RunOptions`).
+        run: the same options as keywords (``batch_size=4, workers=0, cache=False``), over ``options``.
         progress: ``True`` for a tqdm bar, or ``f(done, total)``.
-        should_stop: polled between batches; raises :class:`vizcore.passes.Stopped`, nothing cached.
-        cache: read and write the on-disk cache (``$VIZCORE_CACHE/similarity``).
+        should_stop: polled between batches; raises :class:`vizcore.jobs.Stopped` with the partial
+            result (``complete=False``); nothing is cached.
 
     Returns:
         :class:`CKAResult` with the ``(TA, TB)`` CKA matrix, taps in network order.
     """
-    p, key = prepare(a, b, dataset, layers=layers, layers_b=layers_b, batch_size=batch_size, mode=mode,
-                     pool_target=pool_target)
-    if cache and (hit := load_cached(key)) is not None:
-        return hit
-    res = run_pass(p, dataset, engine=engine, batch_size=batch_size, workers=workers, progress=progress,
-                   should_stop=should_stop)
-    if cache:
-        save_cached(key, res)
-    return res
+    options = RunOptions.of(options, **run)
+    job = CKAJob.of(a, b, dataset, layers=layers, layers_b=layers_b, batch_size=options.batch_size, mode=mode,
+                    pool_target=pool_target)
+    return jobs.run(job, options, progress=progress, should_stop=should_stop)
 
 
 # ------------------------------------------------------------------------------ neighbours
@@ -533,7 +542,7 @@ def nearest_neighbours(lm: "LoadedModel", query: "Image.Image", dataset: "ImageD
 
     Dataset features come from :func:`vizcore.features.extract_features` (cached on disk, shared
     with probes and embeddings), or ``features`` when given (e.g. a finished
-    :class:`vizcore.features.FeaturesRun` of the same layers and pooling); the query is pooled the
+    :class:`vizcore.features.FeaturesJob` of the same layers and pooling); the query is pooled the
     same way (same grid per tap).
 
     Args:

@@ -3,7 +3,7 @@ nearest dataset images at several depths.
 
 UI only: the engine call is :func:`vizcore.activations.extract` (through the cached
 wrappers in :mod:`dashboard.widgets`); Grad-CAM runs per layer on demand; neighbours are
-:func:`vizcore.similarity.nearest_neighbours` over a :class:`vizcore.features.FeaturesRun`
+:func:`vizcore.similarity.nearest_neighbours` over a :class:`vizcore.features.FeaturesJob`
 (the shared features cache, computed a few batches per step of the progress widget, with Stop).
 A channel target from another page (``channel_target``, e.g. Similarity's highlighted tap) opens
 this page on that layer and channel.
@@ -207,25 +207,18 @@ nb_ds = w.open_dataset_or_stop(nb_spec)
 nb_id = (model, weights, nb_spec, nb_ds.fingerprint(), tuple(picks))
 
 
-def _features_run():
-    """The feature pass of this request, kept in the session so Stop and Resume continue it."""
-    from vizcore.features import FeaturesRun
+from dashboard.widgets.jobs import run_job  # noqa: E402
+from vizcore.features import FeaturesJob  # noqa: E402
+from vizcore.jobs import RunOptions  # noqa: E402
 
-    job = st.session_state.get(f"{KEY}_nb_job")
-    if job is None or job["id"] != nb_id:
-        job = st.session_state[f"{KEY}_nb_job"] = {
-            "id": nb_id, "run": FeaturesRun(lm, nb_ds, picks, batch_size=16, workers=0)}
-    return job["run"]
-
-
-nb_run = _features_run()
-found = w.stepped_job(
-    f"{KEY}_nb", nb_id, counts=lambda: (nb_run.pos, nb_run.total),
-    step=lambda progress: nb_run.step(4, progress=progress), what=f"Pooled features of {nb_ds.name}",
-    start_label="Find neighbours",
-    idle_note=f"Press **Find neighbours**: one pass over the {len(nb_ds):,} images of {nb_ds.name} "
-              f"({len(picks)} taps, cached on disk, so it runs once for this model and dataset).")
-if not found:
+held = st.session_state.get(f"{KEY}_nb_job")
+if held is None or held["id"] != nb_id:  # the job of this request (it reads the cached layers once)
+    held = st.session_state[f"{KEY}_nb_job"] = {"id": nb_id, "job": FeaturesJob(lm, nb_ds, picks)}
+feats = run_job(f"{KEY}_nb", held["job"], RunOptions(batch_size=16, workers=0), what=f"Pooled features of {nb_ds.name}",
+                start_label="Find neighbours", units_per_step=64,
+                idle_note=f"Press **Find neighbours**: one pass over the {len(nb_ds):,} images of {nb_ds.name} "
+                          f"({len(picks)} taps, cached on disk, so it runs once for this model and dataset).")
+if feats is None:
     st.stop()
 
 from vizcore.similarity import nearest_neighbours  # noqa: E402
@@ -234,13 +227,13 @@ found_for = st.session_state[f"{KEY}_nb_job"].setdefault("found", {})  # per que
 if (digest, caption, k_nb) not in found_for:
     try:
         found_for[(digest, caption, k_nb)] = nearest_neighbours(lm, image, nb_ds, picks, k=k_nb, query_name=caption,
-                                                                features=nb_run.result())
+                                                                features=feats)
     except Exception as e:  # noqa: BLE001 - e.g. no image of the dataset could be read: say so
         w.show_error(e, "Cannot find neighbours")
         st.stop()
 nb = found_for[(digest, caption, k_nb)]
 st.caption(f"{nb.n_images:,} images of {nb_ds.name} searched"
-           + (" (features from the cache)." if nb_run.result().from_cache else "."))
+           + (" (features from the cache)." if feats.from_cache else "."))
 query_thumb = image.copy()
 query_thumb.thumbnail((128, 128))
 for layer, hits in nb.layers.items():

@@ -1,10 +1,9 @@
 """Dataset examples: the image patches that excite each channel of a layer most.
 
-UI only: mining is a :class:`vizcore.patches.MiningPass` (one streaming pass, cached on disk
+UI only: mining is a :class:`vizcore.patches.MiningJob` (one streaming pass, cached on disk
 per layer). It starts on the **Mine** button, never on a sidebar change, and runs a few batches
-per step of the shared progress widget (:func:`dashboard.widgets.stepped_job`) through a
-:class:`vizcore.passes.PassRun` (or on Ray in one call), so the page shows the time left, fills
-the channel grid in as images are mined and can be stopped; crops, montages and heatmaps come
+per step of the job widget (:func:`dashboard.widgets.jobs.run_job`; on Ray in one call), so the
+page shows the time left, fills the channel grid in as images are mined and can be stopped; crops, montages and heatmaps come
 from :mod:`vizcore.render`.
 """
 from __future__ import annotations
@@ -65,28 +64,22 @@ job_id = (model, weights, spec, ds.fingerprint(), tuple(layers), k, batch)
 
 
 # ------------------------------------------------------------------------------ mining
-def _job():
-    from vizcore.patches import MiningPass, PassRun
+from dashboard.widgets.jobs import run_job  # noqa: E402
+from vizcore.jobs import RunOptions  # noqa: E402
+from vizcore.patches import MiningJob  # noqa: E402
 
-    state = st.session_state.get(f"{KEY}_job")
-    if state is None or state["id"] != job_id:
-        p = MiningPass(lm, ds, layers, k=k)  # loads the layers already cached (by any engine)
-        state = {"id": job_id, "pass": p, "run": PassRun(p, ds, batch_size=batch, workers=0), "result": None}
-        st.session_state[f"{KEY}_job"] = state
-    return state
-
-
-state = _job()
-job, mining = state["run"], state["pass"]
+held = st.session_state.get(f"{KEY}_mining")
+if held is None or held[0] != job_id:  # built once per settings: it reads the cached layers from disk
+    held = st.session_state[f"{KEY}_mining"] = (job_id, MiningJob(lm, ds, layers, k))
+mining = held[1]  # the layers already cached (by any engine) are not mined again
 status = st.container()
 MINE_NOTE = (f"Press **Mine** to find the top {k} images of every channel of {layer}"
              f"{' and the layers before it' if len(layers) > 1 else ''} in {len(ds):,} images of {ds.name} "
              "(one pass; cached on disk, so it runs once).")
 
 
-def _partial_grid() -> None:
+def _partial_grid(part) -> None:
     """The first channels' top images so far: the grid fills in while the pass runs."""
-    part = job.result()
     if layer not in part.layers:
         return
     st.caption(f"So far: the top {k} of the first {part.n_images:,} images for each channel "
@@ -107,42 +100,22 @@ def _montage(key: str, layer: str, channel: int, cell: int, cols: int, _result) 
     return w.png_bytes(channel_montage(_result, layer, channel, cell=cell, cols=cols))
 
 
-def _step(progress) -> None:
-    if engine == "ray":
-        # One call: Stop reruns the script, which ends the Ray job (nothing is cached).
-        from vizcore.passes import run_pass
-
-        w.ray_or_stop()
-        state["result"] = run_pass(mining, ds, engine="ray", batch_size=batch, progress=progress)
-    else:
-        job.step(max(1, 64 // batch), progress=progress)  # a few batches per step: Stop is read between
-
-
-def _counts() -> tuple[int, int]:
-    finished = job.done or state["result"] is not None
-    return (job.total if finished else job.pos), job.total
-
-
 cols_k = max(1, int(round(k ** 0.5)))
 job_key = "|".join(map(str, job_id))
+if engine == "ray" and not mining.from_cache:
+    w.ray_or_stop()
 with status:
-    done = mining.from_cache or state["result"] is not None or w.stepped_job(
-        KEY, job_id, counts=_counts, step=_step,
-        what=f"Mining {len(mining.todo)} layer(s) of {model} over {ds.name}", partial=_partial_grid,
-        start_label="Mine", idle_note=MINE_NOTE)
-if not done:
-    st.stop()
-
-try:
-    if state["result"] is None and mining.from_cache:
-        from vizcore.passes import PassInfo
-
-        state["result"] = mining.finish(mining.empty(), PassInfo(ds, total=len(ds), complete=True))
-    elif state["result"] is None and job.done:
-        state["result"] = job.result()  # converted (and cached on disk) once
-    result = state["result"] if state["result"] is not None else job.result()
-except ValueError as e:  # no image of the dataset could be read
-    st.error(str(e))
+    try:
+        # The job layer: the cached result at once; else Mine, a few batches per step (on Ray, one call that
+        # Stop ends), progress and time left, the grid filling in, Stop and Resume; cached once complete.
+        result = run_job(KEY, mining, RunOptions(batch_size=batch, workers=0, engine=engine),
+                         what=f"Mining {len(mining.pass_.todo)} layer(s) of {model} over {ds.name}",
+                         partial=_partial_grid, start_label="Mine", idle_note=MINE_NOTE,
+                         units_per_step=max(batch, 64))
+    except ValueError as e:  # no image of the dataset could be read
+        st.error(str(e))
+        st.stop()
+if result is None:
     st.stop()
 if layer not in result.layers:
     st.info("Nothing mined yet.")

@@ -1,16 +1,16 @@
 """Evidence: where each method finds the evidence for a class, and how much each map is worth.
 
-UI only: maps come from :func:`vizcore.evidence.evidence`, scores from
-:func:`vizcore.evidence.faithfulness` (deletion/insertion curves, with a random map
-scored on the same image and class), the channels behind the CAM and Grad-CAM maps from
+UI only: maps and scores (deletion/insertion curves, with a random map scored on the same image
+and class) come from :class:`vizcore.evidence.ExplainJob` run by the job widget
+(:func:`dashboard.widgets.jobs.run_job`: cached on disk, progress, Stop and Resume for occlusion
+and integrated gradients), the channels behind the CAM and Grad-CAM maps from
 :func:`vizcore.evidence.evidence_channels` (each linked to its unit page), the BagNet view from
 the ``bagnet`` method and :func:`vizcore.evidence.top_patches`, the FCN view from
 :func:`vizcore.evidence.fcn_scene`.
-Results are cached with ``st.cache_data`` keyed by the image digest and every setting.
+The other views' results are cached with ``st.cache_data`` keyed by the image digest and every setting.
 """
 from __future__ import annotations
 
-import json
 
 import streamlit as st
 from PIL import Image
@@ -40,43 +40,29 @@ def _top5(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, i
     return [(p.index, p.label, p.prob) for p in preds]
 
 
-@st.cache_data(max_entries=128, show_spinner=False)
-def _method(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], target: int,
-            method: str, settings: str, steps: int) -> dict:
-    """One method's map and its faithfulness (page-ready). Slow methods draw their own progress bar
-    here, so it is replayed (empty) on a cache hit; a run stopped midway raises and caches nothing."""
-    from vizcore.activations import preprocess
-    from vizcore.evidence import evidence, faithfulness, get_method
-
-    lm = w.get_model(model, weights)
-    image = _image(_raw, size)
-    x = preprocess(lm, image)
-    bar = st.progress(0.0, text=f"{method}…") if get_method(method).slow else None
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.progress(min(1.0, done / max(total, 1)), text=f"{method}: {done}/{total} forward passes")
-
-    ev = evidence(lm, x, target, method, progress=progress, **json.loads(settings))
-    if bar is not None:
-        bar.progress(1.0, text=f"{method}: deletion and insertion curves…")
-    f = faithfulness(lm, x, ev.map, target, steps=steps)
-    if bar is not None:
-        bar.empty()
-    return {"overlay": w.png_bytes(ev.overlay()), "raw_shape": tuple(ev.raw.shape),
-            "geometry": ev.geometry.to_json() if ev.geometry else None, "settings": ev.settings,
-            "caveats": list(ev.caveats), "seconds": ev.seconds, **f.to_json(curves=True)}
+def _rows(rep) -> dict[str, dict]:
+    """The page's view of an :class:`vizcore.evidence.EvidenceReport` (or the partial one of a running
+    job): per method its overlay, shape, settings, caveats, seconds and (once scored) its curves."""
+    out = {}
+    for n, ev in rep.maps.items():
+        f = rep.scores.get(n)
+        out[n] = {"overlay": w.png_bytes(ev.overlay()), "raw_shape": tuple(ev.raw.shape),
+                  "geometry": ev.geometry.to_json() if ev.geometry else None, "settings": ev.settings,
+                  "caveats": list(ev.caveats), "seconds": ev.seconds,
+                  **(f.to_json(curves=True) if f is not None else {})}
+    return out
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def _random(model: str, weights: str, digest: str, _raw: bytes, size: tuple[int, int], target: int,
-            steps: int, seed: int) -> dict:
-    from vizcore.activations import preprocess
-    from vizcore.evidence import faithfulness, random_map
-
-    lm = w.get_model(model, weights)
-    x = preprocess(lm, _image(_raw, size))
-    return faithfulness(lm, x, random_map(tuple(x.shape[-2:]), seed), target, steps=steps).to_json(curves=True)
+def _show_maps(results: dict[str, dict]) -> None:
+    cols = st.columns(max(1, min(3, len(results))))
+    for i, (m, r) in enumerate(results.items()):
+        with cols[i % len(cols)]:
+            st.image(r["overlay"], caption=f"{m} · raw {'×'.join(map(str, r['raw_shape']))} · {r['seconds']:.2f} s",
+                     width="stretch")
+            if "deletion_auc" in r:
+                st.markdown(f"deletion **{r['deletion_auc']:.3f}** · insertion **{r['insertion_auc']:.3f}**")
+            for c in r["caveats"]:
+                st.caption(f":material/info: {c}")
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -194,11 +180,6 @@ def _channels_behind(model: str, weights: str, digest: str, raw: bytes, size: tu
                 w.unit_link(model, weights, tap, c["channel"], label=f"{tap} · {c['channel']}")
 
 
-def _stop() -> None:
-    st.session_state[f"{KEY}_run_slow"] = False
-    st.session_state[f"{KEY}_stopped"] = True
-
-
 # ------------------------------------------------------------------ page
 st.title("Evidence")
 st.caption("Where in the image is the evidence for a class? Each method answers differently; the "
@@ -246,43 +227,42 @@ if view == "methods":
         st.image(w.png_bytes(image), caption=caption, width="stretch")
     settings = {"occlusion": {"window": int(window), "stride": int(min(stride, window))},
                 "ig": {"n_steps": int(ig_steps)}}
+    from dashboard.widgets.jobs import run_job
+    from vizcore.evidence import ExplainJob
+    from vizcore.jobs import RunOptions
+
+    # Two jobs of the job layer (every map and score cached on disk by image, model, class and
+    # settings): the fast methods at once, occlusion and IG on Run, with progress, Stop and Resume.
+    fast = [m for m in methods if m not in SLOW]
     slow = [m for m in methods if m in SLOW]
-    run_slow = st.session_state.get(f"{KEY}_run_slow", False)
-    if slow:
-        b1, b2 = st.columns([1, 5])
-        if b1.button("Run", type="primary", key=f"{KEY}_run", help=f"Compute {', '.join(slow)}"):
-            st.session_state[f"{KEY}_run_slow"] = run_slow = True
-            st.session_state[f"{KEY}_stopped"] = False
-        if run_slow:
-            b2.button("Stop", key=f"{KEY}_stop", on_click=_stop, icon=":material/stop:")
-        if st.session_state.get(f"{KEY}_stopped"):
-            st.warning("Stopped: nothing was cached. Press Run to start again.")
-    shown = [m for m in methods if m not in SLOW or run_slow]
-    results: dict[str, dict] = {}
-    cols = st.columns(max(1, min(3, len(shown))))
-    for i, m in enumerate(shown):
-        with cols[i % len(cols)]:
-            try:
-                with st.spinner(f"{m}…"):
-                    r = _method(model, weights, digest, raw, size, int(target), m,
-                                json.dumps(settings.get(m, {}), sort_keys=True), int(steps))
-            except Exception as e:  # noqa: BLE001 - one method failing must not take the page down
-                st.error(f"{m}: {e}")
+    reports = []
+    try:
+        for key, names, auto in ((f"{KEY}_fast", fast, True), (KEY, slow, False)):
+            if not names:
                 continue
-            results[m] = r
-            st.image(r["overlay"], caption=f"{m} · raw {'×'.join(map(str, r['raw_shape']))} · {r['seconds']:.2f} s",
-                     width="stretch")
-            st.markdown(f"deletion **{r['deletion_auc']:.3f}** · insertion **{r['insertion_auc']:.3f}**")
-            for c in r["caveats"]:
-                st.caption(f":material/info: {c}")
+            job = ExplainJob(lm, image, int(target), names, settings=settings, steps=int(steps), seed=int(seed))
+            rep = run_job(key, job, RunOptions(), what=f"Evidence by {', '.join(names)}", autostart=auto,
+                          units_per_step=None if not auto else job.total,
+                          partial=lambda p: _show_maps(_rows(p)),
+                          idle_note="" if auto else f"Press **Run** to compute {', '.join(names)} (many forward "
+                                                    "passes; cached on disk once complete).")
+            if rep is not None:
+                reports.append(rep)
+    except Exception as e:  # noqa: BLE001 - a method that cannot explain this model: say so, keep the page
+        st.error(str(e))
+        reports = []
+    results: dict[str, dict] = {}
+    for rep in reports:
+        results.update(_rows(rep))
+    results = {m: results[m] for m in methods if m in results}
+    _show_maps(results)
     _channels_behind(model, weights, digest, raw, size, int(target), results)
     if results:
-        with st.spinner("Scoring a random map…"):
-            rnd = _random(model, weights, digest, raw, size, int(target), int(steps), int(seed))
+        rnd = reports[0].random.to_json(curves=True)
         st.markdown(f"**Random map** (baseline, same image and class): deletion **{rnd['deletion_auc']:.3f}** · "
                     f"insertion **{rnd['insertion_auc']:.3f}**")
         st.plotly_chart(curves_figure(results, rnd), key=f"{KEY}_curves")
-    elif not shown:
+    elif not methods:
         st.info("Pick at least one method.")
 
 elif view == "bagnet":

@@ -1,8 +1,9 @@
 """Feature visualisation: images optimised by gradient ascent to excite chosen channels.
 
-UI only: the engine call is :func:`vizcore.featureviz.render_cached` (all chosen
-channels in one batch, the forward pass stopping at the layer; results kept on disk
-keyed by the weights and every setting, so asking again is instant).
+UI only: the engine's :class:`vizcore.featureviz.FeatVizJob` (all chosen channels in one batch, the
+forward pass stopping at the layer; results kept on disk keyed by the weights and every setting, so
+asking again is instant) run by the job widget (:func:`dashboard.widgets.jobs.run_job`: progress,
+time left, Stop, Resume, the images so far).
 """
 from __future__ import annotations
 
@@ -49,10 +50,6 @@ def _best_on_photos(model: str, weights: str, layer: str, channels: tuple[int, .
     from vizcore.featureviz import best_dataset_value
 
     return best_dataset_value(w.get_model(model, weights), layer, list(channels), size=size, objective=objective)
-
-
-def _request_stop() -> None:
-    st.session_state[f"{KEY}_stop"] = True
 
 
 _apply_channel_target()
@@ -119,34 +116,32 @@ settings = {"model": model, "weights": weights, "layer": layer, "channels": [int
             "transforms": transforms, "seed": int(seed), "n_per_channel": int(copies),
             "diversity": float(diversity)}
 
-b1, b2 = st.columns([1, 5])
-run = b1.button("Run", type="primary", key=f"{KEY}_run", disabled=not channels)
-if st.session_state.pop(f"{KEY}_stop", False):
-    st.warning("Stopped. Change nothing and press Run to start again.")
+if not channels:
+    st.info("Choose at least one channel.")
+    st.stop()
+from dashboard.widgets.jobs import run_job  # noqa: E402
+from vizcore.featureviz import FeatVizJob  # noqa: E402
+from vizcore.jobs import RunOptions  # noqa: E402
 
-if run:
-    from vizcore.featureviz import render_cached
+# One FeatVizJob: every chosen channel in one batch, cached on disk by the weights' content and every
+# setting (asking again is instant, without pressing anything); progress, Stop and Resume between steps.
+job = FeatVizJob(lm, layer, channels, objective=objective, param=param, steps=int(steps), lr=float(lr),
+                 size=int(size), seed=int(seed), transforms=transforms, diversity=float(diversity),
+                 n_per_channel=int(copies))
 
-    stop_col = b2.empty()
-    stop_col.button("Stop", key=f"{KEY}_stop_button", on_click=_request_stop)
-    what = f"Optimising {len(channels)} channel(s)"
-    st.session_state.pop(f"{KEY}_clock", None)  # a new run measures its own speed
-    bar = w.progress_bar(KEY, 0, int(steps), what=what, unit="steps", rate_unit="step")
 
-    def progress(step: int, total: int, values: list) -> None:
-        # every update is also where Streamlit can interrupt the run when Stop is pressed
-        mean = sum(values) / max(1, len(values))
-        w.progress_bar(KEY, step, total, what=what, unit="steps", rate_unit="step", bar=bar,
-                       note=f"mean objective {mean:.3g}")
+def _so_far(results) -> None:
+    cols = st.columns(8)
+    for i, r in enumerate(results):
+        cols[i % 8].image(w.png_bytes(r.image), caption=f"channel {r.channel} · step {r.steps_run}", width="stretch")
 
-    results, _cached = render_cached(  # a cached run (same weights by content, same settings) is instant
-        lm, layer, channels, objective=objective, param=param, steps=int(steps), lr=float(lr), size=int(size),
-        seed=int(seed), transforms=transforms, diversity=float(diversity), n_per_channel=int(copies),
-        progress=progress, should_stop=lambda: st.session_state.get(f"{KEY}_stop", False))
-    bar.empty()
-    stop_col.empty()
-    st.session_state[f"{KEY}_shown"] = {"settings": settings, "results": [r.to_json() for r in results],
-                                        "png": [w.png_bytes(r.image) for r in results]}
+
+results = run_job(KEY, job, RunOptions(), what=f"Optimising {len(channels)} channel(s)", partial=_so_far,
+                  units_per_step=8)
+if results is not None:
+    if (st.session_state.get(f"{KEY}_shown") or {}).get("settings") != settings:
+        st.session_state[f"{KEY}_shown"] = {"settings": settings, "results": [r.to_json() for r in results],
+                                            "png": [w.png_bytes(r.image) for r in results]}
 
 
 def explain_numbers(used: dict, res: list[dict], best: dict) -> str:

@@ -1,9 +1,9 @@
 """Texture vs shape: the cue-conflict test of Geirhos et al. (ICLR 2019) for several models.
 
-UI only: scoring is a :class:`vizcore.passes.PassRun` of :class:`vizcore.cueconflict.ShapeBiasPass`
-(results cached on disk per model, weights and stimuli), run a few batches per step of the shared progress widget
-(:func:`dashboard.widgets.stepped_job`), so the page shows the time left, the running shape-bias
-estimate with its 95 % interval, and can be stopped and resumed; the published reference points
+UI only: scoring is one :class:`vizcore.cueconflict.ShapeBiasJob` per model, run in turn as one
+:class:`vizcore.jobs.ChainJob` by the job widget (:func:`dashboard.widgets.jobs.run_job`; results
+cached on disk per model, weights and stimuli), so the page shows the time left, the running
+shape-bias estimate with its 95 % interval, and can be stopped and resumed; the published reference points
 come from :data:`vizcore.cueconflict.REFERENCES` and are drawn apart from measured values.
 """
 from __future__ import annotations
@@ -78,8 +78,10 @@ except Exception as e:  # noqa: BLE001 - offline without stimuli, wrong folder, 
     st.stop()
 
 # ------------------------------------------------------------------------------- the jobs
-jobs_state: dict = st.session_state.setdefault(f"{KEY}_jobs", {})
-jobs: dict[str, cc.PassRun] = {}
+from dashboard.widgets.jobs import job_run, run_job  # noqa: E402
+from vizcore.jobs import ChainJob, RunOptions, cached  # noqa: E402
+
+parts: dict[str, cc.ShapeBiasJob] = {}
 loaded = {}
 for name in models:
     try:
@@ -95,22 +97,17 @@ for name in models:
     except Exception as e:  # noqa: BLE001 - unknown timm name, unreadable weights, ...
         st.error(f"Cannot load model {name!r}: {e}")
         continue
-    job_id = (name, weights, root, batch)
-    job = jobs_state.get(job_id)
-    if job is None:
-        try:
-            job = cc.shape_bias_run(lm, root, batch_size=batch)
-        except cc.NoImageNetHeadError as e:
-            st.error(str(e))
-            continue
-        except Exception as e:  # noqa: BLE001 - stimuli vanished, ...
-            st.error(f"{name}: {e}")
-            continue
-        jobs_state[job_id] = job
-    jobs[name] = job
+    try:
+        parts[name] = cc.ShapeBiasJob.of(lm, root)
+    except cc.NoImageNetHeadError as e:
+        st.error(str(e))
+        continue
+    except Exception as e:  # noqa: BLE001 - stimuli vanished, ...
+        st.error(f"{name}: {e}")
+        continue
     loaded[name] = lm
 
-if not jobs:
+if not parts:
     st.stop()
 
 cols = st.columns(min(len(loaded), 4))
@@ -118,13 +115,6 @@ for i, (name, lm) in enumerate(loaded.items()):
     with cols[i % len(cols)]:
         st.markdown(f"**{name}**")
         w.weights_badge(lm)
-
-
-
-def _so_far(job: cc.PassRun) -> tuple[int, int, int]:
-    """(shape hits, texture hits, cue-conflict images scored) of a run in progress (its partial result)."""
-    r = job.result()
-    return r.shape_hits, r.texture_hits, r.n
 
 
 def running_estimate(shape_hits: int, texture_hits: int) -> tuple[float, float, float] | None:
@@ -142,42 +132,32 @@ def running_estimate(shape_hits: int, texture_hits: int) -> tuple[float, float, 
     return shape_hits / n, lo, hi
 
 
-def _partial() -> None:
-    for name, job in jobs.items():
-        if job.done or not job.pos:
+def _partial(so_far: dict) -> None:
+    for name, r in so_far.items():
+        if cached(parts[name]) is not None:  # finished (and cached): in the table below
             continue
-        s_hits, t_hits, scored = _so_far(job)
-        est = running_estimate(s_hits, t_hits)
+        est = running_estimate(r.shape_hits, r.texture_hits)
         if est is None:
             continue
         bias, lo, hi = est
         st.markdown(f"**{name}** so far: shape bias **{bias:.3f}** (95 % interval {lo:.3f} to {hi:.3f}) from "
-                    f"{s_hits + t_hits} shape-or-texture decisions among {scored} of "
-                    f"{job.p.subsets['cue-conflict']} cue-conflict images.")
+                    f"{r.shape_hits + r.texture_hits} shape-or-texture decisions among {r.n} of "
+                    f"{parts[name].pass_.subsets['cue-conflict']} cue-conflict images.")
 
 
-def _step(progress) -> None:
-    name = next(n for n, j in jobs.items() if not j.done)
-    job = jobs[name]
-    before = sum(j.pos for j in jobs.values()) - job.pos
-    job.step(STEP_BATCHES, progress=lambda d, t: progress(before + d, total))
-    if job.done:
-        job.result()  # written to the disk cache
-
-
-total = sum(j.total for j in jobs.values())
-pending = [n for n, j in jobs.items() if not j.done]
-left = sum(jobs[n].total - jobs[n].pos for n in pending)
-started = any(jobs[n].pos for n in pending)
-finished = w.stepped_job(
-    KEY, tuple((n, weights, root, batch) for n in jobs), counts=lambda: (sum(j.pos for j in jobs.values()), total),
-    step=_step, partial=_partial, what=f"Scoring {len(jobs)} model(s) on the stimuli",
-    idle_note=f"{len(pending)} model(s) to score: {left:,} images left "
-              f"({'partly done, ' if started else ''}results are cached on disk when finished).")
-if not any(j.done for j in jobs.values()):
-    st.stop()
-
-results = {n: j.result() for n, j in jobs.items() if j.done}
+# One job for every model in turn (the job layer): progress, time left, Stop, Resume; each model's
+# result is cached as soon as it is complete, so the finished ones are shown below at once.
+chain = ChainJob(parts)
+options = RunOptions(batch_size=batch, workers=0)
+run = job_run(KEY, chain, options)
+pending = [n for n, j in parts.items() if cached(j) is None]
+left = sum(parts[n].total for n in pending) - (run.done if run.done < run.total else 0)
+results = run_job(KEY, chain, options, what=f"Scoring {len(parts)} model(s) on the stimuli", partial=_partial,
+                  units_per_step=STEP_BATCHES * batch,
+                  idle_note=f"{len(pending)} model(s) to score: {max(0, left):,} images left "
+                            f"({'partly done, ' if run.done else ''}results are cached on disk when finished).")
+if results is None:
+    results = {n: r for n, j in parts.items() if (r := cached(j)) is not None}
 if not results:
     st.stop()
 

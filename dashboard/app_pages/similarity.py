@@ -1,8 +1,8 @@
 """Similarity: linear CKA between every tap of two networks.
 
-UI only: :mod:`vizcore.similarity` computes the minibatch CKA in one dataset pass
-(:class:`vizcore.passes.PassRun`, a few batches per script run so the page shows progress and
-Stop works) and caches the result on disk. A highlighted row or column opens a channel of that tap
+UI only: :class:`vizcore.similarity.CKAJob` computes the minibatch CKA in one dataset pass, run
+by the job widget (:func:`dashboard.widgets.jobs.run_job`: progress, time left, Stop, Resume, the
+engine chosen, the cached result at once). A highlighted row or column opens a channel of that tap
 on the unit page. Nearest neighbours of the session's image are on the Activations page (linked at
 the end).
 """
@@ -78,65 +78,31 @@ with st.sidebar:
                     format_func={"pool": "pooled (~9,600 features)", "flatten": "flattened whole"}.get,
                     help="Pooled first keeps memory bounded for the early layers of big networks; "
                          "flattened whole is Kornblith et al.'s protocol.")
+    engine = w.engine_input(KEY)
 
 ds = ds_all if n_use == n_max else ds_all.subset(sorted(set(np.linspace(0, n_max - 1, n_use).astype(int).tolist())),
                                                    name=f"{ds_all.name}[{n_use}]")
 st.write(f"**{ds.name}**: {len(ds)} images · A: **{model}** · B: **{model_b}** ({AGAINST[against]})")
 
-from vizcore.similarity import load_cached, prepare, save_cached  # noqa: E402
+from dashboard.widgets.jobs import run_job  # noqa: E402
+from vizcore.jobs import RunOptions  # noqa: E402
+from vizcore.similarity import CKAJob  # noqa: E402
 
 try:
-    p, key = prepare(lm, lm_b, ds, layers=layers, layers_b=layers_b, batch_size=batch, mode=mode)
+    job = CKAJob.of(lm, lm_b, ds, layers=layers, layers_b=layers_b, batch_size=batch, mode=mode)
 except (ValueError, KeyError) as e:
     st.error(str(e).strip("'\""))
     st.stop()
 
 # ------------------------------------------------------------------------------ the pass
-results: dict = st.session_state.setdefault(f"{KEY}_results", {})
-if key not in results and (hit := load_cached(key)) is not None:
-    results[key] = hit
-
-job = st.session_state.get(f"{KEY}_job")
-if key not in results:
-    c1, c2 = st.columns([4, 1])
-    if job is None or job["key"] != key:
-        if c1.button("Compute CKA", type="primary", key=f"{KEY}_run", icon=":material/play_arrow:"):
-            from vizcore.passes import PassRun
-
-            st.session_state[f"{KEY}_job"] = {"key": key, "run": PassRun(p, ds, batch_size=batch, workers=0),
-                                              "stopped": False}
-            st.rerun()
-        st.info("Press **Compute CKA**. Results are cached on disk: a repeated run is instant.")
-        st.stop()
-    run = job["run"]
-    if job["stopped"]:
-        c1.warning(f"Stopped after {run.pos} of {run.total} images. Nothing is cached.")
-        if c2.button("Resume", key=f"{KEY}_resume", icon=":material/play_arrow:"):
-            job["stopped"] = False
-            st.rerun()
-        st.stop()
-    if c2.button("Stop", key=f"{KEY}_stop", icon=":material/stop:"):
-        job["stopped"] = True
-        st.rerun()
-    eta = run.eta()
-    bar = c1.progress(run.pos / max(run.total, 1), text=f"CKA over {ds.name}: {run.pos}/{run.total} images"
-                      + (f" · about {eta:.0f} s left" if eta is not None else ""))
-    try:
-        # A few batches per script run: the Stop button is read between runs.
-        run.step(max(1, 64 // batch),
-                 progress=lambda d, t: bar.progress(d / max(t, 1), text=f"CKA over {ds.name}: {d}/{t} images"))
-        if run.done:
-            res = run.result()
-            save_cached(key, res)
-            results[key] = res
-            st.session_state.pop(f"{KEY}_job", None)
-    except Exception as e:  # noqa: BLE001 - e.g. no full batch could be read: say so, keep the page
-        st.session_state.pop(f"{KEY}_job", None)
-        st.error(str(e))
-        st.stop()
-    st.rerun()
-
-res = results[key]
+# The job layer: the cached result at once, else Compute with progress, Stop and Resume; cached once complete.
+if engine == "ray":
+    w.ray_or_stop()
+res = run_job(KEY, job, RunOptions(batch_size=batch, workers=0, engine=engine), what=f"CKA over {ds.name}",
+              start_label="Compute CKA",
+              idle_note="Press **Compute CKA**. Results are cached on disk: a repeated run is instant.")
+if res is None:
+    st.stop()
 src = "from the cache" if res.from_cache else "computed now"
 dropped = f" · {res.dropped} images of a short batch dropped" if res.dropped else ""
 skipped = f" · {len(res.skipped)} unreadable" if res.skipped else ""

@@ -14,18 +14,6 @@ def add_model_args(p, *, default: str | None = "efficientnet_lite0") -> None:
                    help="auto (package, hub cache, download, random), random, or a checkpoint path")
 
 
-def add_engine_args(p) -> None:
-    """``--engine local|ray`` and ``--ray-address`` of every dataset analysis."""
-    import os
-
-    p.add_argument("--engine", default="local", choices=("local", "ray"),
-                   help="local: this process (default); ray: Ray Data workers, same result (see README, "
-                        "'Running on a cluster')")
-    p.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None, metavar="ADDR",
-                   help="Ray cluster for --engine ray (`auto`, host:port, ray://host:10001); default "
-                        "$RAY_ADDRESS, else a local Ray started with this machine's CPUs")
-
-
 def load_model_cli(args):
     """Load the model named by ``--model/--weights`` and report the weight source on stderr."""
     from vizcore.models import load_model

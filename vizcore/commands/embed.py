@@ -5,7 +5,8 @@ ORDER = 90
 
 
 def register(sub) -> None:
-    from vizcore.commands._util import add_engine_args, add_model_args
+    from vizcore.commands._util import add_model_args
+    from vizcore.jobs import add_run_flags
 
     p = sub.add_parser(
         "embed", help="2-D map of a dataset's pooled features at one layer, with quality numbers",
@@ -22,11 +23,8 @@ def register(sub) -> None:
     p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (default 30)")
     p.add_argument("--neighbors", type=int, default=15, help="UMAP n_neighbors (default 15)")
     p.add_argument("--pool-target", type=int, default=9600, help="features per layer aimed at (default 9600)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=None, help="data-loading processes")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the caches")
     p.add_argument("--out", required=True, metavar="FILE.csv", help="CSV to write (JSON goes beside it)")
-    add_engine_args(p)
+    add_run_flags(p, batch_size=32)
     p.set_defaults(func=run)
 
 
@@ -36,6 +34,7 @@ def run(args) -> int:
     from vizcore.commands._util import load_model_cli, write_json
     from vizcore.data import open_dataset
     from vizcore.embed import embed
+    from vizcore.jobs import RunOptions
 
     out = Path(args.out)
     if out.suffix.lower() != ".csv":
@@ -45,8 +44,7 @@ def run(args) -> int:
     lm.resolve(args.layer)  # a bad layer name fails before any work, with close matches
     e = embed(lm, ds, args.layer, method=args.method, label=args.label, seed=args.seed,
               perplexity=args.perplexity, n_neighbors=args.neighbors, pool=args.pool_target,
-              batch_size=args.batch_size, workers=args.workers, progress=True, cache=not args.no_cache,
-              engine=args.engine, ray_address=args.ray_address)
+              options=RunOptions.from_args(args), progress=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     e.write_csv(out)
     info = e.to_json()

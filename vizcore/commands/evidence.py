@@ -9,6 +9,7 @@ DEFAULT_METHODS = ("cam", "gradcam", "guided", "deconv")
 
 def register(sub) -> None:
     from vizcore.commands._util import add_model_args
+    from vizcore.jobs import add_run_flags
 
     p = sub.add_parser(
         "evidence", help="class-evidence maps of several methods, each with deletion/insertion scores",
@@ -45,6 +46,7 @@ def register(sub) -> None:
     f.add_argument("--random-grid", type=int, default=7,
                    help="side of the random baseline map's lattice (default 7, like a CAM at stride 32)")
     f.add_argument("--curves", action="store_true", help=argparse.SUPPRESS)
+    add_run_flags(p, batch_size=None, engine=False, workers=False)  # --no-cache: every map and score is cached
     p.set_defaults(func=run)
 
 
@@ -65,6 +67,7 @@ def run(args) -> int:
     from vizcore.commands._util import load_model_cli, write_json
     from vizcore.commands.predict import read_images
     from vizcore.evidence import evidence_channels, explain, get_method, resolve_target
+    from vizcore.jobs import RunOptions
     from vizcore.models import get_spec
 
     for m in args.methods:
@@ -90,10 +93,13 @@ def run(args) -> int:
 
     try:
         rep = explain(lm, image, args.target, args.methods, settings=_settings(args), steps=args.steps,
-                      seed=args.seed, random_grid=args.random_grid, progress=progress)
+                      seed=args.seed, random_grid=args.random_grid, progress=progress,
+                      cache=RunOptions.from_args(args).cache)
     finally:
         for b in bars.values():
             b.close()
+    if rep.cached:
+        print("maps and scores from the cache", file=sys.stderr)
     index = rep.to_json(curves=args.curves)
     channels = None
     if args.channels and {"cam", "gradcam"} & set(args.methods):

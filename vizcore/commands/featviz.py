@@ -20,11 +20,12 @@ def _channels_arg(text: str) -> list[int]:
 
 def register(sub) -> None:
     from vizcore.commands._util import add_model_args
+    from vizcore.jobs import add_run_flags
 
     p = sub.add_parser("featviz", help="feature visualisation: images that maximise channels of a layer",
-                       description="Optimise one image per channel (all channels in one batch) and write "
-                                   "PNGs plus DIR/index.json with objective values before, after, and the "
-                                   "best value over a dataset.")
+                       description="Optimise one image per channel (--batch-size channels per batch, each "
+                                   "batch a cached job) and write PNGs plus DIR/index.json with objective "
+                                   "values before, after, and the best value over a dataset.")
     add_model_args(p)
     p.add_argument("--layer", required=True, help="tap name or module path (see `vizcore layers`)")
     p.add_argument("--channels", type=_channels_arg, default=[0], help="e.g. 0-15 or 3,7,12 (default 0)")
@@ -42,14 +43,15 @@ def register(sub) -> None:
     p.add_argument("--data", default=None,
                    help="dataset for the best-dataset-value comparison (default: built-in samples)")
     p.add_argument("--out", required=True, help="output directory")
+    add_run_flags(p, batch_size=64, engine=False, workers=False)  # channels per batch; --no-cache
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from tqdm.auto import tqdm
-
+    from vizcore import jobs
     from vizcore.commands._util import load_model_cli, write_json
-    from vizcore.featureviz import best_dataset_value, render
+    from vizcore.featureviz import FeatVizJob, best_dataset_value, featviz_jobs
+    from vizcore.jobs import ChainJob, RunOptions
 
     if args.steps < 1:  # checked before the model loads: one line, nothing written
         raise ValueError(f"--steps must be at least 1, not {args.steps}: with no optimisation step the "
@@ -59,18 +61,19 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    bar = tqdm(total=args.steps, desc=f"featviz {args.layer}", unit="step", file=sys.stderr)
-
-    def progress(step: int, total: int, values: list) -> None:
-        bar.update(step - bar.n)
-        bar.set_postfix(mean_objective=f"{sum(values) / max(1, len(values)):.3g}", refresh=False)
-
-    try:
-        results = render(lm, args.layer, args.channels, objective=args.objective, param=args.param,
-                         steps=args.steps, lr=args.lr, size=size, seed=args.seed, transforms=args.transforms,
-                         diversity=args.diversity, n_per_channel=args.n_per_channel, progress=progress)
-    finally:
-        bar.close()
+    settings = dict(objective=args.objective, param=args.param, steps=args.steps, lr=args.lr, size=size,
+                    seed=args.seed, transforms=args.transforms, diversity=args.diversity,
+                    n_per_channel=args.n_per_channel)
+    options = RunOptions.from_args(args)
+    if args.batch_size < 1:
+        raise ValueError("--batch-size must be at least 1")
+    if args.objective.lstrip("-") == "layer":
+        parts = [FeatVizJob(lm, args.layer, None, **settings)]
+    else:
+        parts = featviz_jobs(lm, args.layer, args.channels, batch=args.batch_size, **settings)
+    # One job per batch of channels (each cached on its own), run in turn with one bar of steps.
+    done = jobs.run(ChainJob({f"batch {i}": j for i, j in enumerate(parts)}), options, progress=True)
+    results = [r for batch in done.values() for r in batch]
 
     per_layer_objective = args.objective.lstrip("-") == "layer"
     chans = None if per_layer_objective else args.channels

@@ -5,7 +5,8 @@ ORDER = 60
 
 
 def register(sub) -> None:
-    from vizcore.commands._util import add_engine_args, add_model_args
+    from vizcore.commands._util import add_model_args
+    from vizcore.jobs import add_run_flags
 
     p = sub.add_parser(
         "mine", help="mine the top-k dataset patches of every channel of some layers",
@@ -18,14 +19,11 @@ def register(sub) -> None:
     p.add_argument("--layers", nargs="+", required=True, metavar="LAYER",
                    help="tap names or module paths (see `vizcore layers --model NAME`), or `all` for every tap")
     p.add_argument("--k", type=int, default=9, help="patches kept per channel (default 9)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: cores - 1, max 4)")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the results cache")
     p.add_argument("--no-montage", action="store_true", help="write index.json only")
     p.add_argument("--cell", type=int, default=None,
                    help="montage patch size in pixels (default 64, smaller for wide layers)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    add_engine_args(p)
+    add_run_flags(p, batch_size=32)
     p.set_defaults(func=run)
 
 
@@ -37,6 +35,7 @@ def run(args) -> int:
 
     from vizcore.commands._util import load_model_cli, write_json
     from vizcore.data import open_dataset
+    from vizcore.jobs import RunOptions
     from vizcore.patches import mine_top_patches
 
     if args.k < 1:
@@ -48,14 +47,7 @@ def run(args) -> int:
         lm.resolve(name)  # a bad layer name fails before any work, with close matches
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=len(ds), unit="img", desc=f"mining {lm.name}", file=sys.stderr) as bar:
-        def progress(done: int, total: int) -> None:
-            bar.update(done - bar.n)
-
-        res = mine_top_patches(lm, ds, layers, k=args.k, batch_size=args.batch_size,
-                               workers=args.workers, progress=progress, cache=not args.no_cache,
-                               engine=args.engine, ray_address=args.ray_address)
-        bar.update(len(ds) - bar.n)
+    res = mine_top_patches(lm, ds, layers, k=args.k, options=RunOptions.from_args(args), progress=True)
     if res.cached:
         print("results from cache", file=sys.stderr)
     if res.skipped:

@@ -6,6 +6,7 @@ ORDER = 96
 
 def register(sub) -> None:
     from vizcore.commands._util import add_model_args
+    from vizcore.jobs import add_run_flags
 
     p = sub.add_parser(
         "neighbours", help="the k dataset images most similar to a query image at each layer",
@@ -20,10 +21,8 @@ def register(sub) -> None:
                    help="tap names or module paths (default: every tap)")
     p.add_argument("--k", type=int, default=8, help="neighbours per layer (default 8)")
     p.add_argument("--pool-target", type=int, default=9600, help="features per layer aimed at (default 9600)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=None, help="data-loading processes")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the features cache")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_run_flags(p, batch_size=32)
     p.set_defaults(func=run)
 
 
@@ -69,6 +68,8 @@ def run(args) -> int:
 
     from vizcore.commands._util import load_model_cli, write_json
     from vizcore.data import load_image, open_dataset
+    from vizcore.features import extract_features
+    from vizcore.jobs import RunOptions
     from vizcore.similarity import nearest_neighbours, order_layers
 
     if args.k < 1:
@@ -76,10 +77,11 @@ def run(args) -> int:
     query = load_image(args.image)
     ds = open_dataset(args.data)
     lm = load_model_cli(args)
-    order_layers(lm, args.layers)  # a bad layer name fails before any work, with close matches
-    nb = nearest_neighbours(lm, query, ds, args.layers, k=args.k, query_name=args.image, pool=args.pool_target,
-                            batch_size=args.batch_size, workers=args.workers, progress=True,
-                            cache=not args.no_cache)
+    names = order_layers(lm, args.layers)
+    feats = extract_features(lm, ds, names, pool=args.pool_target, options=RunOptions.from_args(args),
+                             progress=True)  # a job: local or Ray, cached; the query is pooled alike
+    nb = nearest_neighbours(lm, query, ds, names, k=args.k, query_name=args.image, pool=args.pool_target,
+                            features=feats)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(nb.to_json(), out / "neighbours.json")

@@ -5,7 +5,8 @@ ORDER = 80
 
 
 def register(sub) -> None:
-    from vizcore.commands._util import add_engine_args, add_model_args
+    from vizcore.commands._util import add_model_args
+    from vizcore.jobs import add_run_flags
 
     p = sub.add_parser(
         "probe", help="linear-probe accuracy of every layer on a labelled dataset",
@@ -29,12 +30,9 @@ def register(sub) -> None:
     p.add_argument("--grid", type=int, default=None, help="fixed pooling grid side instead of --pool-target")
     p.add_argument("--fit", default="auto", choices=("auto", "sklearn", "cpu", "cuda"),
                    help="scikit-learn, or a PyTorch linear layer on cpu/cuda (auto: cuda if present)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=None, help="data-loading processes")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the caches")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON to FILE")
-    add_engine_args(p)
+    add_run_flags(p, batch_size=32)
     p.set_defaults(func=run)
 
 
@@ -60,6 +58,7 @@ def run(args) -> int:
     from vizcore.commands._util import load_model_cli, write_json
     from vizcore.data import open_dataset
     from vizcore.features import Pooling
+    from vizcore.jobs import RunOptions
     from vizcore.probes import fit_probes
 
     if args.folds is not None and args.folds < 2:
@@ -76,8 +75,7 @@ def run(args) -> int:
     res = fit_probes(lm, ds, layers=args.layers, label=args.label, compare_random=args.random_init,
                      random_seed=args.seed, test_size=args.test_size, folds=args.folds, seed=args.seed, C=args.C,
                      pool=Pooling(target=args.pool_target, grid=args.grid), fit_device=args.fit,
-                     batch_size=args.batch_size, workers=args.workers, progress=True, cache=not args.no_cache,
-                                  engine=args.engine, ray_address=args.ray_address)
+                     options=RunOptions.from_args(args), progress=True)
     if res.skipped:
         print(f"skipped {len(res.skipped)} unreadable file(s)", file=sys.stderr)
     if args.out:

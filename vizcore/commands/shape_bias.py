@@ -5,7 +5,8 @@ ORDER = 100
 
 
 def register(sub) -> None:
-    from vizcore.commands._util import add_engine_args, add_model_args
+    from vizcore.commands._util import add_model_args
+    from vizcore.jobs import add_run_flags
 
     p = sub.add_parser(
         "shape-bias", help="texture vs shape: shape bias on the cue-conflict stimuli (Geirhos et al. 2019)",
@@ -18,13 +19,10 @@ def register(sub) -> None:
                    help="stimuli root (with style-transfer-preprocessed-512/, filled-silhouettes/, edges/) "
                         "or the cue-conflict folder alone; default: $VIZCORE_STIMULI, then the download "
                         "cache, then a download from rgeirhos/texture-vs-shape")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
-    p.add_argument("--workers", type=int, default=None, help="decoding worker processes")
-    p.add_argument("--no-cache", action="store_true", help="recompute even if a cached result exists")
     p.add_argument("--decisions", action="store_true", help="include every image's decision in the JSON")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--out", default=None, metavar="FILE", help="also write the JSON result to FILE")
-    add_engine_args(p)
+    add_run_flags(p, batch_size=16)
     p.set_defaults(func=run)
 
 
@@ -32,6 +30,7 @@ def run(args) -> int:
     import sys
 
     from vizcore.commands._util import load_model_cli, write_json
+    from vizcore.jobs import RunOptions
     from vizcore.cueconflict import check_imagenet_head, locate_stimuli, shape_bias, summary_lines
     from vizcore.models import get_spec
 
@@ -40,9 +39,7 @@ def run(args) -> int:
     check_imagenet_head(get_spec(args.model))  # fail before building the model
     root = locate_stimuli(args.stimuli)
     lm = load_model_cli(args)
-    result = shape_bias(lm, root, batch_size=args.batch_size, workers=args.workers,
-                        progress=True, use_cache=not args.no_cache,
-                        engine=args.engine, ray_address=args.ray_address)
+    result = shape_bias(lm, root, options=RunOptions.from_args(args), progress=True)
     obj = result.to_json(decisions=args.decisions)
     if args.out:
         write_json(obj, args.out)

@@ -5,6 +5,8 @@ ORDER = 95
 
 
 def register(sub) -> None:
+    from vizcore.jobs import add_run_flags
+
     p = sub.add_parser(
         "similarity", help="linear CKA between every tap of model A and every tap of model B",
         description="One pass over DATA computes the minibatch linear CKA (unbiased HSIC; Nguyen et al. "
@@ -24,16 +26,11 @@ def register(sub) -> None:
                    help="taps of A (default: every tap); also of B when B has the same architecture")
     p.add_argument("--layers-b", nargs="+", default=None, metavar="LAYER",
                    help="taps of B (default: --layers for the same architecture, else every tap)")
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="images per batch, at least 4 (default 32); a shorter last batch is dropped")
     p.add_argument("--mode", choices=("pool", "flatten"), default="pool",
                    help="pool: average-pool each map to about --pool-target features first (default; "
                         "bounded memory); flatten: whole maps")
     p.add_argument("--pool-target", type=int, default=9600, help="features per tap in pool mode (default 9600)")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local: this process (default); ray: Ray Data workers")
-    p.add_argument("--workers", type=int, default=None, help="data-loading processes (local engine)")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the results cache")
+    add_run_flags(p, batch_size=32)  # a batch of at least 4 (the unbiased HSIC); a shorter last one is dropped
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.set_defaults(func=run)
 
@@ -72,6 +69,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from vizcore.data import open_dataset
+    from vizcore.jobs import RunOptions
     from vizcore.models import load_model
     from vizcore.similarity import cka, write_outputs
 
@@ -91,9 +89,8 @@ def run(args) -> int:
     for lm in ([a] if b is a else [a, b]):
         print(lm.weights.warning and f"warning: {lm.weights.warning}" or f"{lm.name}: weights from "
               f"{lm.weights.label()}", file=sys.stderr)
-    res = cka(a, b, ds, layers=args.layers, layers_b=args.layers_b, batch_size=args.batch_size, mode=args.mode,
-              pool_target=args.pool_target, engine=args.engine, workers=args.workers, progress=True,
-              cache=not args.no_cache)
+    res = cka(a, b, ds, layers=args.layers, layers_b=args.layers_b, mode=args.mode,
+              pool_target=args.pool_target, options=RunOptions.from_args(args), progress=True)
     out = Path(args.out)
     paths = write_outputs(res, out)
     heatmap_png(res, out / "cka.png")

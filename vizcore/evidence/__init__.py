@@ -15,8 +15,8 @@ Adding a method is one decorated function (:func:`vizcore.evidence.registry.meth
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,9 +24,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vizcore.evidence.channels import ChannelShare, EvidenceChannels, evidence_channels, layer_tap
-from vizcore.evidence.faithfulness import Faithfulness, faithfulness, random_map
+from vizcore.evidence.faithfulness import Faithfulness, faithfulness, faithfulness_steps, random_map
 from vizcore.evidence.registry import (
-    EvidenceStopped,
     MethodNotApplicable,
     MethodSpec,
     Progress,
@@ -36,11 +35,13 @@ from vizcore.evidence.registry import (
     list_methods,
     method,
 )
+from vizcore.jobs import StepJob, Tick
 from vizcore.models import LoadedModel, ModelSpec
 from vizcore.summary import Geometry
 
 __all__ = [
-    "ChannelShare", "EvidenceChannels", "EvidenceMap", "EvidenceReport", "EvidenceStopped", "Faithfulness",
+    "ChannelShare", "EvidenceChannels", "EvidenceJob", "EvidenceMap", "EvidenceReport", "ExplainJob", "Faithfulness",
+    "FaithfulnessJob",
     "MethodNotApplicable", "MethodSpec", "RawEvidence", "Target", "UnknownClassError", "UnknownMethodError",
     "evidence", "evidence_channels", "explain", "faithfulness", "fcn_scene", "get_method", "layer_tap",
     "list_methods", "method", "random_map", "resolve_target", "to_input", "top_patches",
@@ -207,7 +208,7 @@ def _prepare(lm: LoadedModel, image: Image.Image | torch.Tensor) -> tuple[torch.
 
 def evidence(lm: LoadedModel, image: Image.Image | torch.Tensor, target: int | str | None, method: str,
              *, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-             **settings) -> EvidenceMap:
+             cache: bool = True, **settings) -> EvidenceMap:
     """Where ``method`` finds the evidence for class ``target`` in ``image``.
 
     Args:
@@ -218,27 +219,19 @@ def evidence(lm: LoadedModel, image: Image.Image | torch.Tensor, target: int | s
         target: class index, label, or ``"top1"``/``None`` for the top prediction.
         method: a registered method name (:func:`list_methods`).
         progress: ``progress(done, total)`` for the slow methods (occlusion, ig).
-        should_stop: polled by the slow methods; ``True`` raises :class:`EvidenceStopped`.
+        should_stop: polled between the slow methods' batches; ``True`` raises
+            :class:`vizcore.jobs.Stopped` (nothing cached).
+        cache: read and write the on-disk cache (:class:`EvidenceJob`: by image content, model,
+            target and settings).
         **settings: the method's settings (see ``get_method(name).defaults``).
 
     Returns:
         an :class:`EvidenceMap` whose ``map`` is ``(H, W)`` at input resolution.
     """
-    spec = get_method(method)
-    unknown = [k for k in settings if k not in spec.defaults]
-    if unknown:
-        raise ValueError(f"unknown setting(s) for {method}: {', '.join(unknown)}; "
-                         f"known: {', '.join(spec.defaults) or 'none'}")
-    x, crop = _prepare(lm, image)
-    tgt = (resolve_target(lm, target, _logits(lm, x)) if target is None or str(target).lower() == "top1"
-           else resolve_target(lm, target))
-    t0 = time.perf_counter()
-    r = spec.fn(lm, x, tgt.index, progress=progress, should_stop=should_stop, **settings)
-    seconds = time.perf_counter() - t0
-    size = (int(x.shape[-2]), int(x.shape[-1]))
-    full = to_input(r.raw, r.geometry, size)
-    return EvidenceMap(method, tgt, full, r.raw.numpy().astype(np.float32), r.geometry,
-                       {**spec.defaults, **r.settings}, r.caveats, r.display, crop, seconds, dict(r.extra))
+    from vizcore import jobs
+
+    job = EvidenceJob(lm, image, target, method, settings)
+    return jobs.run(job, jobs.RunOptions(cache=cache), progress=progress or False, should_stop=should_stop)
 
 
 def fcn_scene(lm: LoadedModel, image: Image.Image, target: int | str | None, *, short_side: int = 448,
@@ -308,6 +301,7 @@ class EvidenceReport:
     scores: dict[str, Faithfulness]
     random: Faithfulness
     faithfulness_settings: dict
+    cached: bool = False  # every part came from the disk cache
 
     def to_json(self, curves: bool = False) -> dict:
         """The CLI's ``index.json`` (without the file names, which the CLI adds)."""
@@ -324,9 +318,9 @@ class EvidenceReport:
 def explain(lm: LoadedModel, image: Image.Image, target: int | str | None, methods: Sequence[str], *,
             settings: dict[str, dict] | None = None, steps: int = 32, seed: int = 0, random_grid: int = 7,
             progress: Callable[[str, int, int], None] | None = None,
-            should_stop: Callable[[], bool] | None = None) -> EvidenceReport:
+            should_stop: Callable[[], bool] | None = None, cache: bool = True) -> EvidenceReport:
     """Every method's map for one class, each with deletion/insertion scores, and a random
-    map's scores in the same run (same image, class, steps).
+    map's scores in the same run (same image, class, steps): :class:`ExplainJob` to the end.
 
     Args:
         methods: registered names, in the order wanted.
@@ -336,26 +330,236 @@ def explain(lm: LoadedModel, image: Image.Image, target: int | str | None, metho
         random_grid: side of the random map's lattice (see :func:`random_map`).
         progress: ``progress(stage, done, total)``; ``stage`` is a method name,
             ``"<method> faithfulness"`` or ``"random"``.
+        should_stop: polled between batches; ``True`` raises :class:`vizcore.jobs.Stopped`
+            (the parts finished so far stay cached).
+        cache: read and write every part's cache entry (a second run returns from the cache).
     """
-    settings = settings or {}
-    names = list(dict.fromkeys(methods))
-    for n in names:
-        get_method(n)  # unknown names fail before any work
-    x, crop = _prepare(lm, image)
-    logits = _logits(lm, x)
-    tgt = resolve_target(lm, target, logits)
+    from vizcore import jobs
 
-    def stage(name: str):
-        return None if progress is None else (lambda d, t: progress(name, d, t))
+    job = ExplainJob(lm, image, target, methods, settings=settings, steps=steps, seed=seed,
+                     random_grid=random_grid, reuse=cache)
+    report = None if progress is None else (lambda d, t: progress(job.stage, *job.stage_counts))
+    return jobs.run(job, jobs.RunOptions(cache=cache), progress=report or False, should_stop=should_stop)
 
-    maps: dict[str, EvidenceMap] = {}
-    scores: dict[str, Faithfulness] = {}
-    for n in names:
-        maps[n] = evidence(lm, x, tgt.index, n, progress=stage(n), should_stop=should_stop,
-                           **settings.get(n, {}))
-        scores[n] = faithfulness(lm, x, maps[n].map, tgt.index, steps=steps,
-                                 progress=stage(f"{n} faithfulness"), should_stop=should_stop)
-    rnd = faithfulness(lm, x, random_map(tuple(x.shape[-2:]), seed, random_grid), tgt.index, steps=steps,
-                       progress=stage("random"), should_stop=should_stop)
-    return EvidenceReport(lm.name, lm.weights.to_json(), tgt, float(logits[0, tgt.index]), maps, scores, rnd,
-                          {"steps": steps, "seed": seed, "random_grid": random_grid})
+
+# ---------------------------------------------------------------------- jobs (cached, stopped, resumed)
+EVIDENCE_VERSION = 1
+
+
+def _digest(x: torch.Tensor) -> str:
+    """The content of a preprocessed input (what a cached map depends on, not the file's name)."""
+    import hashlib
+
+    t = x.detach().to("cpu", torch.float32).contiguous()
+    return hashlib.sha256(str(tuple(t.shape)).encode() + t.numpy().tobytes()).hexdigest()[:24]
+
+
+def _timed(work, clock: list[float]):
+    """``yield from`` a generator, adding the seconds spent inside it (not in the pauses) to ``clock``."""
+    while True:
+        t0 = time.perf_counter()
+        try:
+            tick = next(work)
+        except StopIteration as e:
+            clock[0] += time.perf_counter() - t0
+            return e.value
+        clock[0] += time.perf_counter() - t0
+        yield tick
+
+
+class EvidenceJob(StepJob[EvidenceMap]):
+    """One method's map for one class of one image, as a job (:mod:`vizcore.jobs`).
+
+    Cached on disk (``evidence/``, through :mod:`vizcore.cache`) by the image's content (the
+    preprocessed input), the model's identity (weights' content and preprocessing), the target
+    and every setting; a second request for the same map returns from the cache. The slow
+    methods (occlusion, integrated gradients) tick after each forward batch, so a page shows
+    their progress, stops them between batches and resumes them.
+    """
+
+    kind = "evidence"
+    unit = "passes"
+
+    def __init__(self, lm: LoadedModel, image: Image.Image | torch.Tensor, target: int | str | None, method: str,
+                 settings: dict | None = None):
+        self.spec = get_method(method)
+        self.settings = dict(settings or {})
+        unknown = [k for k in self.settings if k not in self.spec.defaults]
+        if unknown:
+            raise ValueError(f"unknown setting(s) for {method}: {', '.join(unknown)}; "
+                             f"known: {', '.join(self.spec.defaults) or 'none'}")
+        self.lm, self.method = lm, method
+        self.x, self.crop = _prepare(lm, image)
+        self._target_arg = target
+        self._target: Target | None = None
+
+    @property
+    def target(self) -> Target:
+        if self._target is None:
+            t = self._target_arg
+            self._target = (resolve_target(self.lm, t, _logits(self.lm, self.x))
+                            if t is None or str(t).lower() == "top1" else resolve_target(self.lm, t))
+        return self._target
+
+    def key(self) -> str:
+        from vizcore.identity import result_key
+
+        return result_key(self.kind, EVIDENCE_VERSION, self.lm, None, image=_digest(self.x),
+                          target=self.target.index, method=self.method,
+                          settings={**self.spec.defaults, **self.settings})
+
+    def describe(self) -> str:
+        return self.method
+
+    def work(self):
+        clock = [0.0]
+        if self.spec.stepped:
+            r = yield from _timed(self.spec.fn(self.lm, self.x, self.target.index, **self.settings), clock)
+        else:
+            yield Tick(0, 1)
+            t0 = time.perf_counter()
+            r = self.spec.fn(self.lm, self.x, self.target.index, **self.settings)
+            clock[0] += time.perf_counter() - t0
+        size = (int(self.x.shape[-2]), int(self.x.shape[-1]))
+        return EvidenceMap(self.method, self.target, to_input(r.raw, r.geometry, size),
+                           r.raw.numpy().astype(np.float32), r.geometry, {**self.spec.defaults, **r.settings},
+                           r.caveats, r.display, self.crop, clock[0], dict(r.extra))
+
+    def encode(self, ev: EvidenceMap) -> dict:
+        return {"method": ev.method, "target": ev.target.to_json(), "map": torch.from_numpy(ev.map),
+                "raw": torch.from_numpy(ev.raw), "geometry": ev.geometry.to_json() if ev.geometry else None,
+                "settings": ev.settings, "caveats": list(ev.caveats), "display": ev.display,
+                "image": torch.from_numpy(np.asarray(ev.image.convert("RGB")).copy()), "seconds": ev.seconds,
+                "extra": ev.extra}
+
+    def decode(self, d: dict) -> EvidenceMap:
+        g = d["geometry"]
+        return EvidenceMap(d["method"], Target(**d["target"]), d["map"].numpy(), d["raw"].numpy(),
+                           Geometry(**g) if g else None, dict(d["settings"]), tuple(d["caveats"]), d["display"],
+                           Image.fromarray(d["image"].numpy()), float(d["seconds"]), dict(d["extra"]))
+
+
+class FaithfulnessJob(StepJob[Faithfulness]):
+    """Deletion and insertion curves of one map as a job, cached beside the map (``of``: what
+    the map is, e.g. the :class:`EvidenceJob` key or the random baseline's seed and lattice)."""
+
+    kind = "faithfulness"
+    unit = "images"
+
+    def __init__(self, lm: LoadedModel, x: torch.Tensor, heat: np.ndarray, target: int, *, steps: int, of: Any):
+        self.lm, self.x, self.heat, self.target, self.steps, self.of = lm, x, heat, int(target), int(steps), of
+
+    def key(self) -> str:
+        from vizcore.identity import result_key
+
+        return result_key(self.kind, EVIDENCE_VERSION, self.lm, None, image=_digest(self.x), target=self.target,
+                          steps=self.steps, of=self.of)
+
+    def work(self):
+        return (yield from faithfulness_steps(self.lm, self.x, self.heat, self.target, steps=self.steps))
+
+    def encode(self, f: Faithfulness) -> dict:
+        return {"fractions": torch.from_numpy(f.fractions), "deletion": torch.from_numpy(f.deletion),
+                "insertion": torch.from_numpy(f.insertion), "deletion_auc": f.deletion_auc,
+                "insertion_auc": f.insertion_auc}
+
+    def decode(self, d: dict) -> Faithfulness:
+        return Faithfulness(d["fractions"].numpy(), d["deletion"].numpy(), d["insertion"].numpy(),
+                            float(d["deletion_auc"]), float(d["insertion_auc"]))
+
+
+class ExplainJob(StepJob[EvidenceReport]):
+    """:func:`explain` as a job: every method's map (an :class:`EvidenceJob`) and its scores (a
+    :class:`FaithfulnessJob`), then the random baseline's, each part cached as it completes (with
+    ``reuse``), so a second run of the same image, class and settings reads every part from the
+    cache. It counts *stages* (a map, its scores, the random baseline: ``2 * methods + 1``);
+    :attr:`stage` and :attr:`stage_counts` say where it is within one.
+    """
+
+    kind = "explain"
+    unit = "stages"
+
+    def __init__(self, lm: LoadedModel, image: Image.Image | torch.Tensor, target: int | str | None,
+                 methods: Sequence[str], *, settings: dict[str, dict] | None = None, steps: int = 32, seed: int = 0,
+                 random_grid: int = 7, reuse: bool = True):
+        settings = settings or {}
+        names = list(dict.fromkeys(methods))
+        for n in names:
+            get_method(n)  # unknown names fail before any work
+        self.lm, self.steps, self.seed, self.random_grid, self.reuse = lm, int(steps), int(seed), int(random_grid), reuse
+        self.x, _crop = _prepare(lm, image)
+        logits = _logits(lm, self.x)
+        self.target = resolve_target(lm, target, logits)
+        self.target_logit = float(logits[0, self.target.index])
+        self.parts = {n: EvidenceJob(lm, self.x, self.target.index, n, settings.get(n, {})) for n in names}
+        self.total = 2 * len(names) + 1
+        self.stage, self.stage_counts = "", (0, 1)
+
+    def key(self) -> str:
+        from vizcore.cache import cache_key
+
+        return cache_key(parts=[j.key() for j in self.parts.values()], steps=self.steps, seed=self.seed,
+                         grid=self.random_grid)
+
+    def save(self, result: EvidenceReport) -> None:
+        pass  # each part is written as it completes (see work)
+
+    def load(self) -> EvidenceReport | None:
+        if not self.reuse:
+            return None
+        maps, scores = {}, {}
+        for n, job in self.parts.items():
+            if (m := job.load()) is None or (f := self._faith(n, m).load()) is None:
+                return None
+            maps[n], scores[n] = m, f
+        if (rnd := self._random().load()) is None:
+            return None
+        return replace(self._report(maps, scores, rnd), cached=True)
+
+    def _faith(self, name: str, ev: EvidenceMap) -> FaithfulnessJob:
+        return FaithfulnessJob(self.lm, self.x, ev.map, self.target.index, steps=self.steps, of=self.parts[name].key())
+
+    def _random(self) -> FaithfulnessJob:
+        heat = random_map(tuple(self.x.shape[-2:]), self.seed, self.random_grid)
+        return FaithfulnessJob(self.lm, self.x, heat, self.target.index, steps=self.steps,
+                               of={"random": self.seed, "grid": self.random_grid})
+
+    def _report(self, maps, scores, rnd) -> EvidenceReport:
+        return EvidenceReport(self.lm.name, self.lm.weights.to_json(), self.target, self.target_logit, maps, scores,
+                              rnd, {"steps": self.steps, "seed": self.seed, "random_grid": self.random_grid})
+
+    def _part(self, k: int, stage: str, job: StepJob):
+        self.stage, self.stage_counts = stage, (0, 1)
+        if self.reuse and (hit := job.load()) is not None:
+            return hit
+        work = job.work()
+        while True:
+            try:
+                t = next(work)
+            except StopIteration as e:
+                result = e.value
+                break
+            self.stage_counts = (int(t.done), int(t.total))
+            yield Tick(k, self.total)
+        if self.reuse:
+            job.save(result)
+        return result
+
+    def work(self):
+        """Ticks with the partial result: an :class:`EvidenceReport` of the maps (and scores) so far,
+        its ``random`` ``None`` until the baseline is scored."""
+        yield Tick(0, self.total)
+        maps: dict[str, EvidenceMap] = {}
+        scores: dict[str, Faithfulness] = {}
+        k = 0
+        for n, job in self.parts.items():
+            maps[n] = yield from self._part(k, n, job)
+            k += 1
+            yield Tick(k, self.total, self._report(dict(maps), dict(scores), None))
+            scores[n] = yield from self._part(k, f"{n} faithfulness", self._faith(n, maps[n]))
+            k += 1
+            yield Tick(k, self.total, self._report(dict(maps), dict(scores), None))
+        rnd = yield from self._part(k, "random", self._random())
+        return self._report(maps, scores, rnd)
+
+

@@ -4,17 +4,25 @@ backpropagation, deconvolution, integrated gradients and Grad-CAM.
 captum attaches hooks to the shared model, so every call holds ``lm.lock``
 throughout. Gradients are taken with respect to the input only (the loaded
 model's parameters have ``requires_grad=False``).
+
+Occlusion and integrated gradients are the slow methods: they are generators that yield a
+:class:`vizcore.jobs.Tick` after each forward batch and hold ``lm.lock`` one batch at a time,
+so the job layer shows their progress, stops them between batches and resumes them where
+they stopped. Why their loops are written here: captum's ``Occlusion`` and
+``IntegratedGradients`` run every batch inside one ``attribute`` call, which can be neither
+paused nor resumed; the loops below compute the same sums (captum's sliding windows averaged
+per pixel; captum's Gauss-Legendre path integral, its nodes and weights taken from captum).
 """
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable
 
 import torch
 import torch.nn as nn
 
-from vizcore.evidence.registry import EvidenceStopped, MethodNotApplicable, Progress, RawEvidence, method
+from vizcore.evidence.registry import MethodNotApplicable, RawEvidence, method
+from vizcore.jobs import Tick
 from vizcore.models import LoadedModel
 from vizcore.summary import Geometry, layer_geometry
 
@@ -22,31 +30,16 @@ PIXEL = Geometry(1, 1, 0.0)
 _OTHER_ACTS = (nn.ReLU6, nn.SiLU, nn.Hardswish, nn.GELU, nn.ELU, nn.LeakyReLU, nn.Mish, nn.Hardtanh, nn.Sigmoid)
 
 
-def _logits_fn(lm: LoadedModel, counter: Callable[[], None] | None = None):
-    """``x -> logits`` through the shared model, counting calls for progress."""
+def _logits_fn(lm: LoadedModel):
+    """``x -> logits`` through the shared model."""
 
     def fwd(inp: torch.Tensor) -> torch.Tensor:
         out = lm.model(inp)
         if not torch.is_tensor(out):
             out = getattr(out, "logits", out[0] if isinstance(out, (tuple, list)) else out)
-        if counter is not None:
-            counter()
         return out
 
     return fwd
-
-
-def _counter(total: int, progress: Progress | None, should_stop: Callable[[], bool] | None):
-    done = [0]
-
-    def tick() -> None:
-        if should_stop is not None and should_stop():
-            raise EvidenceStopped("stopped")
-        done[0] += 1
-        if progress is not None:
-            progress(min(done[0], total), total)
-
-    return tick
 
 
 def _reduce(attr: torch.Tensor, how: str) -> torch.Tensor:
@@ -98,29 +91,41 @@ def _input(x: torch.Tensor) -> torch.Tensor:
         description="Grey out a window at every position and record how much the class logit drops "
                     "(Zeiler & Fergus 2014; captum Occlusion).",
         defaults={"window": 16, "stride": 8, "batch": 32})
-def occlusion_method(lm: LoadedModel, x: torch.Tensor, target: int, *, progress=None, should_stop=None,
-                     window: int = 16, stride: int = 8, batch: int = 32) -> RawEvidence:
+def occlusion_method(lm: LoadedModel, x: torch.Tensor, target: int, *, window: int = 16, stride: int = 8,
+                     batch: int = 32):
     """Occlusion sensitivity: logit drop when a ``window`` square (the mean colour) covers each position.
 
-    captum's ``Occlusion`` slides the window with ``stride`` and averages, per pixel, the
-    drops of every window covering it. ``batch`` perturbed images go through the
-    network per forward pass (``perturbations_per_eval``).
+    As captum's ``Occlusion``: the window slides with ``stride`` and each pixel averages the
+    drops of every window covering it. ``batch`` perturbed images go through the network per
+    forward pass; a :class:`vizcore.jobs.Tick` follows each forward pass (the plain one first).
     """
-    from captum.attr import Occlusion
-
     h, w = int(x.shape[-2]), int(x.shape[-1])
     if not (1 <= window <= min(h, w)) or not (1 <= stride <= window) or batch < 1:
         raise ValueError(f"need 1 <= stride <= window <= {min(h, w)} and batch >= 1 "
                          f"(got window {window}, stride {stride}, batch {batch})")
-    n = (math.floor((h - window) / stride) + 1) * (math.floor((w - window) / stride) + 1)
+    boxes = [(y, x0) for y in range(0, h - window + 1, stride) for x0 in range(0, w - window + 1, stride)]
+    n = len(boxes)
     total = 1 + math.ceil(n / batch)
-    fwd = _logits_fn(lm, _counter(total, progress, should_stop))
+    fwd = _logits_fn(lm)
+    x = x.detach()
+    yield Tick(0, total)
     with lm.lock, torch.no_grad():
-        attr = Occlusion(fwd).attribute(x.detach(), sliding_window_shapes=(3, window, window),
-                                        strides=(3, stride, stride), baselines=0.0, target=int(target),
-                                        perturbations_per_eval=int(batch))
-    # The window spans all colour channels, so the three channels carry the same value.
-    raw = attr.detach()[0].float().mean(0).cpu()
+        plain = fwd(x)[:, int(target)].float()
+    yield Tick(1, total)
+    drops = torch.zeros(h, w, dtype=torch.float32, device=x.device)
+    counts = torch.zeros(h, w, dtype=torch.float32, device=x.device)
+    for k, s0 in enumerate(range(0, n, batch)):
+        chunk = boxes[s0:s0 + batch]
+        xb = x.repeat(len(chunk), 1, 1, 1)
+        for j, (y, x0) in enumerate(chunk):
+            xb[j, :, y:y + window, x0:x0 + window] = 0.0  # the baseline: 0 after normalising, the mean colour
+        with lm.lock, torch.no_grad():
+            d = plain - fwd(xb)[:, int(target)].float()
+        for j, (y, x0) in enumerate(chunk):
+            drops[y:y + window, x0:x0 + window] += d[j]
+            counts[y:y + window, x0:x0 + window] += 1
+        yield Tick(2 + k, total)
+    raw = torch.where(counts > 0, drops / counts.clamp(min=1), torch.zeros_like(drops)).cpu()
     return RawEvidence(raw, Geometry(window, stride, (window - 1) / 2),
                        {"window": window, "stride": stride, "batch": batch, "baseline": "mean colour"},
                        ("each pixel averages the logit drops of the windows that cover it; the raw map "
@@ -165,20 +170,37 @@ def deconv_method(lm: LoadedModel, x: torch.Tensor, target: int, *, progress=Non
         description="Gradients averaged along the straight path from a mean-colour image to the input, "
                     "times the difference (Sundararajan et al. 2017; captum IntegratedGradients).",
         defaults={"n_steps": 32, "internal_batch_size": 16, "reduce": "sum"})
-def ig_method(lm: LoadedModel, x: torch.Tensor, target: int, *, progress=None, should_stop=None,
-              n_steps: int = 32, internal_batch_size: int = 16, reduce: str = "sum") -> RawEvidence:
-    from captum.attr import IntegratedGradients
+def ig_method(lm: LoadedModel, x: torch.Tensor, target: int, *, n_steps: int = 32, internal_batch_size: int = 16,
+              reduce: str = "sum"):
+    """Integrated gradients from the mean-colour image (0 after normalising), as captum's
+    ``IntegratedGradients`` with its default Gauss-Legendre nodes: ``internal_batch_size`` path
+    points per backward pass, a :class:`vizcore.jobs.Tick` after each."""
+    from captum.attr._utils.approximation_methods import approximation_parameters
 
     if n_steps < 2 or internal_batch_size < 1:
         raise ValueError("n_steps must be >= 2 and internal_batch_size >= 1")
     total = math.ceil(n_steps / internal_batch_size)
-    fwd = _logits_fn(lm, _counter(total, progress, should_stop))
-    with lm.lock, torch.enable_grad():
-        attr, delta = IntegratedGradients(fwd).attribute(
-            _input(x), baselines=0.0, target=int(target), n_steps=int(n_steps),
-            internal_batch_size=int(internal_batch_size), return_convergence_delta=True)
+    step_sizes_fn, alphas_fn = approximation_parameters("gausslegendre")
+    step_sizes, alphas = step_sizes_fn(int(n_steps)), alphas_fn(int(n_steps))
+    fwd = _logits_fn(lm)
+    x = x.detach()
+    baseline = torch.zeros_like(x)
+    grads = torch.zeros_like(x)
+    yield Tick(0, total)
+    for k, s0 in enumerate(range(0, n_steps, internal_batch_size)):
+        a = torch.tensor(alphas[s0:s0 + internal_batch_size], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+        wts = torch.tensor(step_sizes[s0:s0 + internal_batch_size], dtype=x.dtype, device=x.device).view(-1, 1, 1, 1)
+        pts = (baseline + a * (x - baseline)).requires_grad_(True)
+        with lm.lock, torch.enable_grad():
+            out = fwd(pts)[:, int(target)].sum()
+            (g,) = torch.autograd.grad(out, pts)
+        grads += (g * wts).sum(dim=0, keepdim=True)
+        yield Tick(k + 1, total)
+    attr = grads * (x - baseline)
+    with lm.lock, torch.no_grad():
+        ends = fwd(torch.cat([x, baseline]))[:, int(target)].float()
     total_attr = float(attr.detach().sum())
-    gap = float(delta.detach().abs().sum())
+    gap = abs(total_attr - float(ends[0] - ends[1]))
     caveats = []
     if abs(gap) > 0.05 * max(1.0, abs(total_attr)):
         caveats.append(f"the attributions miss the logit difference by {gap:.3g} (completeness); "

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vizcore.evidence.registry import EvidenceStopped, Progress
+from vizcore.evidence.registry import Progress, drive
+from vizcore.jobs import Tick
 from vizcore.models import LoadedModel
 
 
@@ -90,7 +91,16 @@ def _probs(lm: LoadedModel, batch: torch.Tensor, target: int) -> np.ndarray:
 def faithfulness(lm: LoadedModel, x: torch.Tensor, heat: np.ndarray, target: int, *, steps: int = 32,
                  batch_size: int = 17, curves: tuple[str, ...] = ("deletion", "insertion"),
                  progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> Faithfulness:
-    """Deletion and insertion curves of ``heat`` for class ``target``.
+    """Deletion and insertion curves of ``heat`` for class ``target`` (:func:`faithfulness_steps` to
+    the end; ``should_stop`` raises :class:`vizcore.jobs.Stopped`)."""
+    return drive(faithfulness_steps(lm, x, heat, target, steps=steps, batch_size=batch_size, curves=curves),
+                 progress, should_stop)
+
+
+def faithfulness_steps(lm: LoadedModel, x: torch.Tensor, heat: np.ndarray, target: int, *, steps: int = 32,
+                       batch_size: int = 17, curves: tuple[str, ...] = ("deletion", "insertion")):
+    """Deletion and insertion curves of ``heat`` for class ``target``, as a generator: a
+    :class:`vizcore.jobs.Tick` (images scored so far) after each forward batch, then the result.
 
     Args:
         lm: the model (shared; only read).
@@ -122,19 +132,17 @@ def faithfulness(lm: LoadedModel, x: torch.Tensor, heat: np.ndarray, target: int
     total = len(todo) * (steps + 1)
     done = 0
     res: dict[str, np.ndarray] = {}
+    yield Tick(0, total)
     for curve in todo:
         start, end = (x, torch.zeros_like(x)) if curve == "deletion" else (blurred, x)
         probs = []
         for i in range(0, steps + 1, batch_size):
-            if should_stop is not None and should_stop():
-                raise EvidenceStopped("stopped")
             ks = torch.tensor(counts[i:i + batch_size], device=x.device).view(-1, 1, 1, 1)
             mask = (rank < ks).to(x.dtype)  # (B, 1, H, W): 1 where already removed / revealed
             batch = start * (1 - mask) + end * mask
             probs.append(_probs(lm, batch, target))
             done += len(ks)
-            if progress is not None:
-                progress(done, total)
+            yield Tick(done, total)
         res[curve] = np.concatenate(probs).astype(np.float64)
     nan = np.full(steps + 1, np.nan)
     dele, ins = res.get("deletion", nan), res.get("insertion", nan)

@@ -2,24 +2,25 @@
 
 Each method module registers its methods beside their code with :func:`method`;
 the registry never imports them back except lazily in :func:`_ensure_loaded`.
-A method is a function ``fn(lm, x, target, *, progress, should_stop, **settings)``
-that returns a :class:`RawEvidence` for one preprocessed input ``x`` ``(1, 3, H, W)``.
+A method is a function ``fn(lm, x, target, **settings)`` that returns a :class:`RawEvidence`
+for one preprocessed input ``x`` ``(1, 3, H, W)``; a slow method is a *generator* function
+that yields a :class:`vizcore.jobs.Tick` after each bounded piece of work (a batch of
+occluded images, a batch of integration steps) and returns the :class:`RawEvidence`, so the
+job layer can report progress, stop and resume it (:class:`vizcore.evidence.EvidenceJob`).
+:func:`run_method` runs either kind to the end.
 """
 from __future__ import annotations
 
 import difflib
+import inspect
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Generator, Protocol
 
 import torch
 
 from vizcore.summary import Geometry
 
 Progress = Callable[[int, int], None]
-
-
-class EvidenceStopped(RuntimeError):
-    """Raised when ``should_stop`` asked a long method to end; nothing partial is returned."""
 
 
 class UnknownMethodError(KeyError):
@@ -58,8 +59,7 @@ class RawEvidence:
 
 
 class MethodFn(Protocol):
-    def __call__(self, lm, x: torch.Tensor, target: int, *, progress: Progress | None = None,
-                 should_stop: Callable[[], bool] | None = None, **settings) -> RawEvidence: ...
+    def __call__(self, lm, x: torch.Tensor, target: int, **settings) -> "RawEvidence | Generator[Any, None, RawEvidence]": ...
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,41 @@ class MethodSpec:
     description: str
     slow: bool = False
     defaults: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def stepped(self) -> bool:
+        """The method is a generator of :class:`vizcore.jobs.Tick` s (progress, stop, resume)."""
+        return inspect.isgeneratorfunction(self.fn)
+
+
+def drive(work: Generator, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None) -> Any:
+    """Run a generator of :class:`vizcore.jobs.Tick` s to its return value: ``progress(done, total)``
+    after each tick, ``should_stop`` before each; when it says stop, :class:`vizcore.jobs.Stopped`
+    (the one stop rule) is raised and nothing is returned."""
+    from vizcore.jobs import Stopped
+
+    while True:
+        if should_stop is not None and should_stop():
+            work.close()
+            raise Stopped("stopped")
+        try:
+            t = next(work)
+        except StopIteration as e:
+            return e.value
+        if progress is not None and t.done:
+            progress(t.done, t.total)
+
+
+def run_method(spec: MethodSpec, lm, x: torch.Tensor, target: int, *, progress: Progress | None = None,
+               should_stop: Callable[[], bool] | None = None, **settings) -> RawEvidence:
+    """One method's :class:`RawEvidence`, to the end (a stepped method with progress and stop)."""
+    if spec.stepped:
+        return drive(spec.fn(lm, x, target, **settings), progress, should_stop)
+    if should_stop is not None and should_stop():
+        from vizcore.jobs import Stopped
+
+        raise Stopped("stopped")
+    return spec.fn(lm, x, target, **settings)
 
 
 _REGISTRY: dict[str, MethodSpec] = {}

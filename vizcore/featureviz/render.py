@@ -25,6 +25,7 @@ from PIL import Image
 from vizcore.featureviz import objectives as O
 from vizcore.featureviz.param import make_param
 from vizcore.featureviz.transforms import Transform, get_transforms
+from vizcore.jobs import Stopped, Tick
 from vizcore.tap import forward_until, tap
 
 ProgressFn = Callable[[int, int, list], None]
@@ -132,12 +133,21 @@ def to_pil(img: torch.Tensor) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(arr), "RGB")
 
 
+@dataclass(frozen=True)
+class StepTick(Tick):
+    """A :class:`vizcore.jobs.Tick` of :func:`render_batch`: the step done, and each item's objective
+    on that step's transformed image (``values``)."""
+
+    values: tuple = ()
+
+
 def render(lm, layer: str, channels: Sequence[int] | None, *, objective: str | O.Objective = "channel",
            param: str = "fft", steps: int = 256, lr: float = 0.05, size: int | None = None, seed: int = 0,
            transforms: str | Transform | Sequence[Transform] = "standard", diversity: float = 0.0,
            n_per_channel: int = 1, decorrelate: bool = True, progress: ProgressFn | None = None,
            should_stop: Callable[[], bool] | None = None) -> list["FeatureVizResult"]:
-    """Optimise images that maximise ``objective`` for each channel of ``layer``.
+    """Optimise images that maximise ``objective`` for each channel of ``layer``: :func:`render_batch`
+    to the end.
 
     Args:
         lm: a :class:`vizcore.models.LoadedModel` (its parameters are never changed).
@@ -158,10 +168,39 @@ def render(lm, layer: str, channels: Sequence[int] | None, *, objective: str | O
             between the copies of the same channel); needs ``n_per_channel > 1``.
         progress: called after each step with ``(step, steps, values)``, values
             being each item's objective on that step's transformed image.
-        should_stop: polled before each step; returning ``True`` ends early.
+        should_stop: polled before each step; returning ``True`` raises :class:`vizcore.jobs.Stopped`
+            whose ``partial`` holds the images so far (``steps_run < steps``; ``None`` before step 1).
 
     Returns:
         One :class:`FeatureVizResult` per item, ordered by channel then copy.
+    """
+    work = render_batch(lm, layer, channels, objective=objective, param=param, steps=steps, lr=lr, size=size,
+                        seed=seed, transforms=transforms, diversity=diversity, n_per_channel=n_per_channel,
+                        decorrelate=decorrelate)
+    last = None
+    while True:
+        if should_stop is not None and should_stop():
+            work.close()
+            raise Stopped(f"stopped after {0 if last is None else last.done} of {steps} steps",
+                          partial=None if last is None else last.partial())
+        try:
+            last = next(work)
+        except StopIteration as e:
+            return e.value
+        if progress is not None and last.done:
+            progress(last.done, last.total, list(last.values))
+
+
+def render_batch(lm, layer: str, channels: Sequence[int] | None, *, objective: str | O.Objective = "channel",
+                 param: str = "fft", steps: int = 256, lr: float = 0.05, size: int | None = None, seed: int = 0,
+                 transforms: str | Transform | Sequence[Transform] = "standard", diversity: float = 0.0,
+                 n_per_channel: int = 1, decorrelate: bool = True):
+    """The optimisation of one batch of channels as a generator (arguments as :func:`render`).
+
+    Pure: it yields a :class:`StepTick` after each optimisation step (its ``partial``, a
+    function, makes the images so far on request) and returns the results; it neither caches
+    nor polls anything, so a job (:class:`vizcore.featureviz.FeatVizJob`) or a Ray actor can
+    drive it, stop it between steps and resume it.
     """
     size = int(size or lm.spec.input_size)
     channels = None if channels is None else [int(c) for c in channels]
@@ -192,36 +231,34 @@ def render(lm, layer: str, channels: Sequence[int] | None, *, objective: str | O
         _check_channels(item_channels, acts[layer] if layer in acts else next(iter(acts.values())), layer)
         start = obj(acts).float().cpu().tolist()
 
+    obj_name = objective if isinstance(objective, str) else repr(objective)
+
+    def results(steps_run: int) -> list[FeatureVizResult]:
+        with torch.no_grad():
+            img = make_image()
+            final = obj(forward(img)).float().cpu().tolist()
+        common = dict(model=lm.name, weights=lm.weights.to_json(), layer=layer, module=lm.resolve(layer),
+                      objective=obj_name, param=param, decorrelate=decorrelate, transforms=repr(tfm), steps=steps,
+                      steps_run=steps_run, lr=float(lr), size=size, seed=seed, diversity=float(diversity),
+                      n_per_channel=n_per_channel)
+        return [FeatureVizResult(channel=c, copy=k, objective_start=float(s), objective_final=float(f),
+                                 image=to_pil(img[i]), **common)
+                for i, ((c, k), s, f) in enumerate(zip(items, start, final))]
+
     try:  # the fused kernel does the whole update in one pass (4x faster on CPU than foreach)
         opt = torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):
         opt = torch.optim.Adam(params, lr=lr)
-    steps_run = 0
+    yield StepTick(0, steps, (lambda: results(0)))  # set up: the total, before any step
     for step in range(steps):
-        if should_stop is not None and should_stop():
-            break
         opt.zero_grad(set_to_none=True)
         acts = forward(tfm(make_image(), rng))
         values = total(acts)
         (-values.sum()).backward()
         opt.step()
-        steps_run = step + 1
-        if progress is not None:
-            shown = obj(acts) if total is not obj else values
-            progress(steps_run, steps, shown.detach().float().cpu().tolist())
-
-    with torch.no_grad():
-        final_img = make_image()
-        final = obj(forward(final_img)).float().cpu().tolist()
-
-    obj_name = objective if isinstance(objective, str) else repr(objective)
-    common = dict(model=lm.name, weights=lm.weights.to_json(), layer=layer, module=lm.resolve(layer),
-                  objective=obj_name, param=param, decorrelate=decorrelate, transforms=repr(tfm), steps=steps,
-                  steps_run=steps_run, lr=float(lr), size=size, seed=seed, diversity=float(diversity),
-                  n_per_channel=n_per_channel)
-    return [FeatureVizResult(channel=c, copy=k, objective_start=float(s), objective_final=float(f),
-                             image=to_pil(final_img[i]), **common)
-            for i, ((c, k), s, f) in enumerate(zip(items, start, final))]
+        shown = obj(acts) if total is not obj else values
+        yield StepTick(step + 1, steps, (lambda n=step + 1: results(n)), tuple(shown.detach().float().cpu().tolist()))
+    return results(steps)
 
 
 def best_dataset_value(lm, layer: str, channels: Sequence[int] | None, dataset=None, size: int | None = None, *,
