@@ -15,7 +15,10 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import os
+
     import torch.nn as nn
+    from PIL import Image
 
     from vizcore.data.datasets import ImageDataset
     from vizcore.models import LoadedModel
@@ -66,6 +69,22 @@ def preprocess_identity(lm: "LoadedModel") -> dict:
 def data_identity(dataset: "ImageDataset") -> dict:
     """The dataset's name, size and fingerprint (changes when any file does)."""
     return {"name": dataset.name, "n": len(dataset), "fingerprint": dataset.fingerprint()}
+
+
+def image_identity(image: "Image.Image | str | os.PathLike") -> str:
+    """SHA-256 (24 hex digits) of an image's content: a file's bytes, or a PIL image's mode, size
+    and pixels. Two copies of one photo share it; an edited file in place does not."""
+    import os
+
+    h = hashlib.sha256()
+    if isinstance(image, (str, os.PathLike)):
+        with open(image, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    else:
+        h.update(f"{image.mode}{image.size}".encode())
+        h.update(image.tobytes())
+    return h.hexdigest()[:24]
 
 
 def result_key(kind: str, version: int, lm: "LoadedModel | None" = None,

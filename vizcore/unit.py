@@ -27,6 +27,13 @@ gradients are taken with respect to inputs and activations only, parameters keep
   at least 64 px of context with the field outlined; fields covering most of the input
   (deep layers, squeeze-excitation gates) are cropped to the effective receptive field
   of that image instead. Each crop says which was used.
+
+Each analysis is also a job (:mod:`vizcore.jobs`: progress, stop with the partial result,
+resume, cached on disk through :mod:`vizcore.cache`, keyed by the model's weights, the
+layer, the channel, the images' content and the settings): :class:`ClassSupportJob`,
+:class:`DriversJob`, :class:`EffectiveRFJob` and :class:`CropsJob`, so a unit page
+reopened in a new session reads them from the cache. The functions above are the same
+computations run straight through, without the cache.
 """
 from __future__ import annotations
 
@@ -41,6 +48,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from vizcore.identity import image_identity, result_key
+from vizcore.jobs import StepJob, Tick, Work
 from vizcore.models import LoadedModel
 from vizcore.tap import forward_until, tap
 
@@ -49,9 +58,9 @@ if TYPE_CHECKING:
     from vizcore.summary import Geometry
 
 __all__ = [
-    "CONTEXT_PX", "COVER", "ERF_MASS", "ClassScore", "ClassSupport", "Driver", "Drivers", "EffectiveRF",
-    "UnitCrop", "class_support", "direct_conv", "drivers", "effective_rf", "hit_crop",
-    "previous_tap", "smallest_box", "unit_crop",
+    "CONTEXT_PX", "COVER", "ERF_MASS", "ClassScore", "ClassSupport", "ClassSupportJob", "CropsJob", "Driver",
+    "Drivers", "DriversJob", "EffectiveRF", "EffectiveRFJob", "UnitCrop", "class_support", "direct_conv", "drivers",
+    "effective_rf", "hit_crop", "previous_tap", "smallest_box", "unit_crop",
 ]
 
 CONTEXT_PX = 64
@@ -93,6 +102,12 @@ class ClassSupport:
                 "n_images": self.n_images, "top": [c.to_json() for c in self.top],
                 "bottom": [c.to_json() for c in self.bottom]}
 
+    @classmethod
+    def from_json(cls, d: dict) -> "ClassSupport":
+        mk = lambda c: ClassScore(int(c["index"]), str(c["label"]), float(c["value"]))  # noqa: E731
+        return cls(d["model"], d["layer"], int(d["channel"]), d["method"], int(d["n_images"]),
+                   [mk(c) for c in d["top"]], [mk(c) for c in d["bottom"]])
+
 
 @dataclass(frozen=True)
 class Driver:
@@ -132,6 +147,12 @@ class Drivers:
         return {"model": self.model, "layer": self.layer, "channel": self.channel, "source": self.source,
                 "kind": self.kind, "method": self.method, "conv": self.conv, "n_images": self.n_images,
                 "drivers": [d.to_json() for d in self.drivers]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Drivers":
+        ds = [Driver(x["layer"], int(x["channel"]), float(x["value"]), x["label"]) for x in d["drivers"]]
+        return cls(d["model"], d["layer"], int(d["channel"]), d["source"], d["kind"], d["method"], d["conv"],
+                   int(d["n_images"]), ds)
 
 
 @dataclass(frozen=True)
@@ -186,10 +207,9 @@ class UnitCrop:
 
 # ---------------------------------------------------------------------- helpers
 def _load(image: ImageLike) -> Image.Image:
-    from vizcore.data import load_image
+    from vizcore.data.images import load_image, to_rgb
 
-    img = load_image(image) if isinstance(image, (str, os.PathLike)) else image
-    return img if img.mode == "RGB" else img.convert("RGB")
+    return to_rgb(load_image(image) if isinstance(image, (str, os.PathLike)) else image)
 
 
 def _batch(lm: LoadedModel, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
@@ -245,13 +265,43 @@ def previous_tap(lm: LoadedModel, layer: str) -> tuple[str, str] | None:
 
 # --------------------------------------------------------------- class support
 def _logits_of(lm: LoadedModel, out) -> torch.Tensor:
-    from vizcore.activations import _logits
+    from vizcore.activations import class_logits
 
-    logits = _logits(out)
+    logits = class_logits(out)
     cats = lm.categories
     if logits is None or cats is None or logits.shape[1] != len(cats):
         raise ValueError(f"{lm.name} has no ImageNet classification head: no class support")
     return logits
+
+
+def _support_scores(lm: LoadedModel, layer: str, channel: int, x: torch.Tensor) -> torch.Tensor:
+    """Per image, every logit's response to a uniform shift of the channel's map: ``(B, classes)``."""
+    path = lm.resolve(layer)
+    with torch.enable_grad(), tap(lm.model, [path], detach=False, clone=True, lock=lm.lock) as store:
+        x = x.detach().requires_grad_(True)  # so every activation below the head is in the graph
+        logits = _logits_of(lm, lm.model(x))
+        act = store[path]
+        _check_channel(act, layer, channel)
+        if act.shape == logits.shape and torch.equal(act.detach(), logits.detach()):  # the output itself (a copy)
+            raise ValueError(f"{layer!r} is the classification head itself; pick a layer below it")
+        u = torch.zeros_like(act)
+        u[:, int(channel)] = 1.0
+        v = torch.zeros_like(logits, requires_grad=True)
+        (g,) = torch.autograd.grad(logits, act, grad_outputs=v, create_graph=True)  # J^T v, linear in v
+        (ju,) = torch.autograd.grad(g, v, grad_outputs=u)  # J u: every logit's response to the shift
+    return ju.detach().float().cpu()
+
+
+def _support(lm: LoadedModel, layer: str, channel: int, scores: torch.Tensor, n: int, top: int) -> ClassSupport:
+    """The :class:`ClassSupport` of mean ``scores`` ``(classes,)`` over ``n`` images."""
+    cats = lm.categories
+    order = torch.argsort(scores, descending=True, stable=True).tolist()
+    mk = lambda i: ClassScore(int(i), str(cats[i]), float(scores[i]))  # noqa: E731
+    k = min(int(top), len(order))
+    method = (f"d logit / d mean activation of the channel (a uniform shift of its map), "
+              f"averaged over {n} image{'s' if n != 1 else ''}")
+    return ClassSupport(lm.name, layer, int(channel), method, n, [mk(i) for i in order[:k]],
+                        [mk(i) for i in order[::-1][:k]])
 
 
 def class_support(lm: LoadedModel, layer: str, channel: int, images: ImageLike | Sequence[ImageLike], *,
@@ -273,31 +323,10 @@ def class_support(lm: LoadedModel, layer: str, channel: int, images: ImageLike |
 
     Returns:
         A :class:`ClassSupport`; ``method`` names the method and the number of images.
+        (:class:`ClassSupportJob` is the same, one image at a time, cached.)
     """
-    path = lm.resolve(layer)
     x = _batch(lm, images)
-    with torch.enable_grad(), tap(lm.model, [path], detach=False, clone=True, lock=lm.lock) as store:
-        x = x.detach().requires_grad_(True)  # so every activation below the head is in the graph
-        logits = _logits_of(lm, lm.model(x))
-        act = store[path]
-        _check_channel(act, layer, channel)
-        if act.shape == logits.shape and torch.equal(act.detach(), logits.detach()):  # the output itself (a copy)
-            raise ValueError(f"{layer!r} is the classification head itself; pick a layer below it")
-        u = torch.zeros_like(act)
-        u[:, int(channel)] = 1.0
-        v = torch.zeros_like(logits, requires_grad=True)
-        (g,) = torch.autograd.grad(logits, act, grad_outputs=v, create_graph=True)  # J^T v, linear in v
-        (ju,) = torch.autograd.grad(g, v, grad_outputs=u)  # J u: every logit's response to the shift
-    scores = ju.detach().float().mean(dim=0).cpu()
-    cats = lm.categories
-    order = torch.argsort(scores, descending=True, stable=True).tolist()
-    mk = lambda i: ClassScore(int(i), str(cats[i]), float(scores[i]))  # noqa: E731
-    k = min(int(top), len(order))
-    n = int(x.shape[0])
-    method = (f"d logit / d mean activation of the channel (a uniform shift of its map), "
-              f"averaged over {n} image{'s' if n != 1 else ''}")
-    return ClassSupport(lm.name, layer, int(channel), method, n, [mk(i) for i in order[:k]],
-                        [mk(i) for i in order[::-1][:k]])
+    return _support(lm, layer, channel, _support_scores(lm, layer, channel, x).mean(dim=0), int(x.shape[0]), top)
 
 
 # --------------------------------------------------------------------- drivers
@@ -423,6 +452,71 @@ def direct_conv(lm: LoadedModel, layer: str) -> str | None:
     return found
 
 
+def _weight_drivers(lm: LoadedModel, layer: str, channel: int, top: int) -> Drivers | None:
+    """:func:`drivers` by weight magnitude, or ``None`` when no single convolution connects the taps."""
+    name = _tap_name(lm, layer)
+    conv = direct_conv(lm, name)
+    if conv is None:
+        return None
+    prev = previous_tap(lm, name)
+    source = prev[0] if prev else "input"
+    m = dict(lm.model.named_modules())[conv]
+    w = m.weight.detach().float()
+    c_out, c_in_g = int(w.shape[0]), int(w.shape[1])
+    if not 0 <= int(channel) < c_out:
+        raise ValueError(f"layer {layer!r} has {c_out} channels (0-{c_out - 1}); channel {channel} does not exist")
+    group = int(channel) // (c_out // int(m.groups))
+    mags = w[int(channel)].abs().reshape(c_in_g, -1).sum(dim=1).cpu()
+    order = torch.argsort(mags, descending=True, stable=True).tolist()[:top]
+    kernel = "x".join(map(str, w.shape[2:]))
+    method = (f"weight magnitude: sum of |w| over the {kernel} kernel of {conv}, the one convolution "
+              f"connecting {source} to {name}")
+    ds = [Driver(prev[0] if prev else None, group * c_in_g + i, float(mags[i]), _driver_label(prev, group * c_in_g + i))
+          for i in order]
+    return Drivers(lm.name, name, int(channel), source, "weights", method, conv, 0, ds)
+
+
+def _driver_label(prev: tuple[str, str] | None, c: int) -> str:
+    return RGB[c] if prev is None and c < 3 else f"{prev[0] if prev else 'input'}:{c}"
+
+
+def _gxa_scores(lm: LoadedModel, layer: str, channel: int, x: torch.Tensor) -> torch.Tensor:
+    """Per image, gradient x activation of the previous tap for the channel's mean, summed over
+    positions: ``(B, C_prev)``."""
+    name = _tap_name(lm, layer)
+    path = lm.resolve(name)
+    prev = previous_tap(lm, name)
+    paths = [path] + ([prev[1]] if prev else [])
+    with torch.enable_grad(), tap(lm.model, paths, detach=False, stop=True, clone=True, lock=lm.lock) as store:
+        x = x.detach().requires_grad_(True)
+        forward_until(lm.model, x)
+        act = store[path]
+        _check_channel(act, name, channel)
+        src = store[prev[1]] if prev else x
+        (g,) = torch.autograd.grad(_channel_mean(act, int(channel)).sum(), src)
+    gxa = (g * src).detach().float()
+    return gxa.reshape(gxa.shape[0], gxa.shape[1], -1).sum(dim=2).cpu()
+
+
+def _gxa_drivers(lm: LoadedModel, layer: str, channel: int, scores: torch.Tensor, n: int, top: int) -> Drivers:
+    """The :class:`Drivers` of mean gradient x activation ``scores`` ``(C_prev,)`` over ``n`` images."""
+    name = _tap_name(lm, layer)
+    prev = previous_tap(lm, name)
+    source = prev[0] if prev else "input"
+    order = torch.argsort(scores, descending=True, stable=True).tolist()[:top]
+    method = (f"gradient x activation of {source} for the channel's mean activation, summed over positions, "
+              f"averaged over {n} image{'s' if n != 1 else ''} (no single convolution connects {source} to {name})")
+    ds = [Driver(prev[0] if prev else None, i, float(scores[i]), _driver_label(prev, i)) for i in order]
+    return Drivers(lm.name, name, int(channel), source, "gradient x activation", method, None, n, ds)
+
+
+def _no_conv_error(lm: LoadedModel, layer: str) -> ValueError:
+    name = _tap_name(lm, layer)
+    prev = previous_tap(lm, name)
+    source = prev[0] if prev else "input"
+    return ValueError(f"no single convolution connects {source} to {name}: give images for gradient x activation")
+
+
 def drivers(lm: LoadedModel, layer: str, channel: int, images: ImageLike | Sequence[ImageLike] | None = None, *,
             top: int = 8) -> Drivers:
     """The units of the previous tap that drive ``channel`` of ``layer`` most.
@@ -434,52 +528,16 @@ def drivers(lm: LoadedModel, layer: str, channel: int, images: ImageLike | Seque
     positions and averaged over ``images`` (required then).
 
     Returns:
-        :class:`Drivers`, strongest first.
+        :class:`Drivers`, strongest first. (:class:`DriversJob` is the same, one image at a
+        time, cached.)
     """
-    name = _tap_name(lm, layer)
-    path = lm.resolve(name)
-    prev = previous_tap(lm, name)
-    source = prev[0] if prev else "input"
-
-    def label(c: int) -> str:
-        return RGB[c] if prev is None and c < 3 else f"{source}:{c}"
-
-    conv = direct_conv(lm, name)
-    if conv is not None:
-        m = dict(lm.model.named_modules())[conv]
-        w = m.weight.detach().float()
-        c_out, c_in_g = int(w.shape[0]), int(w.shape[1])
-        if not 0 <= int(channel) < c_out:
-            raise ValueError(f"layer {layer!r} has {c_out} channels (0-{c_out - 1}); channel {channel} does not exist")
-        group = int(channel) // (c_out // int(m.groups))
-        mags = w[int(channel)].abs().reshape(c_in_g, -1).sum(dim=1).cpu()
-        order = torch.argsort(mags, descending=True, stable=True).tolist()[:top]
-        kernel = "x".join(map(str, w.shape[2:]))
-        method = (f"weight magnitude: sum of |w| over the {kernel} kernel of {conv}, the one convolution "
-                  f"connecting {source} to {name}")
-        ds = [Driver(prev[0] if prev else None, group * c_in_g + i, float(mags[i]), label(group * c_in_g + i))
-              for i in order]
-        return Drivers(lm.name, name, int(channel), source, "weights", method, conv, 0, ds)
+    by_weights = _weight_drivers(lm, layer, channel, top)
+    if by_weights is not None:
+        return by_weights
     if images is None:
-        raise ValueError(f"no single convolution connects {source} to {name}: give images for gradient x activation")
+        raise _no_conv_error(lm, layer)
     x = _batch(lm, images)
-    paths = [path] + ([prev[1]] if prev else [])
-    with torch.enable_grad(), tap(lm.model, paths, detach=False, stop=True, clone=True, lock=lm.lock) as store:
-        x = x.detach().requires_grad_(True)
-        forward_until(lm.model, x)
-        act = store[path]
-        _check_channel(act, name, channel)
-        src = store[prev[1]] if prev else x
-        (g,) = torch.autograd.grad(_channel_mean(act, int(channel)).sum(), src)
-    gxa = (g * src).detach().float()
-    per_image = gxa.reshape(gxa.shape[0], gxa.shape[1], -1).sum(dim=2)  # (B, C_prev)
-    scores = per_image.mean(dim=0).cpu()
-    order = torch.argsort(scores, descending=True, stable=True).tolist()[:top]
-    n = int(x.shape[0])
-    method = (f"gradient x activation of {source} for the channel's mean activation, summed over positions, "
-              f"averaged over {n} image{'s' if n != 1 else ''} (no single convolution connects {source} to {name})")
-    ds = [Driver(prev[0] if prev else None, i, float(scores[i]), label(i)) for i in order]
-    return Drivers(lm.name, name, int(channel), source, "gradient x activation", method, None, n, ds)
+    return _gxa_drivers(lm, layer, channel, _gxa_scores(lm, layer, channel, x).mean(dim=0), int(x.shape[0]), top)
 
 
 # ---------------------------------------------------------- receptive fields
@@ -677,3 +735,183 @@ def hit_crop(lm: LoadedModel, result: "MiningResult", layer: str, channel: int, 
         while len(memo) > _CROPS_MAX:
             memo.popitem(last=False)
     return crop
+
+
+
+# ------------------------------------------------------------------------ jobs
+CACHE_VERSION = 1
+"""Version of the unit analyses' cache entries (bump when a result's meaning changes)."""
+
+
+def _images(images: ImageLike | Sequence[ImageLike] | None) -> list[ImageLike]:
+    if images is None:
+        return []
+    if isinstance(images, (Image.Image, str, os.PathLike)):
+        return [images]
+    return list(images)
+
+
+def _u8(img: Image.Image) -> torch.Tensor:
+    from vizcore.data.images import to_rgb
+
+    return torch.from_numpy(np.array(to_rgb(img), dtype=np.uint8))
+
+
+def _pil(t: torch.Tensor) -> Image.Image:
+    return Image.fromarray(np.ascontiguousarray(t.numpy().astype(np.uint8)), "RGB")
+
+
+class _UnitJob(StepJob):
+    """One analysis of one channel over a list of images, one image per tick."""
+
+    unit = "images"
+    title = "unit"
+
+    def __init__(self, lm: LoadedModel, layer: str, channel: int, images: ImageLike | Sequence[ImageLike] | None,
+                 **settings):
+        self.lm, self.layer, self.channel = lm, str(layer), int(channel)
+        self.images = _images(images)
+        self.settings = settings
+
+    @property
+    def total(self) -> int:
+        return max(1, len(self.images))
+
+    def key(self) -> str:
+        k = self.__dict__.get("_key")
+        if k is None:
+            k = self.__dict__["_key"] = result_key(
+                self.kind, CACHE_VERSION, self.lm, layer=self.layer, module=self.lm.resolve(self.layer),
+                channel=self.channel, images=[image_identity(im) for im in self.images], **self.settings)
+        return k
+
+    def describe(self) -> str:
+        return f"{self.title} of {self.lm.name} {self.layer}:{self.channel}"
+
+
+class ClassSupportJob(_UnitJob):
+    """:func:`class_support` as a job: one image per tick, the mean so far as the partial result."""
+
+    kind = "unit-class-support"
+    codec = "json"
+    title = "class support"
+
+    def __init__(self, lm: LoadedModel, layer: str, channel: int, images: ImageLike | Sequence[ImageLike], *,
+                 top: int = 10):
+        super().__init__(lm, layer, channel, images, top=int(top))
+        if not self.images:
+            raise ValueError("no images given")
+
+    def work(self) -> Work:
+        n, top = len(self.images), self.settings["top"]
+        yield Tick(0, n)
+        total = None
+        for i, im in enumerate(self.images):
+            s = _support_scores(self.lm, self.layer, self.channel, _batch(self.lm, [im])).sum(dim=0)
+            total = s if total is None else total + s
+            if i + 1 < n:
+                yield Tick(i + 1, n, _support(self.lm, self.layer, self.channel, total / (i + 1), i + 1, top))
+        return _support(self.lm, self.layer, self.channel, total / n, n, top)
+
+    def encode(self, result: ClassSupport) -> dict:
+        return result.to_json()
+
+    def decode(self, data: dict) -> ClassSupport:
+        return ClassSupport.from_json(data)
+
+
+class DriversJob(_UnitJob):
+    """:func:`drivers` as a job: by weights in one tick, or gradient x activation one image per tick."""
+
+    kind = "unit-drivers"
+    codec = "json"
+    title = "drivers"
+
+    def __init__(self, lm: LoadedModel, layer: str, channel: int,
+                 images: ImageLike | Sequence[ImageLike] | None = None, *, top: int = 8):
+        super().__init__(lm, layer, channel, images, top=int(top))
+
+    def work(self) -> Work:
+        top = self.settings["top"]
+        by_weights = _weight_drivers(self.lm, self.layer, self.channel, top)
+        if by_weights is not None:
+            return by_weights
+        if not self.images:
+            raise _no_conv_error(self.lm, self.layer)
+        n = len(self.images)
+        yield Tick(0, n)
+        total = None
+        for i, im in enumerate(self.images):
+            s = _gxa_scores(self.lm, self.layer, self.channel, _batch(self.lm, [im])).sum(dim=0)
+            total = s if total is None else total + s
+            if i + 1 < n:
+                yield Tick(i + 1, n, _gxa_drivers(self.lm, self.layer, self.channel, total / (i + 1), i + 1, top))
+        return _gxa_drivers(self.lm, self.layer, self.channel, total / n, n, top)
+
+    def encode(self, result: Drivers) -> dict:
+        return result.to_json()
+
+    def decode(self, data: dict) -> Drivers:
+        return Drivers.from_json(data)
+
+
+class EffectiveRFJob(_UnitJob):
+    """:func:`effective_rf` of one unit for one image, as a job of one tick (one backward pass)."""
+
+    kind = "unit-erf"
+    unit = "units"
+    title = "effective receptive field"
+
+    def __init__(self, lm: LoadedModel, layer: str, channel: int, image: ImageLike, y: int | None = None,
+                 x: int | None = None, *, mass: float = ERF_MASS):
+        super().__init__(lm, layer, channel, [image], y=None if y is None else int(y),
+                         x=None if x is None else int(x), mass=float(mass))
+
+    def work(self) -> Work:
+        yield Tick(0, 1)
+        st = self.settings
+        return effective_rf(self.lm, self.layer, self.channel, self.images[0], st["y"], st["x"], mass=st["mass"])
+
+    def encode(self, r: EffectiveRF) -> dict:
+        return {"json": r.to_json(), "grad": torch.from_numpy(np.ascontiguousarray(r.grad)), "input": _u8(r.input)}
+
+    def decode(self, d: dict) -> EffectiveRF:
+        from vizcore.summary import Geometry
+
+        j = d["json"]
+        return EffectiveRF(j["layer"], int(j["channel"]), int(j["y"]), int(j["x"]), float(j["value"]),
+                           float(j["mass"]), tuple(j["box"]) if j["box"] else None, tuple(j["theoretical"]),
+                           Geometry(**j["geometry"]), d["grad"].numpy(), _pil(d["input"]), j["target"])
+
+
+class CropsJob(_UnitJob):
+    """:func:`unit_crop` of a channel's top hits in a mining result, one hit per tick; the partial
+    result is the crops so far."""
+
+    kind = "unit-crops"
+    title = "crops"
+
+    def __init__(self, lm: LoadedModel, result: "MiningResult", layer: str, channel: int, *,
+                 context: int = CONTEXT_PX, cover: float = COVER, mass: float = ERF_MASS):
+        self.hits = result.hits(layer, channel)
+        super().__init__(lm, layer, channel, [h.file for h in self.hits], at=[[h.y, h.x] for h in self.hits],
+                         context=int(context), cover=float(cover), mass=float(mass))
+
+    def work(self) -> Work:
+        n = len(self.hits)
+        yield Tick(0, n)
+        st = self.settings
+        out: list[UnitCrop] = []
+        for i, h in enumerate(self.hits):
+            out.append(unit_crop(self.lm, self.layer, self.channel, h.file, h.y, h.x, context=st["context"],
+                                 cover=st["cover"], mass=st["mass"]))
+            if i + 1 < n:
+                yield Tick(i + 1, n, list(out))
+        return out
+
+    def encode(self, crops: list[UnitCrop]) -> list[dict]:
+        return [{"image": _u8(c.image), "crop_box": list(c.crop_box), "field_box": list(c.field_box),
+                 "method": c.method} for c in crops]
+
+    def decode(self, data: list[dict]) -> list[UnitCrop]:
+        return [UnitCrop(_pil(d["image"]), tuple(d["crop_box"]), tuple(d["field_box"]), d["method"]) for d in data]

@@ -59,7 +59,12 @@ def _name(src: ImageSource) -> str:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """Convert any Pillow mode to 8-bit RGB; transparency is composited on white."""
+    """Convert any Pillow mode to 8-bit RGB; transparency is composited on white.
+
+    The one RGB conversion of vizcore: every image that enters a model or a picture passes here
+    (an RGB image comes back as it is)."""
+    if img.mode == "RGB":
+        return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         # High-bit-depth greyscale: stretch the actual range to 0..255 instead of clipping.
         a = np.asarray(img, dtype=np.float64)
