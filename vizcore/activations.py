@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vizcore.data.images import to_rgb
 from vizcore.models import LoadedModel, WeightsInfo
 from vizcore.render import ORDERS
 from vizcore.tap import forward_until, tap
@@ -138,17 +139,9 @@ class ActivationResult:
 
 
 # --------------------------------------------------------------- preprocessing
-def _rgb(image: Image.Image) -> Image.Image:
-    if image.mode == "RGB":
-        return image
-    from vizcore.data import to_rgb
-
-    return to_rgb(image)
-
-
 def preprocess(lm: LoadedModel, image: Image.Image) -> torch.Tensor:
     """The model's resize / crop / normalisation: ``(1, 3, H, W)`` on ``lm.device``."""
-    return lm.transform()(_rgb(image)).unsqueeze(0).to(lm.device)
+    return lm.transform()(to_rgb(image)).unsqueeze(0).to(lm.device)
 
 
 def denormalize(lm: LoadedModel, x: torch.Tensor) -> Image.Image:
@@ -163,7 +156,8 @@ def denormalize(lm: LoadedModel, x: torch.Tensor) -> Image.Image:
 
 
 # ------------------------------------------------------------------ predictions
-def _logits(out) -> torch.Tensor | None:
+def class_logits(out) -> torch.Tensor | None:
+    """The ``(B, classes)`` logits in a model's output (a tensor, ``.logits``, or the first of a tuple), or ``None``."""
     if out is None:
         return None
     if not torch.is_tensor(out):
@@ -190,9 +184,9 @@ def predict(lm: LoadedModel, images: Sequence[Image.Image], topk: int = 5,
     out: list[list[Prediction]] = []
     tf = lm.transform()
     for i in range(0, len(images), batch_size):
-        x = torch.stack([tf(_rgb(im)) for im in images[i:i + batch_size]]).to(lm.device)
+        x = torch.stack([tf(to_rgb(im)) for im in images[i:i + batch_size]]).to(lm.device)
         with lm.lock, torch.no_grad():
-            logits = _logits(lm.model(x))
+            logits = class_logits(lm.model(x))
         preds = _top(lm, logits, topk)
         out += preds if preds else [[] for _ in range(x.shape[0])]
     return out
@@ -320,7 +314,7 @@ def extract(lm: LoadedModel, image: Image.Image, layers: Sequence[str] | None = 
     for name, path, kind in sorted(req, key=lambda r: order[r[1]]):
         act, parts = captured[path]
         result_layers[name] = LayerActivation(name, path, kind, act, _to_stats(parts))
-    preds = _top(lm, _logits(out), topk)[0] if need_logits and _logits(out) is not None else []
+    preds = _top(lm, class_logits(out), topk)[0] if need_logits and class_logits(out) is not None else []
     return ActivationResult(model=lm.name, weights=lm.weights, input=x[0].detach(),
                             image=denormalize(lm, x[0]), layers=result_layers, predictions=preds)
 
@@ -350,7 +344,7 @@ def gradcam(lm: LoadedModel, image: Image.Image, layers: Sequence[str],
     out: dict[str, np.ndarray] = {}
     if target is None:
         with lm.lock, torch.no_grad():
-            logits = _logits(lm.model(x))
+            logits = class_logits(lm.model(x))
         if logits is None:
             raise ValueError(f"{lm.name} has no classification head; give a target index")
         target = int(logits[0].argmax())
@@ -406,16 +400,3 @@ def tap_shapes(model, input_size: int | None = None) -> list[tuple]:
     order = {p: i for i, p in enumerate(shapes)}
     taps = sorted(taps, key=lambda t: order.get(t.module, len(order)))
     return [(t, shapes.get(t.module)) for t in taps]
-
-
-# Channel grids, colour maps and overlays are drawn by vizcore.render; these names lived here
-# before and still resolve, so code written against them keeps working.
-_MOVED_TO_RENDER = {"channel_grid": "channel_grid", "colorize": "colorize", "overlay": "overlay", "_lut": "lut"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_RENDER:
-        from vizcore import render
-
-        return getattr(render, _MOVED_TO_RENDER[name])
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

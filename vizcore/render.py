@@ -38,6 +38,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vizcore.data.images import to_rgb
+
 if TYPE_CHECKING:
     from vizcore.models import LoadedModel, Preprocess
     from vizcore.patches import MiningResult
@@ -69,14 +71,6 @@ def colorize(values: np.ndarray, cmap: str = "viridis") -> np.ndarray:
     """Map values in ``[0, 1]`` to RGB uint8 through a matplotlib colormap (``(..., 3)``)."""
     idx = np.clip(np.nan_to_num(values) * 255, 0, 255).round().astype(np.uint8)
     return lut(cmap)[idx]
-
-
-def _rgb(image: Image.Image) -> Image.Image:
-    if image.mode == "RGB":
-        return image
-    from vizcore.data import to_rgb
-
-    return to_rgb(image)
 
 
 def png_bytes(img: Image.Image, *, fast: bool = False) -> bytes:
@@ -156,7 +150,7 @@ def channel_grid(act: torch.Tensor | np.ndarray, *, top: int | None = 16, order:
 
 def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
     """Blend a ``[0, 1]`` heat map (resized to the image if needed) over ``image``."""
-    img = _rgb(image)
+    img = to_rgb(image)
     h = np.asarray(heat, dtype=np.float32)
     if h.shape != (img.height, img.width):
         h = np.asarray(Image.fromarray(h, "F").resize(img.size, Image.Resampling.BILINEAR))

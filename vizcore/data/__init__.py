@@ -30,5 +30,7 @@ from vizcore.data.stimuli import (  # noqa: E402
     stimuli_digest,
 )
 
+from vizcore.data import imagenet_samples  # noqa: E402,F401 - registers the `imagenet-samples` spec
+
 __all__ += ["SUBSET_FOLDERS", "StimuliError", "default_stimuli_dir", "download_stimuli", "locate_stimuli",
             "stimuli_digest"]

@@ -29,7 +29,7 @@ def staged_download(url: str, dest: Path, filename: str, *, error: type[Exceptio
     folder, then calls :func:`install`. Raises ``error`` (with ``what`` and ``how`` in the
     message) when downloads are off, ``dest`` is taken, or the download fails.
     """
-    from vizcore.models.loading import CONNECT_TIMEOUT_S, download, offline
+    from vizcore.models.downloads import CONNECT_TIMEOUT_S, download, offline
 
     if offline():
         raise error(f"{what} not found and downloads are off (VIZCORE_OFFLINE=1); {how}")

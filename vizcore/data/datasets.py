@@ -85,8 +85,30 @@ class ImageDataset:
         return ImageDataset(name or f"{self.name}[{len(indices)}]", [self.items[i] for i in indices], self.root,
                             list(self.unlisted))
 
+    def evenly_spaced(self, n: int | None) -> "ImageDataset":
+        """``n`` images spread evenly over the dataset (:func:`evenly_spaced`), named ``NAME (n of N)``;
+        the whole dataset when ``n`` is 0, ``None`` or at least its size. A folder sorted by class
+        keeps every class."""
+        if not n or n >= len(self):
+            return self
+        return self.subset(evenly_spaced(len(self), n), name=f"{self.name} ({int(n)} of {len(self)})")
+
     def to_json(self) -> dict:
         return {"name": self.name, "root": self.root, "n_images": len(self), "fingerprint": self.fingerprint()}
+
+
+def evenly_spaced(n_total: int, n: int) -> list[int]:
+    """``n`` indices spread evenly over ``range(n_total)``, first index 0: ``round(i * n_total / n)``.
+
+    The one rule for "N evenly spaced images" everywhere (pages, benchmarks), so the same ``n``
+    picks the same images; all indices when ``n >= n_total``.
+    """
+    n_total, n = int(n_total), int(n)
+    if n >= n_total:
+        return list(range(n_total))
+    if n < 1:
+        return []
+    return sorted({round(i * n_total / n) for i in range(n)})
 
 
 def _is_image(p: Path) -> bool:
@@ -462,6 +484,20 @@ def _looks_like_text(p: Path) -> bool:
     return True
 
 
+_SPEC_PREFIXES: dict[str, Callable[[str | None], "ImageDataset"]] = {}
+"""Dataset specs ``<prefix>`` / ``<prefix>:ARG`` opened by another module (``imagenet-samples``)."""
+
+
+def register_spec_prefix(prefix: str, open_spec: Callable[[str | None], "ImageDataset"]) -> None:
+    """Let :func:`open_dataset` open ``prefix`` and ``prefix:ARG`` with ``open_spec(ARG or None)``.
+
+    The module that knows the dataset registers it beside its definition (imported by
+    :mod:`vizcore.data`), so this module never imports it back."""
+    if prefix in _SPEC_PREFIXES:
+        raise ValueError(f"dataset spec {prefix!r} is registered twice")
+    _SPEC_PREFIXES[prefix] = open_spec
+
+
 def open_dataset(spec: str | os.PathLike, *, roots: Sequence[Path] | None = None,
                  progress: WalkProgress | None = None) -> ImageDataset:
     """Parse a dataset spec.
@@ -492,10 +528,8 @@ def open_dataset(spec: str | os.PathLike, *, roots: Sequence[Path] | None = None
         # a split name (``cifar10:test``) is a harmless relative path.
         for part in dict.fromkeys(x for x in (s, rest) if x):
             check_allowed(part, roots)
-    if head == "imagenet-samples":
-        from vizcore.data.imagenet_samples import imagenet_samples_dataset
-
-        return imagenet_samples_dataset(rest or None)
+    if head in _SPEC_PREFIXES:
+        return _SPEC_PREFIXES[head](rest or None)
     if head.lower() in TORCHVISION_SETS and (rest in ("", "train", "test", "unlabeled")):
         return torchvision_dataset(head, split=rest or "test")
     if head in SUBSET_FOLDERS and rest:
@@ -533,7 +567,7 @@ class _Decoded(torch.utils.data.Dataset):
             return None, i, str(e) or type(e).__name__
 
 
-def _collate(batch):
+def collate_decoded(batch):
     ok = [(x, i) for x, i, _ in batch if x is not None]
     bad = [(i, err) for x, i, err in batch if x is None]
     xs = _stack([x for x, _ in ok]) if ok else None
@@ -573,7 +607,7 @@ def iter_batches(ds: ImageDataset, transform: Callable, *, batch_size: int = 32,
     workers = default_workers() if workers is None else workers
     loader = torch.utils.data.DataLoader(
         _Decoded(ds, transform), batch_size=batch_size, shuffle=False, num_workers=workers,
-        collate_fn=_collate, persistent_workers=False)
+        collate_fn=collate_decoded, persistent_workers=False)
     report = report if report is not None else BatchReport()
     for xs, idx, bad in loader:
         report.skipped += [{"file": ds.items[i].shown, "error": err} for i, err in bad]

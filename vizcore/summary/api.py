@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import torch.nn as nn
 
 from vizcore.models.registry import ModelSpec, Tap, UnknownLayerError, close_names, get_spec
-from vizcore.summary.geometry import _G
-from vizcore.summary.tracer import _trace, _Trace, _trace_model
+from vizcore.summary.geometry import RFGeometry
+from vizcore.summary.tracer import Trace, trace, trace_model
 
 
 # --------------------------------------------------------------------- results
@@ -104,7 +104,7 @@ def _size(spec: ModelSpec, input_size: int | None) -> int:
     return size
 
 
-def _report(g: _G | None) -> tuple[int, int, float]:
+def _report(g: RFGeometry | None) -> tuple[int, int, float]:
     if g is None:
         return 0, 0, 0.0
     rf = int(round(max(g.rf)))
@@ -112,7 +112,7 @@ def _report(g: _G | None) -> tuple[int, int, float]:
     return rf, jump, float(g.start[0])
 
 
-def _rows(tr: _Trace, layers: str) -> list[LayerRow]:
+def _rows(tr: Trace, layers: str) -> list[LayerRow]:
     recs = tr.records
     rows: list[LayerRow] = []
     if layers == "all":
@@ -157,7 +157,7 @@ def summarize(model: str | ModelSpec, input_size: int | None = None, *, layers: 
     """
     spec = _spec(model)
     size = _size(spec, input_size)
-    tr = _trace(spec, size)
+    tr = trace(spec, size)
     return Summary(spec.name, size, _rows(tr, layers), tr.total_params, tr.total_macs, layers, tr.device)
 
 
@@ -169,11 +169,11 @@ def summarize_module(model: nn.Module, input_size: int, *, name: str = "module",
     """
     p = next(model.parameters(), None)
     device = str(p.device) if p is not None else "cpu"
-    tr = _trace_model(name, model, int(input_size), device, list(taps or []), int(in_channels))
+    tr = trace_model(name, model, int(input_size), device, list(taps or []), int(in_channels))
     return Summary(name, int(input_size), _rows(tr, layers), tr.total_params, tr.total_macs, layers, device)
 
 
-def _resolve(tr: _Trace, spec: ModelSpec, layer: str) -> str:
+def _resolve(tr: Trace, spec: ModelSpec, layer: str) -> str:
     taps = {t.name: t.module for t in tr.taps}
     if layer in taps:
         return taps[layer]
@@ -194,7 +194,7 @@ def layer_geometry(model: Any, layer: str, input_size: int | None = None) -> Geo
     """
     spec = _spec(model)
     size = _size(spec, input_size)
-    tr = _trace(spec, size)
+    tr = trace(spec, size)
     path = _resolve(tr, spec, layer)
     rec = tr.records.get(path)
     if rec is None or not rec.calls or rec.geom is None:

@@ -5,7 +5,7 @@ and DenseNet concatenations, timm's dynamic 'same' padding through ``F.pad``,
 ConvNeXt's channels-last permutes). No library computes them for general
 graphs, so this one is hand-written, after Araujo et al., Distill 2019
 (https://distill.pub/2019/computing-receptive-fields/). Each tensor carries a
-:class:`_G` (receptive field, jump, start, and which axes are spatial), and
+:class:`RFGeometry` (receptive field, jump, start, and which axes are spatial), and
 :mod:`vizcore.summary.tracer` applies these rules to every torch function:
 convolutions and pools grow the field by ``(k - 1) * dilation * jump`` and
 multiply the jump by their stride; ``F.pad`` and slicing shift ``start``;
@@ -26,7 +26,7 @@ import torch
 
 
 @dataclass(frozen=True)
-class _G:
+class RFGeometry:
     """Geometry carried by one tensor, per spatial dimension (height, width).
 
     ``axes`` are the negative indices of the height and width axes, or ``None``
@@ -44,11 +44,11 @@ class _G:
 _ATTR = "_vizcore_geom"
 
 
-def _geom(t: Any) -> _G | None:
+def geom_of(t: Any) -> RFGeometry | None:
     return getattr(t, _ATTR, None) if isinstance(t, torch.Tensor) else None
 
 
-def _set(t: Any, g: _G | None) -> None:
+def set_geom(t: Any, g: RFGeometry | None) -> None:
     if g is not None and isinstance(t, torch.Tensor):
         try:
             setattr(t, _ATTR, g)
@@ -56,7 +56,7 @@ def _set(t: Any, g: _G | None) -> None:
             pass
 
 
-def _globalise(g: _G) -> _G:
+def globalise(g: RFGeometry) -> RFGeometry:
     """Every unit sees the union of the fields of all positions of the map."""
     if g.axes is None:
         return g
@@ -66,10 +66,10 @@ def _globalise(g: _G) -> _G:
         rf.append(g.rf[i] + (n - 1) * g.jump[i])
         start.append(g.start[i] + (n - 1) / 2 * g.jump[i])
         jump.append(n * g.jump[i])
-    return _G(tuple(rf), tuple(jump), tuple(start), None)
+    return RFGeometry(tuple(rf), tuple(jump), tuple(start), None)
 
 
-def _union(gs: Sequence[_G], axes: tuple[int, int] | None, size: tuple[int, int]) -> _G:
+def union_geom(gs: Sequence[RFGeometry], axes: tuple[int, int] | None, size: tuple[int, int]) -> RFGeometry:
     """The smallest box holding every input's field (merges: add, multiply, concatenate)."""
     if len(gs) == 1 and gs[0].axes == axes and gs[0].size == size:
         return gs[0]
@@ -81,7 +81,7 @@ def _union(gs: Sequence[_G], axes: tuple[int, int] | None, size: tuple[int, int]
         start.append((lo + hi) / 2)
         spatial = [g.jump[i] for g in gs if g.axes is not None] or [g.jump[i] for g in gs]
         jump.append(max(spatial))
-    return _G(tuple(rf), tuple(jump), tuple(start), axes, size)
+    return RFGeometry(tuple(rf), tuple(jump), tuple(start), axes, size)
 
 
 def _spatial_size(t: torch.Tensor, axes: tuple[int, int]) -> tuple[int, int] | None:
@@ -90,14 +90,14 @@ def _spatial_size(t: torch.Tensor, axes: tuple[int, int]) -> tuple[int, int] | N
     return int(t.shape[axes[0]]), int(t.shape[axes[1]])
 
 
-def _generic(inputs: Sequence[_G], out: torch.Tensor) -> _G:
+def generic_geom(inputs: Sequence[RFGeometry], out: torch.Tensor) -> RFGeometry:
     """Pass-through and merges: keep the spatial layout where the output still has it."""
     for g in inputs:
         if g.axes is not None and _spatial_size(out, g.axes) == g.size:
             keep = [x for x in inputs if x.axes == g.axes and x.size == g.size]
-            mixed = [_globalise(x) for x in inputs if not (x.axes == g.axes and x.size == g.size)]
-            return _union(keep + mixed, g.axes, g.size)
-    return _union([_globalise(g) for g in inputs], None, (0, 0))
+            mixed = [globalise(x) for x in inputs if not (x.axes == g.axes and x.size == g.size)]
+            return union_geom(keep + mixed, g.axes, g.size)
+    return union_geom([globalise(g) for g in inputs], None, (0, 0))
 
 
 def _pair(v: Any, default: int | None = None) -> tuple[int, int]:
@@ -108,74 +108,74 @@ def _pair(v: Any, default: int | None = None) -> tuple[int, int]:
     return int(v), int(v)
 
 
-def _window(g: _G, out: torch.Tensor, k, s, p, d) -> _G:
+def window_geom(g: RFGeometry, out: torch.Tensor, k, s, p, d) -> RFGeometry:
     """A sliding window (convolution or pooling) over the last two axes."""
     rf, jump, start = [], [], []
     for i in range(2):
         rf.append(g.rf[i] + (k[i] - 1) * d[i] * g.jump[i])
         start.append(g.start[i] + ((k[i] - 1) * d[i] / 2 - p[i]) * g.jump[i])
         jump.append(g.jump[i] * s[i])
-    return _G(tuple(rf), tuple(jump), tuple(start), (-2, -1), (int(out.shape[-2]), int(out.shape[-1])))
+    return RFGeometry(tuple(rf), tuple(jump), tuple(start), (-2, -1), (int(out.shape[-2]), int(out.shape[-1])))
 
 
-def _arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
+def geom_arg(args: tuple, kwargs: dict, i: int, name: str, default: Any = None) -> Any:
     if len(args) > i:
         return args[i]
     return kwargs.get(name, default)
 
 
-def _conv_geom(g: _G, args, kwargs, out) -> _G:
-    w = _arg(args, kwargs, 1, "weight")
+def conv_geom(g: RFGeometry, args, kwargs, out) -> RFGeometry:
+    w = geom_arg(args, kwargs, 1, "weight")
     k = (int(w.shape[-2]), int(w.shape[-1]))
-    s = _pair(_arg(args, kwargs, 3, "stride", 1), 1)
-    d = _pair(_arg(args, kwargs, 5, "dilation", 1), 1)
-    pad = _arg(args, kwargs, 4, "padding", 0)
+    s = _pair(geom_arg(args, kwargs, 3, "stride", 1), 1)
+    d = _pair(geom_arg(args, kwargs, 5, "dilation", 1), 1)
+    pad = geom_arg(args, kwargs, 4, "padding", 0)
     if isinstance(pad, str):
         # 'same' pads (k - 1) * d in total, the smaller half on the left/top (stride 1 only).
         p = tuple((d[i] * (k[i] - 1)) // 2 for i in range(2)) if pad == "same" else (0, 0)
     else:
         p = _pair(pad, 0)
-    return _window(g, out, k, s, p, d)
+    return window_geom(g, out, k, s, p, d)
 
 
-def _pool_geom(name: str, g: _G, args, kwargs, out) -> _G:
+def pool_geom(name: str, g: RFGeometry, args, kwargs, out) -> RFGeometry:
     if name == "lp_pool2d":  # (input, norm_type, kernel_size, stride, ceil_mode)
-        k = _pair(_arg(args, kwargs, 2, "kernel_size"))
-        s = _pair(_arg(args, kwargs, 3, "stride"), k[0])
-        return _window(g, out, k, s if s != (None, None) else k, (0, 0), (1, 1))
-    k = _pair(_arg(args, kwargs, 1, "kernel_size"))
-    stride = _arg(args, kwargs, 2, "stride")
+        k = _pair(geom_arg(args, kwargs, 2, "kernel_size"))
+        s = _pair(geom_arg(args, kwargs, 3, "stride"), k[0])
+        return window_geom(g, out, k, s if s != (None, None) else k, (0, 0), (1, 1))
+    k = _pair(geom_arg(args, kwargs, 1, "kernel_size"))
+    stride = geom_arg(args, kwargs, 2, "stride")
     s = k if stride is None or (isinstance(stride, (list, tuple)) and not stride) else _pair(stride)
-    p = _pair(_arg(args, kwargs, 3, "padding", 0), 0)
-    d = _pair(_arg(args, kwargs, 4, "dilation", 1), 1) if "max" in name else (1, 1)
-    return _window(g, out, k, s, p, d)
+    p = _pair(geom_arg(args, kwargs, 3, "padding", 0), 0)
+    d = _pair(geom_arg(args, kwargs, 4, "dilation", 1), 1) if "max" in name else (1, 1)
+    return window_geom(g, out, k, s, p, d)
 
 
-def _adaptive_geom(g: _G, out) -> _G:
+def adaptive_geom(g: RFGeometry, out) -> RFGeometry:
     """Adaptive pooling: bin ``i`` covers ``[floor(i * n / m), ceil((i + 1) * n / m))``."""
     rf, jump, start = [], [], []
     for i, ax in enumerate((-2, -1)):
         n, m = int(g.size[i]), int(out.shape[ax])
         if m <= 0 or n <= 0:
-            return _globalise(g)
+            return globalise(g)
         bins = [(math.floor(j * n / m), math.ceil((j + 1) * n / m)) for j in range(m)]
         k = max(b - a for a, b in bins)
         c0 = (bins[0][0] + bins[0][1] - 1) / 2
         rf.append(g.rf[i] + (k - 1) * g.jump[i])
         start.append(g.start[i] + c0 * g.jump[i])
         jump.append(g.jump[i] * n / m)
-    return _G(tuple(rf), tuple(jump), tuple(start), (-2, -1), (int(out.shape[-2]), int(out.shape[-1])))
+    return RFGeometry(tuple(rf), tuple(jump), tuple(start), (-2, -1), (int(out.shape[-2]), int(out.shape[-1])))
 
 
-def _pad_geom(g: _G, args, kwargs, out) -> _G:
-    pad = list(_arg(args, kwargs, 1, "pad"))
+def pad_geom(g: RFGeometry, args, kwargs, out) -> RFGeometry:
+    pad = list(geom_arg(args, kwargs, 1, "pad"))
     pad += [0] * (4 - len(pad))
     left, top = int(pad[0]), int(pad[2])
     start = (g.start[0] - top * g.jump[0], g.start[1] - left * g.jump[1])
-    return _G(g.rf, g.jump, start, g.axes, (int(out.shape[-2]), int(out.shape[-1])))
+    return RFGeometry(g.rf, g.jump, start, g.axes, (int(out.shape[-2]), int(out.shape[-1])))
 
 
-def _getitem_geom(g: _G, src: torch.Tensor, index: Any, out: torch.Tensor) -> _G | None:
+def getitem_geom(g: RFGeometry, src: torch.Tensor, index: Any, out: torch.Tensor) -> RFGeometry | None:
     """Basic indexing: slices shift ``start`` and scale ``jump``; ints and ``None`` move axes."""
     idx = index if isinstance(index, tuple) else (index,)
     if any(isinstance(i, (torch.Tensor, list, bool)) for i in idx):
@@ -210,11 +210,11 @@ def _getitem_geom(g: _G, src: torch.Tensor, index: Any, out: torch.Tensor) -> _G
     if None in new_axes:
         return None
     axes = (new_axes[0] - out.dim(), new_axes[1] - out.dim())
-    return _G(tuple(rfs), tuple(jumps), tuple(starts), axes,
+    return RFGeometry(tuple(rfs), tuple(jumps), tuple(starts), axes,
               (int(out.shape[axes[0]]), int(out.shape[axes[1]])))
 
 
-def _permute_geom(g: _G, src: torch.Tensor, dims: Sequence[int], out: torch.Tensor) -> _G:
+def permute_geom(g: RFGeometry, src: torch.Tensor, dims: Sequence[int], out: torch.Tensor) -> RFGeometry:
     nd = src.dim()
     dims = [d % nd for d in dims]
     axes = tuple(dims.index(nd + a) - nd for a in g.axes)

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from vizcore.models.registry import get_spec
-from vizcore.summary.tracer import _trace_model
+from vizcore.summary.tracer import trace_model
 
 
 # Szegedy et al. 2015, Table 1: (block, params in K, ops in M) as printed.
@@ -52,7 +52,7 @@ class InceptionRow:
 
 def _paper_googlenet() -> nn.Module:
     """torchvision's GoogLeNet with the paper's 5x5 convolutions in the "5x5" branch."""
-    from vizcore.models.loading import build
+    from vizcore.models.building import build
 
     model = build(get_spec("googlenet"))
     for m in model.modules():
@@ -67,7 +67,7 @@ def _paper_googlenet() -> nn.Module:
 def _inception_rows(size: int, variant: str) -> tuple[InceptionRow, ...]:
     if variant == "torchvision":
         with torch.device("meta"):
-            from vizcore.models.loading import build
+            from vizcore.models.building import build
 
             model = build(get_spec("googlenet"))
     elif variant == "paper":
@@ -75,7 +75,7 @@ def _inception_rows(size: int, variant: str) -> tuple[InceptionRow, ...]:
             model = _paper_googlenet()
     else:
         raise ValueError(f"variant must be 'torchvision' or 'paper', not {variant!r}")
-    tr = _trace_model(f"googlenet ({variant})", model, size, "meta", [])
+    tr = trace_model(f"googlenet ({variant})", model, size, "meta", [])
     modules = dict(model.named_modules())
     rows = []
     for block, (pk, pm) in GOOGLENET_TABLE1.items():

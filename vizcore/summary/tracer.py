@@ -24,19 +24,19 @@ from torch.overrides import TorchFunctionMode
 
 from vizcore.models.registry import ModelSpec, Tap
 from vizcore.summary.geometry import (
-    _G,
-    _adaptive_geom,
-    _arg,
-    _conv_geom,
-    _generic,
-    _geom,
-    _getitem_geom,
-    _globalise,
-    _pad_geom,
-    _permute_geom,
-    _pool_geom,
-    _set,
-    _union,
+    RFGeometry,
+    adaptive_geom,
+    geom_arg,
+    conv_geom,
+    generic_geom,
+    geom_of,
+    getitem_geom,
+    globalise,
+    pad_geom,
+    permute_geom,
+    pool_geom,
+    set_geom,
+    union_geom,
 )
 
 log = logging.getLogger("vizcore.summary")
@@ -74,7 +74,7 @@ class _Record:
     calls: int = 0
     macs: int = 0
     output_shape: tuple = ()
-    geom: _G | None = None
+    geom: RFGeometry | None = None
     order: int = -1
     first: int = -1
     cum_macs: int = 0
@@ -116,7 +116,7 @@ class _Tracer(TorchFunctionMode):
             rec.cum_macs, rec.cum_params = self.macs, self.params
             if isinstance(t, torch.Tensor):
                 rec.output_shape = tuple(int(s) for s in t.shape[1:])
-                rec.geom = _geom(t)
+                rec.geom = geom_of(t)
 
         return hook
 
@@ -140,16 +140,16 @@ class _Tracer(TorchFunctionMode):
         if not outs:
             return out
         self._count(name, args, kwargs, outs[0])
-        ins = [g for g in (_geom(t) for t in _tensors(args)) if g is not None]
-        ins += [g for g in (_geom(v) for v in kwargs.values()) if g is not None]
+        ins = [g for g in (geom_of(t) for t in _tensors(args)) if g is not None]
+        ins += [g for g in (geom_of(v) for v in kwargs.values()) if g is not None]
         if not ins:
             return out
         for t in outs:
             try:
-                _set(t, self._propagate(name, args, kwargs, ins, t))
+                set_geom(t, self._propagate(name, args, kwargs, ins, t))
             except Exception as e:  # noqa: BLE001 - a geometry rule must never break the forward pass
                 log.debug("geometry rule for %s failed: %s", name, e)
-                _set(t, _generic(ins, t))
+                set_geom(t, generic_geom(ins, t))
         return out
 
     def _params(self, args, kwargs) -> None:
@@ -160,13 +160,13 @@ class _Tracer(TorchFunctionMode):
 
     def _count(self, name: str, args, kwargs, out: torch.Tensor) -> None:
         if name in ("conv1d", "conv2d", "conv3d"):
-            w = _arg(args, kwargs, 1, "weight")
+            w = geom_arg(args, kwargs, 1, "weight")
             self.add_macs(out.numel() * math.prod(w.shape[1:]))
         elif name.startswith("conv_transpose"):
-            x, w = args[0], _arg(args, kwargs, 1, "weight")
+            x, w = args[0], geom_arg(args, kwargs, 1, "weight")
             self.add_macs(x.numel() * math.prod(w.shape[1:]))
         elif name == "linear":
-            w = _arg(args, kwargs, 1, "weight")
+            w = geom_arg(args, kwargs, 1, "weight")
             self.add_macs(out.numel() * int(w.shape[-1]))
         elif name in _MATMUL:
             a = args[1] if name in ("addmm", "baddbmm", "addbmm") else (args[1] if name == "__rmatmul__" else args[0])
@@ -177,42 +177,42 @@ class _Tracer(TorchFunctionMode):
             rows = q.numel() // int(q.shape[-1])
             self.add_macs(rows * int(k.shape[-2]) * (int(q.shape[-1]) + int(v.shape[-1])))
 
-    def _propagate(self, name: str, args, kwargs, ins: list[_G], out: torch.Tensor) -> _G:
+    def _propagate(self, name: str, args, kwargs, ins: list[RFGeometry], out: torch.Tensor) -> RFGeometry:
         src = args[0] if args else None
-        g0 = _geom(src)
+        g0 = geom_of(src)
         spatial = g0 is not None and g0.axes == (-2, -1)
         if name in _CONVS and spatial and len(ins) == 1:
-            return _conv_geom(g0, args, kwargs, out)
+            return conv_geom(g0, args, kwargs, out)
         if name in _POOLS and spatial:
-            return _pool_geom(name, g0, args, kwargs, out)
+            return pool_geom(name, g0, args, kwargs, out)
         if name in _ADAPTIVE and spatial:
-            return _adaptive_geom(g0, out)
+            return adaptive_geom(g0, out)
         if name == "pad" and spatial:
-            return _pad_geom(g0, args, kwargs, out)
+            return pad_geom(g0, args, kwargs, out)
         if name == "__getitem__" and g0 is not None and g0.axes is not None:
-            g = _getitem_geom(g0, src, args[1], out)
+            g = getitem_geom(g0, src, args[1], out)
             if g is not None:
                 return g
         if name == "permute" and g0 is not None and g0.axes is not None:
             dims = args[1:] if len(args) > 2 or isinstance(args[1], int) else args[1]
             dims = kwargs.get("dims", dims)
-            return _permute_geom(g0, src, dims, out)
+            return permute_geom(g0, src, dims, out)
         if name in ("transpose", "swapaxes", "swapdims") and g0 is not None and g0.axes is not None:
-            a, b = int(_arg(args, kwargs, 1, "dim0")), int(_arg(args, kwargs, 2, "dim1"))
+            a, b = int(geom_arg(args, kwargs, 1, "dim0")), int(geom_arg(args, kwargs, 2, "dim1"))
             dims = list(range(src.dim()))
             dims[a], dims[b] = dims[b], dims[a]
-            return _permute_geom(g0, src, dims, out)
+            return permute_geom(g0, src, dims, out)
         if name == "linear" and g0 is not None and g0.axes is not None and -1 in g0.axes:
-            return _globalise(g0)
+            return globalise(g0)
         if name in _MATMUL:
             a, b = (args[1], args[0]) if name == "__rmatmul__" else (
                 (args[1], args[2]) if name in ("addmm", "baddbmm", "addbmm") else (args[0], args[1]))
-            ga, gb = _geom(a), _geom(b)
+            ga, gb = geom_of(a), geom_of(b)
             if (ga is not None and ga.axes is not None and -1 in ga.axes) or (gb is not None and gb.axes is not None):
-                return _union([_globalise(g) for g in ins], None, (0, 0))
+                return union_geom([globalise(g) for g in ins], None, (0, 0))
         if name in _GLOBAL:
-            return _union([_globalise(g) for g in ins], None, (0, 0))
-        return _generic(ins, out)
+            return union_geom([globalise(g) for g in ins], None, (0, 0))
+        return generic_geom(ins, out)
 
 
 def _run(model: nn.Module, size: int, device: str, channels: int = 3) -> tuple[_Tracer, dict[str, nn.Module]]:
@@ -227,7 +227,7 @@ def _run(model: nn.Module, size: int, device: str, channels: int = 3) -> tuple[_
             handles.append(m.register_forward_pre_hook(tracer.pre_hook(name)))
             handles.append(m.register_forward_hook(tracer.post_hook(name)))
         x = torch.zeros(1, channels, size, size, device=device)
-        _set(x, _G((1.0, 1.0), (1.0, 1.0), (0.0, 0.0), (-2, -1), (size, size)))
+        set_geom(x, RFGeometry((1.0, 1.0), (1.0, 1.0), (0.0, 0.0), (-2, -1), (size, size)))
         with torch.no_grad(), tracer:
             model(x)
     finally:
@@ -237,7 +237,7 @@ def _run(model: nn.Module, size: int, device: str, channels: int = 3) -> tuple[_
 
 
 @dataclass(frozen=True)
-class _Trace:
+class Trace:
     name: str
     input_size: int
     device: str
@@ -251,12 +251,12 @@ class _Trace:
     total_macs: int = 0
 
 
-def _trace_model(name: str, model: nn.Module, size: int, device: str, taps: Sequence[Tap],
-                 channels: int = 3) -> _Trace:
+def trace_model(name: str, model: nn.Module, size: int, device: str, taps: Sequence[Tap],
+                 channels: int = 3) -> Trace:
     tracer, modules = _run(model, size, device, channels)
     # a model without children (a single conv) is its own leaf, listed under the path ""
     leaves = frozenset(n for n, m in modules.items() if next(m.children(), None) is None)
-    return _Trace(
+    return Trace(
         name=name, input_size=size, device=device, taps=tuple(taps), modules=tuple(n for n in modules if n),
         leaves=leaves, kinds={n: type(m).__name__ for n, m in modules.items()},
         own_params={n: sum(p.numel() for p in m.parameters()) for n, m in modules.items() if n in leaves},
@@ -266,19 +266,19 @@ def _trace_model(name: str, model: nn.Module, size: int, device: str, taps: Sequ
 
 
 @functools.lru_cache(maxsize=64)
-def _trace(spec: ModelSpec, size: int) -> _Trace:
+def trace(spec: ModelSpec, size: int) -> Trace:
     """Trace ``spec`` on the meta device, falling back to a random-init CPU model."""
-    from vizcore.models.loading import build, taps_for
+    from vizcore.models.building import build, taps_for
 
     try:
         with torch.device("meta"):
             model = build(spec)
-        return _trace_model(spec.name, model, size, "meta", taps_for(spec, model))
+        return trace_model(spec.name, model, size, "meta", taps_for(spec, model))
     except Exception as e:  # noqa: BLE001 - some builders or forwards need real tensors
         log.info("%s cannot be traced on the meta device (%s); using the CPU", spec.name, e)
     model = build(spec)
     try:
-        return _trace_model(spec.name, model, size, "cpu", taps_for(spec, model))
+        return trace_model(spec.name, model, size, "cpu", taps_for(spec, model))
     except Exception as e:  # noqa: BLE001
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{spec.name} cannot run at input size {size}: {first}") from None
