@@ -40,6 +40,7 @@ def open_plan(args):
 
 def register(sub) -> None:
     from vizcore.jobs import add_run_flags
+    from vizcore.precompute import PARTS
 
     p = sub.add_parser(
         "precompute", help="precompute every unit of some taps (featviz, top images, classes, drivers)",
@@ -52,6 +53,8 @@ def register(sub) -> None:
     add_plan_args(p)
     p.add_argument("--estimate", action="store_true", help="print the plan and its disk estimate, compute nothing")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS), metavar="PART",
+                   help="what to compute (default all: " + ", ".join(f"'{x}'" for x in PARTS) + ")")
     add_run_flags(p, batch_size=32)
     p.set_defaults(func=run)
 
@@ -85,7 +88,7 @@ def run(args) -> int:
         bar.update(done - bar.n)
 
     try:
-        report = precompute(pl, RunOptions.from_args(args), progress=progress)
+        report = precompute(pl, RunOptions.from_args(args), progress=progress, parts=args.parts)
     finally:
         for bar in bars.values():
             bar.close()
