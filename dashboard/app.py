@@ -43,6 +43,8 @@ PAGES = {
         st.Page(str(ROOT / "app_pages" / "feature_viz.py"), title="Feature visualisation", icon=":material/palette:",
                 url_path="feature_viz"),
         st.Page(str(ROOT / "app_pages" / "unit.py"), title="Unit", icon=":material/my_location:", url_path="unit"),
+        st.Page(str(ROOT / "app_pages" / "model_atlas.py"), title="Model atlas", icon=":material/apps:",
+                url_path="model_atlas"),
     ],
     "What depth buys": [
         st.Page(str(ROOT / "app_pages" / "probes.py"), title="Linear probes", icon=":material/show_chart:", url_path="probes"),

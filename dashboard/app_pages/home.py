@@ -28,6 +28,7 @@ with c2:
         ("app_pages/dataset_examples.py", "the dataset patches that excite each channel most"),
         ("app_pages/feature_viz.py", "images optimised to excite a channel"),
         ("app_pages/unit.py", "one channel on one page, with a link you can share"),
+        ("app_pages/model_atlas.py", "every channel of a precomputed layer at a glance (vizcore precompute)"),
         ("app_pages/probes.py", "what a linear classifier can read at each depth"),
         ("app_pages/embeddings.py", "maps of an early and a late layer"),
         ("app_pages/shape_bias.py", "texture or shape: what the network decides by"),
