@@ -86,3 +86,21 @@ def test_a_layer_not_precomputed_shows_the_command(precomputed):
     assert code.value == ("python -m vizcore precompute --model efficientnet_lite0 --data samples --layers blocks.1.0 "
                           "--featviz-steps 4 --featviz-size 32 --k 1")
     assert _tiles(at) == []
+
+
+def test_unit_page_shows_a_precomputed_featviz_without_a_button(lite0):
+    from vizcore.featureviz.cached import featviz_jobs
+    from vizcore.jobs import run
+
+    (job,) = featviz_jobs(lite0, "blocks.4.0", range(16), batch=16, steps=16, size=64, seed=0)
+    results = run(job, RunOptions(workers=0))
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.query_params.update({"model": "efficientnet_lite0", "weights": "auto", "layer": "blocks.4.0", "channel": "12"})
+    at.switch_page("app_pages/unit.py").run()
+    assert not at.exception, at.exception
+    at.select_slider(key="unit_fv_steps").set_value(16)
+    at.select_slider(key="unit_fv_size").set_value(64).run()
+    assert not at.exception, at.exception
+    (cap,) = [c for el in at.get("image") for c in el.captions if c.startswith("precomputed")]
+    assert f"{results[12].objective_start:.3g} → {results[12].objective_final:.3g}" in cap
+    assert not [t for t in at.toggle if t.key == "unit_show_fv"]  # no button to press

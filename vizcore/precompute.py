@@ -261,6 +261,20 @@ def command(p: Plan, dataset_arg: str | None = None, layers: Sequence[str] | Non
     return " ".join(parts)
 
 
+def precomputed_featviz(lm: "LoadedModel", layer: str, channel: int, n_channels: int, *, steps: int, size: int,
+                        batch: int | None = None, seed: int = 0):
+    """The cached feature visualisation of one channel from a precompute's batch with these settings
+    (a :class:`vizcore.featureviz.FeatureVizResult`), or ``None``: the unit page shows it at once."""
+    from vizcore.featureviz.cached import featviz_jobs
+
+    b = int(batch or PrecomputeSettings.featviz_batch)
+    start = int(channel) // b * b
+    (job,) = featviz_jobs(lm, layer, range(start, min(start + b, int(n_channels))), batch=b, steps=int(steps),
+                          size=int(size), seed=int(seed))
+    hit = cached(job)
+    return next((r for r in hit if r.channel == int(channel)), None) if hit else None
+
+
 # ------------------------------------------------------------------------------ running it
 @dataclass
 class PrecomputeReport:
@@ -355,4 +369,4 @@ def precompute(p: Plan, options: RunOptions | None = None, *, progress: Progress
 
 
 __all__ = ["BudgetError", "LayerStatus", "PARTS", "Plan", "PrecomputeReport", "PrecomputeSettings", "channel_counts",
-           "check_budget", "command", "plan", "precompute", "status"]
+           "check_budget", "command", "plan", "precompute", "precomputed_featviz", "status"]
