@@ -34,13 +34,15 @@ if TYPE_CHECKING:
 
 PARTS = ("top images", "feature visualisation", "class support", "drivers")
 
-#: Rough disk use of one cached result, per channel (bytes), for the estimate made before a
-#: precompute starts: a lossless PNG of the featviz image is about half its raw size; a
-#: top-k hit is a few numbers and a path; class support and drivers are small JSON files.
-PNG_BYTES_PER_PIXEL = 1.6
-HIT_BYTES = 160
-UNIT_JSON_BYTES = 2500
-
+#: Disk use of one cached result, per channel (bytes), for the estimate made before a precompute
+#: starts; measured by ``bench/precompute.py`` (lite0, 64 channels): an optimised image is high
+#: frequency, so its lossless PNG is about its raw RGB size (13.4 KB at 64 px, plus ~1 KB of
+#: per-entry JSON); a top-k hit is ~75 bytes; class support ~1.6 KB and drivers ~1.1 KB of JSON.
+PNG_BYTES_PER_PIXEL = 3.0
+FEATVIZ_ENTRY_BYTES = 1000
+HIT_BYTES = 80
+CLASS_SUPPORT_BYTES = 1600
+DRIVERS_BYTES = 1200
 
 @dataclass(frozen=True)
 class PrecomputeSettings:
@@ -145,9 +147,9 @@ class Plan:
     def estimate_bytes(self) -> dict[str, int]:
         """Estimated disk use of the whole precompute per part, and per channel (``per channel``)."""
         s = self.settings
-        featviz = int(s.featviz_size ** 2 * 3 * PNG_BYTES_PER_PIXEL / 3) + 600
+        featviz = int(s.featviz_size ** 2 * PNG_BYTES_PER_PIXEL) + FEATVIZ_ENTRY_BYTES
         per = {"top images": s.k * HIT_BYTES, "feature visualisation": featviz,
-               "class support": UNIT_JSON_BYTES, "drivers": UNIT_JSON_BYTES}
+               "class support": CLASS_SUPPORT_BYTES, "drivers": DRIVERS_BYTES}
         total = {part: v * self.n_units for part, v in per.items()}
         total["per channel"] = sum(per.values())
         total["total"] = sum(v for k, v in total.items() if k in PARTS)
