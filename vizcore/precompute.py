@@ -36,11 +36,12 @@ PARTS = ("top images", "feature visualisation", "class support", "drivers")
 
 #: Disk use of one cached result, per channel (bytes), for the estimate made before a precompute
 #: starts; measured by ``bench/precompute.py`` (lite0, 64 channels): an optimised image is high
-#: frequency, so its lossless PNG is about its raw RGB size (13.4 KB at 64 px, plus ~1 KB of
-#: per-entry JSON); a top-k hit is ~75 bytes; class support ~1.6 KB and drivers ~1.1 KB of JSON.
+#: frequency, so its lossless PNG is about its raw RGB size (14.3 KB per channel at 64 px with
+#: the entry's JSON); a top-k hit is 75-130 bytes (its path); class support ~1.6 KB and drivers
+#: ~1.1 KB of JSON.
 PNG_BYTES_PER_PIXEL = 3.0
-FEATVIZ_ENTRY_BYTES = 1000
-HIT_BYTES = 80
+FEATVIZ_ENTRY_BYTES = 2000
+HIT_BYTES = 130
 CLASS_SUPPORT_BYTES = 1600
 DRIVERS_BYTES = 1200
 
