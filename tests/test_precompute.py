@@ -187,3 +187,15 @@ def test_cli_real_run_then_resumed_from_cache(tmp_path):
     assert second.returncode == 0, second.stderr
     js2 = json.loads(second.stdout)
     assert js2["parts"]["feature visualisation"]["from_cache"] == 2 and js2["parts"]["top images"]["from_cache"] == 1
+
+    # and the static site from the same cache, by the same arguments
+    site = tmp_path / "site"
+    args = [a for a in cmd[4:] if a not in ("--parts", "top images", "feature visualisation", "--workers", "0",
+                                            "--json")]
+    out = subprocess.run([sys.executable, "-m", "vizcore", "export-site", *args, "--out", str(site)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "16 unit pages" in out.stderr
+    unit = (site / "efficientnet_lite0" / "auto" / LAYER / "5.html").read_text()
+    assert "Feature visualisation" in unit and "Top dataset images" in unit
+    assert "Not precomputed: class support, drivers." in unit
