@@ -1,7 +1,7 @@
 """What a precompute costs, measured here, and a projection for ResNet-50 on GPUs.
 
 1. Feature visualisation, channels per second: the same featviz batch jobs (EfficientNet-Lite0,
-   one tap) run in this process with one torch thread, then with :func:`vizcore.jobs.run_many`
+   one tap) run in this process with one torch thread (before and after Ray: mean), and with :func:`vizcore.jobs.run_many`
    on a local Ray with two actors of one thread each. Ray's start-up (ray.init, actors, one model
    load per actor) is measured apart, with a run of one-step jobs; the ratio is per CPU.
    Target: Ray >= 0.8x local per CPU.
@@ -54,9 +54,12 @@ def featviz_local_vs_ray(lm, layer: str, n: int, steps: int, size: int, batch: i
     torch.set_num_threads(1)
     opts = RunOptions(cache=False, workers=0)
     run_many(_featviz_jobs(lm, layer, batch, 2, size, batch), opts)  # warm-up
-    t0 = time.perf_counter()
-    run_many(_featviz_jobs(lm, layer, n, steps, size, batch), opts)
-    local_s = time.perf_counter() - t0
+    def local_run() -> float:
+        t0 = time.perf_counter()
+        run_many(_featviz_jobs(lm, layer, n, steps, size, batch), opts)
+        return time.perf_counter() - t0
+
+    local_before = local_run()
 
     os.environ["VIZCORE_RAY_ACTORS"] = "2"
     os.environ["VIZCORE_RAY_THREADS"] = "1"
@@ -75,12 +78,16 @@ def featviz_local_vs_ray(lm, layer: str, n: int, steps: int, size: int, batch: i
         ray_s = time.perf_counter() - t0
     finally:
         shutdown_ray()
+    # Local again after Ray, and the mean of both: the load of other processes on a shared machine
+    # changes over minutes, and this keeps it from favouring either side.
+    local_after = local_run()
+    local_s = (local_before + local_after) / 2
     # Steady state: the jobs after each actor's first one, from the second result to the last
     # (the first result of each actor carries its start-up: actor, model load, first step).
     steady = max(done_at[-1] - done_at[1], 1e-9)
     local_rate, ray_rate = n / local_s, (len(done_at) - 2) * batch / steady
     return {"layer": layer, "channels": n, "steps": steps, "size": size, "batch": batch,
-            "local_s": local_s, "local_channels_per_s": local_rate, "ray_init_s": ray_init_s,
+            "local_s": local_s, "local_s_before_after": [local_before, local_after], "local_channels_per_s": local_rate, "ray_init_s": ray_init_s,
             "ray_startup_s": startup_s, "ray_s": ray_s, "ray_channels_per_s_steady": ray_rate,
             "ray_channels_per_s_with_startup": n / ray_s, "ratio_per_cpu": (ray_rate / 2) / local_rate}
 
@@ -183,7 +190,7 @@ def main(argv=None) -> int:
     lm = load_model("efficientnet_lite0")
     out: dict = {}
     n, steps = (32, 16) if args.quick else (48, 32)
-    out["featviz"] = fv = featviz_local_vs_ray(lm, "blocks.2.0", n, steps, 64, 4)
+    out["featviz"] = fv = featviz_local_vs_ray(lm, "blocks.3.0", n, steps, 64, 4)
     print(f"featviz {fv['layer']} {n} ch, {steps} steps at 64 px: local {fv['local_channels_per_s']:.2f} ch/s; "
           f"ray 2 actors {fv['ray_channels_per_s_steady']:.2f} ch/s steady (start-up {fv['ray_startup_s']:.1f} s, "
           f"init {fv['ray_init_s']:.1f} s) -> {fv['ratio_per_cpu']:.2f}x per CPU", flush=True)
