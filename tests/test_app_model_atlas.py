@@ -104,3 +104,13 @@ def test_unit_page_shows_a_precomputed_featviz_without_a_button(lite0):
     (cap,) = [c for el in at.get("image") for c in el.captions if c.startswith("precomputed")]
     assert f"{results[12].objective_start:.3g} → {results[12].objective_final:.3g}" in cap
     assert not [t for t in at.toggle if t.key == "unit_show_fv"]  # no button to press
+
+
+def test_a_bad_dataset_is_one_clear_line(tmp_path):
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.switch_page(PAGE).run()
+    at.text_input(key="atlas_dataset").set_value(str(tmp_path / "no-such-folder")).run()
+    assert not at.exception, at.exception
+    (err,) = [e.value for e in at.error]
+    assert "no-such-folder" in err and "Traceback" not in err and "\n" not in err.strip()
+    assert _tiles(at) == []
