@@ -76,7 +76,10 @@ def test_grid_of_a_precomputed_layer_links_every_unit(precomputed, lite0):
     assert not at.exception, at.exception
     at.selectbox(key="atlas_class").set_value(281).run()
     assert not at.exception, at.exception
-    assert sorted(_tiles(at)) == list(range(16))
+    order = _tiles(at)
+    assert sorted(order) == list(range(16))
+    dep = atlas.class_dependence(lite0, load_sample(at.session_state["session_image"]["name"]), LAYER, 281)
+    assert np.all(np.diff(dep[order]) <= 1e-4 * max(1.0, float(np.abs(dep).max()))), dep[order]
 
 
 def test_a_layer_not_precomputed_shows_the_command(precomputed):
