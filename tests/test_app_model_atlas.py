@@ -91,9 +91,11 @@ def test_a_layer_not_precomputed_shows_the_command(precomputed):
     assert _tiles(at) == []
 
 
-def test_unit_page_shows_a_precomputed_featviz_without_a_button(lite0):
+def test_unit_page_shows_a_precomputed_featviz_without_a_button(lite0, tmp_path, monkeypatch):
     from vizcore.featureviz.cached import featviz_jobs
     from vizcore.jobs import run
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))  # its own cache: the unit tests' stays unprecomputed
 
     (job,) = featviz_jobs(lite0, "blocks.4.0", range(16), batch=16, steps=16, size=64, seed=0)
     results = run(job, RunOptions(workers=0))

@@ -108,16 +108,14 @@ def _mark(folder: Path) -> None:
 
 
 def entry_path(kind: str, key: str, suffix: str = ".pt") -> Path:
-    """Where the entry ``key`` of ``kind`` lives; the kind's folder is created and marked as the cache's.
+    """Where the entry ``key`` of ``kind`` lives (nothing is created: asking is not writing).
 
     Raises:
         ValueError: ``kind`` or ``key`` is not a plain name (no path separators, no dots).
     """
     _check_name("kind", kind)
     _check_name("key", key)
-    folder = cache_root() / kind
-    _mark(folder)
-    return folder / f"{key}{suffix}"
+    return cache_root() / kind / f"{key}{suffix}"
 
 
 def _regular_file(path: Path) -> bool:
@@ -137,6 +135,7 @@ def save_torch(kind: str, key: str, obj: Any) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     path = entry_path(kind, key)
+    _mark(path.parent)  # the kind's folder, created and marked as the cache's on its first write
     atomic_write_bytes(path, buf.getvalue())
     enforce_budget(keep=path)
     return path
@@ -161,6 +160,7 @@ def load_torch(kind: str, key: str) -> Any | None:
 def save_json(kind: str, key: str, obj: Any) -> Path:
     """Save a JSON-serialisable ``obj`` atomically as ``<kind>/<key>.json``, then keep the budget."""
     path = entry_path(kind, key, ".json")
+    _mark(path.parent)  # the kind's folder, created and marked as the cache's on its first write
     atomic_write_text(path, json.dumps(obj))
     enforce_budget(keep=path)
     return path
