@@ -200,5 +200,5 @@ if shown:
                                mime="image/png", key=f"{KEY}_dl_{i}")
             if r["channel"] is not None:
                 w.unit_link(used["model"], used["weights"], used["layer"], r["channel"], label="Unit page")
-else:
-    st.info("Choose a layer and channels, then press Run. " + (estimate or ""))
+elif results is None:
+    st.caption("Press Run to optimise the chosen channels; the estimate above is measured on this machine.")
