@@ -115,7 +115,8 @@ def _estimate(at: AppTest) -> tuple[float, int, float]:
     return total, int(m.group(3)), float(m.group(4))
 
 
-def test_time_estimate_comes_from_the_step_time_measured_here():
+def test_time_estimate_comes_from_the_step_time_measured_here(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))  # not yet computed: the page estimates it
     at = _open()
     at.selectbox(key="feature_viz_layer").set_value("blocks.3.0")
     at.run()
