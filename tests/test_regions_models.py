@@ -83,3 +83,24 @@ def test_coco_weights_find_the_astronaut():
     lm = load_model("fasterrcnn_mobilenet_v3_large_fpn")
     v = run_rpn(lm, load_sample("astronaut"))
     assert "person" in v.label_names
+
+
+def test_backbone_taps_are_ordinary_taps(mobile):
+    """extract() runs a detector's backbone on a classification-style input and stops there: its taps
+    equal the backbone body's outputs on the detector's own transform, and there are no class scores."""
+    import torch
+
+    from vizcore.activations import extract, predict
+
+    img = load_sample("astronaut").resize((96, 80))
+    r = extract(mobile, img)
+    assert list(r.layers) == [t.name for t in mobile.taps()] and r.predictions == []
+    assert predict(mobile, [img]) == [[]]
+    with torch.no_grad():
+        batch, _ = mobile.model.transform([r.input])  # the detector normalises and resizes itself
+        body = mobile.model.backbone.body
+        x = batch.tensors
+        for name, mod in body.named_children():
+            x = mod(x)
+            torch.testing.assert_close(r.layers[f"backbone.body.{name}"].output, x[0], rtol=1e-4, atol=1e-5)
+    assert r.input.shape[1:] == (800, 800) and r.layers["backbone.body.16"].shape[1:] == (25, 25)
