@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -61,3 +62,18 @@ def test_unit_page_on_a_detectors_backbone_tap():
     act = extract(lm, load_sample("cat"), ["backbone.body.12"], topk=0).layers["backbone.body.12"]
     text = " ".join(m.value for m in at.markdown)
     assert f"peaks at {float(act.output[3].max()):.3g}" in text, text
+
+
+@pytest.mark.parametrize("button,page", [("dsx", "dataset_examples"), ("fv", "feature_viz")])
+def test_a_backbone_channel_opens_on_dataset_examples_and_feature_visualisation(button, page):
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["activations_model"] = DET
+    at.session_state["activations_weights"] = "random"
+    at.switch_page(pages.ACTIVATIONS.path).run()
+    at.number_input(key=f"activations_ch_{DET}_backbone.body.2").set_value(5).run()
+    at.button(key=f"activations_link_{DET}_backbone.body.2_{button}").click().run()
+    assert not at.exception and not at.error, (at.exception, [e.value for e in at.error])
+    assert at.session_state["channel_target"] == {"model": DET, "layer": "backbone.body.2", "channel": 5}
+    assert at.selectbox(key=f"{page}_model").value == DET  # offered there too, not taken for a timm name
+    assert at.selectbox(key=f"{page}_layer").value == "backbone.body.2"
+    assert at.selectbox(key=f"{page}_layer").options[0] == "backbone.body.0"
