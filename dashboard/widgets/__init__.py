@@ -32,8 +32,8 @@ from dashboard.widgets.links import (
     set_unit_address, unit_address, unit_link, unit_params, unit_url,
 )
 from dashboard.widgets.models import (
-    backbone_models, get_model, layer_picker, load_model_or_stop, model_label, model_picker, trained_models, trained_now,
-    weights_badge, weights_note, weights_now, weights_picker,
+    backbone_models, get_model, layer_picker, load_model_or_stop, model_label, model_picker, trained_models,
+    trained_now, weights_badge, weights_note, weights_now, weights_picker,
 )
 from dashboard.widgets.progress import duration, eta_text, progress_bar, stepped_job
 from dashboard.widgets.text import plain

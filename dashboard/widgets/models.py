@@ -118,7 +118,7 @@ def model_picker(key: str, *, label: str = "Model", default: str = DEFAULT_MODEL
                                "on this machine and no network. `vizcore models` lists the same.")
     st.caption(f"{choice}: {weights_note(choice)}" + (
         f" · a {get_spec(choice).task} model: its backbone's taps, no classification head"
-        if choice in names and get_spec(choice).task in BACKBONE_TASKS else ""))
+        if get_spec(choice).task in BACKBONE_TASKS else ""))
     if allow_timm:
         custom = st.text_input("…or any timm model (timm/<name>)", value="", key=f"{key}_timm",
                                placeholder="timm/convnext_tiny")
