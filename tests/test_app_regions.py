@@ -126,11 +126,13 @@ def test_an_image_too_small_for_proposals_is_one_error_line():
                                            "on each side)"]
 
 
-def test_a_detector_in_a_unit_page_address_is_one_clear_line():
+def test_a_detector_in_a_unit_page_address_with_a_classifiers_layer_is_one_clear_line():
+    # A detector's backbone taps are units (tests/test_app_backbones.py); a layer it lacks is one line.
     at = AppTest.from_file(APP, default_timeout=600)
-    at.query_params.update({"model": "fasterrcnn_resnet50_fpn_v2", "weights": "auto", "layer": "blocks.4.0",
-                            "channel": "3"})
+    at.query_params.update({"model": "fasterrcnn_mobilenet_v3_large_fpn", "weights": "random",
+                            "layer": "blocks.4.0", "channel": "3"})
     at.switch_page("app_pages/unit.py").run()
     assert not at.exception, at.exception
-    shown = [e.value for e in at.error] + [e.value for e in at.warning]
-    assert any("a detection or segmentation model; open it on Regions and pixels" in t for t in shown), shown
+    shown = [e.value for e in at.error]
+    assert len(shown) == 1 and "blocks.4.0" in shown[0], shown
+    assert at.selectbox(key="unit_model").value == "fasterrcnn_mobilenet_v3_large_fpn"

@@ -76,3 +76,17 @@ def test_detect_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
         capsys, "predict", cat, "--model", "fasterrcnn_resnet50_fpn_v2")
     assert "not a segmentation one" in _error(capsys, "segment", cat, "--model", "resnet18")
     assert "the number of proposals must be at least 1" in _error(capsys, "detect", cat, "--proposals", "0")
+
+
+def test_activations_command_on_a_detectors_backbone(tmp_path):
+    """The tap commands take a detector: its backbone's taps, no predictions; predict still refuses it."""
+    img = tmp_path / "cat.png"
+    Image.open(sample_path("cat")).resize((120, 80)).save(img)
+    out = tmp_path / "acts"
+    vizcore("activations", img, "--model", "fasterrcnn_mobilenet_v3_large_fpn", "--weights", "random",
+            "--layers", "backbone.body.0", "backbone.body.16", "--top", "4", "--out", out)
+    index = json.loads((out / "index.json").read_text())
+    assert index["predictions"] == [] and index["input_size"] == [800, 800]
+    assert [(la["name"], la["output_shape"]) for la in index["layers"]] == [
+        ("backbone.body.0", [16, 400, 400]), ("backbone.body.16", [960, 25, 25])]
+    assert Image.open(out / index["layers"][0]["file"]).size[0] > 0

@@ -83,3 +83,47 @@ def test_coco_weights_find_the_astronaut():
     lm = load_model("fasterrcnn_mobilenet_v3_large_fpn")
     v = run_rpn(lm, load_sample("astronaut"))
     assert "person" in v.label_names
+
+
+def test_backbone_taps_are_ordinary_taps(mobile):
+    """extract() runs a detector's backbone on a classification-style input and stops there: its taps
+    equal the backbone body's outputs on the detector's own transform, and there are no class scores."""
+    import torch
+
+    from vizcore.activations import extract, predict
+
+    img = load_sample("astronaut").resize((96, 80))
+    r = extract(mobile, img)
+    assert list(r.layers) == [t.name for t in mobile.taps()] and r.predictions == []
+    assert predict(mobile, [img]) == [[]]
+    with torch.no_grad():
+        batch, _ = mobile.model.transform([r.input])  # the detector normalises and resizes itself
+        body = mobile.model.backbone.body
+        x = batch.tensors
+        for name, mod in body.named_children():
+            x = mod(x)
+            torch.testing.assert_close(r.layers[f"backbone.body.{name}"].output, x[0], rtol=1e-4, atol=1e-5)
+    assert r.input.shape[1:] == (800, 800) and r.layers["backbone.body.16"].shape[1:] == (25, 25)
+
+
+def test_backbone_units_mine_with_their_receptive_fields(mobile):
+    """Dataset examples on a detector's backbone: the hits are the engine's maps' peaks, and each box is
+    the unit's receptive field through the detector's own transform (a resize to the same size is the
+    identity for the geometry), not an empty box."""
+    from vizcore.activations import extract
+    from vizcore.data.datasets import file_list
+    from vizcore.data.samples import sample_path
+    from vizcore.patches import mine_top_patches
+    from vizcore.summary import layer_geometry
+
+    ds = file_list([sample_path("astronaut"), sample_path("coffee")])
+    r = mine_top_patches(mobile, ds, ["backbone.body.0"], k=1, batch_size=2, workers=0)
+    g = layer_geometry(mobile, "backbone.body.0")
+    assert (g.rf, g.jump, g.start) == (3, 2, 0.0)  # the stem's 3x3 stride-2 convolution on the 800 px input
+    (hit,) = r.hits("backbone.body.0", 4)
+    from vizcore.data.images import load_image
+
+    act = extract(mobile, load_image(ds.items[hit.index].path), ["backbone.body.0"], topk=0).layers["backbone.body.0"]
+    assert hit.value == pytest.approx(float(act.output[4].max()), rel=1e-4)
+    x0, y0, x1, y1 = hit.box
+    assert 0 < x1 - x0 <= 3 and 0 < y1 - y0 <= 3 and x0 <= 2 * hit.x < x1

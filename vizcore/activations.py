@@ -167,6 +167,12 @@ def class_logits(out) -> torch.Tensor | None:
     return out
 
 
+def has_class_head(lm: LoadedModel) -> bool:
+    """Whether the model's output holds image-level class scores: not for torchvision's detectors and
+    segmenters, whose taps are their backbone's (their boxes and masks are :mod:`vizcore.regions`'s)."""
+    return lm.spec.task == "classification"
+
+
 def _top(lm: LoadedModel, logits: torch.Tensor | None, topk: int) -> list[list[Prediction]]:
     cats = lm.categories
     if logits is None or topk <= 0 or cats is None or logits.shape[1] != len(cats):
@@ -182,6 +188,8 @@ def predict(lm: LoadedModel, images: Sequence[Image.Image], topk: int = 5,
             batch_size: int = 16) -> list[list[Prediction]]:
     """Top-``topk`` classes for each image (empty lists for models without a class head)."""
     out: list[list[Prediction]] = []
+    if not has_class_head(lm):  # a detector's or segmenter's full forward gives no class scores
+        return [[] for _ in images]
     tf = lm.transform()
     for i in range(0, len(images), batch_size):
         x = torch.stack([tf(to_rgb(im)) for im in images[i:i + batch_size]]).to(lm.device)
@@ -283,7 +291,8 @@ def extract(lm: LoadedModel, image: Image.Image, layers: Sequence[str] | None = 
         image: any PIL image; it is preprocessed as the model expects.
         layers: tap names or module paths; ``None`` means every curated tap.
             Only these outputs are kept, so memory grows with what is asked for.
-        topk: number of predictions; with ``0`` the pass stops at the last layer.
+        topk: number of predictions; with ``0`` the pass stops at the last layer (always for a
+            detector or segmenter: its taps are the backbone's, and it has no class head).
 
     Returns:
         An :class:`ActivationResult` whose ``layers`` follow network order.
@@ -291,7 +300,7 @@ def extract(lm: LoadedModel, image: Image.Image, layers: Sequence[str] | None = 
     req = _requested(lm, layers)
     x = preprocess(lm, image)
     paths = [p for _, p, _ in req]
-    need_logits = topk > 0
+    need_logits = topk > 0 and has_class_head(lm)
 
     def keep(path: str, t: torch.Tensor) -> tuple[torch.Tensor, tuple]:
         t = t[0]
@@ -345,7 +354,7 @@ def gradcam(lm: LoadedModel, image: Image.Image, layers: Sequence[str],
     if target is None:
         with lm.lock, torch.no_grad():
             logits = class_logits(lm.model(x))
-        if logits is None:
+        if logits is None or not has_class_head(lm):
             raise ValueError(f"{lm.name} has no classification head; give a target index")
         target = int(logits[0].argmax())
     for name, path, _kind in req:

@@ -31,7 +31,7 @@ if (arrived := w.receive_channel_target(KEY)) is not None:
 
 with st.sidebar:
     st.subheader("Network")
-    model = w.model_picker(KEY)
+    model = w.model_picker(KEY, backbones=True)  # a detector's or segmenter's backbone taps too
     weights = w.weights_picker(KEY)
     st.subheader("Channel grids")
     top = st.slider("Channels per grid", 4, 64, 16, step=4, key=f"{KEY}_top")
@@ -46,7 +46,7 @@ with st.sidebar:
 image, caption = w.image_input(KEY)
 digest, raw, size = w.image_payload(image)
 
-lm = w.load_model_or_stop(model, weights)
+lm = w.load_model_or_stop(model, weights, task=None)
 
 try:
     with st.spinner(w.plain(f"Running {model} on {caption}…")):
@@ -67,7 +67,9 @@ with right:
         st.markdown("**Top-5 predictions**")
         st.plotly_chart(w.predictions_figure(preds), key=f"{KEY}_pred_chart")
     else:
-        st.info(f"{w.plain(model)} has no ImageNet classification head: no predictions, no Grad-CAM.")
+        st.info(f"{w.plain(model)} has no classification head: no predictions, no Grad-CAM"
+                + (f" (a {lm.spec.task} model: these are its backbone's taps; its boxes and masks are on "
+                   "the Regions and pixels page)." if lm.spec.task != "classification" else "."))
     cam_target = None if not preds else st.selectbox(
         "Grad-CAM explains the class", [p[0] for p in preds], key=f"{KEY}_cam_target_{model}",
         format_func={p[0]: f"{p[1]} ({p[2]:.1%})" for p in preds}.get,

@@ -34,10 +34,10 @@ target = _apply_channel_target()
 
 with st.sidebar:
     st.subheader("Network")
-    model = w.model_picker(KEY)
+    model = w.model_picker(KEY, backbones=True)  # a detector's or segmenter's backbone taps too
     weights = w.weights_picker(KEY)
 
-lm = w.load_model_or_stop(model, weights)
+lm = w.load_model_or_stop(model, weights, task=None)
 
 with st.sidebar:
     layer = w.layer_picker(lm, KEY)

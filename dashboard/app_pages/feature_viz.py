@@ -66,10 +66,10 @@ _apply_channel_target()
 
 with st.sidebar:
     st.subheader("Network")
-    model = w.model_picker(KEY)
+    model = w.model_picker(KEY, backbones=True)  # a detector's or segmenter's backbone taps too
     weights = w.weights_picker(KEY)
 
-lm = w.load_model_or_stop(model, weights)
+lm = w.load_model_or_stop(model, weights, task=None)
 
 taps = [t.name for t in lm.taps() if t.kind not in ("logits", "pool", "fc")]
 if st.session_state.get(f"{KEY}_layer") not in taps:

@@ -39,7 +39,7 @@ def _shapes(model: str, weights: str) -> dict[str, tuple[int, ...]]:
     lm = w.get_model(model, weights)
     taps = lm.taps()
     size = lm.spec.input_size
-    with torch.no_grad(), tap(lm.model, [t.module for t in taps], lock=lm.lock) as store:
+    with torch.no_grad(), tap(lm.model, [t.module for t in taps], stop=True, lock=lm.lock) as store:
         forward_until(lm.model, torch.zeros(1, 3, size, size, device=lm.device))
         return {t.name: tuple(int(s) for s in store[t.module].shape[1:]) for t in taps if t.module in store}
 
@@ -165,13 +165,11 @@ def _problem(text: str) -> None:
         st.session_state[f"{KEY}_problem"] = text
 
 
-names = list_models()
+names = list_models() + w.backbone_models()  # a detector's or segmenter's backbone taps are units too
 if fresh:
     m = want.get("model", DEFAULT_MODEL)
     if m in names or m.startswith("timm/"):
         st.session_state[f"{KEY}_model"] = m
-    elif m in list_models(task=None):  # a detector or segmenter: not a classification unit page
-        _problem(f"The address names {m!r}, a detection or segmentation model; open it on Regions and pixels.")
     else:
         _problem(f"The address names model {m!r}, which vizcore does not know. Choose one in the sidebar.")
     wt = want.get("weights", "auto")
@@ -190,7 +188,7 @@ with st.sidebar:
     weights = st.radio("Weights", WEIGHTS, key=f"{KEY}_weights", horizontal=True, on_change=_clear_problem,
                        format_func={"auto": "best available (auto)", "random": "random init"}.get)
 
-lm = w.load_model_or_stop(model, weights)
+lm = w.load_model_or_stop(model, weights, task=None)
 shapes = _shapes(model, weights)
 taps = [t.name for t in lm.taps() if t.name in shapes]
 if fresh and "layer" in want:
@@ -388,8 +386,10 @@ def _show_support(cs) -> None:
     c2.markdown("**Opposes**\n" + "\n".join(f"1. {c.label} ({c.value:+.3g})" for c in cs.bottom))
 
 
-if not lm.categories:
-    st.info(f"{w.plain(model)} has no ImageNet classification head.")
+if not lm.categories or lm.spec.task != "classification":
+    st.info(f"{w.plain(model)} has no classification head"
+            + (f": a {lm.spec.task} model, whose taps are its backbone's (its classes are scored per box or "
+               "pixel, on the Regions and pixels page)." if lm.spec.task != "classification" else "."))
 elif layer == taps[-1] and shape == (len(lm.categories),):
     st.info(f"{layer} is the classification head itself: channel {channel} is the logit of "
             f"“{lm.categories[channel]}”.")

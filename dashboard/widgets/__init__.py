@@ -32,8 +32,8 @@ from dashboard.widgets.links import (
     set_unit_address, unit_address, unit_link, unit_params, unit_url,
 )
 from dashboard.widgets.models import (
-    get_model, layer_picker, load_model_or_stop, model_label, model_picker, trained_models, trained_now,
-    weights_badge, weights_note, weights_now, weights_picker,
+    backbone_models, get_model, layer_picker, load_model_or_stop, model_label, model_picker, trained_models,
+    trained_now, weights_badge, weights_note, weights_now, weights_picker,
 )
 from dashboard.widgets.progress import duration, eta_text, progress_bar, stepped_job
 from dashboard.widgets.text import plain
@@ -54,3 +54,4 @@ __all__ += ["short_name", "weights_note"]
 __all__ += ["SESSION_DATASET", "dataset_ref", "dataset_spec", "offered_imagenet", "session_dataset",
             "set_session_dataset"]
 __all__ += ["colorscale"]
+__all__ += ["backbone_models"]

@@ -95,7 +95,7 @@ def receive_channel_target(key: str) -> dict | None:
     if not target or st.session_state.get(f"{key}_applied_target") == target:
         return None
     st.session_state[f"{key}_applied_target"] = dict(target)
-    if target["model"] in list_models():
+    if target["model"] in list_models(task=None):  # a detector's backbone tap too (pages that offer them)
         st.session_state[f"{key}_model"] = target["model"]
         st.session_state[f"{key}_timm"] = ""
     else:

@@ -80,11 +80,13 @@ def get_model(name: str, weights: str = "auto") -> LoadedModel:
         return load_model(name, weights, progress=False)
 
 
-def load_model_or_stop(name: str, weights: str = "auto", task: str = "classification") -> LoadedModel:
+def load_model_or_stop(name: str, weights: str = "auto", task: str | None = "classification") -> LoadedModel:
     """The cached model, or an error message and ``st.stop()`` (unknown timm name, unreadable weights,
-    a model of another ``task`` such as a detector on a classification page, ...)."""
+    a model of another ``task`` such as a detector on a classification page, ...). ``task=None``
+    takes any model: the pages that work on taps alone (a detector's or segmenter's backbone taps)."""
     try:
-        require_task(name, task)
+        if task is not None:
+            require_task(name, task)
         with st.spinner("Loading model…"):  # shown only if loading takes a moment (a hit is instant)
             return get_model(name, weights)
     except Exception as e:  # noqa: BLE001 - any failure to build or load is shown, never raised
@@ -92,10 +94,20 @@ def load_model_or_stop(name: str, weights: str = "auto", task: str = "classifica
         st.stop()
 
 
+BACKBONE_TASKS = ("detection", "segmentation")
+"""Models whose taps are their backbone's (no classification head): offered by the pages that need taps only."""
+
+
+def backbone_models() -> list[str]:
+    """The registered detectors and segmenters, whose backbone taps the tap-only pages show."""
+    return [n for t in BACKBONE_TASKS for n in list_models(task=t)]
+
+
 def model_picker(key: str, *, label: str = "Model", default: str = DEFAULT_MODEL,
-                 allow_timm: bool = True) -> str:
-    """A select box of registered models, plus a free-text ``timm/<name>`` option."""
-    names = list_models()
+                 allow_timm: bool = True, backbones: bool = False) -> str:
+    """A select box of registered models, plus a free-text ``timm/<name>`` option; with ``backbones``
+    the detectors and segmenters follow the classifiers (pages that need the backbone's taps only)."""
+    names = list_models() + (backbone_models() if backbones else [])
     # A value already in session state (another page preselected it) wins; passing no default
     # then avoids Streamlit's "default value but also set via Session State" warning.
     preset = st.session_state.get(f"{key}_model") in names
@@ -104,7 +116,9 @@ def model_picker(key: str, *, label: str = "Model", default: str = DEFAULT_MODEL
                           help="✓ trained weights are available now (bundled package, local cache or a "
                                "download); ○ only random initialisation: no published weights, or none "
                                "on this machine and no network. `vizcore models` lists the same.")
-    st.caption(f"{choice}: {weights_note(choice)}")
+    st.caption(f"{choice}: {weights_note(choice)}" + (
+        f" · a {get_spec(choice).task} model: its backbone's taps, no classification head"
+        if get_spec(choice).task in BACKBONE_TASKS else ""))
     if allow_timm:
         custom = st.text_input("…or any timm model (timm/<name>)", value="", key=f"{key}_timm",
                                placeholder="timm/convnext_tiny")

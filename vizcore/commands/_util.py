@@ -14,12 +14,14 @@ def add_model_args(p, *, default: str | None = "efficientnet_lite0") -> None:
                    help="auto (package, hub cache, download, random), random, or a checkpoint path")
 
 
-def load_model_cli(args, task: str = "classification"):
+def load_model_cli(args, task: str | None = "classification"):
     """Load the model named by ``--model/--weights`` (a model of ``task``: a detector given to a
-    classification command is one clear error) and report the weight source on stderr."""
+    classification command is one clear error; ``None`` takes any model, for the commands that need
+    taps only, which a detector's backbone has) and report the weight source on stderr."""
     from vizcore.models import load_model, require_task
 
-    require_task(args.model, task)
+    if task is not None:
+        require_task(args.model, task)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the warning is printed below, once
         lm = load_model(args.model, args.weights)

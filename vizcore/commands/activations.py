@@ -64,7 +64,7 @@ def run(args) -> int:
     image = read_images([args.image])[0]
     if args.layers:
         check_layers(args.model, args.layers)  # unknown names fail before any work, with close matches
-    lm = load_model_cli(args)
+    lm = load_model_cli(args, task=None)  # taps only: a detector's or segmenter's backbone too
     res = extract(lm, image, args.layers, topk=max(0, args.topk))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,7 @@ def run(args) -> int:
     if args.steps < 1:  # checked before the model loads: one line, nothing written
         raise ValueError(f"--steps must be at least 1, not {args.steps}: with no optimisation step the "
                          "image would be the random start, not a visualisation")
-    lm = load_model_cli(args)
+    lm = load_model_cli(args, task=None)  # taps only: a detector's or segmenter's backbone too
     size = args.size or lm.spec.input_size
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ def run(args) -> int:
     if args.k < 1:
         raise ValueError("--k must be at least 1")
     ds = open_dataset(args.data)
-    lm = load_model_cli(args)
+    lm = load_model_cli(args, task=None)  # taps only: a detector's or segmenter's backbone too
     layers = None if args.layers == ["all"] else args.layers
     for name in layers or []:
         lm.resolve(name)  # a bad layer name fails before any work, with close matches

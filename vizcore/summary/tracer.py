@@ -210,6 +210,9 @@ class _Tracer(TorchFunctionMode):
             ga, gb = geom_of(a), geom_of(b)
             if (ga is not None and ga.axes is not None and -1 in ga.axes) or (gb is not None and gb.axes is not None):
                 return union_geom([globalise(g) for g in ins], None, (0, 0))
+        if name in ("interpolate", "upsample") and spatial and torch.is_tensor(src) \
+                and tuple(out.shape[-2:]) == tuple(src.shape[-2:]):
+            return g0  # a resize to the same size is the identity (a detector's transform at its own size)
         if name in _GLOBAL:
             return union_geom([globalise(g) for g in ins], None, (0, 0))
         return generic_geom(ins, out)
