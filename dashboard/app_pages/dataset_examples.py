@@ -201,6 +201,10 @@ for start in range(0, len(hits), per_row):
                 st.image(_heatmap(result_key, layer, int(channel), r, lm, result), width="stretch",
                          caption=f"map at ({h.y}, {h.x})")
 
+from dashboard.widgets.relevance import relmax_section  # noqa: E402
+
+relmax_section(KEY, lm, ds, layer, int(channel), k=k, batch_size=batch)
+
 try:
     import vizcore.featureviz as fv
 except ImportError:  # the feature-visualisation engine is optional here
