@@ -1,7 +1,8 @@
 """Concept relevance on the Evidence page (UI only): below "Channels behind this map", the LRP relevance
 of the class at each channel of the same tap and each top channel's conditional heatmap
-(:func:`vizcore.relevance.channel_relevance`, zennit-crp), each linked to its unit page; and the dataset images ranked by relevance (RelMax) beside those ranked by
-activation, on the unit page and in the Dataset examples page's channel detail."""
+(:func:`vizcore.relevance.channel_relevance`, zennit-crp), each linked to its unit page; and the
+dataset images ranked by relevance (RelMax) beside those ranked by activation, on the unit page and in
+the Dataset examples page's channel detail."""
 from __future__ import annotations
 
 from pathlib import Path
