@@ -87,8 +87,11 @@ def test_concept_relevance_below_the_channels_shows_the_engines_shares(lite0):
 
 
 @pytest.mark.slow
-def test_unit_page_concept_relevance_and_relmax_beside_the_activation_ranking(lite0, tmp_path):
+def test_unit_page_concept_relevance_and_relmax_beside_the_activation_ranking(lite0, tmp_path, monkeypatch):
     import shutil
+
+    from dashboard.widgets.datasets import data_roots
+    from vizcore.data.refs import path_ref
 
     from vizcore.activations import predict
     from vizcore.data import image_folder, sample_path
@@ -97,9 +100,10 @@ def test_unit_page_concept_relevance_and_relmax_beside_the_activation_ranking(li
 
     for n in ("cat", "coffee", "astronaut", "rocket"):
         shutil.copy(sample_path(n), tmp_path / sample_path(n).name)
+    monkeypatch.setenv("VIZCORE_DATA_ROOTS", str(tmp_path.parent))
     at = AppTest.from_file(APP, default_timeout=600)
     at.query_params.update({"model": "efficientnet_lite0", "weights": "auto", "layer": "blocks.6.0", "channel": "7",
-                            "dataset": str(tmp_path)})
+                            "dataset": path_ref(tmp_path, data_roots())})  # a short name, never a path
     at.switch_page("app_pages/unit.py").run()
     assert not at.exception, at.exception
     at.toggle(key="unit_crp").set_value(True).run()

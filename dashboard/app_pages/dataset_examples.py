@@ -4,7 +4,8 @@ UI only: mining is a :class:`vizcore.patches.MiningJob` (one streaming pass, cac
 per layer). It starts on the **Mine** button, never on a sidebar change, and runs a few batches
 per step of the job widget (:func:`dashboard.widgets.jobs.run_job`; on Ray in one call), so the
 page shows the time left, fills the channel grid in as images are mined and can be stopped; crops, montages and heatmaps come
-from :mod:`vizcore.render`.
+from :mod:`vizcore.render`. The channel detail can also rank the images by the channel's relevance for the
+model's prediction (RelMax, :func:`dashboard.widgets.relevance.relmax_section`), beside the ranking by activation.
 """
 from __future__ import annotations
 
@@ -200,6 +201,10 @@ for start in range(0, len(hits), per_row):
             if show_heat:
                 st.image(_heatmap(result_key, layer, int(channel), r, lm, result), width="stretch",
                          caption=f"map at ({h.y}, {h.x})")
+
+from dashboard.widgets.relevance import relmax_section  # noqa: E402
+
+relmax_section(KEY, lm, ds, layer, int(channel), k=k, batch_size=batch)
 
 try:
     import vizcore.featureviz as fv

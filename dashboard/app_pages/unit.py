@@ -439,4 +439,4 @@ if dr is not None:
 # -- concept relevance (CRP conditional heatmap, RelMax): a self-contained section
 from dashboard.widgets.relevance import unit_relevance  # noqa: E402
 
-unit_relevance(KEY, model, weights, layer, channel, digest, raw, size, caption, dataset)
+unit_relevance(KEY, model, weights, layer, channel, digest, raw, size, caption, spec)  # the spec the address names

@@ -1,6 +1,8 @@
 """Concept relevance on the Evidence page (UI only): below "Channels behind this map", the LRP relevance
 of the class at each channel of the same tap and each top channel's conditional heatmap
-(:func:`vizcore.relevance.channel_relevance`, zennit-crp), each linked to its unit page."""
+(:func:`vizcore.relevance.channel_relevance`, zennit-crp), each linked to its unit page; and the
+dataset images ranked by relevance (RelMax) beside those ranked by activation, on the unit page and in
+the Dataset examples page's channel detail."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -118,21 +120,41 @@ def unit_relevance(key: str, model: str, weights: str, layer: str, channel: int,
                      "decision)", key=f"{key}_relmax"):
         return
     from dashboard.widgets.datasets import open_dataset_or_stop
+
+    relmax_examples(f"{key}_relmax", lm, open_dataset_or_stop(dataset), layer, int(channel), k=K)
+
+
+def relmax_examples(key: str, lm, ds, layer: str, channel: int, *, k: int = K, batch_size: int = 8) -> None:
+    """RelMax over ``ds`` run as a job (progress, Stop, Resume, cache): the images where ``channel`` of
+    ``layer`` matters most for the model's decision, beside the images where it is most active."""
     from dashboard.widgets.jobs import run_job
     from vizcore.jobs import RunOptions
     from vizcore.relevance import RelMaxJob
 
-    ds = open_dataset_or_stop(dataset)
-    res = run_job(f"{key}_relmax", RelMaxJob(lm, ds, layer, k=K), RunOptions(batch_size=8, workers=0),
+    res = run_job(key, RelMaxJob(lm, ds, layer, k=k), RunOptions(batch_size=batch_size, workers=0),
                   what=f"Relevance of every channel of {layer} over {ds.name}", start_label="Rank by relevance",
                   idle_note=f"{len(ds)} images; about 1 s per image on a CPU")
     if res is None:
         return
-    for title, rows in (("By relevance for the model's prediction", res.relevance_ranked(int(channel))),
-                        ("By activation", res.activation_ranked(int(channel)))):
-        st.markdown(f"**{title}**")
-        if not rows:
-            st.info(f"Channel {channel} has no positive relevance on any image of {ds.name}.")
-            continue
-        st.image([_thumb(ds.items[i].path) for i, _ in rows], width=112,
-                 caption=[f"{Path(ds.items[i].path).name} · {v:.3g}" for i, v in rows])
+    cols = st.columns(2)
+    for col, title, rows in ((cols[0], "By relevance for the model's prediction", res.relevance_ranked(channel)),
+                             (cols[1], "By activation", res.activation_ranked(channel))):
+        with col:
+            st.markdown(f"**{title}**")
+            if not rows:
+                st.info(f"Channel {channel} has no positive relevance on any image of {ds.name}."
+                        if col is cols[0] else f"No images of {ds.name} were read.")
+                continue
+            st.image([_thumb(ds.items[i].path) for i, _ in rows], width=112,
+                     caption=[f"{Path(ds.items[i].path).name} · {v:.3g}" for i, v in rows])
+
+
+def relmax_section(key: str, lm, ds, layer: str, channel: int, *, k: int = K, batch_size: int = 8) -> None:
+    """A toggle; when on, :func:`relmax_examples` (the Dataset examples page's channel detail)."""
+    if not lm.categories:
+        return
+    if st.toggle("Relevance-ranked images beside the activation-ranked ones (RelMax: where this channel "
+                 "matters most for the model's decision)", key=f"{key}_relmax",
+                 help="CRP's RelMax (Achtibat et al., 2023): each image ranked by the LRP relevance of its "
+                      "predicted class at this channel. One pass over the dataset for every channel of the layer."):
+        relmax_examples(f"{key}_relmax", lm, ds, layer, int(channel), k=k, batch_size=batch_size)
