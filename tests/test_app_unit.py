@@ -300,3 +300,16 @@ def test_pages_answer_at_their_own_addresses_on_a_real_server(served):
     assert (ran, not_found) == ("", False)  # the overview
     ran, not_found, _ = _open(served, "no_such_page")
     assert not_found  # the check can fail
+
+
+def test_driver_thumbnails_by_feature_visualisation_are_a_job(lite0):
+    """Without a dataset, the drivers' thumbnails can be feature visualisations: a FeatVizJob that
+    starts by itself on the toggle, with progress and Stop, then one thumbnail per driver."""
+    at = _unit({**ADDRESS, "layer": "blocks.5.0", "channel": "30"})
+    _until_done(at, "unit_dr", start=True)
+    at.toggle(key="unit_dr_fv").set_value(True).run()
+    assert [b for b in at.button if b.key == "unit_dr_fvjob_stop"]  # running, with Stop
+    _until_done(at, "unit_dr_fvjob", runs=20)
+    assert not at.exception and not at.error
+    assert any("feature visualisation, 64 px" in c.value for c in at.caption)
+    assert len([i for i in at.image if i.proto.imgs and i.proto.imgs[0].caption == ""]) >= 8
