@@ -59,6 +59,8 @@ FEATURE_VIZ = PageInfo("feature_viz", "Feature visualisation", ":material/palett
                        "images optimised to excite a channel")
 UNIT = PageInfo("unit", "Unit", ":material/my_location:", "What units want",
                 "one channel on one page, with a link you can share")
+MODEL_ATLAS = PageInfo("model_atlas", "Model atlas", ":material/apps:", "What units want",
+                       "every channel of a precomputed layer at a glance (vizcore precompute)")
 PROBES = PageInfo("probes", "Linear probes", ":material/show_chart:", "What depth buys",
                   "what a linear classifier can read at each depth")
 EMBEDDINGS = PageInfo("embeddings", "Embeddings", ":material/scatter_plot:", "What depth buys",
@@ -73,7 +75,7 @@ ATLAS = PageInfo("atlas", "Activation atlas", ":material/map:", "What depth buys
                  "an activation atlas: a layer's vectors laid out and drawn cell by cell")
 
 PAGES: tuple[PageInfo, ...] = (HOME, ACTIVATIONS, COMPARE, ARCHITECTURES, EVIDENCE, REGIONS, DATASET_EXAMPLES, FEATURE_VIZ,
-                               UNIT, PROBES, EMBEDDINGS, SHAPE_BIAS, SIMILARITY, CONCEPTS, ATLAS)
+                               UNIT, MODEL_ATLAS, PROBES, EMBEDDINGS, SHAPE_BIAS, SIMILARITY, CONCEPTS, ATLAS)
 """Every page, in navigation order."""
 
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from vizcore.features import Pooling, extract_features
-from vizcore.cache import MARKER
 from vizcore.jobs import Stopped
 from vizcore.probes import fit_probes, holdout_split, make_classifier, probe_features
 from vizcore.stats import wilson_interval
@@ -238,7 +237,7 @@ def own_cache(tmp_path, monkeypatch):
 
 def _entries(root, kind):
     d = root / kind
-    return sorted(p.name for p in d.iterdir() if p.name != MARKER) if d.is_dir() else []  # entries only
+    return sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) if d.is_dir() else []  # not the kind marker
 
 
 def _save_random(path, seed: int) -> None:

@@ -164,6 +164,22 @@ class Job(ABC, Generic[R]):
 
     kind: ClassVar[str] = "job"
     unit: ClassVar[str] = "images"
+
+    # -- shipping a job to another process (Ray): loaded models travel as ModelRefs and are
+    # loaded again where the job lands (``load_model`` keeps one per process, i.e. per actor);
+    # a built pass is rebuilt from the job's inputs.
+    def __getstate__(self) -> dict:
+        from vizcore.models import LoadedModel
+        from vizcore.passes import ModelRef
+
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_pass", "_key")}
+        for k, v in state.items():
+            if isinstance(v, LoadedModel):
+                state[k] = _ModelSlot(ModelRef.of(v))
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({k: (v.ref.load() if isinstance(v, _ModelSlot) else v) for k, v in state.items()})
     codec: ClassVar[str] = "torch"
 
     @abstractmethod
@@ -214,6 +230,13 @@ class Job(ABC, Generic[R]):
     def run_ray(self, options: RunOptions, progress: Progress | None, should_stop: ShouldStop | None) -> R:
         """The result computed on Ray (default: the local stepper, for jobs with no Ray form)."""
         return _run_stepper(self.stepper(options), progress, should_stop)
+
+
+@dataclass(frozen=True)
+class _ModelSlot:
+    """A loaded model in a pickled job: how to load it again."""
+
+    ref: Any
 
 
 class Stepper(ABC, Generic[R]):

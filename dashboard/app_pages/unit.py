@@ -275,9 +275,15 @@ st.subheader("Feature visualisation")
 f1, f2, f3 = st.columns([2, 1, 1])
 fv_steps = f2.select_slider("Steps", [16, 32, 64, 128, 256, 512], value=128, key=f"{KEY}_fv_steps")
 fv_size = f3.select_slider("Size (px)", [64, 96, 128, 160, 224], value=128, key=f"{KEY}_fv_size")
-if f1.toggle("Render the channel's feature visualisation (its progress bar shows the steps done; the "
-             "Feature visualisation page estimates the time on this machine)",
-             key=f"{KEY}_show_fv"):
+from vizcore.precompute import precomputed_featviz  # noqa: E402 - a precomputed one shows at once
+
+pre = precomputed_featviz(lm, layer, channel, n_ch, steps=int(fv_steps), size=int(fv_size))
+if pre is not None:
+    st.image(w.png_bytes(pre.image), width=256, caption=f"precomputed · objective {pre.objective_start:.3g} → "
+                                                       f"{pre.objective_final:.3g}")
+elif f1.toggle("Render the channel's feature visualisation (its progress bar shows the steps done; the "
+               "Feature visualisation page estimates the time on this machine)",
+               key=f"{KEY}_show_fv"):
     fv_job = FeatVizJob(lm, layer, [channel], steps=int(fv_steps), size=int(fv_size))
     fvs = run_job(f"{KEY}_fv", fv_job, opts, what=f"Feature visualisation of channel {channel}", autostart=True,
                   units_per_step=8)
