@@ -302,9 +302,10 @@ def test_pages_answer_at_their_own_addresses_on_a_real_server(served):
     assert not_found  # the check can fail
 
 
-def test_driver_thumbnails_by_feature_visualisation_are_a_job(lite0):
+def test_driver_thumbnails_by_feature_visualisation_are_a_job(lite0, tmp_path, monkeypatch):
     """Without a dataset, the drivers' thumbnails can be feature visualisations: a FeatVizJob that
     starts by itself on the toggle, with progress and Stop, then one thumbnail per driver."""
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path))  # nothing of this unit cached yet
     at = _unit({**ADDRESS, "layer": "blocks.5.0", "channel": "30"})
     _until_done(at, "unit_dr", start=True)
     at.toggle(key="unit_dr_fv").set_value(True).run()
