@@ -83,8 +83,13 @@ def test_channel_target_preselects_layer_and_channel(lite0):
 
     # the channel's feature visualisation, on request (few steps, small image: quick)
     at.slider(key="dataset_examples_fv_steps").set_value(16)
-    at.select_slider(key="dataset_examples_fv_size").set_value(96)
-    at.button(key="dataset_examples_fv_go").click().run()
+    at.select_slider(key="dataset_examples_fv_size").set_value(96).run()  # (as a browser reruns on a change)
+    at.button(key="dataset_examples_fv_start").click().run()  # a job: one run per few steps, until done
+    for _ in range(10):
+        assert not at.exception, at.exception
+        if not [b for b in at.button if b.key == "dataset_examples_fv_stop"]:
+            break
+        at.run()
     assert not at.exception, at.exception
     fv = [c for im in at.image for c in im.captions if c.startswith("objective ")]
     assert len(fv) == 1

@@ -81,10 +81,10 @@ def test_cue_conflict_palette_sentence_and_texture_colouring(lite0, cue_conflict
     at.run()
     assert not at.exception, at.exception
     assert at.selectbox(key="embeddings_label").value == "shape"
-    at.button(key="embeddings_start").click().run()  # step 1: the features; the bar moves on to the maps
-    assert at.get("progress")[0].proto.text == "Embeddings · PCA: 0/2 maps · measuring speed…"
+    at.button(key="embeddings_start").click().run()  # step 1: the features (32 images: two steps' worth)
+    assert at.get("progress")[0].proto.text.startswith("Embeddings: 32/96 images · ")  # a map counts as 32
     at.run()  # step 2: the early map shows before the late one is made
-    assert at.get("progress")[0].proto.text.startswith("Embeddings · PCA: 1/2 maps · ")
+    assert at.get("progress")[0].proto.text.startswith("Embeddings: 64/96 images · ")
     assert "left" in at.get("progress")[0].proto.text
     assert [s.value for s in at.main.subheader] == ["early: stem"] and len(at.get("plotly_chart")) == 1
     _run_to_end(at, press=False)

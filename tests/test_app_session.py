@@ -109,6 +109,6 @@ def test_unit_address_names_datasets_by_short_names_only(lite0, imagenet_samples
     assert not at.error
     want = "builtin" if ref == "samples" else ref
     assert at.selectbox(key="unit_dataset").value == want
-    button = next(b.label for b in at.button if b.key == "unit_mine")
+    button = next(b.label for b in at.button if b.key == "unit_mine_start")
     assert button.endswith(("(1000 images)", "(10 images)"))
     assert not any(str(imagenet_samples) in c.value for c in at.caption)

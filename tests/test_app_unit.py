@@ -111,6 +111,7 @@ def test_sections_on_demand_and_driver_links_target_other_units(lite0):
     at.select_slider(key="unit_fv_steps").set_value(16)
     at.select_slider(key="unit_fv_size").set_value(64)
     at.toggle(key="unit_show_fv").set_value(True).run()
+    _until_done(at, "unit_fv")  # a job: it starts by itself, with progress and Stop
     assert not at.exception and not at.error
     from vizcore.featureviz import render
 
@@ -130,7 +131,7 @@ def test_sections_on_demand_and_driver_links_target_other_units(lite0):
 def test_weight_drivers_and_dataset_top_images(lite0):
     at = _unit({**ADDRESS, "layer": "head", "channel": "7", "dataset": "samples"})
     assert not at.error
-    at.button(key="unit_mine").click().run()
+    _until_done(at, "unit_mine", start=True)  # a job with progress and Stop
     _until_done(at, "unit_crops")  # the crops start by themselves once mined
     assert not at.exception and not at.error
     crops = [i for i in at.image if i.captions and i.captions[0].startswith("#")]
@@ -150,6 +151,11 @@ def test_weight_drivers_and_dataset_top_images(lite0):
     best = torch.argsort(mags, descending=True)[:8].tolist()
     assert [int(q["channel"]) for q in links] == [best[i] for c in range(4) for i in range(c, 8, 4)]  # 4 columns
     assert all(q["dataset"] == "builtin" for q in links)  # the short name of the built-in photos
+    # the mined top images are cached on disk: a new session shows them without pressing anything
+    fresh = _unit({**ADDRESS, "layer": "head", "channel": "7", "dataset": "samples"})
+    assert not fresh.error and not [b for b in fresh.button if b.key == "unit_mine_start"]
+    _until_done(fresh, "unit_crops")
+    assert len([i for i in fresh.image if i.captions and i.captions[0].startswith("#")]) == 9
 
 
 def test_a_unit_reopened_in_a_new_session_reads_its_analyses_from_the_cache(lite0):
@@ -294,3 +300,17 @@ def test_pages_answer_at_their_own_addresses_on_a_real_server(served):
     assert (ran, not_found) == ("", False)  # the overview
     ran, not_found, _ = _open(served, "no_such_page")
     assert not_found  # the check can fail
+
+
+def test_driver_thumbnails_by_feature_visualisation_are_a_job(lite0, tmp_path, monkeypatch):
+    """Without a dataset, the drivers' thumbnails can be feature visualisations: a FeatVizJob that
+    starts by itself on the toggle, with progress and Stop, then one thumbnail per driver."""
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path))  # nothing of this unit cached yet
+    at = _unit({**ADDRESS, "layer": "blocks.5.0", "channel": "30"})
+    _until_done(at, "unit_dr", start=True)
+    at.toggle(key="unit_dr_fv").set_value(True).run()
+    assert [b for b in at.button if b.key == "unit_dr_fvjob_stop"]  # running, with Stop
+    _until_done(at, "unit_dr_fvjob", runs=20)
+    assert not at.exception and not at.error
+    assert any("feature visualisation, 64 px" in c.value for c in at.caption)
+    assert len([i for i in at.image if i.proto.imgs and i.proto.imgs[0].caption == ""]) >= 8

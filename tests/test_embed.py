@@ -109,3 +109,25 @@ def test_embed_cache_follows_the_weights_content(small_folder, tmp_path, monkeyp
     assert not np.allclose(a.coords, b.coords)
     fresh = embed(load_model("mobilenet_v3_small", "random:2"), ds, "head", method="pca", workers=0, pool=Pooling(grid=1), cache=False)
     np.testing.assert_allclose(b.coords, fresh.coords, rtol=1e-5, atol=1e-5)
+
+
+def test_embed_maps_job_makes_one_map_per_tick_and_reads_them_back(lite0, small_folder, tmp_path, monkeypatch):
+    """The Embeddings page's job: one map per tick, the maps of embed(), and cached maps at once."""
+    from vizcore.data import open_dataset
+    from vizcore.embed import EmbedMapsJob
+    from vizcore.jobs import JobRun, RunOptions
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    ds = open_dataset(str(small_folder))
+    opts = RunOptions(workers=0, batch_size=16)
+    job = EmbedMapsJob(lite0, ds, ["stem", "pool"], method="pca", units_per_map=4, options=opts)
+    assert job.load() is None
+    run = JobRun(job, opts)
+    run.step(1)
+    assert [m.layer for m in run.partial()] == ["stem"] and not run.complete
+    run.step()
+    ref = embed(lite0, ds, "pool", method="pca", options=opts)
+    np.testing.assert_allclose(run.result[1].coords, ref.coords)
+    again = JobRun(EmbedMapsJob(lite0, ds, ["stem", "pool"], method="pca", units_per_map=4, options=opts), opts)
+    assert again.from_cache and [m.layer for m in again.result] == ["stem", "pool"]
+    np.testing.assert_allclose(again.result[0].coords, run.result[0].coords)

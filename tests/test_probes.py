@@ -307,3 +307,26 @@ def test_stopping_a_probe_while_it_runs_caches_nothing_half_done(own_cache, smal
     res = fit_probes(lm, ds, layers=layers, batch_size=4, workers=0, pool=Pooling(grid=1))
     assert [lp.name for lp in res.layers] == layers
     assert len(_entries(own_cache, "probes")) == 1  # the complete run is cached
+
+
+def test_probe_fits_job_fits_one_layer_per_tick_and_equals_fit_probes(lite0, small_folder, tmp_path, monkeypatch):
+    """The Linear probes page's job: one fit per tick (the partial result grows by one probe), the
+    same numbers as fit_probes of all the layers, and the whole result cached for a new run."""
+    from vizcore.data import open_dataset
+    from vizcore.jobs import JobRun, RunOptions
+    from vizcore.probes import ProbeFitsJob, fit_probes
+
+    monkeypatch.setenv("VIZCORE_CACHE", str(tmp_path / "cache"))
+    ds = open_dataset(str(small_folder))
+    layers = ["stem", "logits"]
+    opts = RunOptions(workers=0, batch_size=16)
+    run = JobRun(ProbeFitsJob(lite0, ds, layers, ["class"], units_per_fit=5, options=opts), opts)
+    assert not run.complete and run.total == 10
+    run.step(1)
+    assert len(run.partial()) == 1 and not run.complete
+    run.step()
+    assert run.complete and len(run.result) == 2
+    ref = fit_probes(lite0, ds, layers=layers, options=opts)
+    assert [r.layers[0].accuracy for r in run.result] == [lp.accuracy for lp in ref.layers]
+    again = JobRun(ProbeFitsJob(lite0, ds, layers, ["class"], units_per_fit=5, options=opts), opts)
+    assert again.from_cache and [r.to_json() for r in again.result] == [r.to_json() for r in run.result]

@@ -27,7 +27,7 @@ import numpy as np
 
 from vizcore.data.datasets import ImageDataset
 from vizcore.features import Pooling, as_pooling, extract_features
-from vizcore.jobs import RunOptions, Stopped
+from vizcore.jobs import RunOptions, StepJob, Stopped, Tick
 from vizcore.models import LoadedModel
 
 __all__ = ["METHODS", "Embedding", "Quality", "embed", "embedding_quality", "project"]
@@ -222,6 +222,20 @@ def embedding_quality(x: np.ndarray, coords: np.ndarray, labels: Sequence[str | 
 
 
 # ------------------------------------------------------------------------ embed
+def _params(method: str, perplexity: float, n_neighbors: int, pca_dims: int | None) -> dict:
+    return {"perplexity": perplexity, "pca_dims": pca_dims} if method == "tsne" else (
+        {"n_neighbors": n_neighbors, "pca_dims": pca_dims} if method == "umap" else {})
+
+
+def _map_key(lm: LoadedModel, dataset: ImageDataset, layer: str, pooling: Pooling, method: str, seed: int,
+             backend: str, label: str, params: dict) -> str:
+    from vizcore.identity import result_key
+
+    # Version 2: weights identified by content (vizcore.identity), like every other result.
+    return result_key("embed", 2, lm, dataset, layer=lm.resolve(layer), pooling=pooling.to_json(),
+                      method=method, seed=seed, backend=backend, label=label, **params)
+
+
 def embed(lm: LoadedModel, dataset: ImageDataset, layer: str, *, method: str = "tsne", label: str = "class",
           seed: int = 0, perplexity: float = 30.0, n_neighbors: int = 15, pca_dims: int | None = 50,
           pool: Pooling | int | None = None, backend: str = "auto", options: RunOptions | None = None,
@@ -238,7 +252,6 @@ def embed(lm: LoadedModel, dataset: ImageDataset, layer: str, *, method: str = "
     import torch
 
     from vizcore.cache import load_torch, save_torch
-    from vizcore.identity import result_key
 
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -249,11 +262,8 @@ def embed(lm: LoadedModel, dataset: ImageDataset, layer: str, *, method: str = "
                              should_stop=should_stop)
     x = feats.layers[layer]
     labels = feats.labels(dataset, label)
-    params = {"perplexity": perplexity, "pca_dims": pca_dims} if method == "tsne" else (
-        {"n_neighbors": n_neighbors, "pca_dims": pca_dims} if method == "umap" else {})
-    # Version 2: weights identified by content (vizcore.identity), like every other result.
-    key = result_key("embed", 2, lm, dataset, layer=lm.resolve(layer), pooling=pooling.to_json(),
-                     method=method, seed=seed, backend=backend, label=label, **params) if cache else None
+    params = _params(method, perplexity, n_neighbors, pca_dims)
+    key = _map_key(lm, dataset, layer, pooling, method, seed, backend, label, params) if cache else None
     hit = load_torch("embed", key) if key else None
     if hit is not None:
         coords, used, quality = hit["coords"].numpy(), hit["backend"], Quality(**hit["quality"])
@@ -269,3 +279,64 @@ def embed(lm: LoadedModel, dataset: ImageDataset, layer: str, *, method: str = "
     return Embedding(model=lm.spec.name, weights=lm.weights.label(), layer=layer, method=method, backend=used,
                      label_kind=label, coords=coords, files=feats.files, labels=labels, quality=quality,
                      n_features=int(x.shape[1]), seed=seed, params=params, skipped=feats.skipped)
+
+
+class EmbedMapsJob(StepJob[list]):
+    """The maps of some layers (:func:`embed`, one per tick), as a job (:mod:`vizcore.jobs`).
+
+    Run after the :class:`vizcore.features.FeaturesJob` of the same layers (in a
+    :class:`vizcore.jobs.ChainJob`, as the Embeddings page does), each map reads its features from
+    the cache and is cached by :func:`embed` itself; :meth:`load` gives the maps when every one is
+    cached. The partial result is the maps made so far. ``units_per_map``: what one map counts for on
+    a shared progress bar (a chain measured in images).
+    """
+
+    kind = "embed_maps"
+    unit = "maps"
+
+    def __init__(self, lm: LoadedModel, dataset: ImageDataset, layers: Sequence[str], *, method: str = "tsne",
+                 label: str = "class", seed: int = 0, perplexity: float = 30.0, units_per_map: int = 1,
+                 options: RunOptions | None = None):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        self.lm, self.dataset, self.layers = lm, dataset, list(layers)
+        self.args = {"method": method, "label": label, "seed": int(seed), "perplexity": float(perplexity)}
+        self.units_per_map = max(1, int(units_per_map))
+        self.options = options or RunOptions(workers=0)
+        self.total = len(self.layers) * self.units_per_map
+
+    def _keys(self) -> list[str]:
+        a = self.args
+        params = _params(a["method"], a["perplexity"], 15, 50)
+        return [_map_key(self.lm, self.dataset, layer, as_pooling(None), a["method"], a["seed"], "auto", a["label"],
+                         params) for layer in self.layers]
+
+    def key(self) -> str:
+        from vizcore.cache import cache_key
+
+        return cache_key(maps=self._keys())
+
+    def describe(self) -> str:
+        return f"maps {self.lm.spec.name}"
+
+    def load(self) -> list | None:
+        from vizcore.cache import load_torch
+
+        if any(load_torch("embed", k) is None for k in self._keys()):
+            return None
+        try:  # every map is cached: this reads them (with their features: in a chain, the FeaturesJob before
+            # this one has checked they are cached)
+            return [embed(self.lm, self.dataset, layer, options=self.options, **self.args) for layer in self.layers]
+        except Exception:  # noqa: BLE001 - features evicted meanwhile: a miss, computed again
+            return None
+
+    def save(self, result: list) -> None:
+        pass  # each map is cached by embed()
+
+    def work(self):
+        out: list[Embedding] = []
+        yield Tick(0, self.total)
+        for i, layer in enumerate(self.layers):
+            out.append(embed(self.lm, self.dataset, layer, options=self.options, **self.args))
+            yield Tick((i + 1) * self.units_per_map, self.total, list(out))
+        return out

@@ -32,7 +32,7 @@ import numpy as np
 from vizcore.cache import load_json, save_json
 from vizcore.data.datasets import ImageDataset
 from vizcore.features import Features, Pooling, extract_features
-from vizcore.jobs import RunOptions, Stopped
+from vizcore.jobs import RunOptions, StepJob, Stopped, Tick
 from vizcore.models import LoadedModel, WeightsInfo
 from vizcore.stats import wilson_interval
 
@@ -452,3 +452,54 @@ def fit_probes(model: LoadedModel | str, dataset: ImageDataset | str, *, layers:
     twin = one(load_model(model.spec.name, f"random:{int(random_seed)}", device=model.device, progress=False),
                "random ")
     return ProbeResult(**{**{f: getattr(main, f) for f in main.__dataclass_fields__}, "random": twin})
+
+
+class ProbeFitsJob(StepJob[list]):
+    """The probes of some layers of one network, one fit per tick, as a job (:mod:`vizcore.jobs`).
+
+    Run after the :class:`vizcore.features.FeaturesJob` of the same layers (in a
+    :class:`vizcore.jobs.ChainJob`, as the Linear probes page does), each fit reads its features
+    from the cache and is itself cached by :func:`fit_probes`; the partial result (the fits so far)
+    is the curve growing a layer at a time. Result: one :class:`ProbeResult` per (label, layer), labels
+    outer, layers in the given order.
+
+    ``units_per_fit``: how many units one fit counts for on a shared progress bar (a chain measured in
+    images: about one pass over the images, so that one step of the dashboard does one fit).
+    """
+
+    kind = "probe_fits"
+    codec = "json"
+    unit = "probes"
+
+    def __init__(self, lm: LoadedModel, dataset: ImageDataset, layers: Sequence[str], labels: Sequence[str], *,
+                 folds: int | None = None, test_size: float = 0.25, seed: int = 0, units_per_fit: int = 1,
+                 options: RunOptions | None = None):
+        self.lm, self.dataset, self.layers, self.labels = lm, dataset, list(layers), list(labels)
+        self.fit = {"folds": folds, "test_size": float(test_size), "seed": int(seed)}
+        self.units_per_fit = max(1, int(units_per_fit))
+        self.options = options or RunOptions(workers=0)
+        self.total = len(self.layers) * len(self.labels) * self.units_per_fit
+
+    def key(self) -> str:
+        from vizcore.identity import result_key
+
+        return result_key(self.kind, PROBES_CACHE_VERSION, self.lm, self.dataset, layers=self.layers,
+                          labels=self.labels, **self.fit)
+
+    def describe(self) -> str:
+        return f"probes {self.lm.spec.name}"
+
+    def encode(self, result: list) -> list:
+        return [r.to_json() for r in result]
+
+    def decode(self, data: list) -> list:
+        return [ProbeResult.from_json(d) for d in data]
+
+    def work(self):
+        pairs = [(lab, layer) for lab in self.labels for layer in self.layers]
+        out: list[ProbeResult] = []
+        yield Tick(0, self.total)
+        for i, (lab, layer) in enumerate(pairs):
+            out.append(fit_probes(self.lm, self.dataset, layers=[layer], label=lab, options=self.options, **self.fit))
+            yield Tick((i + 1) * self.units_per_fit, self.total, list(out))
+        return out

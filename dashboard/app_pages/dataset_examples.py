@@ -212,18 +212,14 @@ except ImportError:  # the feature-visualisation engine is optional here
     fv = None
 if fv is not None:
     with st.expander("Feature visualisation of this channel", expanded=False):
-        f1, f2, f3 = st.columns(3)
+        f1, f2 = st.columns(2)
         steps = f1.slider("Steps", 16, 512, 128, step=16, key=f"{KEY}_fv_steps")
         size = f2.select_slider("Size", [96, 128, 160, 224], value=128, key=f"{KEY}_fv_size")
-        fv_key = (model, weights, layer, int(channel), steps, size)
-        if f3.button("Render", key=f"{KEY}_fv_go", icon=":material/palette:"):
-            bar = st.progress(0.0, text="Optimising…")
-            out = fv.render(lm, layer, [int(channel)], steps=steps, size=size,
-                            progress=lambda s, n, _v: bar.progress(s / max(n, 1), text=f"step {s}/{n}"))
-            st.session_state[f"{KEY}_fv"] = {"key": fv_key, "result": out[0]}
-        done = st.session_state.get(f"{KEY}_fv")
-        if done and done["key"] == fv_key:
-            res = done["result"]
+        # A FeatVizJob on the job widget: progress, Stop, Resume, and the cached image at once.
+        out = run_job(f"{KEY}_fv", fv.FeatVizJob(lm, layer, [int(channel)], steps=steps, size=size), RunOptions(),
+                      what="Optimising", start_label="Render", units_per_step=8)
+        if out:
+            res = out[0]
             st.image(w.png_bytes(res.image), width=256,
                      caption=f"objective {res.objective_start:.3g} → {res.objective_final:.3g} "
                              f"(best dataset image: {hits[0].value:.3g})" if hits else None)

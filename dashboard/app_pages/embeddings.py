@@ -7,9 +7,10 @@ file and its label, and clicking or lasso-selecting points shows their thumbnail
 below the maps (``st.plotly_chart(on_select="rerun")``); a point can also be picked
 from a list.
 
-The work (one feature pass for both layers, then one projection per layer) goes in steps of the
-shared progress widget (:func:`dashboard.widgets.stepped_job`): the time left, Stop, and the
-early map as soon as it is ready. Every class gets its own colour (plotly's 26-colour Alphabet
+The work is one :class:`vizcore.jobs.ChainJob` (a :class:`vizcore.features.FeaturesJob` for both
+layers, then a :class:`vizcore.embed.EmbedMapsJob`, one projection per step) run by the shared job
+widget (:func:`dashboard.widgets.jobs.run_job`): the time left, Stop, Resume, the early map as soon
+as it is ready, and cached maps at once. Every class gets its own colour (plotly's 26-colour Alphabet
 palette beyond 10 classes), the same in both maps.
 """
 from __future__ import annotations
@@ -19,6 +20,10 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import widgets as w
+from dashboard.widgets.jobs import run_job
+from vizcore.embed import EmbedMapsJob
+from vizcore.features import FeaturesJob
+from vizcore.jobs import ChainJob, RunOptions
 
 KEY = "embeddings"
 METHODS = {"tsne": "t-SNE (openTSNE)", "pca": "PCA", "umap": "UMAP"}
@@ -63,40 +68,16 @@ if max_images and max_images < len(ds):
 classes = ds.classes(label)
 st.write(f"**{w.plain(ds.name)}**: {len(ds)} images, {len(classes)} **{label}** classes.")
 
-request = (model, weights, spec, ds.fingerprint(), early, late, label, method, seed, perplexity)
 
-
-# ------------------------------------------------------------------------- the run, in steps
-# Step 0: the features of both layers in one pass (shared disk cache); steps 1 and 2: one map each.
-plan = st.session_state.get(f"{KEY}_plan")
-if plan is None or plan["id"] != request:
-    plan = st.session_state[f"{KEY}_plan"] = {"id": request, "i": 0, "pos": 0, "maps": []}
-
-
-def _step(progress) -> None:
-    from vizcore.embed import embed
-    from vizcore.features import extract_features
-
-    if plan["i"] == 0:
-        def images(d: int, t: int) -> None:
-            plan["pos"] = d
-            progress(d, t)
-
-        if engine == "ray":
-            w.ray_or_stop()
-        extract_features(lm, ds, list(dict.fromkeys([early, late])), workers=0, batch_size=16, progress=images,
-                         engine=engine)
-    else:
-        layer = (early, late)[plan["i"] - 1]
-        plan["maps"].append(embed(lm, ds, layer, method=method, label=label, seed=seed, perplexity=perplexity,
-                                  workers=0, batch_size=16))
-    plan["i"] += 1
-
-
-def _stage() -> tuple[int, int, str, str, str]:
-    if plan["i"] == 0:
-        return plan["pos"], len(ds), "images", "img", "features"
-    return plan["i"] - 1, 2, "maps", "map", METHODS[method]
+# ------------------------------------------------------------------------- the run, as one chain of jobs
+# The features of both layers in one pass (shared disk cache), then one map per layer (each cached).
+opts = RunOptions(batch_size=16, workers=0, engine=engine)
+PER_STEP = 2 * opts.batch_size  # images per script run; a map counts as PER_STEP, so one map per step
+if engine == "ray":
+    w.ray_or_stop()
+job = ChainJob({"features": FeaturesJob(lm, ds, list(dict.fromkeys([early, late]))),
+                "maps": EmbedMapsJob(lm, ds, [early, late], method=method, label=label, seed=seed,
+                                     perplexity=perplexity, units_per_map=PER_STEP, options=opts)})
 
 
 def palette(n: int) -> list[str]:
@@ -148,24 +129,23 @@ def _map(emb, which: str, *, interactive: bool) -> list[int]:
     return picked
 
 
-def _partial() -> None:
-    if plan["maps"]:
+def _partial(res) -> None:
+    if maps := (res or {}).get("maps"):
         cols = st.columns(2)
         with cols[0]:
-            _map(plan["maps"][0], "early", interactive=False)
+            _map(maps[0], "early", interactive=False)
 
 
-finished = w.stepped_job(
-    KEY, request, counts=lambda: (plan["i"], 3), step=_step, stage=_stage, partial=_partial,
-    what="Embeddings", start_label="Compute maps", unit="steps", rate_unit="step",
-    autostart=st.session_state.pop(f"{KEY}_autostart", False),
-    idle_note=f"Press **Compute maps**: one pass over {len(ds):,} images for both layers, then two "
-              f"{METHODS[method]} maps. Features and maps are cached on disk, so a repeated run is instant.")
-if not finished:
+done = run_job(KEY, job, opts, what="Embeddings", partial=_partial, start_label="Compute maps",
+               units_per_step=PER_STEP, autostart=st.session_state.pop(f"{KEY}_autostart", False),
+               idle_note=f"Press **Compute maps**: one pass over {len(ds):,} images for both layers, then two "
+                         f"{METHODS[method]} maps (on the bar, a map counts as {PER_STEP} images). Features and "
+                         "maps are cached on disk, so a repeated run is instant.")
+if done is None:
     st.stop()
 
 # ----------------------------------------------------------------------------- results
-maps = plan["maps"]
+maps = done["maps"]
 selected: list[int] = []
 cols = st.columns(2)
 for col, emb, which in zip(cols, maps, ("early", "late")):

@@ -2,9 +2,10 @@
 
 UI only: :func:`vizcore.features.extract_features` pools the chosen taps of a network in one
 pass (cached on disk), then :func:`vizcore.probes.fit_probes` fits one logistic regression per
-layer (each a cached result of its own). The run is a list of such steps driven by the shared
-progress widget (:func:`dashboard.widgets.stepped_job`): the accuracy curve grows layer by layer,
-the bar says how long is left, and Stop keeps what is done.
+layer (each a cached result of its own). The run is one :class:`vizcore.jobs.ChainJob` of a
+:class:`vizcore.features.FeaturesJob` and a :class:`vizcore.probes.ProbeFitsJob` per network, run by
+the shared job widget (:func:`dashboard.widgets.jobs.run_job`): the accuracy curve grows layer by
+layer, the bar says how long is left, Stop keeps what is done, and a cached run shows at once.
 
 Defaults that finish in about a minute on a 2-core CPU: five curated taps, a few hundred images,
 and the random-init twin as an opt-in second pass; every tap and every image are a choice away.
@@ -15,7 +16,11 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import widgets as w
+from dashboard.widgets.jobs import run_job
+from vizcore.features import FeaturesJob
+from vizcore.jobs import ChainJob, RunOptions
 from vizcore.models import DEFAULT_MODEL, list_models
+from vizcore.probes import ProbeFitsJob, ProbeResult
 
 KEY = "probes"
 
@@ -73,28 +78,14 @@ def _layers_for(lm) -> list[str]:
     return list(dict.fromkeys(taps[round(i * step)] for i in range(max_layers)))
 
 
-request = {"models": list(models), "random": compare_random, "spec": spec, "fingerprint": ds.fingerprint(),
-           "label": label, "max_layers": int(max_layers), "folds": folds, "test_size": test_size, "seed": seed}
-rkey = repr(sorted(request.items()))
-
-
-# ------------------------------------------------------------------------- the run, in steps
-# One step: the feature pass of one network (all its chosen layers, cached on disk), or the probe
-# of one layer for one label (its features come from that cache). The trained networks come
-# first, their random-init twins after them: a second pass.
-def _plan() -> dict:
-    passes = [(name, False) for name in models] + ([(name, True) for name in models] if compare_random else [])
-    units = []
-    for name, twin in passes:
-        layers = _layers_for(w.get_model(name, "auto"))
-        units.append(("features", name, twin, None, None))
-        units += [("fit", name, twin, lab, layer) for lab in labels for layer in layers]
-    return {"id": rkey, "units": units, "i": 0, "pos": 0, "results": []}
-
-
-plan = st.session_state.get(f"{KEY}_plan")
-if plan is None or plan["id"] != rkey:
-    plan = st.session_state[f"{KEY}_plan"] = _plan()
+# ------------------------------------------------------------------------- the run, as one chain of jobs
+# Per network: its feature pass (all its chosen layers, cached on disk per layer), then its probes (one
+# fit per step, each cached; their features come from that cache). The trained networks come first,
+# their random-init twins after them: a second pass. One bar, one Stop, one Resume for the chain.
+opts = RunOptions(batch_size=16, workers=0, engine=engine)
+PER_STEP = 2 * opts.batch_size  # images per script run; a fit counts as PER_STEP, so one fit per step
+if engine == "ray":
+    w.ray_or_stop()
 
 
 def _net(name: str, twin: bool):
@@ -102,67 +93,45 @@ def _net(name: str, twin: bool):
     return w.get_model(name, f"random:{int(seed)}" if twin else "auto")
 
 
-def _what(unit) -> str:
-    kind, name, twin, lab, layer = unit
-    net = f"{name}{' (random init)' if twin else ''}"
-    return f"{net}: pooled features" if kind == "features" else f"{net}: probe of {layer} ({lab})"
-
-
-def _step(progress) -> None:
-    kind, name, twin, lab, layer = plan["units"][plan["i"]]
+passes = [(name, False) for name in models] + ([(name, True) for name in models] if compare_random else [])
+parts, fit_layers = {}, {}
+for name, twin in passes:
     net = _net(name, twin)
-    if kind == "features":
-        from vizcore.features import extract_features
-
-        plan["pos"] = 0
-
-        def images(d: int, t: int) -> None:
-            plan["pos"] = d
-            progress(d, t)
-
-        if engine == "ray":
-            w.ray_or_stop()
-        extract_features(net, ds, _layers_for(net), workers=0, batch_size=16, progress=images, engine=engine)
-    else:
-        from vizcore.probes import fit_probes
-
-        res = fit_probes(net, ds, layers=[layer], label=lab, folds=folds, test_size=test_size, seed=seed,
-                         workers=0, batch_size=16)
-        plan["results"].append({"depth": _layers_for(net).index(layer), "result": res.to_json()})
-    plan["i"] += 1
+    layers = _layers_for(net)
+    tag = f"{name}{' (random init)' if twin else ''}"
+    parts[f"{tag}: pooled features"] = FeaturesJob(net, ds, layers)
+    parts[f"{tag}: probes"] = ProbeFitsJob(net, ds, layers, labels, folds=folds, test_size=test_size, seed=seed,
+                                           units_per_fit=PER_STEP, options=opts)
+    fit_layers[f"{tag}: probes"] = layers
+job = ChainJob(parts)
+n_fits = sum(len(labels) * len(v) for v in fit_layers.values())
 
 
-def _stage() -> tuple[int, int, str, str, str]:
-    i = min(plan["i"], len(plan["units"]) - 1)
-    unit = plan["units"][i]
-    if unit[0] == "features":
-        return plan["pos"], len(ds), "images", "img", _what(unit)
-    fits = [j for j, u in enumerate(plan["units"]) if u[0] == "fit" and u[1:3] == unit[1:3]]
-    return fits.index(i), len(fits), "probes", "probe", f"{unit[1]}{' (random init)' if unit[2] else ''}: probes"
+def _results(res: dict | None) -> list[tuple[int, ProbeResult]]:
+    """(depth, probe) of every fit done, network by network (from the chain's result or partial result)."""
+    out = []
+    for part, layers in fit_layers.items():
+        for i, r in enumerate((res or {}).get(part) or []):  # labels outer, layers inner
+            out.append((i % len(layers), r))
+    return out
 
 
-def _rows() -> list[dict]:
-    from vizcore.probes import ProbeResult
-
-    rows = []
-    for r in plan["results"]:
-        for row in ProbeResult.from_json(r["result"]).to_rows():
-            rows.append({**row, "depth": r["depth"]})
-    return rows
+def _rows(results: list[tuple[int, ProbeResult]]) -> list[dict]:
+    return [{**row, "depth": depth} for depth, r in results for row in r.to_rows()]
 
 
-def _partial() -> None:
-    rows = _rows()
-    if rows:
-        st.plotly_chart(_figure(rows), width="stretch", key=f"{KEY}_chart_partial")
-        st.caption(f"So far: {len(rows)} of {sum(u[0] == 'fit' for u in plan['units'])} probes.")
+def _partial(res) -> None:
+    results = _results(res)
+    if results:
+        st.plotly_chart(_figure(results), width="stretch", key=f"{KEY}_chart_partial")
+        st.caption(f"So far: {len(_rows(results))} of {n_fits} probes.")
 
 
-def _figure(rows: list[dict]):
+def _figure(results: list[tuple[int, ProbeResult]]):
     import pandas as pd
     import plotly.graph_objects as go
 
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(_rows(results))
     df["run"] = df["model"] + " · " + df["weights"].map(lambda s: "random init" if s == "random" else "pretrained")
     if len(labels) > 1:
         df["run"] += " · " + df["label"]
@@ -179,7 +148,7 @@ def _figure(rows: list[dict]):
             customdata=g[["layer", "n_features", "ci_low", "ci_high"]].to_numpy(),
             hovertemplate="%{customdata[0]}<br>accuracy %{y:.3f} [%{customdata[2]:.3f}, %{customdata[3]:.3f}]"
                           "<br>%{customdata[1]} features<extra></extra>"))
-    first = ProbeResult.from_json(plan["results"][0]["result"])
+    first = results[0][1]
     if len(labels) == 1:
         fig.add_hline(y=1 / max(1, len(first.classes)), line_dash="dash", line_color="grey", annotation_text="chance")
     if x_axis == "layer":  # every chosen layer has its place on the axis from the start
@@ -190,28 +159,24 @@ def _figure(rows: list[dict]):
     return fig
 
 
-from vizcore.probes import ProbeResult  # noqa: E402
-
-n_fits = sum(u[0] == "fit" for u in plan["units"])
-finished = w.stepped_job(
-    KEY, rkey, counts=lambda: (plan["i"], len(plan["units"])), step=_step, stage=_stage, partial=_partial,
-    what="Linear probes", start_label="Run probes", unit="steps", rate_unit="step",
-    idle_note=f"Press **Run probes**: {len(models) * (2 if compare_random else 1)} feature pass(es) over "
-              f"{len(ds)} images, then {n_fits} probes. Features and fits are cached on disk, so a repeated "
-              "run is instant.")
-if not finished:
+done = run_job(KEY, job, opts, what="Linear probes", partial=_partial, start_label="Run probes",
+               units_per_step=PER_STEP,
+               idle_note=f"Press **Run probes**: {len(passes)} feature pass(es) over {len(ds)} images, then "
+                         f"{n_fits} probes (on the bar, a probe counts as {PER_STEP} images). Features and fits "
+                         "are cached on disk, so a repeated run is instant.")
+if done is None:
     st.stop()
 
 # ----------------------------------------------------------------------------- results
 import pandas as pd  # noqa: E402
 
-rows = _rows()
-df = pd.DataFrame(rows)
-first = ProbeResult.from_json(plan["results"][0]["result"])
+results = _results(done)
+df = pd.DataFrame(_rows(results))
+first = results[0][1]
 n_classes = len(first.classes)
 st.success(f"Probed {df[['model', 'weights']].drop_duplicates().shape[0]} network(s) on **{label}** "
            f"({n_classes} classes, {first.split}, n_train={first.n_train}, n_test={first.n_test}).")
-st.plotly_chart(_figure(rows), width="stretch", key=f"{KEY}_chart")
+st.plotly_chart(_figure(results), width="stretch", key=f"{KEY}_chart")
 
 table = df[["model", "weights", "label", "depth", "layer", "accuracy", "ci_low", "ci_high", "n_features",
             "n_train", "n_test"]]

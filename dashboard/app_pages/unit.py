@@ -5,8 +5,9 @@
 the address is read and written by :func:`dashboard.widgets.links.unit_address` /
 ``set_unit_address`` and kept in sync with the sidebar, so opening it in a new browser
 shows the same unit. The activation on the session's image is always shown (one forward
-pass); the long sections (receptive field, crops of the top images, class support,
-drivers) are jobs of :mod:`vizcore.unit` run by ``run_job`` (progress, Stop, Resume),
+pass); the long sections (receptive field, mining and crops of the top images, feature
+visualisation, class support, drivers) are jobs (:mod:`vizcore.unit`, ``MiningJob``,
+``FeatVizJob``) run by ``run_job`` (progress, Stop, Resume),
 cached on disk by the engine: a unit reopened in a new session shows them at once
 (engine: :mod:`vizcore.unit`, :mod:`vizcore.patches`, :mod:`vizcore.featureviz`).
 """
@@ -18,8 +19,10 @@ import streamlit as st
 
 from dashboard import widgets as w
 from dashboard.widgets.jobs import run_job
+from vizcore.featureviz import FeatVizJob
 from vizcore.jobs import RunOptions
 from vizcore.models import DEFAULT_MODEL, list_models
+from vizcore.patches import MiningJob
 from vizcore.unit import ClassSupportJob, CropsJob, DriversJob, EffectiveRFJob, previous_tap
 
 KEY = "unit"
@@ -89,50 +92,6 @@ def _erf_view(key: str, _erf) -> dict:
         d.rectangle([b[0], b[1], b[2] - 1, b[3] - 1], outline=(255, 255, 0), width=2)
     return {"png": w.png_bytes(img), "theoretical": t, "box": erf.box, "rf": erf.geometry.rf,
             "jump": erf.geometry.jump, "size": erf.input.size[0]}
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _featviz(model: str, weights: str, layer: str, channels: tuple[int, ...], steps: int, size: int) -> list[dict]:
-    """One feature visualisation per channel (one batch); the progress bar lives inside, so a cache
-    hit replays nothing but the result."""
-    from vizcore.featureviz import render
-
-    lm = w.get_model(model, weights)
-    bar = st.progress(0.0, text=f"Feature visualisation of {len(channels)} channel(s) of {layer}…")
-    out = render(lm, layer, list(channels), steps=steps, size=size,
-                 progress=lambda s, n, _v: bar.progress(s / max(n, 1), text=f"Optimising: step {s}/{n}"))
-    bar.empty()
-    return [{"channel": r.channel, "png": w.png_bytes(r.image), "start": r.objective_start,
-             "final": r.objective_final} for r in out]
-
-
-def _cached(model: str, weights: str, spec: str, fingerprint: str, layers: tuple[str, ...]) -> bool:
-    """Whether every layer's top images are in the engine's disk cache (nothing to mine); asked once
-    per page identity (the answer is kept in session state: building the pass loads every cached
-    layer from disk)."""
-    from vizcore.patches import MiningPass
-
-    ident = (model, weights, spec, fingerprint, layers)
-    held = st.session_state.get(f"{KEY}_mining_cached")
-    if held is None or held[0] != ident:
-        lm = w.get_model(model, weights)
-        held = st.session_state[f"{KEY}_mining_cached"] = (
-            ident, MiningPass(lm, w.open_dataset_or_stop(spec), list(layers), k=K).from_cache)
-    return held[1]
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _mine(model: str, weights: str, spec: str, fingerprint: str, layers: tuple[str, ...]):
-    """Top-``K`` hits of ``layers`` over a dataset: the engine's disk cache, or one pass with progress."""
-    from vizcore.patches import mine_top_patches
-
-    lm = w.get_model(model, weights)
-    ds = w.open_dataset_or_stop(spec)
-    bar = st.progress(0.0, text=f"Mining {len(ds)} images…")
-    result = mine_top_patches(lm, ds, list(layers), k=K, batch_size=16, workers=0,
-                              progress=lambda d, n: bar.progress(d / max(n, 1), text=f"Mining: {d}/{n} images"))
-    bar.empty()
-    return result
 
 
 @st.cache_data(max_entries=64, show_spinner="Activation maps of the top images…")
@@ -323,11 +282,12 @@ if pre is not None:
 elif f1.toggle("Render the channel's feature visualisation (its progress bar shows the steps done; the "
                "Feature visualisation page estimates the time on this machine)",
                key=f"{KEY}_show_fv"):
-    try:
-        (fv,) = _featviz(model, weights, layer, (channel,), int(fv_steps), int(fv_size))
-        st.image(fv["png"], width=256, caption=f"objective {fv['start']:.3g} → {fv['final']:.3g}")
-    except Exception as e:  # noqa: BLE001
-        st.error(w.plain(f"Feature visualisation failed: {e}"))
+    fv_job = FeatVizJob(lm, layer, [channel], steps=int(fv_steps), size=int(fv_size))
+    fvs = run_job(f"{KEY}_fv", fv_job, opts, what=f"Feature visualisation of channel {channel}", autostart=True,
+                  units_per_step=8)
+    if fvs is not None:
+        (fv,) = fvs
+        st.image(w.png_bytes(fv.image), width=256, caption=f"objective {fv.objective_start:.3g} → {fv.objective_final:.3g}")
 
 # -- dataset examples
 st.subheader("Top dataset images")
@@ -339,11 +299,12 @@ if not dataset:
 else:
     ds = w.open_dataset_or_stop(spec)
     job_key = (model, weights, spec, ds.fingerprint(), mine_layers)
-    if _cached(*job_key) or st.session_state.get(f"{KEY}_mined") == job_key \
-            or st.button(f"Find the top images in {w.plain(ds.name)} ({len(ds)} images)", key=f"{KEY}_mine",
-                         icon=":material/search:"):
-        st.session_state[f"{KEY}_mined"] = job_key
-        result = _mine(*job_key)
+    # The job is kept with the session: building it reads the layers already cached (once, not per rerun).
+    held = st.session_state.get(f"{KEY}_mining")
+    if held is None or held[0] != job_key:
+        held = st.session_state[f"{KEY}_mining"] = (job_key, MiningJob(lm, ds, list(mine_layers), k=K))
+    result = run_job(f"{KEY}_mine", held[1], opts.but(batch_size=16), job_id=job_key, what=f"Mining {len(ds)} images",
+                     start_label=f"Find the top images in {w.plain(ds.name)} ({len(ds)} images)")
 
 
 def _show_crops(crops, maps: list[bytes] | None = None) -> None:
@@ -420,8 +381,9 @@ if dr is not None:
                     thumbs[d.channel] = w.png_bytes(patch_image(result, src, d.channel, 0))
             how = f"top patch in {ds.name}"
         elif st.toggle("Feature-visualisation thumbnails (64 px, 48 steps each)", key=f"{KEY}_dr_fv"):
-            for fv in _featviz(model, weights, src, chans, 48, 64):
-                thumbs[fv["channel"]] = fv["png"]
+            for fv in run_job(f"{KEY}_dr_fvjob", FeatVizJob(lm, src, list(chans), steps=48, size=64), opts,
+                              what="Feature visualisation of the drivers", autostart=True, units_per_step=8) or ():
+                thumbs[fv.channel] = w.png_bytes(fv.image)
             how = "feature visualisation, 64 px"
         else:
             thumbs = _map_thumbs(model, weights, digest, raw, size, src, chans)
