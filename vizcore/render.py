@@ -522,7 +522,7 @@ def draw_boxes(image: Image.Image, boxes: np.ndarray, labels: Sequence[str] = ()
     """``image`` with rectangles ``(N, 4)`` (``x1, y1, x2, y2`` in its pixels) and an optional label each."""
     from PIL import ImageDraw
 
-    img = _rgb(image).copy()
+    img = to_rgb(image).copy()
     d = ImageDraw.Draw(img)
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     cols = palette(max(1, len(boxes))) if colors is None else np.asarray(colors)
@@ -540,7 +540,7 @@ def draw_boxes(image: Image.Image, boxes: np.ndarray, labels: Sequence[str] = ()
 def label_overlay(image: Image.Image, mask: np.ndarray, alpha: float = 0.5, *, skip: Iterable[int] = (0,)) -> Image.Image:
     """Blend a class-index mask ``(H, W)`` (resized to the image, nearest) over it, one colour per
     class; classes in ``skip`` (the background) are left clear."""
-    img = _rgb(image)
+    img = to_rgb(image)
     m = np.asarray(mask)
     if m.shape != (img.height, img.width):
         m = np.asarray(Image.fromarray(m.astype(np.int32), "I").resize(img.size, Image.Resampling.NEAREST))
