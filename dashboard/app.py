@@ -24,7 +24,7 @@ apply_speed_settings()
 # an st.Page) makes every visitor's browser fetch it from fonts.gstatic.com.
 st.set_page_config(page_title="vizcore: what CNN layers learn", page_icon="🔬", layout="wide")
 
-page = st.navigation(navigation())  # every page: dashboard/pages.py
+page = st.navigation(navigation(), expanded=True)  # every page (dashboard/pages.py), all 17 listed: no "View more"
 with st.sidebar:
     st.caption("vizcore: look inside convolutional networks. Models load once and are shared.")
 # Whatever a page raises ends as one st.error line (the traceback only with VIZCORE_DEBUG=1);
