@@ -119,6 +119,9 @@ WALK = [
     ("Embeddings", "Embeddings", None),
     ("Texture vs shape", "Texture vs shape", None),
     ("Similarity", "Similarity", None),  # the neighbours of the photo are on the Activations page
+    ("Model atlas", "Model atlas", None),
+    ("Concepts", "Concepts", None),
+    ("Activation atlas", "Activation atlas", None),
 ]
 SCREENSHOTS = ROOT / "assets" / "screenshots"
 MAIN_HAS = "t => (document.querySelector('[data-testid=\"stMain\"]') || document.body).textContent.includes(t)"
