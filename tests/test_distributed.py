@@ -223,7 +223,8 @@ def test_dashboard_reads_a_ray_result_without_recomputing(local_ray, lite0, tmp_
         at.run()
     assert not at.exception, at.exception
     assert "mined now" in at.success[0].value and "layer **blocks.0.0**" in at.success[0].value
-    assert at.session_state["dataset_examples_job"]["run"].pos == 0  # the local loop never ran: Ray did it
+    run = at.session_state["dataset_examples_jobrun"][1]  # the job widget's run: Ray did it, in one call
+    assert run.options.engine == "ray" and run.complete and not run.from_cache
     assert mine_top_patches(lite0, "samples", ["blocks.0.0"], k=9, batch_size=16, workers=0).cached
 
 
