@@ -14,7 +14,6 @@ import streamlit as st
 
 from dashboard import widgets as w
 from dashboard.widgets.jobs import run_job
-from vizcore.jobs import RunOptions
 
 KEY = "atlas"
 CELL = 64
@@ -49,12 +48,8 @@ method = d4.radio("Layout", ("umap", "tsne"), key=f"{KEY}_method", horizontal=Tr
 if not spec:
     st.info("Choose the images in the sidebar.")
     st.stop()
-ds = w.open_dataset_or_stop(spec)
-if n_max and n_max < len(ds):
-    ds = ds.subset(range(int(n_max)), name=f"{ds.name}[:{int(n_max)}]")
-if engine == "ray":
-    w.ray_or_stop()
-opts = RunOptions(batch_size=16, workers=0, engine=engine)
+ds = w.open_dataset_or_stop(spec).first(n_max)
+opts = w.run_options(engine)
 
 from vizcore.atlas import AtlasJob, atlas_image, place, position_crop  # noqa: E402
 

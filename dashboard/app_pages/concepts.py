@@ -15,7 +15,6 @@ import streamlit as st
 
 from dashboard import widgets as w
 from dashboard.widgets.jobs import run_job
-from vizcore.jobs import RunOptions
 
 KEY = "concepts"
 
@@ -91,12 +90,8 @@ seed = int(c4.number_input("Seed", 0, 10_000, 0, key=f"{KEY}_seed"))
 if not spec:
     st.info("Choose the images in the sidebar.")
     st.stop()
-ds = w.open_dataset_or_stop(spec)
-if n_max and n_max < len(ds):
-    ds = ds.subset(range(int(n_max)), name=f"{ds.name}[:{int(n_max)}]")
-if engine == "ray":
-    w.ray_or_stop()
-opts = RunOptions(batch_size=16, workers=0, engine=engine)
+ds = w.open_dataset_or_stop(spec).first(n_max)
+opts = w.run_options(engine)
 
 from vizcore.concepts import (ConceptCropsJob, ConceptsJob, DirectionIconsJob, concept_importance,  # noqa: E402
                               concept_maps)

@@ -23,7 +23,7 @@ from dashboard import widgets as w
 from dashboard.widgets.jobs import run_job
 from vizcore.embed import EmbedMapsJob
 from vizcore.features import FeaturesJob
-from vizcore.jobs import ChainJob, RunOptions
+from vizcore.jobs import ChainJob
 
 KEY = "embeddings"
 METHODS = {"tsne": "t-SNE (openTSNE)", "pca": "PCA", "umap": "UMAP"}
@@ -71,10 +71,8 @@ st.write(f"**{w.plain(ds.name)}**: {len(ds)} images, {len(classes)} **{label}** 
 
 # ------------------------------------------------------------------------- the run, as one chain of jobs
 # The features of both layers in one pass (shared disk cache), then one map per layer (each cached).
-opts = RunOptions(batch_size=16, workers=0, engine=engine)
+opts = w.run_options(engine)
 PER_STEP = 2 * opts.batch_size  # images per script run; a map counts as PER_STEP, so one map per step
-if engine == "ray":
-    w.ray_or_stop()
 job = ChainJob({"features": FeaturesJob(lm, ds, list(dict.fromkeys([early, late]))),
                 "maps": EmbedMapsJob(lm, ds, [early, late], method=method, label=label, seed=seed,
                                      perplexity=perplexity, units_per_map=PER_STEP, options=opts)})

@@ -18,7 +18,7 @@ import streamlit as st
 from dashboard import widgets as w
 from dashboard.widgets.jobs import run_job
 from vizcore.features import FeaturesJob
-from vizcore.jobs import ChainJob, RunOptions
+from vizcore.jobs import ChainJob
 from vizcore.models import DEFAULT_MODEL, list_models
 from vizcore.probes import ProbeFitsJob, ProbeResult
 
@@ -82,10 +82,8 @@ def _layers_for(lm) -> list[str]:
 # Per network: its feature pass (all its chosen layers, cached on disk per layer), then its probes (one
 # fit per step, each cached; their features come from that cache). The trained networks come first,
 # their random-init twins after them: a second pass. One bar, one Stop, one Resume for the chain.
-opts = RunOptions(batch_size=16, workers=0, engine=engine)
+opts = w.run_options(engine)
 PER_STEP = 2 * opts.batch_size  # images per script run; a fit counts as PER_STEP, so one fit per step
-if engine == "ray":
-    w.ray_or_stop()
 
 
 def _net(name: str, twin: bool):

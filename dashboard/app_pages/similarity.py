@@ -85,7 +85,6 @@ ds = ds_all.evenly_spaced(n_use)
 st.write(f"**{w.plain(ds.name)}**: {len(ds)} images · A: **{w.plain(model)}** · B: **{w.plain(model_b)}** ({AGAINST[against]})")
 
 from dashboard.widgets.jobs import run_job  # noqa: E402
-from vizcore.jobs import RunOptions  # noqa: E402
 from vizcore.similarity import CKAJob  # noqa: E402
 
 try:
@@ -96,9 +95,7 @@ except (ValueError, KeyError) as e:
 
 # ------------------------------------------------------------------------------ the pass
 # The job layer: the cached result at once, else Compute with progress, Stop and Resume; cached once complete.
-if engine == "ray":
-    w.ray_or_stop()
-res = run_job(KEY, job, RunOptions(batch_size=batch, workers=0, engine=engine), what=f"CKA over {w.plain(ds.name)}",
+res = run_job(KEY, job, w.run_options(engine, batch), what=f"CKA over {w.plain(ds.name)}",
               start_label="Compute CKA",
               idle_note="Press **Compute CKA**. Results are cached on disk: a repeated run is instant.")
 if res is None:

@@ -18,8 +18,8 @@ from dashboard.widgets.activations import (
 )
 from dashboard.widgets.datasets import (
     DATASET_SOURCES, ENGINES, SESSION_DATASET, SHARED_DATA, allowed_path_or_stop, data_roots, dataset_input,
-    dataset_ref, dataset_spec, engine_input, offered_imagenet, open_dataset_or_stop, ray_or_stop, session_dataset,
-    set_session_dataset,
+    dataset_ref, dataset_spec, engine_input, offered_imagenet, open_dataset_or_stop, ray_or_stop, run_options,
+    session_dataset, set_session_dataset,
 )
 from dashboard.widgets.errors import errors_shown, one_line, show_error
 from dashboard.widgets.figures import colorscale, nearest_tap, predictions_figure, shape_bias_figure, vector_figure

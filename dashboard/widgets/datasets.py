@@ -18,6 +18,7 @@ import streamlit as st
 from dashboard.widgets.errors import show_error
 from dashboard.widgets.text import plain
 from vizcore.data.roots import allowed_roots, check_allowed
+from vizcore.jobs import RunOptions
 
 # ----------------------------------------------------------------------- datasets
 # The reference data beside a developer's checkout, offered as defaults when present.
@@ -256,3 +257,11 @@ def ray_or_stop():
         st.stop()
     st.caption(f"Ray at {plain(info.address)}: {info.cpus:g} CPUs, {info.gpus:g} GPUs")
     return info
+
+
+def run_options(engine: str, batch_size: int = 16) -> RunOptions:
+    """The run options of a page's job on ``engine``, in this process's threads (``workers=0``);
+    with ``ray``, Ray is started or reached first (an error and ``st.stop()`` when it cannot be)."""
+    if engine == "ray":
+        ray_or_stop()
+    return RunOptions(batch_size=batch_size, workers=0, engine=engine)

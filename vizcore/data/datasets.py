@@ -93,6 +93,13 @@ class ImageDataset:
             return self
         return self.subset(evenly_spaced(len(self), n), name=f"{self.name} ({int(n)} of {len(self)})")
 
+    def first(self, n: int | None) -> "ImageDataset":
+        """The first ``n`` images, named ``NAME[:n]``; the whole dataset when ``n`` is 0, ``None`` or at
+        least its size."""
+        if not n or n >= len(self):
+            return self
+        return self.subset(range(int(n)), name=f"{self.name}[:{int(n)}]")
+
     def to_json(self) -> dict:
         return {"name": self.name, "root": self.root, "n_images": len(self), "fingerprint": self.fingerprint()}
 
