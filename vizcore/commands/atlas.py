@@ -5,7 +5,7 @@ ORDER = 63
 
 
 def register(sub) -> None:
-    from vizcore.commands._util import add_model_args
+    from vizcore.commands._util import add_vector_args
     from vizcore.jobs import add_run_flags
 
     p = sub.add_parser(
@@ -16,12 +16,8 @@ def register(sub) -> None:
                     "Cells with fewer than --min-count vectors stay empty. With --target, a class atlas: only "
                     "the vectors with the strongest gradient x activation for that class. Writes OUT/atlas.png "
                     "and OUT/atlas.json (cells, counts, the positions closest to each cell's mean).")
-    p.add_argument("data", metavar="DATA",
-                   help="image folder, .txt list of files, samples, imagenet-samples, cifar10, stl10 or cue-conflict:ROOT")
-    add_model_args(p)
-    p.add_argument("--layer", required=True, help="tap name or module path with a spatial map")
+    add_vector_args(p)
     p.add_argument("--grid", type=int, default=20, help="cells per side (default 20)")
-    p.add_argument("--per-image", type=int, default=16, metavar="N", help="positions sampled per image (default 16)")
     p.add_argument("--min-count", type=int, default=3, help="fewest vectors a drawn cell needs (default 3)")
     p.add_argument("--layout", default="umap", choices=("umap", "tsne"), help="2-D layout (default umap)")
     p.add_argument("--target", default=None, help="class index or label: a class atlas")
@@ -30,7 +26,6 @@ def register(sub) -> None:
     p.add_argument("--icon-steps", type=int, default=64, help="feature visualisation steps per icon (0: no icons)")
     p.add_argument("--icon-size", type=int, default=64, help="icon side in pixels (default 64)")
     p.add_argument("--icon-batch", type=int, default=32, help="icons optimised together (default 32)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_run_flags(p, batch_size=16)
     p.set_defaults(func=run)
@@ -41,15 +36,16 @@ def run(args) -> int:
     from pathlib import Path
 
     from vizcore.atlas import AtlasJob, atlas_image
-    from vizcore.commands._util import load_model_cli, write_json
+    from vizcore.commands._util import load_model_cli, per_image, write_json
     from vizcore.data import open_dataset
     from vizcore.jobs import RunOptions
     from vizcore.jobs import run as run_job
 
+    n_positions = per_image(args)
     ds = open_dataset(args.data)
     lm = load_model_cli(args)
     opts = RunOptions.from_args(args)
-    job = AtlasJob(lm, ds, args.layer, args.grid, per_image=args.per_image or None, seed=args.seed,
+    job = AtlasJob(lm, ds, args.layer, args.grid, per_image=n_positions, seed=args.seed,
                    method=args.layout, min_count=args.min_count, target=args.target, keep=args.keep,
                    icon_steps=args.icon_steps, icon_size=args.icon_size, icon_batch=args.icon_batch, options=opts)
     out = Path(args.out)

@@ -5,7 +5,7 @@ ORDER = 62
 
 
 def register(sub) -> None:
-    from vizcore.commands._util import add_model_args
+    from vizcore.commands._util import add_vector_args
     from vizcore.jobs import add_run_flags
 
     p = sub.add_parser(
@@ -15,16 +15,10 @@ def register(sub) -> None:
                     "concept's top dataset crops in a second pass. Writes OUT/concepts.json (W, the error for "
                     "each k, top channels, crops), OUT/concept_<i>_crops.png and, with --image, each concept's "
                     "heatmap and importance for a class on that image (OUT/image_concepts.png).")
-    p.add_argument("data", metavar="DATA",
-                   help="image folder, .txt list of files, samples, imagenet-samples, cifar10, stl10 or cue-conflict:ROOT")
-    add_model_args(p)
-    p.add_argument("--layer", required=True, help="tap name or module path with a spatial map (see `vizcore layers`)")
+    add_vector_args(p)
     p.add_argument("--k", type=int, default=8, help="concepts (default 8)")
-    p.add_argument("--per-image", type=int, default=16, metavar="N",
-                   help="positions sampled per image (seeded; default 16; 0: every position)")
     p.add_argument("--method", default="auto", choices=("auto", "nmf", "semi-nmf"),
                    help="auto: NMF when the tap is non-negative, else semi-NMF")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--crops", type=int, default=8, help="top dataset crops per concept (default 8; 0: none)")
     p.add_argument("--image", default=None, metavar="FILE", help="also: heatmaps and class importance on this image")
     p.add_argument("--target", default=None, help="class index or label for --image (default: the top class)")
@@ -39,18 +33,17 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from vizcore.commands._util import load_model_cli, write_json
+    from vizcore.commands._util import load_model_cli, per_image, write_json
     from vizcore.concepts import ConceptCropsJob, ConceptsJob, DirectionIconsJob, concept_importance, concept_maps
     from vizcore.data import load_image, open_dataset
     from vizcore.jobs import RunOptions
     from vizcore.jobs import run as run_job
 
-    if args.per_image < 0:
-        raise ValueError("--per-image must be 0 (every position) or more")
+    n_positions = per_image(args)
     ds = open_dataset(args.data)
     lm = load_model_cli(args)
     opts = RunOptions.from_args(args)
-    job = ConceptsJob(lm, ds, args.layer, args.k, per_image=args.per_image or None, seed=args.seed,
+    job = ConceptsJob(lm, ds, args.layer, args.k, per_image=n_positions, seed=args.seed,
                       method=args.method, options=opts)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

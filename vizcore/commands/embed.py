@@ -5,7 +5,7 @@ ORDER = 90
 
 
 def register(sub) -> None:
-    from vizcore.commands._util import add_model_args
+    from vizcore.commands._util import add_data_arg, add_model_args
     from vizcore.jobs import add_run_flags
 
     p = sub.add_parser(
@@ -13,8 +13,7 @@ def register(sub) -> None:
         description="Project the pooled features of LAYER for every image of DATA to 2-D and write "
                     "FILE.csv (file,label,x,y) and FILE.json beside it with the k-NN label accuracy "
                     "in the map and its trustworthiness (also printed).")
-    p.add_argument("data", metavar="DATA",
-                   help="image folder, .txt list, samples, imagenet-samples, cifar10, stl10 or cue-conflict:ROOT")
+    add_data_arg(p)
     add_model_args(p)
     p.add_argument("--layer", required=True, help="tap name or module path (see `vizcore layers`)")
     p.add_argument("--method", default="tsne", choices=("tsne", "pca", "umap"))

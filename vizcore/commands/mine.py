@@ -5,7 +5,7 @@ ORDER = 60
 
 
 def register(sub) -> None:
-    from vizcore.commands._util import add_model_args
+    from vizcore.commands._util import add_data_arg, add_model_args
     from vizcore.jobs import add_run_flags
 
     p = sub.add_parser(
@@ -13,8 +13,7 @@ def register(sub) -> None:
         description="One pass over DATA finds, for every channel of each layer, the k images that "
                     "activate it most and the receptive-field patch at the maximum. Writes "
                     "OUT/index.json and one montage PNG per layer (a row of k patches per channel).")
-    p.add_argument("data", metavar="DATA",
-                   help="image folder, .txt list of files, samples, imagenet-samples, cifar10, stl10 or cue-conflict:ROOT")
+    add_data_arg(p)
     add_model_args(p)
     p.add_argument("--layers", nargs="+", required=True, metavar="LAYER",
                    help="tap names or module paths (see `vizcore layers --model NAME`), or `all` for every tap")

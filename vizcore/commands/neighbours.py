@@ -5,7 +5,7 @@ ORDER = 96
 
 
 def register(sub) -> None:
-    from vizcore.commands._util import add_model_args
+    from vizcore.commands._util import add_data_arg, add_model_args
     from vizcore.jobs import add_run_flags
 
     p = sub.add_parser(
@@ -14,8 +14,7 @@ def register(sub) -> None:
                     "between IMAGE and every image of DATA, at each tap. Early taps group by colour and "
                     "texture, deep ones by meaning. Writes OUT/neighbours.json and OUT/neighbours.png.")
     p.add_argument("image", metavar="IMAGE", help="the query image file")
-    p.add_argument("data", metavar="DATA",
-                   help="image folder, .txt list of files, samples, cifar10, stl10 or cue-conflict:ROOT")
+    add_data_arg(p)
     add_model_args(p)
     p.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
                    help="tap names or module paths (default: every tap)")

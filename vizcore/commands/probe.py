@@ -5,7 +5,7 @@ ORDER = 80
 
 
 def register(sub) -> None:
-    from vizcore.commands._util import add_model_args
+    from vizcore.commands._util import add_data_arg, add_model_args
     from vizcore.jobs import add_run_flags
 
     p = sub.add_parser(
@@ -13,8 +13,7 @@ def register(sub) -> None:
         description="Pool the features of every tap (about 9,600 per layer) in one pass over DATA, fit one "
                     "standardised logistic regression per layer on a seeded stratified split (or k-fold) "
                     "and report test accuracy with a 95%% Wilson interval, in network order.")
-    p.add_argument("data", metavar="DATA",
-                   help="labelled image folder, .txt list, samples, imagenet-samples, cifar10, stl10 or cue-conflict:ROOT")
+    add_data_arg(p, labelled=True)
     add_model_args(p)
     p.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
                    help="tap names or module paths (default: every tap)")

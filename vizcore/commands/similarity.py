@@ -5,6 +5,7 @@ ORDER = 95
 
 
 def register(sub) -> None:
+    from vizcore.commands._util import add_data_arg
     from vizcore.jobs import add_run_flags
 
     p = sub.add_parser(
@@ -14,8 +15,7 @@ def register(sub) -> None:
                     "seeded random-init twin (--random-init), or a second model. Each model gets its own "
                     "preprocessing of the same images. Writes OUT/cka.csv (rows: taps of A; columns: taps "
                     "of B), OUT/cka.json and OUT/cka.png.")
-    p.add_argument("data", metavar="DATA",
-                   help="image folder, .txt list of files, samples, cifar10, stl10 or cue-conflict:ROOT")
+    add_data_arg(p)
     p.add_argument("--models", nargs="+", required=True, metavar="MODEL",
                    help="model A, and optionally model B (registered names or timm/<name>)")
     p.add_argument("--weights", default="auto", help="weights of A: auto, random or a checkpoint path")
