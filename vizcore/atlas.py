@@ -28,7 +28,7 @@ from PIL import Image
 from vizcore.concepts import (CACHE_VERSION, ConceptError, DirectionIcons, DirectionIconsJob, VectorJob,
                               icons_from_data, icons_to_data, spatial_shape)
 from vizcore.identity import result_key
-from vizcore.jobs import JobRun, RunOptions, StepJob, Tick
+from vizcore.jobs import RunOptions, StepJob, Tick, shifted, sub_run
 
 if TYPE_CHECKING:
     from vizcore.data.datasets import ImageDataset
@@ -174,16 +174,6 @@ def _cells_with_means(vectors: np.ndarray, bins: Bins) -> tuple[list[dict], np.n
     return cells, means.astype(np.float32)
 
 
-def _offset(gen, base: int, total: int):
-    """Re-yield a job's ticks shifted by ``base`` units; return its result."""
-    try:
-        while True:
-            t = next(gen)
-            yield Tick(base + t.done, total)
-    except StopIteration as e:
-        return e.value
-
-
 class AtlasJob(StepJob[Atlas]):
     """Sample (a cached :class:`VectorJob`), lay out, bin, average and render: the whole atlas as one job.
 
@@ -254,10 +244,7 @@ class AtlasJob(StepJob[Atlas]):
     def work(self):
         n = self.vectors.total
         yield Tick(0, self.total)
-        vr = JobRun(self.vectors, self.options)
-        while not vr.step(2 * self.options.batch_size):
-            yield Tick(vr.done, self.total)
-        sample = vr.result
+        sample = yield from sub_run(self.vectors, self.options, total=self.total)
         if sample.target is not None:
             kept, dropped = class_filter(sample.score, self.keep)
         else:
@@ -275,7 +262,7 @@ class AtlasJob(StepJob[Atlas]):
             job = DirectionIconsJob(self.lm, self.layer, means, steps=self.icon_steps, size=self.icon_size,
                                     seed=self.seed, batch_size=self.icon_batch,
                                     transforms=self.icon_transforms)
-            icons = yield from _offset(job.work(), n + 1, total)
+            icons = yield from shifted(job.work(), n + 1, total)
         return Atlas(self.lm.name, self.layer, sample.module, tuple(sample.hw), self.grid, self.method, self.seed,
                      self.min_count, self.target, self.target_label, int(len(sample.vectors)), kept, dropped, lay,
                      sample.image[kept], sample.position[kept], list(sample.files), cells, means, icons)

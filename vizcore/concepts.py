@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from vizcore.identity import result_key
-from vizcore.jobs import PassJob, RunOptions, StepJob, Tick, JobRun
+from vizcore.jobs import PassJob, RunOptions, StepJob, Tick, sub_run
 from vizcore.passes import DatasetPass, PassInfo
 from vizcore.tap import forward_until, tap
 
@@ -452,10 +452,7 @@ class ConceptsJob(StepJob[Concepts]):
     def work(self):
         n = self.vectors.total
         yield Tick(0, self.total)
-        vr = JobRun(self.vectors, self.options)
-        while not vr.step(2 * self.options.batch_size):
-            yield Tick(vr.done, self.total)
-        sample = vr.result
+        sample = yield from sub_run(self.vectors, self.options, total=self.total)
         if sample.vectors.shape[0] < self.k:
             raise ConceptError(f"{sample.vectors.shape[0]} vectors sampled, fewer than k={self.k}: use more "
                                "images or positions")

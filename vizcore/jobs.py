@@ -731,6 +731,32 @@ class JobRun(Generic[R]):
         return self._result
 
 
+def sub_run(job: Job[R], options: RunOptions, *, base: int = 0, total: int | None = None,
+            units: int | None = None) -> Work:
+    """Run ``job`` inside a :meth:`StepJob.work`: ``result = yield from sub_run(...)``.
+
+    Its progress is re-yielded shifted by ``base`` units out of ``total`` (its own total when
+    ``None``), ``units`` (default two batches) per tick; its cached result comes at once, and it
+    is cached once complete, as in :class:`JobRun`.
+    """
+    r = JobRun(job, options)
+    units = units or 2 * options.batch_size
+    while not r.step(units):
+        yield Tick(base + r.done, r.total if total is None else total)
+    return r.result
+
+
+def shifted(work: Work, base: int, total: int) -> Work:
+    """Re-yield a :meth:`StepJob.work` generator's ticks shifted by ``base`` units out of ``total``;
+    return its result. Its partial results are dropped: they are not the outer job's."""
+    try:
+        while True:
+            t = next(work)
+            yield Tick(base + t.done, total)
+    except StopIteration as e:
+        return e.value
+
+
 # ------------------------------------------------------------------------------ many independent jobs
 def run_many(jobs: Sequence[Job], options: RunOptions | None = None, *,
              progress: Callable[[int, int], None] | None = None, should_stop: ShouldStop | None = None,
