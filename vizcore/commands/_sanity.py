@@ -26,31 +26,45 @@ def add_sanity_flags(p) -> None:
                         "sanity_dataset.png")
 
 
+def _modes(args) -> tuple[str, ...]:
+    return ("cascading", "independent") if args.mode == "both" else (args.mode,)
+
+
+def _write_out(args, index: dict, figures: dict, name: str):
+    """With ``--out``: each figure (file name -> function that draws it) and ``NAME.json``; the folder, or ``None``."""
+    from pathlib import Path
+
+    from vizcore.commands._util import write_json
+
+    if not args.out:
+        return None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for file, draw in figures.items():
+        draw().savefig(out / file, dpi=110)
+    write_json(index, out / f"{name}.json")
+    return out
+
+
 def run_sanity(args, lm, image, settings: dict[str, dict]) -> int:
     """Run the check for ``args.methods`` on ``image`` (with the methods' ``settings``) and write or
     print the scores."""
-    from pathlib import Path
-
     from vizcore.commands._util import write_json
     from vizcore.evidence.sanity import OUT_OF_SCOPE, sanity_check, sanity_figure, sanity_maps_figure
     from vizcore.jobs import RunOptions
 
-    modes = ("cascading", "independent") if args.mode == "both" else (args.mode,)
+    modes = _modes(args)
     settings = {k: v for k, v in settings.items() if k in args.methods}
     results = [sanity_check(lm, image, args.target, args.methods, mode=m, granularity=args.granularity,
                             seed=args.seed, settings=settings, max_steps=args.max_steps,
                             options=RunOptions.from_args(args), progress=True) for m in modes]
     index = {"model": lm.name, "weights": lm.weights.to_json(), "target": results[0].target,
              "results": {r.mode: r.to_json() for r in results}, "out_of_scope": OUT_OF_SCOPE}
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        sanity_figure(results).savefig(out / "sanity.png", dpi=110)
-        index["figure"] = "sanity.png"
-        for r in results:
-            sanity_maps_figure(r).savefig(out / f"sanity_maps_{r.mode}.png", dpi=110)
-        index["maps"] = [f"sanity_maps_{r.mode}.png" for r in results]
-        write_json(index, out / "sanity.json")
+    figures = {"sanity.png": lambda: sanity_figure(results),
+               **{f"sanity_maps_{r.mode}.png": (lambda r=r: sanity_maps_figure(r)) for r in results}}
+    if args.out:
+        index["figure"], index["maps"] = "sanity.png", list(figures)[1:]
+    out = _write_out(args, index, figures, "sanity")
     if args.json:
         write_json(index)
         return 0
@@ -77,8 +91,6 @@ def run_sanity(args, lm, image, settings: dict[str, dict]) -> int:
 
 def run_sanity_dataset(args) -> int:
     """The check averaged over ``args.images`` images of the dataset ``args.image``."""
-    from pathlib import Path
-
     from vizcore.commands._util import load_model_cli, write_json
     from vizcore.data import open_dataset
     from vizcore.evidence.sanity import OUT_OF_SCOPE, DatasetSanityJob, dataset_sanity_figure
@@ -90,19 +102,16 @@ def run_sanity_dataset(args) -> int:
         raise ValueError("the dataset version explains each image's top-1 class; drop --target")
     ds = open_dataset(args.image)
     lm = load_model_cli(args)
-    modes = ("cascading", "independent") if args.mode == "both" else (args.mode,)
+    modes = _modes(args)
     results = [run(DatasetSanityJob(lm, ds, args.images, args.methods, mode=m, granularity=args.granularity,
                                     seed=args.seed, max_steps=args.max_steps),
                    RunOptions.from_args(args, batch_size=1, workers=0), progress=True) for m in modes]
     index = {"model": lm.name, "dataset": ds.name, "results": {r.mode: r.to_json() for r in results},
              "out_of_scope": OUT_OF_SCOPE}
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        for r in results:
-            dataset_sanity_figure(r).savefig(out / f"sanity_dataset_{r.mode}.png", dpi=110)
-        index["figures"] = [f"sanity_dataset_{r.mode}.png" for r in results]
-        write_json(index, out / "sanity_dataset.json")
+    figures = {f"sanity_dataset_{r.mode}.png": (lambda r=r: dataset_sanity_figure(r)) for r in results}
+    if args.out:
+        index["figures"] = list(figures)
+    _write_out(args, index, figures, "sanity_dataset")
     if args.json:
         write_json(index)
         return 0

@@ -136,6 +136,17 @@ def edge_map(image: Image.Image) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ layers and randomisation
+def _json_clean(v):
+    """A result as JSON: floats rounded to 6 places, NaN as null, tuples as lists (recursively)."""
+    if isinstance(v, float):
+        return None if math.isnan(v) else round(v, 6)
+    if isinstance(v, dict):
+        return {k: _json_clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_clean(x) for x in v]
+    return v
+
+
 @dataclass(frozen=True)
 class Unit:
     """What one randomisation step re-initialises: a name and its parameterised modules."""
@@ -314,16 +325,7 @@ class SanityResult:
         return ["none"] + [u[0] if len(u) == 1 else f"{u[0]}…" for u in self.steps[1:]]
 
     def to_json(self) -> dict:
-        def clean(v):
-            if isinstance(v, float):
-                return None if math.isnan(v) else round(v, 6)
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, (list, tuple)):
-                return [clean(x) for x in v]
-            return v
-
-        return clean({"model": self.model, "target": self.target, "mode": self.mode,
+        return _json_clean({"model": self.model, "target": self.target, "mode": self.mode,
                       "granularity": self.granularity, "seed": self.seed, "methods": list(self.methods),
                       "steps": [{"step": i, "unit": n, "randomised": s}
                                 for i, (n, s) in enumerate(zip(self.step_labels(), self.steps))],
@@ -631,16 +633,7 @@ class DatasetSanity:
     complete: bool = True
 
     def to_json(self) -> dict:
-        def clean(v):
-            if isinstance(v, float):
-                return None if math.isnan(v) else round(v, 6)
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, (list, tuple)):
-                return [clean(x) for x in v]
-            return v
-
-        return clean({"model": self.model, "mode": self.mode, "granularity": self.granularity, "seed": self.seed,
+        return _json_clean({"model": self.model, "mode": self.mode, "granularity": self.granularity, "seed": self.seed,
                       "methods": list(self.methods), "steps": self.names, "mean": self.mean, "low": self.low,
                       "high": self.high, "random_class": self.random_class, "n": self.n,
                       "n_images": self.n_images, "complete": self.complete, "interval": "95% t-interval of the mean",
