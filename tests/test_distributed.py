@@ -291,3 +291,59 @@ def test_cli_engine_ray_json_and_ctrl_c_leaves_no_ray_process(lite0, imagenet_sa
         p for p in (tmp_path / "cache" / "patches").iterdir() if not p.name.startswith("."))  # (the kind marker)
     assert not (tmp_path / "out" / "index.json").exists()
     assert _wait_gone(ours) == []
+
+
+def _press_and_step(at, key: str, done, max_steps: int = 40) -> None:
+    at.button(key=f"{key}_start").click().run()
+    for _ in range(max_steps):
+        assert not at.exception, at.exception
+        if done(at):
+            return
+        at.run()
+    raise AssertionError(f"{key}: the run did not finish")
+
+
+def test_probes_and_embeddings_pages_run_on_ray_with_the_local_results(local_ray, lite0, small_folder):
+    """The Engine choice of the Linear probes and Embeddings pages reaches the process's Ray: the page's
+    job runs there (its feature passes on Ray Data) and shows the numbers of the local engine."""
+    from streamlit.testing.v1 import AppTest
+
+    from vizcore.data import open_dataset
+    from vizcore.embed import embed
+    from vizcore.probes import fit_probes
+
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=600)
+    at.run()
+    at.switch_page(pages.PROBES.path)
+    at.session_state["probes_source"] = "folder"
+    at.session_state["probes_folder"] = str(small_folder)
+    at.session_state["probes_max_layers"] = 3
+    at.session_state["probes_engine"] = "ray"
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Ray at" in c.value for c in at.caption)  # the page reached Ray before running
+    _press_and_step(at, "probes", lambda a: bool(a.success or a.error))
+    assert at.success and "Probed 1 network(s)" in at.success[0].value, [e.value for e in at.error]
+    run = at.session_state["probes_jobrun"][1]
+    assert run.options.engine == "ray" and run.complete and not run.from_cache
+    df = at.dataframe[0].value
+    ref = fit_probes(lite0, str(small_folder), layers=["stem", "blocks.4.1", "logits"])
+    assert list(df["layer"]) == ["stem", "blocks.4.1", "logits"]
+    assert list(df["accuracy"]) == [lp.accuracy for lp in ref.layers]
+
+    at.switch_page(pages.EMBEDDINGS.path)
+    at.session_state["embeddings_source"] = "folder"
+    at.session_state["embeddings_folder"] = str(small_folder)
+    at.session_state["embeddings_method"] = "pca"
+    at.session_state["embeddings_engine"] = "ray"
+    at.run()
+    assert not at.exception, at.exception
+    _press_and_step(at, "embeddings", lambda a: not a.get("progress") and len(a.get("plotly_chart")) == 2)
+    run = at.session_state["embeddings_jobrun"][1]
+    assert run.options.engine == "ray" and run.complete
+    metrics = {}
+    for m in at.metric:
+        metrics.setdefault(m.label, []).append(m.value)
+    ref = embed(lite0, open_dataset(str(small_folder)), "pool", method="pca")
+    assert metrics["Trustworthiness"][1] == f"{ref.quality.trustworthiness:.3f}"
+    assert metrics[f"{ref.quality.knn_k}-NN accuracy"][-1] == f"{ref.quality.knn_accuracy:.3f}"
