@@ -136,17 +136,6 @@ def edge_map(image: Image.Image) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ layers and randomisation
-def _json_clean(v):
-    """A result as JSON: floats rounded to 6 places, NaN as null, tuples as lists (recursively)."""
-    if isinstance(v, float):
-        return None if math.isnan(v) else round(v, 6)
-    if isinstance(v, dict):
-        return {k: _json_clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_clean(x) for x in v]
-    return v
-
-
 @dataclass(frozen=True)
 class Unit:
     """What one randomisation step re-initialises: a name and its parameterised modules."""
@@ -325,7 +314,7 @@ class SanityResult:
         return ["none"] + [u[0] if len(u) == 1 else f"{u[0]}…" for u in self.steps[1:]]
 
     def to_json(self) -> dict:
-        return _json_clean({"model": self.model, "target": self.target, "mode": self.mode,
+        return json_safe({"model": self.model, "target": self.target, "mode": self.mode,
                       "granularity": self.granularity, "seed": self.seed, "methods": list(self.methods),
                       "steps": [{"step": i, "unit": n, "randomised": s}
                                 for i, (n, s) in enumerate(zip(self.step_labels(), self.steps))],
@@ -333,7 +322,7 @@ class SanityResult:
                       "random_class": self.random_class, "errors": self.errors,
                       "seconds_per_map": self.seconds, "complete": self.complete,
                       "kept_steps": sorted({k for m in self.maps.values() for k in m}),
-                      "out_of_scope": OUT_OF_SCOPE})
+                      "out_of_scope": OUT_OF_SCOPE}, digits=6)
 
 
 def _kept(n_steps: int, keep: int) -> list[int]:
@@ -633,11 +622,11 @@ class DatasetSanity:
     complete: bool = True
 
     def to_json(self) -> dict:
-        return _json_clean({"model": self.model, "mode": self.mode, "granularity": self.granularity, "seed": self.seed,
+        return json_safe({"model": self.model, "mode": self.mode, "granularity": self.granularity, "seed": self.seed,
                       "methods": list(self.methods), "steps": self.names, "mean": self.mean, "low": self.low,
                       "high": self.high, "random_class": self.random_class, "n": self.n,
                       "n_images": self.n_images, "complete": self.complete, "interval": "95% t-interval of the mean",
-                      "out_of_scope": OUT_OF_SCOPE})
+                      "out_of_scope": OUT_OF_SCOPE}, digits=6)
 
 
 def _interval(values: np.ndarray) -> tuple[float, float, float, int]:
@@ -752,14 +741,15 @@ class DatasetSanityJob(PassJob[DatasetSanity]):
         return DatasetSanity(**unjson(d))
 
 
-def json_safe(v):
-    """NaN as ``None`` (JSON has no NaN), recursively."""
+def json_safe(v, digits: int | None = None):
+    """NaN as ``None`` (JSON has no NaN) and tuples as lists, recursively; floats rounded to
+    ``digits`` places when given (the results' ``to_json``)."""
     if isinstance(v, float):
-        return None if math.isnan(v) else v
+        return None if math.isnan(v) else (v if digits is None else round(v, digits))
     if isinstance(v, dict):
-        return {k: json_safe(x) for k, x in v.items()}
+        return {k: json_safe(x, digits) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [json_safe(x) for x in v]
+        return [json_safe(x, digits) for x in v]
     return v
 
 
