@@ -731,18 +731,15 @@ class JobRun(Generic[R]):
         return self._result
 
 
-def sub_run(job: Job[R], options: RunOptions, *, base: int = 0, total: int | None = None,
-            units: int | None = None) -> Work:
-    """Run ``job`` inside a :meth:`StepJob.work`: ``result = yield from sub_run(...)``.
+def sub_run(job: Job[R], options: RunOptions, *, total: int | None = None) -> Work:
+    """Run ``job`` as the first part of a :meth:`StepJob.work`: ``result = yield from sub_run(...)``.
 
-    Its progress is re-yielded shifted by ``base`` units out of ``total`` (its own total when
-    ``None``), ``units`` (default two batches) per tick; its cached result comes at once, and it
-    is cached once complete, as in :class:`JobRun`.
+    Its progress is re-yielded out of ``total`` (its own total when ``None``), a tick per two
+    batches; its cached result comes at once, and it is cached once complete, as in :class:`JobRun`.
     """
     r = JobRun(job, options)
-    units = units or 2 * options.batch_size
-    while not r.step(units):
-        yield Tick(base + r.done, r.total if total is None else total)
+    while not r.step(2 * options.batch_size):
+        yield Tick(r.done, r.total if total is None else total)
     return r.result
 
 
