@@ -66,17 +66,8 @@ def _index_json(res) -> str:
 
 def _worker_pids(kind: str = "mining") -> list[int]:
     """Processes of this machine running our pass as a Ray actor (``ray::MapWorker(...VizcorePass_<kind>...)``)."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if f"VizcorePass_{kind}".encode() in cmd:
-            out.append(int(pid))
-    return out
+    mark = f"VizcorePass_{kind}".encode()
+    return [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and mark in _cmdline(pid)]
 
 
 def _wait_gone(pids_fn, seconds: float = 30.0) -> list[int]:
@@ -339,9 +330,10 @@ def test_precompute_engine_ray_ctrl_c_keeps_done_batches_and_resumes(lite0, tmp_
     from vizcore.data import open_dataset
 
     env, ours = _marked_env(tmp_path)
-    args = ["precompute", "--model", "efficientnet_lite0", "--data", "samples", "--layers", "stem",
-            "--featviz-steps", "48", "--featviz-size", "64", "--featviz-batch", "1", "--parts",
-            "feature visualisation"]
+    plan = P.plan(lite0, open_dataset("samples"), ["stem"],
+                  P.PrecomputeSettings(featviz_steps=48, featviz_size=64, featviz_batch=1))
+    # the plan's own command (what the Model atlas page tells a user to run), after `python -m vizcore`
+    args = [*P.command(plan, "samples").split()[3:], "--parts", "feature visualisation"]
     rc, err = _ctrl_c_after_first_report(
         [*args, "--engine", "ray"], env, 32, lambda: [p for p in ours() if b"_JobActor" in _cmdline(p)])
     assert rc == 130, err
@@ -349,8 +341,6 @@ def test_precompute_engine_ray_ctrl_c_keeps_done_batches_and_resumes(lite0, tmp_
     assert _wait_gone(ours) == []
 
     monkeypatch.setenv("VIZCORE_CACHE", env["VIZCORE_CACHE"])  # the plan's status reads the CLI's cache
-    plan = P.plan(lite0, open_dataset("samples"), ["stem"],
-                  P.PrecomputeSettings(featviz_steps=48, featviz_size=64, featviz_batch=1))
     done = P.status(plan, "stem").done["feature visualisation"]  # what was reported done is there, whole
     assert 1 <= done < 32
     again = subprocess.run([sys.executable, "-m", "vizcore", *args, "--workers", "0", "--json"], env=env, cwd=ROOT,
@@ -360,7 +350,7 @@ def test_precompute_engine_ray_ctrl_c_keeps_done_batches_and_resumes(lite0, tmp_
     assert fv["jobs"] == 32 and fv["from_cache"] == done
 
 
-def _cmdline(pid: int) -> bytes:
+def _cmdline(pid: int | str) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
