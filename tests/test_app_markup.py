@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 
 import pytest
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from dashboard.widgets.text import JOINER, plain
